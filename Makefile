@@ -1,0 +1,47 @@
+# pitr: build, test, demo.
+#
+#   make demo   a throwaway cluster, a backup, an accident, and pitr bringing the data back
+#   make test   the whole suite (unit tests and restores against real PostgreSQL)
+#   make lint   rustfmt and clippy, warnings as errors
+#
+# PostgreSQL's server programs are installed from Debian's packages when
+# missing (PG_MAJOR selects the version the tests use).
+
+PG_MAJOR ?= 15
+PG_BIN ?= /usr/lib/postgresql/$(PG_MAJOR)/bin
+CARGO ?= cargo
+
+.PHONY: all build release test unit lint demo postgres clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# Installs PostgreSQL only when its server programs are absent.
+postgres:
+	@if [ ! -x "$(PG_BIN)/postgres" ]; then \
+		echo "PostgreSQL $(PG_MAJOR) server programs not found in $(PG_BIN); installing from Debian's packages"; \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-$(PG_MAJOR) || \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
+	fi
+	@test -x "$(PG_BIN)/postgres" || { echo "PostgreSQL $(PG_MAJOR) is still missing from $(PG_BIN)"; exit 1; }
+
+test: postgres
+	PITR_TEST_PG_BIN=$(PG_BIN) $(CARGO) test --all-targets -- --test-threads=4
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: postgres
+	$(CARGO) build --release
+	PG_BIN=$(PG_BIN) ./scripts/demo.sh
+
+clean:
+	$(CARGO) clean

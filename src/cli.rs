@@ -1,0 +1,160 @@
+//! Command-line definitions (clap). Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pitr",
+    version,
+    about = "Point-in-time recovery for PostgreSQL: pick the backup, prove the WAL, restore to the moment.",
+    after_help = "Examples:\n  pitr plan --repo /backups --to '5 minutes ago'\n  pitr restore --repo /backups --to '2026-11-23 14:05:00' --pgdata /srv/restore\n  pitr list --repo /backups"
+)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Only print errors
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Restore a data directory to a point in time and bring PostgreSQL there
+    #[command(
+        after_help = "Examples:\n  pitr restore --repo /backups --to '5 minutes ago' --pgdata /srv/restore\n  pitr restore --repo /backups --to name:before_migration --pgdata /srv/restore --action pause\n  pitr restore --backups /pg/base --wal-archive /pg/wal --to latest --pgdata /srv/pg --port 5433"
+    )]
+    Restore(RestoreArgs),
+    /// Show what a restore to a target would do, without doing it
+    #[command(
+        after_help = "Examples:\n  pitr plan --repo /backups --to '2 hours ago'\n  pitr plan --repo /backups --to lsn:0/3000060 --json"
+    )]
+    Plan(PlanArgs),
+    /// List backups and the recoverable window
+    List(RepoArgs),
+    /// Serve a WAL file from the archive (a restore_command)
+    #[command(
+        after_help = "Exit status: 0 the file was copied, 1 it is not in the archive, 126 any other error\n(PostgreSQL aborts recovery on statuses above 125 instead of taking them for the end of the archive).\n\nExample restore_command:\n  restore_command = 'pitr wal-fetch --wal-archive /backups/wal %f %p'"
+    )]
+    WalFetch(WalFetchArgs),
+}
+
+/// Where backups and the WAL archive are.
+#[derive(Debug, Args, Clone)]
+pub struct RepoArgs {
+    /// Repository: a directory with `base/<backup-id>/` and `wal/`
+    #[arg(long, env = "PITR_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// Directory holding one pg_basebackup output per subdirectory (instead of --repo)
+    #[arg(long, value_name = "DIR", requires = "wal_archive")]
+    pub backups: Option<PathBuf>,
+
+    /// WAL archive directory filled by archive_command (instead of --repo)
+    #[arg(long, value_name = "DIR", requires = "backups")]
+    pub wal_archive: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Target: a time (`5 minutes ago`, `yesterday 14:00`, `2026-11-23 14:05:00`, ISO 8601),
+    /// `latest`, `immediate`, `lsn:0/3000060`, `xid:1234` or `name:<restore point>`
+    #[arg(long = "to", value_name = "TARGET", allow_hyphen_values = true)]
+    pub to: String,
+
+    /// Stop just before the target instead of just after it
+    #[arg(long)]
+    pub exclusive: bool,
+
+    /// Use this backup (its directory name) instead of choosing one
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// End recovery at the target and accept writes
+    Promote,
+    /// Stay read-only at the target, to inspect before promoting
+    Pause,
+    /// Stop the server at the target
+    Shutdown,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Data directory to create (must be absent or empty)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+
+    /// Replace a non-empty --pgdata: the old directory is moved aside, never deleted
+    #[arg(long)]
+    pub force: bool,
+
+    /// What the server does at the target
+    #[arg(long, value_enum, default_value_t = Action::Promote)]
+    pub action: Action,
+
+    /// Port for the restored server (default: a free port)
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Keep the backup's archive settings (the restored server may archive into production)
+    #[arg(long)]
+    pub keep_archiving: bool,
+
+    /// Directory with PostgreSQL's server programs (default: /usr/lib/postgresql/<major>/bin, then PATH)
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// OS user that runs PostgreSQL when pitr runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub os_user: String,
+
+    /// Show the plan and stop (same as `pitr plan`)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    #[command(flatten)]
+    pub repo: WalArchiveArgs,
+
+    /// File PostgreSQL asks for (%f): a segment name or NNNNNNNN.history
+    pub name: String,
+
+    /// Where to write it (%p), relative to the data directory
+    pub destination: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WalArchiveArgs {
+    /// Repository whose `wal/` is the archive
+    #[arg(long, env = "PITR_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// WAL archive directory
+    #[arg(long, value_name = "DIR")]
+    pub wal_archive: Option<PathBuf>,
+}

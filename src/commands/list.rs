@@ -1,0 +1,117 @@
+//! `pitr list`: the backups and how far back one can go.
+
+use serde_json::json;
+
+use crate::cli::RepoArgs;
+use crate::error::Failure;
+use crate::plan::window;
+use crate::progress::{human_bytes, Reporter};
+use crate::repo::backup::BackupFormat;
+
+pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
+    let local = super::local_zone();
+    let catalog = super::load_catalog(args, &local)?;
+    for warning in &catalog.warnings {
+        reporter.warn(warning);
+    }
+    let timelines = catalog.archive.timelines();
+    let utc = |t: chrono::DateTime<chrono::FixedOffset>| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    if json {
+        let backups: Vec<_> = catalog
+            .backups
+            .iter()
+            .map(|b| {
+                json!({
+                    "id": b.id,
+                    "timeline": b.timeline,
+                    "format": b.format,
+                    "start_lsn": b.start_lsn,
+                    "stop_lsn": b.stop_lsn,
+                    "stop_time": utc(b.stop_time),
+                    "consistent_by": utc(b.consistent_by()),
+                    "bytes": b.stored_bytes,
+                    "label": b.label.label,
+                })
+            })
+            .collect();
+        let timelines: Vec<_> = timelines
+            .iter()
+            .map(|timeline| {
+                let backups: Vec<_> = catalog.backups.iter().filter(|b| b.timeline == *timeline).cloned().collect();
+                let window = (!backups.is_empty()).then(|| window(&backups, &catalog.archive, *timeline));
+                json!({
+                    "timeline": timeline,
+                    "first_segment": catalog.archive.first_segment(*timeline).map(|s| s.file_name()),
+                    "last_segment": catalog.archive.last_segment(*timeline).map(|s| s.file_name()),
+                    "recoverable_from": window.as_ref().map(|w| utc(w.from)),
+                    "recoverable_until": window.as_ref().and_then(|w| w.until).map(utc),
+                })
+            })
+            .collect();
+        println!(
+            "{:#}",
+            json!({
+                "backups": backups,
+                "unreadable_backups": catalog.unreadable,
+                "timelines": timelines,
+                "wal_archive": catalog.location.wal_archive,
+                "segments": catalog.archive.segment_count(),
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:>3}  {:<10} {:<20} {:<20} {:>10}",
+        "backup", "TL", "format", "start LSN", "stopped (UTC)", "size"
+    );
+    for b in &catalog.backups {
+        let format = match b.format {
+            BackupFormat::Plain => "plain".to_string(),
+            BackupFormat::Tar(c) => format!("tar{}", c.suffix()),
+        };
+        println!(
+            "{:<28} {:>3}  {:<10} {:<20} {:<20} {:>10}",
+            b.id,
+            b.timeline.value(),
+            format,
+            b.start_lsn.to_string(),
+            b.stop_time
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S"),
+            human_bytes(b.stored_bytes)
+        );
+    }
+    for unreadable in &catalog.unreadable {
+        println!(
+            "{:<28} cannot be used: {}",
+            unreadable.id, unreadable.reason
+        );
+    }
+    println!();
+    for timeline in timelines {
+        let backups: Vec<_> = catalog
+            .backups
+            .iter()
+            .filter(|b| b.timeline == timeline)
+            .cloned()
+            .collect();
+        let segments = match (
+            catalog.archive.first_segment(timeline),
+            catalog.archive.last_segment(timeline),
+        ) {
+            (Some(first), Some(last)) => format!("WAL {first} .. {last}"),
+            _ => "no WAL segments".to_string(),
+        };
+        if backups.is_empty() {
+            println!("timeline {timeline}: {segments}; no backup on this timeline");
+        } else {
+            println!(
+                "timeline {timeline}: {segments}; recoverable {}",
+                window(&backups, &catalog.archive, timeline)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! One module per subcommand, each a short script over the library.
+
+pub mod list;
+pub mod plan;
+pub mod restore;
+pub mod wal_fetch;
+
+use serde_json::{json, Value};
+
+use crate::cli::{RepoArgs, TargetArgs};
+use crate::error::{Failure, FailureKind, OrFail};
+use crate::plan::{make_plan, Plan, PlanRequest};
+use crate::progress::human_bytes;
+use crate::repo::{Catalog, RepoLocation};
+use crate::target::{parse_target, Target};
+
+/// The zone used for times without an offset and for display (`TZ`).
+pub fn local_zone() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::system()
+}
+
+pub fn load_catalog(args: &RepoArgs, local: &jiff::tz::TimeZone) -> Result<Catalog, Failure> {
+    let location = RepoLocation::new(
+        args.repo.as_deref(),
+        args.backups.as_deref(),
+        args.wal_archive.as_deref(),
+    )
+    .or_fail(FailureKind::Usage)?;
+    Catalog::scan(location, local).or_fail(FailureKind::PlanRefused)
+}
+
+/// Parses `--to` (exit status 2 when it cannot be understood).
+pub fn parse_target_args(args: &TargetArgs) -> Result<Target, Failure> {
+    let now = jiff::Zoned::now();
+    let target = parse_target(&args.to, &now).or_fail(FailureKind::Usage)?;
+    if args.exclusive && matches!(target, Target::Latest | Target::Immediate | Target::Name(_)) {
+        return Err(Failure::msg(
+            FailureKind::Usage,
+            "--exclusive applies to time, lsn: and xid: targets only",
+        ));
+    }
+    Ok(target)
+}
+
+/// Scans the repository and plans; warnings about the repository are shown.
+pub fn plan_from_args(
+    repo: &RepoArgs,
+    target_args: &TargetArgs,
+    local: &jiff::tz::TimeZone,
+    reporter: &crate::progress::Reporter,
+) -> Result<(Catalog, Plan), Failure> {
+    let target = parse_target_args(target_args)?;
+    let catalog = load_catalog(repo, local)?;
+    for warning in &catalog.warnings {
+        reporter.warn(warning);
+    }
+    for unreadable in &catalog.unreadable {
+        reporter.warn(format!(
+            "backup `{}` cannot be used: {}",
+            unreadable.id, unreadable.reason
+        ));
+    }
+    let request = PlanRequest {
+        target,
+        inclusive: !target_args.exclusive,
+        backup_id: target_args.backup.clone(),
+    };
+    let plan = make_plan(
+        &catalog.backups,
+        catalog.unreadable.len(),
+        &catalog.archive,
+        &request,
+        local,
+    )
+    .or_fail(FailureKind::PlanRefused)?;
+    Ok((catalog, plan))
+}
+
+fn rfc3339(time: chrono::DateTime<chrono::FixedOffset>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+pub fn target_json(target: &Target, inclusive: bool, local: &jiff::tz::TimeZone) -> Value {
+    let (kind, value) = match target {
+        Target::Time(time) => ("time", json!(rfc3339(*time))),
+        Target::Lsn(lsn) => ("lsn", json!(lsn.to_string())),
+        Target::Xid(xid) => ("xid", json!(xid)),
+        Target::Name(name) => ("name", json!(name)),
+        Target::Latest => ("latest", Value::Null),
+        Target::Immediate => ("immediate", Value::Null),
+    };
+    json!({
+        "kind": kind,
+        "value": value,
+        "inclusive": inclusive,
+        "description": target.describe(local),
+    })
+}
+
+pub fn plan_json(plan: &Plan, local: &jiff::tz::TimeZone) -> Value {
+    let backup = &plan.backup;
+    json!({
+        "backup": {
+            "id": backup.id,
+            "path": backup.dir,
+            "format": backup.format,
+            "timeline": backup.timeline,
+            "start_lsn": backup.start_lsn,
+            "stop_lsn": backup.stop_lsn,
+            "stop_time": rfc3339(backup.stop_time),
+            "stop_time_source": backup.stop_time_source,
+            "system_identifier": backup.system_identifier.map(|id| id.to_string()),
+            "postgresql_version": backup.major_version,
+            "reason": plan.reason,
+        },
+        "timeline": plan.timeline,
+        "target": target_json(&plan.target, plan.inclusive, local),
+        "wal": {
+            "first": plan.wal.first.file_name(),
+            "last": plan.wal.last.file_name(),
+            "segments": plan.wal.segments,
+            "bytes": plan.wal.bytes,
+            "from_backup": plan.wal.from_backup,
+            "missing": Vec::<String>::new(),
+        },
+        "recoverable_window": {
+            "from": rfc3339(plan.window.from),
+            "until": plan.window.until.map(rfc3339),
+        },
+        "notes": plan.notes,
+    })
+}
+
+/// The plan for people.
+pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {
+    let backup = &plan.backup;
+    let mut lines = vec![
+        format!(
+            "target:    {}{}",
+            plan.target.describe(local),
+            if plan.inclusive {
+                ""
+            } else {
+                " (exclusive: stop just before it)"
+            }
+        ),
+        format!("backup:    {} ({})", backup.id, plan.reason),
+        format!(
+            "           {} format, timeline {}, WAL {} .. {}, ended {}",
+            match backup.format {
+                crate::repo::backup::BackupFormat::Plain => "plain".to_string(),
+                crate::repo::backup::BackupFormat::Tar(c) => format!("tar{}", c.suffix()),
+            },
+            backup.timeline,
+            backup.start_lsn,
+            backup.stop_lsn,
+            backup
+                .stop_time
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC"),
+        ),
+        format!("timeline:  {}", plan.timeline),
+        format!(
+            "WAL:       {} .. {} ({} segments, {}{}), all present",
+            plan.wal.first,
+            plan.wal.last,
+            plan.wal.segments,
+            human_bytes(plan.wal.bytes),
+            if plan.wal.from_backup > 0 {
+                format!(", {} from the backup itself", plan.wal.from_backup)
+            } else {
+                String::new()
+            }
+        ),
+        format!("window:    {}", plan.window),
+    ];
+    for note in &plan.notes {
+        lines.push(format!("note:      {note}"));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,16 @@
+//! `pitr plan`: what a restore would do, and nothing else.
+
+use crate::cli::PlanArgs;
+use crate::error::Failure;
+use crate::progress::Reporter;
+
+pub fn run(args: &PlanArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
+    let local = super::local_zone();
+    let (_, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    if json {
+        println!("{:#}", super::plan_json(&plan, &local));
+    } else {
+        println!("{}", super::plan_text(&plan, &local));
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! `pitr restore`: plan, check, stage, start PostgreSQL, follow it to the
+//! target, then promote, pause or shut down.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::cli::{Action, RestoreArgs};
+use crate::error::{Failure, FailureKind, OrFail};
+use crate::plan::Plan;
+use crate::postgres::binaries::Binaries;
+use crate::postgres::log::LogEvent;
+use crate::postgres::os_user::OsUser;
+use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
+use crate::postgres::server::{wait_for_pid, LogFollower, Server};
+use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
+use crate::progress::{human_bytes, Reporter, Unit};
+use crate::repo::absolute;
+use crate::stage::{inspect_destination, stage, Interrupted};
+use crate::target::Target;
+use crate::wal::WalSegment;
+
+pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
+    let started = Instant::now();
+    let local = super::local_zone();
+    let goal = goal_for(args)?;
+    let (catalog, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    if args.dry_run {
+        if json {
+            println!("{:#}", super::plan_json(&plan, &local));
+        } else {
+            println!("{}", super::plan_text(&plan, &local));
+        }
+        return Ok(());
+    }
+    reporter.step(super::plan_text(&plan, &local));
+
+    // Everything that can be checked is checked before anything is written.
+    let pgdata = absolute(&args.pgdata).or_fail(FailureKind::Usage)?;
+    let destination = inspect_destination(&pgdata, args.force).or_fail(FailureKind::Staging)?;
+    let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
+    let major_version = plan.backup.major_version.ok_or_else(|| {
+        Failure::msg(
+            FailureKind::Staging,
+            format!(
+                "cannot tell which PostgreSQL version made backup `{}` (no PG_VERSION and no archived WAL to read it from)",
+                plan.backup.id
+            ),
+        )
+    })?;
+    let binaries =
+        Binaries::find(args.bin_dir.as_deref(), major_version).or_fail(FailureKind::Staging)?;
+    let pitr = std::env::current_exe()
+        .and_then(|path| path.canonicalize())
+        .context("cannot find the pitr executable")
+        .or_fail(FailureKind::Internal)?;
+    check_user_can_run(&user, &pitr, &catalog.location.wal_archive)?;
+    let port = match args.port {
+        Some(port) => port,
+        None => free_port().or_fail(FailureKind::Staging)?,
+    };
+    let socket_dir = socket_dir_for(&pgdata);
+    let settings = RecoverySettings {
+        restore_command: restore_command(&pitr, &catalog.location.wal_archive),
+        target: plan.target.clone(),
+        inclusive: plan.inclusive,
+        timeline: plan.timeline,
+        action: match goal {
+            Goal::PromoteAtTarget | Goal::PauseAtTarget => Some(TargetAction::Pause),
+            Goal::ShutdownAtTarget => Some(TargetAction::Shutdown),
+            Goal::PromoteAtEnd => None,
+        },
+        port,
+        socket_dir: socket_dir.to_string_lossy().into_owned(),
+        keep_archiving: args.keep_archiving,
+        major_version,
+    };
+    let planned = started.elapsed();
+
+    reporter.step(format!(
+        "staging backup {} into {}",
+        plan.backup.id,
+        pgdata.display()
+    ));
+    let staging_started = Instant::now();
+    let staged =
+        stage(&plan, &pgdata, &destination, &user, &settings, reporter).map_err(|error| {
+            if error.downcast_ref::<Interrupted>().is_some() {
+                Failure::new(FailureKind::Interrupted, error)
+            } else {
+                Failure::new(FailureKind::Staging, error)
+                    .with_hint("nothing was left behind: the staging directory was removed")
+            }
+        })?;
+    let staging_time = staging_started.elapsed();
+    if let Some(aside) = &staged.moved_aside {
+        reporter.step(format!(
+            "the previous contents of {} were moved to {}",
+            pgdata.display(),
+            aside.display()
+        ));
+    }
+    for note in &staged.notes {
+        reporter.step(format!("note: {note}"));
+    }
+
+    reporter.step(format!(
+        "starting PostgreSQL {major_version} as OS user {} on port {port}; log: {}",
+        user.name,
+        pgdata.join("pitr-recovery.log").display()
+    ));
+    let recovery_started = Instant::now();
+    let server = Server::new(&pgdata, binaries, user);
+    let mut follower = LogFollower::new(&server.log_path);
+    server.start().or_fail(FailureKind::Recovery)?;
+    let (pid, initial) =
+        wait_for_pid(&server, &mut follower, Duration::from_secs(60)).map_err(|error| {
+            Failure::msg(
+                FailureKind::Recovery,
+                format!(
+                    "{error:#}\nserver log:\n  {}",
+                    follower.relevant_lines(12).join("\n  ")
+                ),
+            )
+        })?;
+    let mut progress = reporter.bar("replay", plan.wal.segments, Unit::Segments);
+    let first = plan.wal.first;
+    let (state, observed) = follow(
+        &server,
+        &mut follower,
+        pid,
+        goal,
+        |event| {
+            if let LogEvent::Restored(name) = event {
+                if let Some(segment) = WalSegment::parse(name, first.size) {
+                    progress.set(segment.number.saturating_sub(first.number) + 1);
+                    progress.set_message(name.clone());
+                }
+            }
+        },
+        initial,
+    )?;
+    progress.finish();
+    if goal == Goal::PromoteAtEnd {
+        confirm_end_of_archive(&plan, &observed, &server)?;
+    }
+    let recovery_time = recovery_started.elapsed();
+
+    let summary = Summary {
+        plan: &plan,
+        pgdata: &pgdata,
+        port,
+        socket_dir: &socket_dir,
+        state,
+        observed: &observed,
+        moved_aside: staged.moved_aside.as_deref(),
+        bytes_staged: staged.bytes_written,
+        timings: [planned, staging_time, recovery_time, started.elapsed()],
+        server: &server,
+    };
+    if json {
+        println!("{:#}", summary.json(&local));
+    } else {
+        eprintln!("{}", summary.text());
+    }
+    Ok(())
+}
+
+fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
+    let latest = args.target.to.trim().eq_ignore_ascii_case("latest");
+    Ok(match (args.action, latest) {
+        (Action::Promote, true) => Goal::PromoteAtEnd,
+        (Action::Promote, false) => Goal::PromoteAtTarget,
+        (Action::Pause, false) => Goal::PauseAtTarget,
+        (Action::Shutdown, false) => Goal::ShutdownAtTarget,
+        (_, true) => {
+            return Err(Failure::msg(
+                FailureKind::Usage,
+                "`--to latest` replays the whole archive and then promotes; --action pause and shutdown need a target point (a time, lsn:, xid: or name:)",
+            ))
+        }
+    })
+}
+
+/// PostgreSQL runs `restore_command` as its own user: it must be able to run
+/// this very binary and read the archive, or recovery fails later with a
+/// confusing message.
+fn check_user_can_run(user: &OsUser, pitr: &Path, archive: &Path) -> Result<(), Failure> {
+    if !user.switch {
+        return Ok(());
+    }
+    let runs = user
+        .command(pitr)
+        .arg("--version")
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false);
+    if !runs {
+        return Err(Failure::msg(
+            FailureKind::Staging,
+            format!(
+                "OS user `{}` cannot run `{}`, which PostgreSQL will call as its restore_command",
+                user.name,
+                pitr.display()
+            ),
+        )
+        .with_hint("install pitr where every user can run it (for example /usr/local/bin), or make its directories world-executable"));
+    }
+    let readable = user
+        .command(Path::new("/bin/sh"))
+        .args(["-c", "test -r \"$1\" && test -x \"$1\"", "sh"])
+        .arg(archive)
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
+    if !readable {
+        return Err(Failure::msg(
+            FailureKind::Staging,
+            format!(
+                "OS user `{}` cannot read the WAL archive `{}`, which PostgreSQL's restore_command must read",
+                user.name,
+                archive.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free TCP port")?;
+    Ok(listener
+        .local_addr()
+        .context("cannot find a free TCP port")?
+        .port())
+}
+
+/// The data directory itself holds the socket, unless its path is too long
+/// for a unix socket address (108 bytes including `/.s.PGSQL.NNNNN`).
+fn socket_dir_for(pgdata: &Path) -> PathBuf {
+    if pgdata.as_os_str().len() <= 80 {
+        pgdata.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// With no target PostgreSQL ends recovery wherever the WAL it can read
+/// ends. Success means that is the end of what the archive holds.
+fn confirm_end_of_archive(
+    plan: &Plan,
+    observed: &Observed,
+    server: &Server,
+) -> Result<(), Failure> {
+    let Some(redo_done) = observed.redo_done else {
+        return Ok(());
+    };
+    let reached = WalSegment::containing(plan.timeline, redo_done, plan.wal.last.size);
+    if reached.number < plan.wal.last.number {
+        return Err(Failure::msg(
+            FailureKind::Recovery,
+            format!(
+                "replay stopped at {redo_done} in segment {reached}, but the archive holds WAL up to segment {}: PostgreSQL took an unreadable record for the end of the WAL and promoted early",
+                plan.wal.last
+            ),
+        )
+        .with_hint(format!(
+            "the server at `{}` is running and writable at that earlier point; check segment {} and the log `{}`",
+            server.pgdata.display(),
+            reached.next(),
+            server.log_path.display()
+        )));
+    }
+    Ok(())
+}
+
+struct Summary<'a> {
+    plan: &'a Plan,
+    pgdata: &'a Path,
+    port: u16,
+    socket_dir: &'a Path,
+    state: FinalState,
+    observed: &'a Observed,
+    moved_aside: Option<&'a Path>,
+    bytes_staged: u64,
+    /// plan, staging, recovery, total.
+    timings: [Duration; 4],
+    server: &'a Server,
+}
+
+impl Summary<'_> {
+    fn connect(&self) -> String {
+        format!("psql -h '{}' -p {}", self.socket_dir.display(), self.port)
+    }
+
+    fn text(&self) -> String {
+        let [plan, staging, recovery, total] = self.timings.map(|d| d.as_secs_f64());
+        let mut lines = vec![String::new(), "restore complete".to_string()];
+        lines.push(format!("  backup:     {}", self.plan.backup.id));
+        lines.push(format!(
+            "  WAL:        {} .. {} ({} segments planned, {} files restored from the archive)",
+            self.plan.wal.first,
+            self.plan.wal.last,
+            self.plan.wal.segments,
+            self.observed.restored_files
+        ));
+        if let Some(stop) = &self.observed.stop_message {
+            lines.push(format!("  stop point: {stop}"));
+        } else if let Some(lsn) = self.observed.redo_done {
+            lines.push(format!(
+                "  stop point: end of the archive, last record at {lsn}"
+            ));
+        }
+        if let Some(time) = &self.observed.last_transaction {
+            lines.push(format!("  last transaction replayed: {time}"));
+        }
+        match self.state {
+            FinalState::Promoted => {
+                if let Some(timeline) = self.observed.new_timeline {
+                    lines.push(format!("  new timeline: {timeline}"));
+                }
+                lines.push(format!(
+                    "  PostgreSQL is running and accepts writes: {}",
+                    self.connect()
+                ));
+            }
+            FinalState::Paused => {
+                lines.push(format!(
+                    "  PostgreSQL is paused at the target, read-only. Inspect it with: {}",
+                    self.connect()
+                ));
+                lines.push(format!(
+                    "  then promote it with `pg_ctl promote -D '{}'` (or SELECT pg_promote()), or stop it with `pg_ctl stop -D '{0}'`",
+                    self.pgdata.display()
+                ));
+            }
+            FinalState::Stopped => lines.push(format!(
+                "  PostgreSQL stopped at the target; start it with `pg_ctl start -D '{}'`",
+                self.pgdata.display()
+            )),
+        }
+        if let Some(aside) = self.moved_aside {
+            lines.push(format!("  previous directory kept at {}", aside.display()));
+        }
+        lines.push(format!(
+            "  data directory: {} (log: {})",
+            self.pgdata.display(),
+            self.server.log_path.display()
+        ));
+        lines.push(format!(
+            "  time: plan {plan:.1}s, staging {staging:.1}s ({}), recovery {recovery:.1}s, total {total:.1}s",
+            human_bytes(self.bytes_staged)
+        ));
+        lines.join("\n")
+    }
+
+    fn json(&self, local: &jiff::tz::TimeZone) -> serde_json::Value {
+        let [plan, staging, recovery, total] = self.timings.map(|d| d.as_secs_f64());
+        json!({
+            "plan": super::plan_json(self.plan, local),
+            "pgdata": self.pgdata,
+            "port": self.port,
+            "socket_dir": self.socket_dir,
+            "state": self.state,
+            "stop": {
+                "message": self.observed.stop_message,
+                "redo_done_lsn": self.observed.redo_done.map(|lsn| lsn.to_string()),
+                "consistent_at": self.observed.consistent_at.map(|lsn| lsn.to_string()),
+                "last_transaction": self.observed.last_transaction,
+            },
+            "new_timeline": self.observed.new_timeline,
+            "restored_files": self.observed.restored_files,
+            "moved_aside": self.moved_aside,
+            "log": self.server.log_path,
+            "bytes_staged": self.bytes_staged,
+            "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
+            "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
+        })
+    }
+}

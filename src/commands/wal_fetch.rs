@@ -1,0 +1,126 @@
+//! `pitr wal-fetch NAME DEST`: the restore_command.
+//!
+//! Exit status 0 when the file was delivered, 1 when the archive does not
+//! have it (PostgreSQL then looks elsewhere or ends recovery), and 126 for
+//! any other error, because PostgreSQL treats statuses above 125 as fatal
+//! instead of as "not found": an unreadable archive must stop recovery, not
+//! end it early.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::WalFetchArgs;
+use crate::compression::Compression;
+use crate::wal::segment::is_segment_name;
+
+/// The outcome of one fetch.
+pub enum Fetched {
+    Delivered,
+    NotFound,
+}
+
+pub const EXIT_NOT_FOUND: u8 = 1;
+pub const EXIT_ERROR: u8 = 126;
+
+pub fn run(args: &WalFetchArgs) -> u8 {
+    match fetch(args) {
+        Ok(Fetched::Delivered) => 0,
+        Ok(Fetched::NotFound) => EXIT_NOT_FOUND,
+        Err(error) => {
+            eprintln!("pitr wal-fetch: error: {error:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn archive_dir(args: &WalFetchArgs) -> Result<PathBuf> {
+    match (&args.repo.wal_archive, &args.repo.repo) {
+        (Some(dir), _) => Ok(dir.clone()),
+        (None, Some(repo)) => Ok(repo.join("wal")),
+        (None, None) => bail!("no archive given: pass --wal-archive DIR or --repo DIR"),
+    }
+}
+
+/// Only names PostgreSQL asks for are served, so a request can never
+/// reach outside the archive directory.
+fn is_servable(name: &str) -> bool {
+    if is_segment_name(name) {
+        return true;
+    }
+    if let Some(digits) = name.strip_suffix(".history") {
+        return digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    if let Some(rest) = name.strip_suffix(".partial") {
+        return is_segment_name(rest);
+    }
+    false
+}
+
+pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
+    let archive = archive_dir(args)?;
+    if !is_servable(&args.name) {
+        bail!("`{}` is not a WAL segment or history file name", args.name);
+    }
+    if !archive.is_dir() {
+        bail!(
+            "the WAL archive `{}` is not a readable directory",
+            archive.display()
+        );
+    }
+    for compression in Compression::ALL {
+        let source = archive.join(format!("{}{}", args.name, compression.suffix()));
+        let file = match File::open(&source) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot open `{}`", source.display()))
+            }
+        };
+        deliver(file, compression, &source, &args.destination)?;
+        return Ok(Fetched::Delivered);
+    }
+    Ok(Fetched::NotFound)
+}
+
+/// Writes to a temporary name next to `destination`, then renames, so
+/// PostgreSQL never sees a partial file.
+fn deliver(file: File, compression: Compression, source: &Path, destination: &Path) -> Result<()> {
+    let dir = destination
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".pitr-fetch-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
+    let mut reader = compression.decoder(file);
+    io::copy(&mut reader, temp.as_file_mut()).with_context(|| {
+        format!(
+            "cannot copy `{}` to `{}`",
+            source.display(),
+            destination.display()
+        )
+    })?;
+    temp.persist(destination)
+        .with_context(|| format!("cannot rename into `{}`", destination.display()))?;
+    let _ = fs::metadata(destination);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wal_names_are_served() {
+        assert!(is_servable("000000010000000000000003"));
+        assert!(is_servable("00000002.history"));
+        assert!(is_servable("000000010000000000000003.partial"));
+        assert!(!is_servable("../etc/passwd"));
+        assert!(!is_servable("000000010000000000000003.00000028.backup"));
+        assert!(!is_servable(""));
+    }
+}

@@ -1,0 +1,53 @@
+//! The `pitr` binary: parse arguments, run the command, map failures to
+//! exit codes (documented in the README).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use pitr::cli::{Cli, Command};
+use pitr::commands;
+use pitr::error::{Failure, FailureKind};
+use pitr::progress::Reporter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are not errors.
+            let code = if error.use_stderr() { 2 } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    // wal-fetch runs inside PostgreSQL with its own exit-code contract.
+    if let Command::WalFetch(args) = &cli.command {
+        return ExitCode::from(commands::wal_fetch::run(args));
+    }
+    pitr::interrupt::install();
+    let reporter = Reporter::new(cli.quiet);
+    let result = match &cli.command {
+        Command::Restore(args) => commands::restore::run(args, cli.json, &reporter),
+        Command::Plan(args) => commands::plan::run(args, cli.json, &reporter),
+        Command::List(args) => commands::list::run(args, cli.json, &reporter),
+        Command::WalFetch(_) => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            report(&failure);
+            ExitCode::from(failure.kind.exit_code())
+        }
+    }
+}
+
+fn report(failure: &Failure) {
+    let label = match failure.kind {
+        FailureKind::Interrupted => "interrupted",
+        _ => "error",
+    };
+    eprintln!("pitr: {label}: {:#}", failure.error);
+    if let Some(hint) = &failure.hint {
+        eprintln!("hint: {hint}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Driving PostgreSQL: finding its programs, the OS user it runs as, the
+//! recovery settings, and following a recovering server.
+
+pub mod binaries;
+pub mod log;
+pub mod os_user;
+pub mod recovery;
+pub mod server;
+pub mod settings;

@@ -1,0 +1,227 @@
+//! Starting the restored server, following its recovery through the log,
+//! and promoting or stopping it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use super::binaries::Binaries;
+use super::log::{parse_line, LogEvent};
+use super::os_user::OsUser;
+use crate::wal::Lsn;
+
+/// A PostgreSQL server on a restored data directory.
+pub struct Server {
+    pub pgdata: PathBuf,
+    pub binaries: Binaries,
+    pub user: OsUser,
+    pub log_path: PathBuf,
+}
+
+impl Server {
+    pub fn new(pgdata: &Path, binaries: Binaries, user: OsUser) -> Server {
+        Server {
+            pgdata: pgdata.to_path_buf(),
+            log_path: pgdata.join("pitr-recovery.log"),
+            binaries,
+            user,
+        }
+    }
+
+    /// Starts the server detached (it outlives `pitr`), logging to
+    /// `log_path`. Returns at once; `LogFollower` tells what happens next.
+    pub fn start(&self) -> Result<()> {
+        let output = self
+            .pg_ctl()
+            .args(["start", "-W", "-D"])
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(&self.log_path)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run pg_ctl")?;
+        if !output.status.success() {
+            bail!(
+                "pg_ctl could not start the server: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The postmaster's PID, from the first line of `postmaster.pid`.
+    pub fn pid(&self) -> Option<Pid> {
+        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        (pid > 0).then(|| Pid::from_raw(pid))
+    }
+
+    pub fn is_running(pid: Pid) -> bool {
+        kill(pid, None).is_ok()
+    }
+
+    /// Ends recovery at the point where the server paused: the same as
+    /// `pg_promote()`, without needing a database connection.
+    pub fn promote(&self) -> Result<()> {
+        let output = self
+            .pg_ctl()
+            .args(["promote", "-W", "-D"])
+            .arg(&self.pgdata)
+            .output()
+            .context("cannot run pg_ctl promote")?;
+        if !output.status.success() {
+            bail!(
+                "pg_ctl promote failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Fast shutdown, waiting for the server to exit.
+    pub fn stop_fast(&self) -> Result<()> {
+        let output = self
+            .pg_ctl()
+            .args(["stop", "-m", "fast", "-w", "-t", "120", "-D"])
+            .arg(&self.pgdata)
+            .output()
+            .context("cannot run pg_ctl stop")?;
+        if !output.status.success() {
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn pg_ctl(&self) -> std::process::Command {
+        let mut command = self.user.command(&self.binaries.program("pg_ctl"));
+        command.current_dir(&self.pgdata);
+        command
+    }
+}
+
+/// Reads a log file as it grows, one complete line at a time.
+pub struct LogFollower {
+    path: PathBuf,
+    reader: Option<BufReader<File>>,
+    offset: u64,
+    partial: String,
+    /// Every line seen, for failure reports.
+    pub lines: Vec<String>,
+}
+
+impl LogFollower {
+    /// Follows `path` from its current end (or from the start if absent).
+    pub fn new(path: &Path) -> LogFollower {
+        let offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        LogFollower {
+            path: path.to_path_buf(),
+            reader: None,
+            offset,
+            partial: String::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// The events in lines written since the last call.
+    pub fn poll(&mut self) -> Vec<LogEvent> {
+        if self.reader.is_none() {
+            let Ok(mut file) = File::open(&self.path) else {
+                return Vec::new();
+            };
+            if file.seek(SeekFrom::Start(self.offset)).is_err() {
+                return Vec::new();
+            }
+            self.reader = Some(BufReader::new(file));
+        }
+        let mut events = Vec::new();
+        let Some(reader) = self.reader.as_mut() else {
+            return events;
+        };
+        loop {
+            let mut chunk = String::new();
+            match reader.read_line(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    self.partial.push_str(&chunk);
+                    if self.partial.ends_with('\n') {
+                        let line = std::mem::take(&mut self.partial);
+                        let line = line.trim_end().to_string();
+                        if let Some(event) = parse_line(&line) {
+                            events.push(event);
+                        }
+                        self.lines.push(line);
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// The last lines that say something went wrong, or the log's tail.
+    pub fn relevant_lines(&self, max: usize) -> Vec<String> {
+        let important: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|line| {
+                [
+                    "FATAL:",
+                    "PANIC:",
+                    "ERROR:",
+                    "WARNING:",
+                    "DETAIL:",
+                    "HINT:",
+                    "recovery stopping",
+                    "redo done",
+                ]
+                .iter()
+                .any(|marker| line.contains(marker))
+            })
+            .collect();
+        let source: Vec<&String> = if important.is_empty() {
+            self.lines.iter().collect()
+        } else {
+            important
+        };
+        source
+            .iter()
+            .rev()
+            .take(max)
+            .rev()
+            .map(|line| line.to_string())
+            .collect()
+    }
+}
+
+/// Waits for `postmaster.pid` to name a live process.
+pub fn wait_for_pid(
+    server: &Server,
+    follower: &mut LogFollower,
+    timeout: Duration,
+) -> Result<(Pid, Vec<LogEvent>)> {
+    let started = Instant::now();
+    let mut events = Vec::new();
+    loop {
+        events.extend(follower.poll());
+        if let Some(pid) = server.pid() {
+            if Server::is_running(pid) {
+                return Ok((pid, events));
+            }
+        }
+        if events.iter().any(|e| matches!(e, LogEvent::Fatal(_))) || started.elapsed() > timeout {
+            bail!("the server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The LSN at which replay ended, as reported by `redo done at`.
+pub type RedoEnd = Option<Lsn>;

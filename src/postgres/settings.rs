@@ -1,0 +1,161 @@
+//! The recovery settings `pitr` appends to `postgresql.auto.conf`.
+
+use std::path::Path;
+
+use crate::target::{postgres_timestamp, Target};
+use crate::wal::TimelineId;
+
+/// What PostgreSQL does when it reaches the target (`recovery_target_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetAction {
+    Pause,
+    Shutdown,
+}
+
+/// Everything written into the staged data directory's configuration.
+#[derive(Clone, Debug)]
+pub struct RecoverySettings {
+    pub restore_command: String,
+    pub target: Target,
+    pub inclusive: bool,
+    pub timeline: TimelineId,
+    /// `None` for `latest`: with no target PostgreSQL promotes at the end of
+    /// the archive by itself.
+    pub action: Option<TargetAction>,
+    pub port: u16,
+    pub socket_dir: String,
+    pub keep_archiving: bool,
+    pub major_version: u32,
+}
+
+impl RecoverySettings {
+    /// Lines for `postgresql.auto.conf`; the last occurrence of a setting
+    /// wins, so these override whatever the backup carried.
+    pub fn render(&self, header: &str) -> String {
+        let mut lines = vec![format!("\n# {header}")];
+        let mut set =
+            |name: &str, value: &str| lines.push(format!("{name} = {}", quote_conf(value)));
+        set("restore_command", &self.restore_command);
+        match &self.target {
+            Target::Time(time) => set("recovery_target_time", &postgres_timestamp(time)),
+            Target::Lsn(lsn) => set("recovery_target_lsn", &lsn.to_string()),
+            Target::Xid(xid) => set("recovery_target_xid", &xid.to_string()),
+            Target::Name(name) => set("recovery_target_name", name),
+            Target::Immediate => set("recovery_target", "immediate"),
+            Target::Latest => {}
+        }
+        if matches!(
+            self.target,
+            Target::Time(_) | Target::Lsn(_) | Target::Xid(_)
+        ) {
+            set(
+                "recovery_target_inclusive",
+                if self.inclusive { "on" } else { "off" },
+            );
+        }
+        // Always a number: `latest` would follow any newer branch in the
+        // archive, even one that forked before the target.
+        set("recovery_target_timeline", &self.timeline.to_string());
+        if let Some(action) = self.action {
+            set(
+                "recovery_target_action",
+                match action {
+                    TargetAction::Pause => "pause",
+                    TargetAction::Shutdown => "shutdown",
+                },
+            );
+        }
+        set("port", &self.port.to_string());
+        set("unix_socket_directories", &self.socket_dir);
+        if !self.keep_archiving {
+            set("archive_mode", "off");
+        }
+        // Pausing at the target needs hot standby; a standby's upstream
+        // (from `pg_basebackup -R`) must not be contacted.
+        set("hot_standby", "on");
+        set("primary_conninfo", "");
+        // pitr follows the server through its log: keep it in one known
+        // file, in English.
+        set("logging_collector", "off");
+        set("log_destination", "stderr");
+        set("lc_messages", "C");
+        set("log_min_messages", "warning");
+        if self.major_version >= 14 {
+            // One syncfs() instead of an fsync per file at startup.
+            set("recovery_init_sync_method", "syncfs");
+        }
+        lines.push(String::new());
+        lines.join("\n")
+    }
+}
+
+/// Quotes a value for postgresql.conf: single quotes, embedded quotes doubled.
+pub fn quote_conf(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Quotes a word for `sh -c`, which is how PostgreSQL runs restore_command.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// `'<pitr>' wal-fetch --wal-archive '<dir>' %f %p`, with `%` in paths
+/// doubled so PostgreSQL does not take it for a placeholder.
+pub fn restore_command(pitr: &Path, wal_archive: &Path) -> String {
+    let escape = |path: &Path| shell_quote(&path.to_string_lossy()).replace('%', "%%");
+    format!(
+        "{} wal-fetch --wal-archive {} %f %p",
+        escape(pitr),
+        escape(wal_archive)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn conf_quoting_doubles_quotes() {
+        assert_eq!(quote_conf("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn restore_command_survives_spaces_quotes_and_percent() {
+        let command = restore_command(
+            Path::new("/opt/my pitr/bin/pitr"),
+            Path::new("/srv/it's 100%/wal"),
+        );
+        assert_eq!(
+            command,
+            r#"'/opt/my pitr/bin/pitr' wal-fetch --wal-archive '/srv/it'\''s 100%%/wal' %f %p"#
+        );
+        // What the shell sees after PostgreSQL replaces %f, %p and %%.
+        let expanded = command
+            .replace("%f", "000000010000000000000003")
+            .replace("%p", "pg_wal/RECOVERYXLOG")
+            .replace("%%", "%");
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n'{}",
+                expanded.strip_prefix("'/opt/my pitr/bin/pitr'").unwrap()
+            ))
+            .output()
+            .unwrap();
+        let words: Vec<&str> = std::str::from_utf8(&output.stdout)
+            .unwrap()
+            .lines()
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "wal-fetch",
+                "--wal-archive",
+                "/srv/it's 100%/wal",
+                "000000010000000000000003",
+                "pg_wal/RECOVERYXLOG"
+            ]
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Base backups made by `pg_basebackup`: what each one is and where it ends.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, FixedOffset, Utc};
+
+use super::label::{self, BackupHistoryFile, BackupLabel};
+use super::manifest::{self, BackupManifest};
+use super::pg_control;
+use crate::compression::Compression;
+use crate::wal::segment::is_segment_name;
+use crate::wal::{Lsn, TimelineId};
+
+/// How the backup is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "format", content = "compression")]
+pub enum BackupFormat {
+    /// `pg_basebackup -Fp`: a data directory.
+    Plain,
+    /// `pg_basebackup -Ft`: `base.tar[.gz]` (+ `pg_wal.tar[.gz]`).
+    Tar(Compression),
+}
+
+/// Where the backup's stop time comes from, and so how exact it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopTimeSource {
+    /// `STOP TIME` of the backup history file: exact to the second.
+    BackupHistoryFile,
+    /// The time `backup_manifest` was written: a little after the stop.
+    ManifestWritten,
+}
+
+/// A base backup that `pitr` understood.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The directory name under the backups directory.
+    pub id: String,
+    pub dir: PathBuf,
+    pub format: BackupFormat,
+    pub label: BackupLabel,
+    pub timeline: TimelineId,
+    pub start_lsn: Lsn,
+    /// The end of the backup: recovery is consistent from here on.
+    pub stop_lsn: Lsn,
+    /// As written by PostgreSQL (whole seconds) or inferred; see `stop_time_source`.
+    pub stop_time: DateTime<FixedOffset>,
+    pub stop_time_source: StopTimeSource,
+    pub system_identifier: Option<u64>,
+    pub major_version: Option<u32>,
+    /// Names of the WAL segments the backup carries itself (`-X stream`/`fetch`).
+    pub included_wal: BTreeSet<String>,
+    pub stored_bytes: u64,
+    pub has_manifest: bool,
+    pub has_tablespaces: bool,
+}
+
+impl Backup {
+    /// A time at or after which the backup is certainly consistent.
+    ///
+    /// `STOP TIME` is written after the backup's end record, truncated to the
+    /// second, so the true end lies before `STOP TIME + 1 s`. Choosing a
+    /// backup only for targets at or after that bound never picks one whose
+    /// consistent point is after the target.
+    pub fn consistent_by(&self) -> DateTime<FixedOffset> {
+        match self.stop_time_source {
+            StopTimeSource::BackupHistoryFile => self.stop_time + chrono::Duration::seconds(1),
+            StopTimeSource::ManifestWritten => self.stop_time,
+        }
+    }
+}
+
+/// A directory under the backups directory that could not be understood.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UnreadableBackup {
+    pub id: String,
+    pub dir: PathBuf,
+    pub reason: String,
+}
+
+/// Reads one backup directory. Backup history files from the archive give
+/// the stop point; without one, `backup_manifest` does.
+pub fn read_backup(
+    dir: &Path,
+    backup_histories: &[BackupHistoryFile],
+    local: &jiff::tz::TimeZone,
+) -> Result<Backup> {
+    let id = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let format = detect_format(dir)?;
+    let label_text = match format {
+        BackupFormat::Plain => fs::read_to_string(dir.join("backup_label"))
+            .with_context(|| format!("cannot read `{}`", dir.join("backup_label").display()))?,
+        BackupFormat::Tar(compression) => {
+            let base = dir.join(format!("base.tar{}", compression.suffix()));
+            read_tar_member(&base, compression, "backup_label")?.with_context(|| {
+                format!(
+                    "`{}` holds no backup_label: it is not a base backup",
+                    base.display()
+                )
+            })?
+        }
+    };
+    let label = label::parse_backup_label(&label_text, local)
+        .with_context(|| format!("the backup_label of backup `{id}` is malformed"))?;
+    if label.incremental_from.is_some() {
+        bail!("backup `{id}` is an incremental backup (PostgreSQL 17); combine it with pg_combinebackup first");
+    }
+
+    let manifest_path = dir.join("backup_manifest");
+    let manifest = if manifest_path.is_file() {
+        let bytes = fs::read(&manifest_path)
+            .with_context(|| format!("cannot read `{}`", manifest_path.display()))?;
+        Some(
+            manifest::parse(&bytes)
+                .with_context(|| format!("`{}` is malformed", manifest_path.display()))?,
+        )
+    } else {
+        None
+    };
+
+    let history = backup_histories.iter().find(|history| {
+        history.label.start_lsn == label.start_lsn && history.label.label == label.label
+    });
+    let (stop_lsn, stop_time, stop_time_source) =
+        stop_point(&id, history, manifest.as_ref(), &manifest_path)?;
+
+    let (system_identifier, major_version) = match format {
+        BackupFormat::Plain => plain_identity(dir),
+        BackupFormat::Tar(_) => (manifest.as_ref().and_then(|m| m.system_identifier), None),
+    };
+    let included_wal = included_wal(dir, format)?;
+    let has_tablespaces = match format {
+        BackupFormat::Plain => fs::read_dir(dir.join("pg_tblspc"))
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false),
+        BackupFormat::Tar(_) => tablespace_tars(dir)?,
+    };
+
+    Ok(Backup {
+        id,
+        dir: dir.to_path_buf(),
+        format,
+        timeline: label.start_timeline,
+        start_lsn: label.start_lsn,
+        stop_lsn,
+        stop_time,
+        stop_time_source,
+        system_identifier,
+        major_version,
+        included_wal,
+        stored_bytes: stored_bytes(dir),
+        has_manifest: manifest.is_some(),
+        has_tablespaces,
+        label,
+    })
+}
+
+fn detect_format(dir: &Path) -> Result<BackupFormat> {
+    if dir.join("backup_label").is_file() {
+        return Ok(BackupFormat::Plain);
+    }
+    for compression in Compression::ALL {
+        if dir
+            .join(format!("base.tar{}", compression.suffix()))
+            .is_file()
+        {
+            return Ok(BackupFormat::Tar(compression));
+        }
+    }
+    bail!(
+        "`{}` is not a pg_basebackup output: it has neither `backup_label` (plain format) nor `base.tar` or `base.tar.gz` (tar format)",
+        dir.display()
+    )
+}
+
+fn stop_point(
+    id: &str,
+    history: Option<&BackupHistoryFile>,
+    manifest: Option<&BackupManifest>,
+    manifest_path: &Path,
+) -> Result<(Lsn, DateTime<FixedOffset>, StopTimeSource)> {
+    let manifest_stop = manifest.and_then(|m| m.wal_ranges.iter().map(|range| range.end_lsn).max());
+    let manifest_written = fs::metadata(manifest_path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|time| DateTime::<Utc>::from(time).fixed_offset());
+    if let Some(history) = history {
+        if let Some(stop_time) = history.stop_time.instant {
+            return Ok((
+                history.stop_lsn,
+                stop_time,
+                StopTimeSource::BackupHistoryFile,
+            ));
+        }
+        if let Some(written) = manifest_written {
+            return Ok((history.stop_lsn, written, StopTimeSource::ManifestWritten));
+        }
+        bail!(
+            "cannot tell when backup `{id}` ended: its STOP TIME `{}` uses a zone abbreviation other than the local zone's, and it has no backup_manifest",
+            history.stop_time.text
+        );
+    }
+    match (manifest_stop, manifest_written) {
+        (Some(stop_lsn), Some(written)) => Ok((stop_lsn, written, StopTimeSource::ManifestWritten)),
+        _ => bail!(
+            "cannot tell where backup `{id}` ends: the WAL archive has no backup history file for it (`<segment>.<offset>.backup`) and it has no backup_manifest"
+        ),
+    }
+}
+
+/// System identifier and major version of a plain backup, from its own files.
+fn plain_identity(dir: &Path) -> (Option<u64>, Option<u32>) {
+    let system_identifier = fs::read(dir.join("global/pg_control"))
+        .ok()
+        .and_then(|bytes| pg_control::parse(&bytes).ok())
+        .map(|control| control.system_identifier);
+    let major_version = fs::read_to_string(dir.join("PG_VERSION"))
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    (system_identifier, major_version)
+}
+
+/// Segments that the backup carries: `pg_wal/` of a plain backup, or the
+/// members of `pg_wal.tar[.gz]`.
+fn included_wal(dir: &Path, format: BackupFormat) -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    match format {
+        BackupFormat::Plain => {
+            if let Ok(entries) = fs::read_dir(dir.join("pg_wal")) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if is_segment_name(&name) {
+                        names.insert(name);
+                    }
+                }
+            }
+        }
+        BackupFormat::Tar(_) => {
+            for compression in Compression::ALL {
+                let path = dir.join(format!("pg_wal.tar{}", compression.suffix()));
+                if path.is_file() {
+                    let reader = compression
+                        .open(&path)
+                        .with_context(|| format!("cannot open `{}`", path.display()))?;
+                    let mut archive = tar::Archive::new(reader);
+                    let entries = archive
+                        .entries()
+                        .with_context(|| format!("cannot read `{}`", path.display()))?;
+                    for entry in entries {
+                        let entry =
+                            entry.with_context(|| format!("`{}` is corrupt", path.display()))?;
+                        let name = entry
+                            .path()
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let name = name.trim_start_matches("./");
+                        if is_segment_name(name) {
+                            names.insert(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn tablespace_tars(dir: &Path) -> Result<bool> {
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
+    Ok(entries.flatten().any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (stem, _) = Compression::split_name(&name);
+        stem.strip_suffix(".tar")
+            .is_some_and(|oid| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
+    }))
+}
+
+/// Reads one small member of a tar file as text, stopping at the first match.
+pub fn read_tar_member(
+    path: &Path,
+    compression: Compression,
+    member: &str,
+) -> Result<Option<String>> {
+    let reader = compression
+        .open(path)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive
+        .entries()
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("`{}` is corrupt", path.display()))?;
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.trim_start_matches("./") == member {
+            let mut text = String::new();
+            entry
+                .by_ref()
+                .take(1 << 20)
+                .read_to_string(&mut text)
+                .with_context(|| format!("cannot read `{member}` in `{}`", path.display()))?;
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
+fn stored_bytes(dir: &Path) -> u64 {
+    fn walk(dir: &Path, total: &mut u64) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => walk(&entry.path(), total),
+                    Ok(kind) if kind.is_file() => {
+                        *total += entry.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut total = 0;
+    walk(dir, &mut total);
+    total
+}
+
+/// Convenience for messages: a `SystemTime` as local wall time.
+pub fn system_time_utc(time: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(time)
+}

@@ -1,0 +1,165 @@
+//! Repository scanning: backups (label, manifest, formats) and the archive
+//! listing, gathered into a `Catalog` that planning works from.
+
+pub mod archive;
+pub mod backup;
+pub mod label;
+pub mod manifest;
+pub mod pg_control;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::wal::SegmentSize;
+use archive::WalArchive;
+use backup::{Backup, UnreadableBackup};
+
+/// Where the backups and the WAL archive live.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RepoLocation {
+    pub backups: PathBuf,
+    pub wal_archive: PathBuf,
+}
+
+impl RepoLocation {
+    /// `--repo DIR` means `DIR/base` and `DIR/wal`; `--backups` with
+    /// `--wal-archive` name the two parts of other layouts.
+    pub fn new(
+        repo: Option<&Path>,
+        backups: Option<&Path>,
+        wal_archive: Option<&Path>,
+    ) -> Result<RepoLocation> {
+        let location = match (backups, wal_archive, repo) {
+            (Some(backups), Some(wal), _) => RepoLocation {
+                backups: absolute(backups)?,
+                wal_archive: absolute(wal)?,
+            },
+            (None, None, Some(repo)) => RepoLocation {
+                backups: absolute(&repo.join("base"))?,
+                wal_archive: absolute(&repo.join("wal"))?,
+            },
+            _ => bail!(
+                "no repository given: pass --repo DIR (or set PITR_REPO), or both --backups DIR and --wal-archive DIR"
+            ),
+        };
+        for (what, dir) in [
+            ("backups directory", &location.backups),
+            ("WAL archive", &location.wal_archive),
+        ] {
+            if !dir.is_dir() {
+                bail!(
+                    "the {what} `{}` does not exist or is not a directory",
+                    dir.display()
+                );
+            }
+        }
+        Ok(location)
+    }
+}
+
+/// Makes a path absolute without resolving symlinks (so messages show the
+/// path the user gave), because PostgreSQL runs `restore_command` from the
+/// data directory.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve `{}`", path.display()))
+}
+
+/// Everything known about a repository, read once per command.
+#[derive(Debug)]
+pub struct Catalog {
+    pub location: RepoLocation,
+    /// Understood backups, oldest stop first.
+    pub backups: Vec<Backup>,
+    pub unreadable: Vec<UnreadableBackup>,
+    pub archive: WalArchive,
+    /// Problems worth a warning that do not stop planning.
+    pub warnings: Vec<String>,
+}
+
+impl Catalog {
+    pub fn scan(location: RepoLocation, local: &jiff::tz::TimeZone) -> Result<Catalog> {
+        let archive = WalArchive::scan(&location.wal_archive, SegmentSize::DEFAULT)?;
+        let mut warnings = Vec::new();
+        let mut histories = Vec::new();
+        for (name, file) in &archive.backup_histories {
+            let text = file.compression.open(&file.path).and_then(|mut reader| {
+                let mut text = String::new();
+                reader.read_to_string(&mut text).map(|_| text)
+            });
+            match text.map_err(anyhow::Error::from).and_then(|text| {
+                label::parse_backup_history(&text, local).map_err(anyhow::Error::from)
+            }) {
+                Ok(history) => histories.push(history),
+                Err(error) => {
+                    warnings.push(format!("ignoring backup history file `{name}`: {error:#}"))
+                }
+            }
+        }
+
+        let mut backups = Vec::new();
+        let mut unreadable = Vec::new();
+        let entries = fs::read_dir(&location.backups).with_context(|| {
+            format!(
+                "cannot read the backups directory `{}`",
+                location.backups.display()
+            )
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .map(|entry| entry.path())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let id = dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // Hidden directories are ours or the user's scratch space.
+            if id.starts_with('.') {
+                continue;
+            }
+            match backup::read_backup(&dir, &histories, local) {
+                Ok(mut backup) => {
+                    if backup.system_identifier.is_none() {
+                        backup.system_identifier = start_segment_sysid(&archive, &backup);
+                    }
+                    if backup.major_version.is_none() {
+                        backup.major_version = archive.major_version;
+                    }
+                    backups.push(backup)
+                }
+                Err(error) => unreadable.push(UnreadableBackup {
+                    id,
+                    dir,
+                    reason: format!("{error:#}"),
+                }),
+            }
+        }
+        backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
+        Ok(Catalog {
+            location,
+            backups,
+            unreadable,
+            archive,
+            warnings,
+        })
+    }
+
+    pub fn backup(&self, id: &str) -> Option<&Backup> {
+        self.backups.iter().find(|backup| backup.id == id)
+    }
+}
+
+/// The system identifier in the page header of the backup's first segment.
+fn start_segment_sysid(archive: &WalArchive, backup: &Backup) -> Option<u64> {
+    let segment =
+        crate::wal::WalSegment::containing(backup.timeline, backup.start_lsn, archive.segment_size);
+    let file = archive.segment(segment)?;
+    archive::read_long_header(file)
+        .ok()
+        .map(|header| header.system_identifier)
+}

@@ -1,0 +1,10 @@
+//! PostgreSQL's WAL domain: positions, timelines, segment names, page headers
+//! and history files.
+
+pub mod history;
+pub mod lsn;
+pub mod page;
+pub mod segment;
+
+pub use lsn::Lsn;
+pub use segment::{SegmentSize, TimelineId, WalSegment};

@@ -1,0 +1,296 @@
+//! Test support: throwaway PostgreSQL clusters with WAL archiving, backups
+//! and a workload of marker rows with known commit times.
+//!
+//! Each cluster lives in its own temporary directory, listens on a free port
+//! with its unix socket in that directory, and is stopped by its own PID
+//! when dropped (also when a test fails). As root, PostgreSQL's programs run
+//! as the `postgres` OS user, as they must.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Pid, Uid, User};
+
+pub fn pg_bin() -> PathBuf {
+    std::env::var_os("PITR_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// The OS user that runs PostgreSQL: `postgres` when we are root.
+pub fn pg_user() -> Option<User> {
+    if Uid::effective().is_root() {
+        Some(
+            User::from_name("postgres")
+                .ok()
+                .flatten()
+                .expect("the postgres OS user must exist when tests run as root"),
+        )
+    } else {
+        None
+    }
+}
+
+/// A command that runs as the PostgreSQL OS user.
+pub fn as_pg_user(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    if let Some(user) = pg_user() {
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        command.env("HOME", "/tmp");
+    }
+    command
+}
+
+/// Gives `path` to the PostgreSQL OS user (when root).
+pub fn give_to_pg_user(path: &Path) {
+    if let Some(user) = pg_user() {
+        std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+    }
+}
+
+/// A directory every user can enter (tempfile makes 0700 directories).
+pub fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Creates a directory owned by the PostgreSQL OS user.
+pub fn pg_owned_dir(path: &Path) -> PathBuf {
+    fs::create_dir_all(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
+    give_to_pg_user(path);
+    path.to_path_buf()
+}
+
+pub fn check(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads the postmaster PID of a data directory.
+pub fn postmaster_pid(pgdata: &Path) -> Option<Pid> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok().map(Pid::from_raw)
+}
+
+/// Stops the server of `pgdata` by its PID (fast shutdown), waiting for it.
+pub fn stop_by_pid(pgdata: &Path) {
+    let Some(pid) = postmaster_pid(pgdata) else {
+        return;
+    };
+    if kill(pid, Signal::SIGINT).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kill(pid, None).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if kill(pid, None).is_ok() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// Stops whatever server runs on a data directory when dropped.
+pub struct ServerGuard(pub PathBuf);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        stop_by_pid(&self.0);
+    }
+}
+
+/// Runs SQL over the unix socket in `socket_dir`.
+pub fn psql(socket_dir: &Path, port: u16, sql: &str) -> String {
+    let output = as_pg_user(pg_bin().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-h",
+        ])
+        .arg(socket_dir)
+        .args(["-p", &port.to_string(), "-c", sql])
+        .output()
+        .unwrap();
+    check(output, &format!("psql {sql}")).trim().to_string()
+}
+
+/// A source cluster with archiving into `repo/wal`.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub pgdata: PathBuf,
+    pub port: u16,
+    pub repo: PathBuf,
+}
+
+impl Cluster {
+    /// `initdb` and start, archiving with `cp` like the PostgreSQL docs.
+    pub fn start(dir: &Path, repo: &Path) -> Cluster {
+        let pgdata = dir.join("source");
+        let run_dir = pg_owned_dir(&dir.join("run"));
+        pg_owned_dir(&repo.join("base"));
+        let wal = pg_owned_dir(&repo.join("wal"));
+        fs::set_permissions(repo, fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["base", "wal"] {
+            fs::set_permissions(repo.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        check(
+            as_pg_user(pg_bin().join("initdb"))
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "-D",
+                ])
+                .arg(&pgdata)
+                .output()
+                .unwrap(),
+            "initdb",
+        );
+        let port = free_port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\narchive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_senders = 4\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\n",
+            run_dir.display(),
+            wal = wal.display()
+        );
+        fs::OpenOptions::new()
+            .append(true)
+            .open(pgdata.join("postgresql.conf"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+            .unwrap();
+        check(
+            as_pg_user(pg_bin().join("pg_ctl"))
+                .args(["start", "-w", "-D"])
+                .arg(&pgdata)
+                .arg("-l")
+                .arg(run_dir.join("server.log"))
+                .output()
+                .unwrap(),
+            "pg_ctl start",
+        );
+        Cluster {
+            dir: run_dir,
+            pgdata,
+            port,
+            repo: repo.to_path_buf(),
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.dir, self.port, sql)
+    }
+
+    /// `pg_basebackup` into `repo/base/<id>` with extra options.
+    pub fn backup(&self, id: &str, options: &[&str]) {
+        let target = self.repo.join("base").join(id);
+        check(
+            as_pg_user(pg_bin().join("pg_basebackup"))
+                .arg("-D")
+                .arg(&target)
+                .args(["-U", "postgres", "-c", "fast", "-l", id, "-h"])
+                .arg(&self.dir)
+                .args(["-p", &self.port.to_string()])
+                .args(options)
+                .output()
+                .unwrap(),
+            "pg_basebackup",
+        );
+    }
+
+    /// Commits one marker row in its own transaction; returns its xid and
+    /// exact commit time (track_commit_timestamp).
+    pub fn insert_marker(&self, id: i32) -> Marker {
+        let row = self.sql(&format!(
+            "INSERT INTO markers VALUES ({id}) RETURNING xmin::text || '|' || (SELECT 1)"
+        ));
+        let xid: u32 = row.split('|').next().unwrap().parse().unwrap();
+        let committed = self.sql(&format!(
+            "SELECT to_char(pg_xact_commit_timestamp('{xid}'::xid) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        ));
+        let committed = chrono::DateTime::parse_from_rfc3339(&committed).unwrap();
+        Marker { id, xid, committed }
+    }
+
+    /// Switches to a new segment and waits until everything is archived.
+    pub fn archive_everything(&self) {
+        let segment = self.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        self.sql("SELECT pg_switch_wal()");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let archived = self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            if archived.as_str() >= segment.as_str() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "WAL {segment} was not archived in time (last {archived})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        stop_by_pid(&self.pgdata);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Marker {
+    pub id: i32,
+    pub xid: u32,
+    pub committed: chrono::DateTime<chrono::FixedOffset>,
+}
+
+/// The midpoint between two commits: a target that lies strictly between.
+pub fn between(a: &Marker, b: &Marker) -> chrono::DateTime<chrono::FixedOffset> {
+    a.committed + (b.committed - a.committed) / 2
+}
+
+/// A copy of the `pitr` binary that every user can execute (the checkout
+/// may be in a private home directory).
+pub fn shared_pitr_binary(dir: &Path) -> PathBuf {
+    let bin_dir = dir.join("bin");
+    fs::create_dir_all(&bin_dir).unwrap();
+    fs::set_permissions(&bin_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let target = bin_dir.join("pitr");
+    fs::copy(env!("CARGO_BIN_EXE_pitr"), &target).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    target
+}

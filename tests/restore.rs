@@ -1,0 +1,470 @@
+//! End-to-end restores against real PostgreSQL 15: a source cluster with a
+//! `cp` archive_command, two base backups (plain and tar.gz), marker rows
+//! with known commit times, and restores that must bring back exactly the
+//! rows committed before the target.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+
+/// The repository and what was committed when; built once per test binary.
+struct Scenario {
+    dir: PathBuf,
+    repo: PathBuf,
+    pitr: PathBuf,
+    markers: Vec<Marker>,
+    /// The LSN right after marker 6 committed.
+    lsn_after_m6: String,
+    before_everything: chrono::DateTime<chrono::FixedOffset>,
+}
+
+static SCENARIO: OnceLock<Scenario> = OnceLock::new();
+static SCENARIO_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_scenario_dir() {
+    if let Some(dir) = SCENARIO_DIR.get() {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+fn scenario() -> &'static Scenario {
+    SCENARIO.get_or_init(|| {
+        let dir = shared_tempdir("pitr-test-").keep();
+        let _ = SCENARIO_DIR.set(dir.clone());
+        // SAFETY: registering a plain function to run at process exit.
+        unsafe {
+            nix::libc::atexit(remove_scenario_dir);
+        }
+        let repo = dir.join("repo");
+        fs::create_dir_all(&repo).unwrap();
+        let pitr = shared_pitr_binary(&dir);
+        let before_everything = chrono::Utc::now().fixed_offset();
+        let cluster = Cluster::start(&dir, &repo);
+        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        cluster.backup("a-plain", &["-Fp", "-X", "stream"]);
+        std::thread::sleep(Duration::from_millis(1200));
+        let mut markers = Vec::new();
+        for id in 1..=3 {
+            markers.push(cluster.insert_marker(id));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        cluster.sql("SELECT pg_create_restore_point('after_m3')");
+        markers.push(cluster.insert_marker(4));
+        cluster.backup("b-tar-gz", &["-Ft", "-z", "-X", "stream"]);
+        std::thread::sleep(Duration::from_millis(1200));
+        markers.push(cluster.insert_marker(5));
+        // A wide gap, so that a relative target with one-second
+        // resolution lands between marker 5 and marker 6.
+        std::thread::sleep(Duration::from_millis(3000));
+        markers.push(cluster.insert_marker(6));
+        let lsn_after_m6 = cluster.sql("SELECT pg_current_wal_insert_lsn()");
+        std::thread::sleep(Duration::from_millis(300));
+        markers.push(cluster.insert_marker(7));
+        cluster.archive_everything();
+        drop(cluster);
+        Scenario {
+            dir,
+            repo,
+            pitr,
+            markers,
+            lsn_after_m6,
+            before_everything,
+        }
+    })
+}
+
+impl Scenario {
+    fn marker(&self, id: i32) -> &Marker {
+        &self.markers[(id - 1) as usize]
+    }
+
+    /// A fresh directory for one restore: `<dir>/<name>/pgdata` is the
+    /// data directory; its parent is writable by the PostgreSQL user.
+    fn restore_dir(&self, name: &str) -> PathBuf {
+        let parent = self.dir.join(name);
+        fs::create_dir_all(&parent).unwrap();
+        fs::set_permissions(&parent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        give_to_pg_user(&parent);
+        parent
+    }
+
+    fn pitr(&self) -> Command {
+        let mut command = Command::new(&self.pitr);
+        command.env_remove("PITR_REPO").env("TZ", "UTC");
+        command
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `pitr restore --json` and returns the summary, the guard that stops
+/// the restored server, and the port.
+fn restore(
+    s: &Scenario,
+    name: &str,
+    target: &str,
+    extra: &[&str],
+    mut command: Command,
+) -> (serde_json::Value, ServerGuard, PathBuf) {
+    let pgdata = s.restore_dir(name).join("pgdata");
+    let output = command
+        .args(["--json", "restore", "--repo"])
+        .arg(&s.repo)
+        .args(["--to", target, "--pgdata"])
+        .arg(&pgdata)
+        .args(extra)
+        .output()
+        .unwrap();
+    let guard = ServerGuard(pgdata.clone());
+    assert!(
+        output.status.success(),
+        "restore to {target} failed ({}):\n{}\nlog:\n{}",
+        output.status,
+        stderr(&output),
+        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    (summary, guard, pgdata)
+}
+
+fn count_markers(summary: &serde_json::Value) -> i64 {
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    psql(socket, port, "SELECT count(*) FROM markers")
+        .parse()
+        .unwrap()
+}
+
+fn max_marker(summary: &serde_json::Value) -> i64 {
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    psql(socket, port, "SELECT coalesce(max(id), 0) FROM markers")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn absolute_local_time_in_another_zone_restores_exactly_the_rows_before_it() {
+    let s = scenario();
+    // A wall-clock time in New York, without an offset: TZ decides.
+    let target = between(s.marker(2), s.marker(3));
+    let new_york: chrono_tz_free::NewYork = chrono_tz_free::NewYork;
+    let text = new_york.wall_time(target);
+    let mut command = s.pitr();
+    command.env("TZ", "America/New_York");
+    let (summary, _guard, _) = restore(s, "abs-ny", &text, &[], command);
+    assert_eq!(summary["plan"]["backup"]["id"], "a-plain");
+    assert_eq!(summary["state"], "promoted");
+    assert_eq!(count_markers(&summary), 2);
+    assert_eq!(max_marker(&summary), 2);
+    assert!(summary["new_timeline"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn relative_target_run_as_the_postgres_user_picks_the_second_backup() {
+    let s = scenario();
+    let target = between(s.marker(5), s.marker(6));
+    let ago = (chrono::Utc::now().fixed_offset() - target).num_milliseconds();
+    let seconds = (ago as f64 / 1000.0).round() as i64;
+    let mut command = as_pg_user(&s.pitr);
+    command.env_remove("PITR_REPO").env("TZ", "UTC");
+    let (summary, _guard, pgdata) = restore(
+        s,
+        "relative",
+        &format!("{seconds} seconds ago"),
+        &[],
+        command,
+    );
+    assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
+    assert_eq!(count_markers(&summary), 5);
+    if let Some(user) = pg_user() {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&pgdata).unwrap().uid(), user.uid.as_raw());
+    }
+}
+
+#[test]
+fn root_restore_stages_files_owned_by_the_postgres_user() {
+    let s = scenario();
+    let target = between(s.marker(5), s.marker(6));
+    let (summary, _guard, pgdata) = restore(s, "as-root", &target.to_rfc3339(), &[], s.pitr());
+    assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
+    assert_eq!(count_markers(&summary), 5);
+    if let Some(user) = pg_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let metadata = fs::metadata(&pgdata).unwrap();
+        assert_eq!(metadata.uid(), user.uid.as_raw());
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(pgdata.join("base")).unwrap().uid(),
+            user.uid.as_raw()
+        );
+    }
+}
+
+#[test]
+fn latest_replays_the_whole_archive() {
+    let s = scenario();
+    let (summary, _guard, _) = restore(s, "latest", "latest", &[], s.pitr());
+    assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
+    assert_eq!(count_markers(&summary), 7);
+}
+
+#[test]
+fn xid_target_inclusive_and_exclusive() {
+    let s = scenario();
+    let xid = format!("xid:{}", s.marker(4).xid);
+    let (summary, _guard, _) = restore(s, "xid", &xid, &[], s.pitr());
+    assert_eq!(count_markers(&summary), 4);
+    let (summary, _guard2, _) = restore(s, "xid-exclusive", &xid, &["--exclusive"], s.pitr());
+    assert_eq!(count_markers(&summary), 3);
+}
+
+#[test]
+fn restore_point_with_pause_leaves_a_read_only_server_at_the_target() {
+    let s = scenario();
+    let (summary, _guard, _) = restore(
+        s,
+        "name-pause",
+        "name:after_m3",
+        &["--action", "pause"],
+        s.pitr(),
+    );
+    assert_eq!(summary["state"], "paused");
+    assert_eq!(count_markers(&summary), 3);
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    assert_eq!(psql(socket, port, "SELECT pg_is_in_recovery()"), "t");
+}
+
+#[test]
+fn lsn_target_and_shutdown_action() {
+    let s = scenario();
+    let lsn = format!("lsn:{}", s.lsn_after_m6);
+    let (summary, _guard, _) = restore(s, "lsn", &lsn, &[], s.pitr());
+    assert_eq!(count_markers(&summary), 6);
+
+    let target = between(s.marker(1), s.marker(2));
+    let (summary, _guard, pgdata) = restore(
+        s,
+        "shutdown",
+        &target.to_rfc3339(),
+        &["--action", "shutdown"],
+        s.pitr(),
+    );
+    assert_eq!(summary["state"], "stopped");
+    assert!(
+        postmaster_pid(&pgdata).is_none(),
+        "the server must have stopped"
+    );
+    let log = fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap();
+    assert!(log.contains("shutdown at recovery target"));
+}
+
+#[test]
+fn plan_json_names_the_backup_and_the_wal_range() {
+    let s = scenario();
+    let output = s
+        .pitr()
+        .args(["plan", "--json", "--repo"])
+        .arg(&s.repo)
+        .args(["--to", &between(s.marker(1), s.marker(2)).to_rfc3339()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["backup"]["id"], "a-plain");
+    assert_eq!(plan["timeline"], 1);
+    for key in ["start_lsn", "stop_lsn", "stop_time"] {
+        assert!(plan["backup"][key].is_string(), "backup.{key}: {plan}");
+    }
+    assert!(plan["wal"]["segments"].as_u64().unwrap() >= 1);
+    assert!(plan["wal"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(plan["wal"]["first"].as_str().unwrap().len(), 24);
+    assert_eq!(plan["target"]["kind"], "time");
+
+    // --dry-run is the same plan and writes nothing.
+    let pgdata = s.restore_dir("dry-run").join("pgdata");
+    let output = s
+        .pitr()
+        .args(["restore", "--dry-run", "--json", "--repo"])
+        .arg(&s.repo)
+        .args([
+            "--to",
+            &between(s.marker(1), s.marker(2)).to_rfc3339(),
+            "--pgdata",
+        ])
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(dry["backup"]["id"], plan["backup"]["id"]);
+    assert_eq!(dry["wal"], plan["wal"]);
+    assert!(!pgdata.exists());
+}
+
+/// Lists a directory, to prove a refused restore wrote nothing.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let s = scenario();
+    let parent = s.restore_dir("refusals");
+    let occupied = parent.join("occupied");
+    fs::create_dir_all(&occupied).unwrap();
+    fs::write(occupied.join("precious"), b"do not touch").unwrap();
+    let before = listing(&parent);
+    let run = |target: &str, pgdata: &Path, extra: &[&str]| {
+        s.pitr()
+            .args(["restore", "--repo"])
+            .arg(&s.repo)
+            .args(["--to", target, "--pgdata"])
+            .arg(pgdata)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // A non-empty data directory.
+    let output = run("latest", &occupied, &[]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is not empty"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        fs::read(occupied.join("precious")).unwrap(),
+        b"do not touch"
+    );
+    assert_eq!(listing(&occupied), ["precious"]);
+
+    // Before the first backup: the window is in the message.
+    let early = (s.before_everything - chrono::Duration::seconds(30)).to_rfc3339();
+    let output = run(&early, &parent.join("early"), &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("recoverable window"),
+        "{}",
+        stderr(&output)
+    );
+
+    // After the end of the archive.
+    let output = run("1 second ago", &parent.join("late"), &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("after the end of the WAL archive"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Nonsense targets.
+    for nonsense in [
+        "banana",
+        "5 minuts ago",
+        "xid:abc",
+        "lsn:zz",
+        "name:",
+        "tomorrow",
+    ] {
+        let output = run(nonsense, &parent.join("nonsense"), &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{nonsense}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("accepted forms") || nonsense == "tomorrow",
+            "{nonsense}: {}",
+            stderr(&output)
+        );
+    }
+
+    assert_eq!(
+        listing(&parent),
+        before,
+        "a refused restore must write nothing"
+    );
+}
+
+#[test]
+fn a_missing_segment_is_named_before_anything_is_written() {
+    let s = scenario();
+    let parent = s.restore_dir("missing-wal");
+    let wal = parent.join("wal");
+    fs::create_dir_all(&wal).unwrap();
+    let mut segments: Vec<String> = listing(&s.repo.join("wal"))
+        .into_iter()
+        .filter(|name| name.len() == 24)
+        .collect();
+    segments.sort();
+    for name in listing(&s.repo.join("wal")) {
+        fs::copy(s.repo.join("wal").join(&name), wal.join(&name)).unwrap();
+    }
+    // Remove a segment in the middle of what backup a-plain needs.
+    let victim = &segments[segments.len() - 3];
+    fs::remove_file(wal.join(victim)).unwrap();
+    let before = listing(&parent);
+    let target = between(s.marker(2), s.marker(3)).to_rfc3339();
+    let output = s
+        .pitr()
+        .args(["restore", "--backups"])
+        .arg(s.repo.join("base"))
+        .arg("--wal-archive")
+        .arg(&wal)
+        .args(["--to", &target, "--pgdata"])
+        .arg(parent.join("pgdata"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(victim.as_str()),
+        "the message must name {victim}: {}",
+        stderr(&output)
+    );
+    assert_eq!(listing(&parent), before);
+    let _ = stdout(&output);
+}
+
+/// Wall-clock formatting in a named zone, through the system's `date`, so
+/// the test does not reuse the code under test.
+mod chrono_tz_free {
+    pub struct NewYork;
+    impl NewYork {
+        pub fn wall_time(&self, instant: chrono::DateTime<chrono::FixedOffset>) -> String {
+            let output = std::process::Command::new("date")
+                .env("TZ", "America/New_York")
+                .arg("-d")
+                .arg(format!(
+                    "@{}.{:06}",
+                    instant.timestamp(),
+                    instant.timestamp_subsec_micros()
+                ))
+                .arg("+%Y-%m-%d %H:%M:%S.%6N")
+                .output()
+                .unwrap();
+            String::from_utf8(output.stdout).unwrap().trim().to_string()
+        }
+    }
+}

@@ -165,9 +165,9 @@ impl TimelineHistory {
     /// `00000003.history`). Timeline 2 then owns no LSN at all, the WAL below
     /// `0/2000100` is timeline 1's, and timeline 3 starts at `0/2000100`; an
     /// oldest-first search would wrongly hand `0/3000000` to timeline 1.
-    /// The ranges always cover every LSN (the smallest switch point above
-    /// `lsn`, if any, belongs to an entry whose range starts at or below it),
-    /// so there is always an answer.
+    /// The ranges always cover every LSN (the oldest entry whose switch point
+    /// lies above `lsn` has a range starting at or below `lsn`), so there is
+    /// always an answer.
     pub fn ancestor_at(&self, lsn: Lsn) -> TimelineId {
         match self.entries.last() {
             // The tip: the file's own timeline, from its last switch point on

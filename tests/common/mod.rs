@@ -158,7 +158,7 @@ pub struct Cluster {
 impl Cluster {
     /// `initdb` and start, archiving with `cp` like the PostgreSQL docs.
     pub fn start(dir: &Path, repo: &Path) -> Cluster {
-        let pgdata = dir.join("source");
+        let pgdata = pg_owned_dir(&dir.join("source"));
         let run_dir = pg_owned_dir(&dir.join("run"));
         pg_owned_dir(&repo.join("base"));
         let wal = pg_owned_dir(&repo.join("wal"));

@@ -66,6 +66,10 @@ fn scenario() -> &'static Scenario {
         let lsn_after_m6 = cluster.sql("SELECT pg_current_wal_insert_lsn()");
         std::thread::sleep(Duration::from_millis(300));
         markers.push(cluster.insert_marker(7));
+        // Nothing commits after marker 7, and the last segment is archived
+        // well after it: a target in between passes the plan but can never
+        // be reached.
+        std::thread::sleep(Duration::from_millis(1000));
         cluster.archive_everything();
         drop(cluster);
         Scenario {
@@ -314,6 +318,39 @@ fn plan_json_names_the_backup_and_the_wal_range() {
     assert_eq!(dry["backup"]["id"], plan["backup"]["id"]);
     assert_eq!(dry["wal"], plan["wal"]);
     assert!(!pgdata.exists());
+}
+
+#[test]
+fn a_target_after_the_last_commit_fails_with_the_server_log_explained() {
+    let s = scenario();
+    let target = (s.marker(7).committed + chrono::Duration::milliseconds(300)).to_rfc3339();
+    let pgdata = s.restore_dir("unreachable").join("pgdata");
+    let output = s
+        .pitr()
+        .args(["restore", "--repo"])
+        .arg(&s.repo)
+        .args(["--to", &target, "--pgdata"])
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("recovery ended before configured recovery target was reached"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the archived WAL ends before the target"),
+        "{message}"
+    );
+    assert!(message.contains("pitr-recovery.log"), "{message}");
+    let running =
+        postmaster_pid(&pgdata).is_some_and(|pid| nix::sys::signal::kill(pid, None).is_ok());
+    assert!(
+        !running,
+        "no server may be left running after a failed recovery"
+    );
 }
 
 /// Lists a directory, to prove a refused restore wrote nothing.

@@ -89,9 +89,11 @@ impl RecoverySettings {
     }
 }
 
-/// Quotes a value for postgresql.conf: single quotes, embedded quotes doubled.
+/// Quotes a value for postgresql.conf: single quotes, embedded quotes
+/// doubled, and backslashes doubled because the configuration parser reads
+/// `\` escapes inside quoted values (`GUC_scanstr`).
 pub fn quote_conf(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Quotes a word for `sh -c`, which is how PostgreSQL runs restore_command.
@@ -116,8 +118,10 @@ mod tests {
     use std::process::Command;
 
     #[test]
-    fn conf_quoting_doubles_quotes() {
+    fn conf_quoting_doubles_quotes_and_backslashes() {
         assert_eq!(quote_conf("it's"), "'it''s'");
+        assert_eq!(quote_conf(r"a\b"), r"'a\\b'");
+        assert_eq!(quote_conf(r"'it'\''s'"), r"'''it''\\''''s'''");
     }
 
     #[test]

@@ -84,6 +84,16 @@ pub fn check(output: Output, what: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Quotes a value for postgresql.conf.
+pub fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quotes a word for `sh -c`.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -184,25 +194,27 @@ impl Cluster {
         );
         let port = free_port();
         let conf = format!(
-            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\narchive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_senders = 4\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\n",
+            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\narchive_command = {archive}\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_senders = 4\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\nautovacuum = off\nmax_prepared_transactions = 4\n",
             run_dir.display(),
-            wal = wal.display()
+            archive = conf_quote(&format!(
+                "test ! -f {wal}/%f && cp %p {wal}/%f",
+                wal = shell_quote(&wal.to_string_lossy())
+            ))
         );
         fs::OpenOptions::new()
             .append(true)
             .open(pgdata.join("postgresql.conf"))
             .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
             .unwrap();
-        check(
-            as_pg_user(pg_bin().join("pg_ctl"))
-                .args(["start", "-w", "-D"])
-                .arg(&pgdata)
-                .arg("-l")
-                .arg(run_dir.join("server.log"))
-                .output()
-                .unwrap(),
-            "pg_ctl start",
-        );
+        let started = as_pg_user(pg_bin().join("pg_ctl"))
+            .args(["start", "-w", "-D"])
+            .arg(&pgdata)
+            .arg("-l")
+            .arg(run_dir.join("server.log"))
+            .output()
+            .unwrap();
+        let log = fs::read_to_string(run_dir.join("server.log")).unwrap_or_default();
+        check(started, &format!("pg_ctl start (server log:\n{log})"));
         Cluster {
             dir: run_dir,
             pgdata,

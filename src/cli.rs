@@ -75,6 +75,10 @@ pub struct TargetArgs {
     /// Use this backup (its directory name) instead of choosing one
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
+
+    /// Timeline to follow: `latest` (the newest in the archive), `current` (the backup's) or a number
+    #[arg(long, value_name = "TIMELINE", default_value = "latest")]
+    pub timeline: String,
 }
 
 #[derive(Debug, Args)]

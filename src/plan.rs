@@ -9,7 +9,40 @@ use chrono::{DateTime, FixedOffset};
 use crate::repo::archive::WalArchive;
 use crate::repo::backup::Backup;
 use crate::target::Target;
+use crate::wal::timelines::{TimelineError, TimelinePath};
 use crate::wal::{Lsn, TimelineId, WalSegment};
+
+/// Which timeline to follow (`--timeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimelineChoice {
+    /// The newest timeline in the archive (PostgreSQL's default too).
+    #[default]
+    Latest,
+    /// The timeline of the chosen backup.
+    Current,
+    Id(TimelineId),
+}
+
+impl std::str::FromStr for TimelineChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TimelineChoice, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "latest" => Ok(TimelineChoice::Latest),
+            "current" => Ok(TimelineChoice::Current),
+            number => number
+                .parse::<u32>()
+                .ok()
+                .and_then(TimelineId::new)
+                .map(TimelineChoice::Id)
+                .ok_or_else(|| {
+                    format!(
+                        "`{text}` is not a timeline: use `latest`, `current` or a number such as 2"
+                    )
+                }),
+        }
+    }
+}
 
 /// What the user asked for.
 #[derive(Clone, Debug)]
@@ -19,6 +52,7 @@ pub struct PlanRequest {
     pub inclusive: bool,
     /// `--backup ID`: use this backup instead of choosing.
     pub backup_id: Option<String>,
+    pub timeline: TimelineChoice,
 }
 
 /// The WAL a restore reads, from the backup's start to the stop point.
@@ -64,7 +98,10 @@ pub struct Plan {
     pub backup: Backup,
     /// Why this backup, in one sentence.
     pub reason: String,
+    /// The timeline recovery follows (always written as a number).
     pub timeline: TimelineId,
+    /// The timelines from the first to `timeline`, with switch points.
+    pub path: TimelinePath,
     pub target: Target,
     pub inclusive: bool,
     pub wal: WalRange,
@@ -106,6 +143,29 @@ pub enum PlanError {
         last: WalSegment,
         last_present: Option<WalSegment>,
     },
+    #[error("cannot follow timeline {timeline}: {source}")]
+    Timeline {
+        timeline: TimelineId,
+        source: TimelineError,
+    },
+    #[error("cannot follow timeline {timeline}: its history file is unreadable: {reason}")]
+    BrokenHistory {
+        timeline: TimelineId,
+        reason: String,
+    },
+    #[error("no backup lies on the path to timeline {timeline} ({path}){}", list_reasons(.reasons))]
+    NoBackupOnPath {
+        timeline: TimelineId,
+        path: TimelinePath,
+        reasons: Vec<String>,
+    },
+    #[error("backup `{id}` cannot be used for timeline {timeline} ({path}): {why}")]
+    BackupNotOnPath {
+        id: String,
+        timeline: TimelineId,
+        path: TimelinePath,
+        why: String,
+    },
     #[error("backup `{id}` belongs to another cluster (system identifier {backup}) than the WAL archive ({archive})")]
     SystemMismatch {
         id: String,
@@ -121,6 +181,14 @@ fn unreadable_suffix(count: usize) -> String {
     }
 }
 
+fn list_reasons(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reasons.join("; "))
+    }
+}
+
 fn after_note(last_present: &Option<WalSegment>) -> String {
     match last_present {
         Some(segment) => format!(" (the archive resumes at `{segment}`)"),
@@ -128,7 +196,7 @@ fn after_note(last_present: &Option<WalSegment>) -> String {
     }
 }
 
-/// Chooses the backup and WAL range for `request`.
+/// Chooses the timeline path, the backup and the WAL range for `request`.
 pub fn make_plan(
     backups: &[Backup],
     unreadable: usize,
@@ -141,6 +209,32 @@ pub fn make_plan(
     }
     let target_text = request.target.describe(local);
     let mut notes = Vec::new();
+
+    // With `current` the backup decides the timeline; otherwise the timeline
+    // decides which backups can be used.
+    let path = match request.timeline {
+        TimelineChoice::Current => None,
+        TimelineChoice::Latest => {
+            let newest = archive
+                .timelines
+                .newest()
+                .into_iter()
+                .chain(backups.iter().map(|b| b.timeline))
+                .max()
+                .unwrap_or(TimelineId::FIRST);
+            Some(timeline_path(archive, newest)?)
+        }
+        TimelineChoice::Id(timeline) => Some(timeline_path(archive, timeline)?),
+    };
+    let eligible: Vec<Backup> = match &path {
+        Some(path) => backups
+            .iter()
+            .filter(|b| on_path(b, path).is_ok())
+            .cloned()
+            .collect(),
+        None => backups.to_vec(),
+    };
+
     let (backup, reason) =
         match &request.backup_id {
             Some(id) => {
@@ -154,11 +248,50 @@ pub fn make_plan(
                             .join(", "),
                     }
                 })?;
+                if let Some(path) = &path {
+                    on_path(backup, path).map_err(|why| PlanError::BackupNotOnPath {
+                        id: backup.id.clone(),
+                        timeline: path.target(),
+                        path: path.clone(),
+                        why,
+                    })?;
+                }
                 check_backup_reaches(backup, &request.target, &target_text)?;
-                (backup, "chosen with --backup".to_string())
+                (backup.clone(), "chosen with --backup".to_string())
             }
-            None => choose_backup(backups, archive, &request.target, &target_text, &mut notes)?,
+            None => {
+                if eligible.is_empty() {
+                    let path = path
+                        .clone()
+                        .unwrap_or_else(|| TimelinePath { steps: Vec::new() });
+                    return Err(PlanError::NoBackupOnPath {
+                        timeline: path.target(),
+                        reasons: backups
+                            .iter()
+                            .filter_map(|b| {
+                                on_path(b, &path)
+                                    .err()
+                                    .map(|why| format!("`{}` {why}", b.id))
+                            })
+                            .collect(),
+                        path,
+                    });
+                }
+                let (backup, reason) = choose_backup(
+                    &eligible,
+                    archive,
+                    &request.target,
+                    &target_text,
+                    &mut notes,
+                )?;
+                (backup.clone(), reason)
+            }
         };
+    let path = match path {
+        Some(path) => path,
+        None => timeline_path(archive, backup.timeline)?,
+    };
+    let timeline = path.target();
 
     if let (Some(backup_id), Some(archive_id)) =
         (backup.system_identifier, archive.system_identifier)
@@ -172,23 +305,21 @@ pub fn make_plan(
         }
     }
 
-    let timeline = backup.timeline;
-    let window = window(backups, archive, timeline);
-    if let Target::Time(time) = &request.target {
-        if let Some(last) = archive.last_segment(timeline) {
-            let archived = archive_time(archive, last);
-            if archived.is_some_and(|archived| *time >= archived) {
-                return Err(PlanError::TargetAfterArchive {
-                    target: target_text,
-                    timeline,
-                    segment: last,
-                    archived: archived.map(utc).unwrap_or_default(),
-                    window,
-                });
-            }
+    let window = window_on_path(&eligible_or(&eligible, &backup), archive, &path);
+    let end = path_end(archive, &path);
+    if let (Target::Time(time), Some(end)) = (&request.target, end) {
+        let archived = archive_time(archive, end);
+        if archived.is_some_and(|archived| *time >= archived) {
+            return Err(PlanError::TargetAfterArchive {
+                target: target_text,
+                timeline,
+                segment: end,
+                archived: archived.map(utc).unwrap_or_default(),
+                window,
+            });
         }
     }
-    let wal = wal_range(backup, archive, &request.target)?;
+    let wal = wal_range(&backup, archive, &path, end, &request.target)?;
     if matches!(
         request.target,
         Target::Time(_) | Target::Xid(_) | Target::Name(_)
@@ -203,16 +334,59 @@ pub fn make_plan(
             backup.id
         ));
     }
+    if let Target::Time(time) = &request.target {
+        notes.extend(other_branches(backups, archive, &path, *time));
+    }
     Ok(Plan {
-        backup: backup.clone(),
+        backup,
         reason,
         timeline,
+        path,
         target: request.target.clone(),
         inclusive: request.inclusive,
         wal,
         window,
         notes,
     })
+}
+
+fn eligible_or(eligible: &[Backup], chosen: &Backup) -> Vec<Backup> {
+    if eligible.is_empty() {
+        vec![chosen.clone()]
+    } else {
+        eligible.to_vec()
+    }
+}
+
+fn timeline_path(archive: &WalArchive, timeline: TimelineId) -> Result<TimelinePath, PlanError> {
+    if let Some(reason) = archive.broken_histories.get(&timeline) {
+        return Err(PlanError::BrokenHistory {
+            timeline,
+            reason: reason.clone(),
+        });
+    }
+    archive
+        .timelines
+        .path(timeline)
+        .map_err(|source| PlanError::Timeline { timeline, source })
+}
+
+/// A backup can start a restore along `path` if it was taken on a timeline
+/// of the path and ended before the path left that timeline.
+fn on_path(backup: &Backup, path: &TimelinePath) -> Result<(), String> {
+    match path.step(backup.timeline) {
+        None => Err(format!(
+            "was taken on timeline {}, which is not on the path",
+            backup.timeline
+        )),
+        Some(step) => match step.ends {
+            Some(switch) if backup.stop_lsn > switch => Err(format!(
+                "ends at {} on timeline {}, after the path branches off it at {switch}",
+                backup.stop_lsn, backup.timeline
+            )),
+            _ => Ok(()),
+        },
+    }
 }
 
 fn choose_backup<'a>(
@@ -237,10 +411,17 @@ fn choose_backup<'a>(
                         utc(backup.stop_time)
                     ),
                 )),
-                None => Err(PlanError::TargetBeforeWindow {
-                    target: target_text.to_string(),
-                    window: window(backups, archive, backups[0].timeline),
-                }),
+                None => {
+                    let timeline = backups
+                        .iter()
+                        .map(|b| b.timeline)
+                        .max()
+                        .unwrap_or(TimelineId::FIRST);
+                    Err(PlanError::TargetBeforeWindow {
+                        target: target_text.to_string(),
+                        window: window(backups, archive, timeline),
+                    })
+                }
             }
         }
         Target::Lsn(lsn) => {
@@ -256,18 +437,22 @@ fn choose_backup<'a>(
                         backup.stop_lsn
                     ),
                 )),
-                None => Err(PlanError::BackupCannotReach {
-                    id: backups[0].id.clone(),
-                    target: target_text.to_string(),
-                    why: format!(
-                        "every backup ends after it (the earliest ends at {})",
-                        backups
-                            .iter()
-                            .map(|b| b.stop_lsn)
-                            .min()
-                            .unwrap_or(Lsn::ZERO)
-                    ),
-                }),
+                None => {
+                    // Name the backup that ends first, whose stop LSN the
+                    // message quotes.
+                    let earliest = backups
+                        .iter()
+                        .min_by_key(|b| b.stop_lsn)
+                        .unwrap_or(&backups[0]);
+                    Err(PlanError::BackupCannotReach {
+                        id: earliest.id.clone(),
+                        target: target_text.to_string(),
+                        why: format!(
+                            "every backup ends after it (the earliest ends at {})",
+                            earliest.stop_lsn
+                        ),
+                    })
+                }
             }
         }
         Target::Latest | Target::Immediate => newest()
@@ -317,31 +502,64 @@ fn check_backup_reaches(
     }
 }
 
+/// The newest segment the archive holds along `path`: the last segment of
+/// the newest timeline that has one in the part of the WAL the path reads
+/// from it.
+pub fn path_end(archive: &WalArchive, path: &TimelinePath) -> Option<WalSegment> {
+    let size = archive.segment_size;
+    for (index, step) in path.steps.iter().enumerate().rev() {
+        let Some(last) = archive.last_segment(step.timeline) else {
+            continue;
+        };
+        let begin = WalSegment::containing(step.timeline, step.begins, size).number;
+        // The path reads this timeline's files only until the next timeline
+        // begins (the segment of a switch point is the child's).
+        let end = path.steps.get(index + 1).map(|next| {
+            WalSegment::containing(next.timeline, next.begins, size)
+                .number
+                .saturating_sub(1)
+        });
+        let capped = match end {
+            Some(end) if last.number > end => WalSegment {
+                number: end,
+                ..last
+            },
+            _ => last,
+        };
+        if capped.number >= begin && archive.segment(capped).is_some() {
+            return Some(capped);
+        }
+    }
+    None
+}
+
 /// The WAL from the backup's start up to where the target is reached,
-/// checked segment by segment.
+/// checked segment by segment along the timeline path.
 fn wal_range(
     backup: &Backup,
     archive: &WalArchive,
+    path: &TimelinePath,
+    end: Option<WalSegment>,
     target: &Target,
 ) -> Result<WalRange, PlanError> {
     let size = archive.segment_size;
-    let timeline = backup.timeline;
-    let first = WalSegment::containing(timeline, backup.start_lsn, size);
-    let stop = WalSegment::containing_end(timeline, backup.stop_lsn, size);
+    let first = path.segment(
+        WalSegment::containing(backup.timeline, backup.start_lsn, size).number,
+        size,
+    );
+    let stop = WalSegment::containing_end(backup.timeline, backup.stop_lsn, size);
     let included_last = backup
         .included_wal
         .iter()
         .filter_map(|name| WalSegment::parse(name, size))
-        .filter(|segment| segment.timeline == timeline)
         .map(|segment| segment.number)
         .max();
     let last_number = match target {
         Target::Lsn(lsn) => {
-            WalSegment::containing(timeline, (*lsn).max(backup.stop_lsn), size).number
+            WalSegment::containing(backup.timeline, (*lsn).max(backup.stop_lsn), size).number
         }
         Target::Immediate => stop.number,
-        Target::Time(_) | Target::Xid(_) | Target::Name(_) | Target::Latest => archive
-            .last_segment(timeline)
+        Target::Time(_) | Target::Xid(_) | Target::Name(_) | Target::Latest => end
             .map(|segment| segment.number)
             .into_iter()
             .chain(included_last)
@@ -349,22 +567,21 @@ fn wal_range(
             .unwrap_or(stop.number)
             .max(stop.number),
     };
-    let last = WalSegment {
-        number: last_number,
-        ..first
-    };
+    // Replay always reads the segment holding the start LSN, even for a
+    // (damaged) label whose stop equals its start on a segment boundary.
+    let last = path.segment(last_number.max(first.number), size);
     let mut bytes = 0;
     let mut from_backup = 0;
-    let mut segment = first;
-    while segment.number <= last.number {
+    for number in first.number..=last.number {
+        let segment = path.segment(number, size);
         if let Some(file) = archive.segment(segment) {
             bytes += file.stored_bytes;
         } else if backup.included_wal.contains(&segment.file_name()) {
             bytes += size.bytes();
             from_backup += 1;
         } else {
-            let resumes = (segment.number + 1..=last.number)
-                .map(|number| WalSegment { number, ..segment })
+            let resumes = (number + 1..=last.number)
+                .map(|later| path.segment(later, size))
                 .find(|later| archive.segment(*later).is_some());
             return Err(PlanError::MissingWal {
                 missing: segment,
@@ -373,7 +590,6 @@ fn wal_range(
                 last_present: resumes,
             });
         }
-        segment = segment.next();
     }
     Ok(WalRange {
         first,
@@ -402,4 +618,71 @@ pub fn window(backups: &[Backup], archive: &WalArchive, timeline: TimelineId) ->
         .last_segment(timeline)
         .and_then(|segment| archive_time(archive, segment));
     RecoverableWindow { from, until }
+}
+
+/// The window along a path: from the earliest usable backup to the archive
+/// time of the newest segment the path reads.
+pub fn window_on_path(
+    backups: &[Backup],
+    archive: &WalArchive,
+    path: &TimelinePath,
+) -> RecoverableWindow {
+    let from = backups
+        .iter()
+        .filter(|b| on_path(b, path).is_ok())
+        .map(|b| b.consistent_by())
+        .min()
+        .unwrap_or_default();
+    let until = path_end(archive, path).and_then(|segment| archive_time(archive, segment));
+    RecoverableWindow { from, until }
+}
+
+/// Other timelines on which the same moment can be restored, with
+/// different contents: the user should know there was a choice.
+fn other_branches(
+    backups: &[Backup],
+    archive: &WalArchive,
+    chosen: &TimelinePath,
+    time: DateTime<FixedOffset>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for timeline in archive.timelines.timelines() {
+        if timeline == chosen.target() {
+            continue;
+        }
+        let Ok(path) = archive.timelines.path(timeline) else {
+            continue;
+        };
+        // Where the two paths part: the first step that differs.
+        let diverge = path
+            .steps
+            .iter()
+            .zip(chosen.steps.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(path.steps.len().min(chosen.steps.len()).saturating_sub(1));
+        let forked_at = [
+            path.steps.get(diverge),
+            path.steps.get(diverge + 1),
+            chosen.steps.get(diverge),
+            chosen.steps.get(diverge + 1),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|step| step.begins != Lsn::ZERO)
+        .filter_map(|step| archive.history_time(step.timeline))
+        .map(|t| DateTime::<chrono::Utc>::from(t).fixed_offset())
+        .min();
+        let window = window_on_path(backups, archive, &path);
+        let reachable = backups
+            .iter()
+            .any(|b| on_path(b, &path).is_ok() && b.consistent_by() <= time)
+            && window.until.is_some_and(|until| time < until)
+            && forked_at.is_some_and(|forked| time > forked);
+        if reachable {
+            notes.push(format!(
+                "the target time also exists on timeline {timeline} ({path}), with different contents; pass --timeline {timeline} to follow it"
+            ));
+        }
+    }
+    notes
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::cli::RepoArgs;
 use crate::error::Failure;
-use crate::plan::window;
+use crate::plan::window_on_path;
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::backup::BackupFormat;
 
@@ -39,12 +39,19 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         let timelines: Vec<_> = timelines
             .iter()
             .map(|timeline| {
-                let backups: Vec<_> = catalog.backups.iter().filter(|b| b.timeline == *timeline).cloned().collect();
-                let window = (!backups.is_empty()).then(|| window(&backups, &catalog.archive, *timeline));
+                let parent = catalog.archive.timelines.parent(*timeline);
+                let path = catalog.archive.timelines.path(*timeline).ok();
+                let window = path.as_ref().map(|path| window_on_path(&catalog.backups, &catalog.archive, path));
+                let usable = path.as_ref().is_some_and(|path| catalog.backups.iter().any(|b| path.contains(b.timeline)));
+                let window = window.filter(|_| usable);
                 json!({
                     "timeline": timeline,
+                    "parent": parent.map(|(parent, _)| parent),
+                    "branch_lsn": parent.map(|(_, lsn)| lsn),
+                    "path": path.as_ref().map(|p| p.to_string()),
                     "first_segment": catalog.archive.first_segment(*timeline).map(|s| s.file_name()),
                     "last_segment": catalog.archive.last_segment(*timeline).map(|s| s.file_name()),
+                    "backups": catalog.backups.iter().filter(|b| b.timeline == *timeline).map(|b| b.id.clone()).collect::<Vec<_>>(),
                     "recoverable_from": window.as_ref().map(|w| utc(w.from)),
                     "recoverable_until": window.as_ref().and_then(|w| w.until).map(utc),
                 })
@@ -91,12 +98,6 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
     }
     println!();
     for timeline in timelines {
-        let backups: Vec<_> = catalog
-            .backups
-            .iter()
-            .filter(|b| b.timeline == timeline)
-            .cloned()
-            .collect();
         let segments = match (
             catalog.archive.first_segment(timeline),
             catalog.archive.last_segment(timeline),
@@ -104,14 +105,32 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
             (Some(first), Some(last)) => format!("WAL {first} .. {last}"),
             _ => "no WAL segments".to_string(),
         };
-        if backups.is_empty() {
-            println!("timeline {timeline}: {segments}; no backup on this timeline");
+        let branched = match catalog.archive.timelines.parent(timeline) {
+            Some((parent, lsn)) => format!(", branched from timeline {parent} at {lsn}"),
+            None => String::new(),
+        };
+        let backups: Vec<&str> = catalog
+            .backups
+            .iter()
+            .filter(|b| b.timeline == timeline)
+            .map(|b| b.id.as_str())
+            .collect();
+        let backups = if backups.is_empty() {
+            String::new()
         } else {
-            println!(
-                "timeline {timeline}: {segments}; recoverable {}",
-                window(&backups, &catalog.archive, timeline)
-            );
-        }
+            format!("; backups {}", backups.join(", "))
+        };
+        let window = match catalog.archive.timelines.path(timeline) {
+            Ok(path) if catalog.backups.iter().any(|b| path.contains(b.timeline)) => {
+                format!(
+                    "recoverable {}",
+                    window_on_path(&catalog.backups, &catalog.archive, &path)
+                )
+            }
+            Ok(_) => "no backup on its path".to_string(),
+            Err(error) => error.to_string(),
+        };
+        println!("timeline {timeline}{branched}{backups}: {segments}; {window}");
     }
     Ok(())
 }

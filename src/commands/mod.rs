@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{RepoArgs, TargetArgs};
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::plan::{make_plan, Plan, PlanRequest};
+use crate::plan::{make_plan, Plan, PlanRequest, TimelineChoice};
 use crate::progress::human_bytes;
 use crate::repo::{Catalog, RepoLocation};
 use crate::target::{parse_target, Target};
@@ -60,10 +60,15 @@ pub fn plan_from_args(
             unreadable.id, unreadable.reason
         ));
     }
+    let timeline: TimelineChoice = target_args
+        .timeline
+        .parse()
+        .map_err(|message: String| Failure::msg(FailureKind::Usage, message))?;
     let request = PlanRequest {
         target,
         inclusive: !target_args.exclusive,
         backup_id: target_args.backup.clone(),
+        timeline,
     };
     let plan = make_plan(
         &catalog.backups,
@@ -114,6 +119,12 @@ pub fn plan_json(plan: &Plan, local: &jiff::tz::TimeZone) -> Value {
             "reason": plan.reason,
         },
         "timeline": plan.timeline,
+        "timeline_path": plan.path.to_string(),
+        "timeline_steps": plan.path.steps.iter().map(|step| json!({
+            "timeline": step.timeline,
+            "begins": step.begins,
+            "ends": step.ends,
+        })).collect::<Vec<_>>(),
         "target": target_json(&plan.target, plan.inclusive, local),
         "wal": {
             "first": plan.wal.first.file_name(),
@@ -159,7 +170,7 @@ pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {
                 .with_timezone(&chrono::Utc)
                 .format("%Y-%m-%d %H:%M:%S UTC"),
         ),
-        format!("timeline:  {}", plan.timeline),
+        format!("timeline:  {} (path {})", plan.timeline, plan.path),
         format!(
             "WAL:       {} .. {} ({} segments, {}{}), all present",
             plan.wal.first,

@@ -10,8 +10,10 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 
 use crate::compression::Compression;
+use crate::wal::history;
 use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
 use crate::wal::segment::is_segment_name;
+use crate::wal::timelines::TimelineGraph;
 use crate::wal::{SegmentSize, TimelineId, WalSegment};
 
 /// One file of the archive.
@@ -38,6 +40,10 @@ pub struct WalArchive {
     pub backup_histories: BTreeMap<String, ArchivedFile>,
     /// Names that are none of the above (`.partial` files, stray files).
     pub other_files: Vec<String>,
+    /// Timelines and where each branched, from the history files.
+    pub timelines: TimelineGraph,
+    /// History files that could not be read, with the reason.
+    pub broken_histories: BTreeMap<TimelineId, String>,
 }
 
 impl WalArchive {
@@ -56,6 +62,8 @@ impl WalArchive {
             histories: BTreeMap::new(),
             backup_histories: BTreeMap::new(),
             other_files: Vec::new(),
+            timelines: TimelineGraph::default(),
+            broken_histories: BTreeMap::new(),
         };
         for entry in entries {
             let entry = entry
@@ -110,7 +118,28 @@ impl WalArchive {
                 None => archive.other_files.push(stem),
             }
         }
+        let mut histories = Vec::new();
+        for (timeline, file) in &archive.histories {
+            match read_text(file)
+                .and_then(|text| history::parse(*timeline, &text).map_err(anyhow::Error::from))
+            {
+                Ok(parsed) => histories.push(parsed),
+                Err(error) => {
+                    archive
+                        .broken_histories
+                        .insert(*timeline, format!("{error:#}"));
+                }
+            }
+        }
+        let with_wal: Vec<TimelineId> = archive.segments.keys().map(|(t, _)| *t).collect();
+        archive.timelines = TimelineGraph::new(histories, with_wal);
         Ok(archive)
+    }
+
+    /// When a timeline's history file was archived: about when the timeline
+    /// was created.
+    pub fn history_time(&self, timeline: TimelineId) -> Option<SystemTime> {
+        self.histories.get(&timeline).map(|file| file.modified)
     }
 
     pub fn segment(&self, segment: WalSegment) -> Option<&ArchivedFile> {
@@ -157,6 +186,21 @@ impl WalArchive {
         timelines.dedup();
         timelines
     }
+}
+
+/// Reads a small (possibly compressed) text file of the archive.
+pub fn read_text(file: &ArchivedFile) -> Result<String> {
+    let mut reader = file
+        .compression
+        .open(&file.path)
+        .with_context(|| format!("cannot open `{}`", file.path.display()))?;
+    let mut text = String::new();
+    reader
+        .by_ref()
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read `{}`", file.path.display()))?;
+    Ok(text)
 }
 
 /// `00000002.history` → timeline 2.

@@ -8,7 +8,6 @@ pub mod manifest;
 pub mod pg_control;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -85,11 +84,7 @@ impl Catalog {
         let mut warnings = Vec::new();
         let mut histories = Vec::new();
         for (name, file) in &archive.backup_histories {
-            let text = file.compression.open(&file.path).and_then(|mut reader| {
-                let mut text = String::new();
-                reader.read_to_string(&mut text).map(|_| text)
-            });
-            match text.map_err(anyhow::Error::from).and_then(|text| {
+            match archive::read_text(file).and_then(|text| {
                 label::parse_backup_history(&text, local).map_err(anyhow::Error::from)
             }) {
                 Ok(history) => histories.push(history),
@@ -97,6 +92,11 @@ impl Catalog {
                     warnings.push(format!("ignoring backup history file `{name}`: {error:#}"))
                 }
             }
+        }
+        for (timeline, reason) in &archive.broken_histories {
+            warnings.push(format!(
+                "the history file of timeline {timeline} cannot be read: {reason}"
+            ));
         }
 
         let mut backups = Vec::new();

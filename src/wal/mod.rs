@@ -5,6 +5,7 @@ pub mod history;
 pub mod lsn;
 pub mod page;
 pub mod segment;
+pub mod timelines;
 
 pub use lsn::Lsn;
 pub use segment::{SegmentSize, TimelineId, WalSegment};

@@ -247,33 +247,59 @@ impl Cluster {
     /// Commits one marker row in its own transaction; returns its xid and
     /// exact commit time (track_commit_timestamp).
     pub fn insert_marker(&self, id: i32) -> Marker {
-        let row = self.sql(&format!(
-            "INSERT INTO markers VALUES ({id}) RETURNING xmin::text || '|' || (SELECT 1)"
-        ));
-        let xid: u32 = row.split('|').next().unwrap().parse().unwrap();
-        let committed = self.sql(&format!(
-            "SELECT to_char(pg_xact_commit_timestamp('{xid}'::xid) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-        ));
-        let committed = chrono::DateTime::parse_from_rfc3339(&committed).unwrap();
-        Marker { id, xid, committed }
+        insert_marker(&self.dir, self.port, id)
     }
 
     /// Switches to a new segment and waits until everything is archived.
     pub fn archive_everything(&self) {
-        let segment = self.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-        self.sql("SELECT pg_switch_wal()");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let archived = self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-            if archived.as_str() >= segment.as_str() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "WAL {segment} was not archived in time (last {archived})"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        archive_everything(&self.dir, self.port)
+    }
+}
+
+/// Commits marker row `id` on the server at `socket_dir`:`port`.
+pub fn insert_marker(socket_dir: &Path, port: u16, id: i32) -> Marker {
+    let xid: u32 = psql(
+        socket_dir,
+        port,
+        &format!("INSERT INTO markers VALUES ({id}) RETURNING xmin::text"),
+    )
+    .parse()
+    .unwrap();
+    let committed = psql(
+        socket_dir,
+        port,
+        &format!(
+            "SELECT to_char(pg_xact_commit_timestamp('{xid}'::xid) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        ),
+    );
+    let committed = chrono::DateTime::parse_from_rfc3339(&committed).unwrap();
+    Marker { id, xid, committed }
+}
+
+/// Switches to a new segment and waits until the server archived it.
+pub fn archive_everything(socket_dir: &Path, port: u16) {
+    let segment = psql(
+        socket_dir,
+        port,
+        "SELECT pg_walfile_name(pg_current_wal_lsn())",
+    );
+    psql(socket_dir, port, "SELECT pg_switch_wal()");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let archived = psql(
+            socket_dir,
+            port,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        // Compare positions, not timelines: a new timeline's names sort higher.
+        if archived.len() == 24 && archived[8..] >= segment[8..] {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "WAL {segment} was not archived in time (last {archived})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use crate::repo::archive::WalArchive;
 use crate::repo::backup::Backup;
 use crate::target::Target;
-use crate::wal::{Lsn, TimelineId, WalSegment};
+use crate::wal::{TimelineId, WalSegment};
 
 /// What the user asked for.
 #[derive(Clone, Debug)]
@@ -256,18 +256,23 @@ fn choose_backup<'a>(
                         backup.stop_lsn
                     ),
                 )),
-                None => Err(PlanError::BackupCannotReach {
-                    id: backups[0].id.clone(),
-                    target: target_text.to_string(),
-                    why: format!(
-                        "every backup ends after it (the earliest ends at {})",
-                        backups
-                            .iter()
-                            .map(|b| b.stop_lsn)
-                            .min()
-                            .unwrap_or(Lsn::ZERO)
-                    ),
-                }),
+                None => {
+                    // Name the backup that ends first, whose stop LSN the
+                    // message quotes: `backups` need not be sorted, so
+                    // `backups[0]` may be any of them.
+                    let earliest = backups
+                        .iter()
+                        .min_by_key(|b| b.stop_lsn)
+                        .unwrap_or(&backups[0]);
+                    Err(PlanError::BackupCannotReach {
+                        id: earliest.id.clone(),
+                        target: target_text.to_string(),
+                        why: format!(
+                            "every backup ends after it (the earliest ends at {})",
+                            earliest.stop_lsn
+                        ),
+                    })
+                }
             }
         }
         Target::Latest | Target::Immediate => newest()
@@ -349,8 +354,12 @@ fn wal_range(
             .unwrap_or(stop.number)
             .max(stop.number),
     };
+    // Replay always reads the segment holding the start LSN. Without this,
+    // a stop LSN equal to the start LSN on a segment boundary (only in
+    // hand-made or damaged labels: a real backup ends after its start) gave
+    // `last` = `first - 1`, skipped every check and underflowed `segments`.
     let last = WalSegment {
-        number: last_number,
+        number: last_number.max(first.number),
         ..first
     };
     let mut bytes = 0;

@@ -142,6 +142,48 @@ impl WalArchive {
         self.histories.get(&timeline).map(|file| file.modified)
     }
 
+    /// A synthetic archive listing for tests of the planner: uncompressed
+    /// segments of `segment_size` under `dir`, with the given stored sizes and
+    /// modification times, no history files and no system identifier (set
+    /// the public fields afterwards when a case needs them). A segment given
+    /// twice keeps the last entry.
+    #[cfg(test)]
+    pub fn from_listing(
+        dir: &Path,
+        segment_size: SegmentSize,
+        files: impl IntoIterator<Item = (WalSegment, u64, SystemTime)>,
+    ) -> WalArchive {
+        let segments = files
+            .into_iter()
+            .map(|(segment, stored_bytes, modified)| {
+                assert_eq!(
+                    segment.size, segment_size,
+                    "segment `{segment}` has another size than the archive"
+                );
+                let file = ArchivedFile {
+                    path: dir.join(segment.file_name()),
+                    compression: Compression::None,
+                    stored_bytes,
+                    modified,
+                };
+                ((segment.timeline, segment.number), file)
+            })
+            .collect::<BTreeMap<_, _>>();
+        let segments_timelines: Vec<TimelineId> = segments.keys().map(|(t, _)| *t).collect();
+        WalArchive {
+            dir: dir.to_path_buf(),
+            segment_size,
+            system_identifier: None,
+            major_version: None,
+            segments,
+            histories: BTreeMap::new(),
+            backup_histories: BTreeMap::new(),
+            other_files: Vec::new(),
+            timelines: TimelineGraph::new([], segments_timelines),
+            broken_histories: BTreeMap::new(),
+        }
+    }
+
     pub fn segment(&self, segment: WalSegment) -> Option<&ArchivedFile> {
         self.segments.get(&(segment.timeline, segment.number))
     }

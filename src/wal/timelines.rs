@@ -86,8 +86,6 @@ impl fmt::Display for TimelinePath {
 pub enum TimelineError {
     #[error("timeline {timeline} does not exist in the archive (timelines: {known})")]
     Unknown { timeline: TimelineId, known: String },
-    #[error("timeline {timeline} has WAL in the archive but no history file `{file}`, so where it branched off is unknown")]
-    NoHistory { timeline: TimelineId, file: String },
 }
 
 /// All timelines of an archive and their histories.
@@ -148,19 +146,15 @@ impl TimelineGraph {
                     .join(", "),
             });
         }
+        // Without a history file PostgreSQL takes a timeline to have no
+        // ancestors (readTimeLineHistory); so does pitr.
         let Some(history) = self.histories.get(&timeline) else {
-            if timeline == TimelineId::FIRST {
-                return Ok(TimelinePath {
-                    steps: vec![PathStep {
-                        timeline,
-                        begins: Lsn::ZERO,
-                        ends: None,
-                    }],
-                });
-            }
-            return Err(TimelineError::NoHistory {
-                timeline,
-                file: timeline.history_file_name(),
+            return Ok(TimelinePath {
+                steps: vec![PathStep {
+                    timeline,
+                    begins: Lsn::ZERO,
+                    ends: None,
+                }],
             });
         };
         let mut steps = Vec::new();
@@ -237,13 +231,10 @@ mod tests {
     }
 
     #[test]
-    fn first_timeline_needs_no_history_and_others_do() {
+    fn a_timeline_without_history_has_no_ancestors() {
         let graph = TimelineGraph::new([], [tli(1), tli(2)]);
         assert_eq!(graph.path(tli(1)).unwrap().to_string(), "1");
-        assert!(matches!(
-            graph.path(tli(2)),
-            Err(TimelineError::NoHistory { .. })
-        ));
+        assert_eq!(graph.path(tli(2)).unwrap().to_string(), "2");
         assert!(matches!(
             graph.path(tli(7)),
             Err(TimelineError::Unknown { .. })

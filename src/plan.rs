@@ -10,7 +10,7 @@ use crate::repo::archive::WalArchive;
 use crate::repo::backup::Backup;
 use crate::target::Target;
 use crate::wal::timelines::{TimelineError, TimelinePath};
-use crate::wal::{Lsn, TimelineId, WalSegment};
+use crate::wal::{TimelineId, WalSegment};
 
 /// Which timeline to follow (`--timeline`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -637,6 +637,25 @@ pub fn window_on_path(
     RecoverableWindow { from, until }
 }
 
+/// About when step `index` of `path` branched off its parent: no later than
+/// the archiving of the parent's segment that holds the switch point (all
+/// of the parent's WAL before the switch was written by then), else when the
+/// history file was archived.
+fn fork_time(
+    archive: &WalArchive,
+    path: &TimelinePath,
+    index: usize,
+) -> Option<DateTime<FixedOffset>> {
+    let step = path.steps.get(index)?;
+    let parent = path.steps.get(index.checked_sub(1)?)?;
+    let segment = WalSegment::containing(parent.timeline, step.begins, archive.segment_size);
+    archive_time(archive, segment).or_else(|| {
+        archive
+            .history_time(step.timeline)
+            .map(|t| DateTime::<chrono::Utc>::from(t).fixed_offset())
+    })
+}
+
 /// Other timelines on which the same moment can be restored, with
 /// different contents: the user should know there was a choice.
 fn other_branches(
@@ -645,6 +664,7 @@ fn other_branches(
     chosen: &TimelinePath,
     time: DateTime<FixedOffset>,
 ) -> Vec<String> {
+    let chosen_path = chosen.clone();
     let mut notes = Vec::new();
     for timeline in archive.timelines.timelines() {
         if timeline == chosen.target() {
@@ -661,16 +681,13 @@ fn other_branches(
             .position(|(a, b)| a != b)
             .unwrap_or(path.steps.len().min(chosen.steps.len()).saturating_sub(1));
         let forked_at = [
-            path.steps.get(diverge),
-            path.steps.get(diverge + 1),
-            chosen.steps.get(diverge),
-            chosen.steps.get(diverge + 1),
+            (&path, diverge + 1),
+            (&chosen_path, diverge + 1),
+            (&path, diverge),
+            (&chosen_path, diverge),
         ]
         .into_iter()
-        .flatten()
-        .filter(|step| step.begins != Lsn::ZERO)
-        .filter_map(|step| archive.history_time(step.timeline))
-        .map(|t| DateTime::<chrono::Utc>::from(t).fixed_offset())
+        .filter_map(|(p, index)| fork_time(archive, p, index))
         .min();
         let window = window_on_path(backups, archive, &path);
         let reachable = backups

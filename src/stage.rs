@@ -399,6 +399,13 @@ fn prepare_data_directory(
             }
         }
     }
+    // The log of an earlier restore, carried by a backup of a restored
+    // cluster: the new restore starts its own.
+    let old_log = dir.join(crate::postgres::server::LOG_FILE_NAME);
+    if old_log.exists() {
+        fs::remove_file(&old_log)
+            .with_context(|| format!("cannot remove `{}`", old_log.display()))?;
+    }
     // Debian keeps postgresql.conf and pg_hba.conf in /etc, outside the
     // data directory, so backups of such clusters have none.
     let conf = dir.join("postgresql.conf");

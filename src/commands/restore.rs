@@ -107,10 +107,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         reporter.step(format!("note: {note}"));
     }
 
+    let server_log = pgdata.join(crate::postgres::server::LOG_FILE_NAME);
     reporter.step(format!(
         "starting PostgreSQL {major_version} as OS user {} on port {port}; log: {}",
         user.name,
-        pgdata.join("pitr-recovery.log").display()
+        server_log.display()
     ));
     let recovery_started = Instant::now();
     let server = Server::new(&pgdata, binaries, user);

@@ -16,6 +16,9 @@ use super::log::{parse_line, LogEvent};
 use super::os_user::OsUser;
 use crate::wal::Lsn;
 
+/// The server log `pitr` starts the restored server with, in its data directory.
+pub const LOG_FILE_NAME: &str = "pitr-recovery.log";
+
 /// A PostgreSQL server on a restored data directory.
 pub struct Server {
     pub pgdata: PathBuf,
@@ -28,7 +31,7 @@ impl Server {
     pub fn new(pgdata: &Path, binaries: Binaries, user: OsUser) -> Server {
         Server {
             pgdata: pgdata.to_path_buf(),
-            log_path: pgdata.join("pitr-recovery.log"),
+            log_path: pgdata.join(LOG_FILE_NAME),
             binaries,
             user,
         }

@@ -36,6 +36,18 @@ impl RecoverySettings {
         let mut set =
             |name: &str, value: &str| lines.push(format!("{name} = {}", quote_conf(value)));
         set("restore_command", &self.restore_command);
+        // A backup taken from an earlier restore carries that restore's
+        // targets in postgresql.auto.conf: clear every target first (the
+        // last occurrence of a setting wins), then set ours.
+        for name in [
+            "recovery_target",
+            "recovery_target_time",
+            "recovery_target_xid",
+            "recovery_target_lsn",
+            "recovery_target_name",
+        ] {
+            set(name, "");
+        }
         match &self.target {
             Target::Time(time) => set("recovery_target_time", &postgres_timestamp(time)),
             Target::Lsn(lsn) => set("recovery_target_lsn", &lsn.to_string()),
@@ -56,15 +68,14 @@ impl RecoverySettings {
         // Always a number: `latest` would follow any newer branch in the
         // archive, even one that forked before the target.
         set("recovery_target_timeline", &self.timeline.to_string());
-        if let Some(action) = self.action {
-            set(
-                "recovery_target_action",
-                match action {
-                    TargetAction::Pause => "pause",
-                    TargetAction::Shutdown => "shutdown",
-                },
-            );
-        }
+        set(
+            "recovery_target_action",
+            match self.action {
+                Some(TargetAction::Pause) => "pause",
+                Some(TargetAction::Shutdown) => "shutdown",
+                None => "promote",
+            },
+        );
         set("port", &self.port.to_string());
         set("unix_socket_directories", &self.socket_dir);
         if !self.keep_archiving {

@@ -135,6 +135,10 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "USER", default_value = "postgres")]
     pub os_user: String,
 
+    /// Restore the tablespace recorded at OLD into NEW instead (repeatable; `\=` for `=` in a path)
+    #[arg(long = "tablespace-mapping", value_name = "OLD=NEW")]
+    pub tablespace_mappings: Vec<String>,
+
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,

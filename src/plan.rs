@@ -860,7 +860,7 @@ mod tests {
                 included_wal: self.included_wal,
                 stored_bytes: 0,
                 has_manifest: true,
-                has_tablespaces: false,
+                tablespaces: Vec::new(),
             }
         }
     }

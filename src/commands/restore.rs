@@ -19,6 +19,7 @@ use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
 use crate::progress::{human_bytes, Reporter, Unit};
 use crate::repo::absolute;
+use crate::stage::tablespaces::{parse_mapping, place};
 use crate::stage::{inspect_destination, stage, Interrupted};
 use crate::target::Target;
 use crate::wal::WalSegment;
@@ -41,6 +42,27 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     // Everything that can be checked is checked before anything is written.
     let pgdata = absolute(&args.pgdata).or_fail(FailureKind::Usage)?;
     let destination = inspect_destination(&pgdata, args.force).or_fail(FailureKind::Staging)?;
+    let mappings = args
+        .tablespace_mappings
+        .iter()
+        .map(|text| parse_mapping(text))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .or_fail(FailureKind::Usage)?;
+    let placements = place(&plan.backup.tablespaces, &mappings, &pgdata).map_err(|error| {
+        Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
+    })?;
+    for placement in &placements {
+        reporter.step(format!(
+            "tablespace {} → {}{}",
+            placement.oid,
+            placement.destination.display(),
+            if placement.mapped {
+                format!(" (recorded at {})", placement.recorded.display())
+            } else {
+                " (its recorded location)".to_string()
+            }
+        ));
+    }
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
     let major_version = plan.backup.major_version.ok_or_else(|| {
         Failure::msg(
@@ -86,15 +108,23 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         pgdata.display()
     ));
     let staging_started = Instant::now();
-    let staged =
-        stage(&plan, &pgdata, &destination, &user, &settings, reporter).map_err(|error| {
-            if error.downcast_ref::<Interrupted>().is_some() {
-                Failure::new(FailureKind::Interrupted, error)
-            } else {
-                Failure::new(FailureKind::Staging, error)
-                    .with_hint("nothing was left behind: the staging directory was removed")
-            }
-        })?;
+    let staged = stage(
+        &plan,
+        &pgdata,
+        &destination,
+        &placements,
+        &user,
+        &settings,
+        reporter,
+    )
+    .map_err(|error| {
+        if error.downcast_ref::<Interrupted>().is_some() {
+            Failure::new(FailureKind::Interrupted, error)
+        } else {
+            Failure::new(FailureKind::Staging, error)
+                .with_hint("nothing was left behind: the staging directory was removed")
+        }
+    })?;
     let staging_time = staging_started.elapsed();
     if let Some(aside) = &staged.moved_aside {
         reporter.step(format!(

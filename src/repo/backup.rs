@@ -12,6 +12,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use super::label::{self, BackupHistoryFile, BackupLabel};
 use super::manifest::{self, BackupManifest};
 use super::pg_control;
+use super::tablespace::{self, Tablespace};
 use crate::compression::Compression;
 use crate::wal::segment::is_segment_name;
 use crate::wal::{Lsn, TimelineId};
@@ -57,7 +58,7 @@ pub struct Backup {
     pub included_wal: BTreeSet<String>,
     pub stored_bytes: u64,
     pub has_manifest: bool,
-    pub has_tablespaces: bool,
+    pub tablespaces: Vec<Tablespace>,
 }
 
 impl Backup {
@@ -137,11 +138,17 @@ pub fn read_backup(
         BackupFormat::Tar(_) => (manifest.as_ref().and_then(|m| m.system_identifier), None),
     };
     let included_wal = included_wal(dir, format)?;
-    let has_tablespaces = match format {
-        BackupFormat::Plain => fs::read_dir(dir.join("pg_tblspc"))
-            .map(|mut entries| entries.next().is_some())
-            .unwrap_or(false),
-        BackupFormat::Tar(_) => tablespace_tars(dir)?,
+    let tablespaces = match format {
+        BackupFormat::Plain => tablespace::plain_tablespaces(dir)?,
+        BackupFormat::Tar(compression) => {
+            if tablespace::tablespace_tars(dir)?.is_empty() {
+                Vec::new()
+            } else {
+                let base = dir.join(format!("base.tar{}", compression.suffix()));
+                let map = read_tar_member(&base, compression, "tablespace_map")?;
+                tablespace::tar_tablespaces(dir, map.as_deref())?
+            }
+        }
     };
 
     Ok(Backup {
@@ -158,7 +165,7 @@ pub fn read_backup(
         included_wal,
         stored_bytes: stored_bytes(dir),
         has_manifest: manifest.is_some(),
-        has_tablespaces,
+        tablespaces,
         label,
     })
 }
@@ -271,16 +278,6 @@ fn included_wal(dir: &Path, format: BackupFormat) -> Result<BTreeSet<String>> {
         }
     }
     Ok(names)
-}
-
-fn tablespace_tars(dir: &Path) -> Result<bool> {
-    let entries = fs::read_dir(dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
-    Ok(entries.flatten().any(|entry| {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let (stem, _) = Compression::split_name(&name);
-        stem.strip_suffix(".tar")
-            .is_some_and(|oid| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
-    }))
 }
 
 /// Reads one small member of a tar file as text, stopping at the first match.

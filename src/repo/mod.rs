@@ -6,6 +6,7 @@ pub mod backup;
 pub mod label;
 pub mod manifest;
 pub mod pg_control;
+pub mod tablespace;
 
 use std::fs;
 use std::path::{Path, PathBuf};

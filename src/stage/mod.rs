@@ -6,9 +6,9 @@
 //! touched unless `--force` (which moves it aside, never deletes it).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -17,8 +17,14 @@ use crate::interrupt;
 use crate::plan::Plan;
 use crate::postgres::os_user::OsUser;
 use crate::postgres::settings::RecoverySettings;
-use crate::progress::{Progress, Reporter, Unit};
+use crate::progress::{Reporter, Unit};
 use crate::repo::backup::BackupFormat;
+
+mod extract;
+pub mod tablespaces;
+
+pub use extract::safe_member_path;
+use extract::{copy_tree, extract_tar, interrupt_or};
 
 /// What is at `--pgdata` before the restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +91,7 @@ pub fn stage(
     plan: &Plan,
     pgdata: &Path,
     destination: &Destination,
+    placements: &[tablespaces::Placement],
     user: &OsUser,
     settings: &RecoverySettings,
     reporter: &Reporter,
@@ -148,6 +155,27 @@ pub fn stage(
         }
     };
 
+    let mut staged_tablespaces = Vec::new();
+    let mut bytes_written = bytes_written;
+    if !placements.is_empty() {
+        let total = placements.iter().map(|p| source_len(&p.source)).sum();
+        let mut progress = reporter.bar("tblspc", total, Unit::Bytes);
+        for placement in placements {
+            let (staged, written) = tablespaces::stage_tablespace(placement, user, &mut progress)?;
+            staged_tablespaces.push(staged);
+            bytes_written += written;
+        }
+        progress.finish();
+        let map: Vec<(u32, PathBuf)> = placements
+            .iter()
+            .map(|p| (p.oid, p.destination.clone()))
+            .collect();
+        write_file(
+            &staging_path.join("tablespace_map"),
+            crate::repo::tablespace::render_tablespace_map(&map).as_bytes(),
+        )?;
+    }
+
     prepare_data_directory(&staging_path, plan, settings, &mut notes)?;
     give_tree(&staging_path, user)?;
     fs::set_permissions(&staging_path, fs::Permissions::from_mode(0o700))
@@ -173,6 +201,9 @@ pub fn stage(
             Some(aside)
         }
     };
+    for staged in &mut staged_tablespaces {
+        staged.commit()?;
+    }
     // rename(2) replaces an empty directory atomically.
     fs::rename(&staging_path, pgdata).with_context(|| {
         format!(
@@ -200,170 +231,29 @@ pub fn stage(
 )]
 pub struct Interrupted;
 
+fn source_len(source: &crate::repo::tablespace::TablespaceSource) -> u64 {
+    match source {
+        crate::repo::tablespace::TablespaceSource::Tar { path, .. } => file_len(path),
+        crate::repo::tablespace::TablespaceSource::Directory(dir) => tree_len(dir),
+    }
+}
+
+fn tree_len(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_len(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Counts bytes read, for the progress bar.
-struct Counting<'a, R> {
-    inner: R,
-    progress: &'a mut Progress,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if interrupt::requested() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, Interrupted));
-        }
-        let n = self.inner.read(buf)?;
-        self.progress.add(n as u64);
-        Ok(n)
-    }
-}
-
-/// Checks a tar member name and turns it into a relative path: no absolute
-/// paths, no `..`, nothing that could land outside the staging directory.
-pub fn safe_member_path(name: &Path) -> Result<PathBuf> {
-    let mut clean = PathBuf::new();
-    for component in name.components() {
-        match component {
-            Component::Normal(part) => clean.push(part),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                bail!("refusing tar member `{}`: absolute path", name.display())
-            }
-            Component::ParentDir => {
-                bail!("refusing tar member `{}`: it contains `..`", name.display())
-            }
-        }
-    }
-    Ok(clean)
-}
-
-/// Streams a (compressed) tar into `dest`, refusing hostile members.
-fn extract_tar(
-    path: &Path,
-    compression: Compression,
-    dest: &Path,
-    progress: &mut Progress,
-) -> Result<u64> {
-    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let counting = Counting {
-        inner: file,
-        progress,
-    };
-    let mut archive = tar::Archive::new(compression.decoder(counting));
-    let mut written = 0;
-    let entries = archive
-        .entries()
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| interrupt_or(e, path))?;
-        let raw = entry
-            .path()
-            .with_context(|| format!("`{}` has a member with an unreadable name", path.display()))?
-            .into_owned();
-        let relative =
-            safe_member_path(&raw).with_context(|| format!("in `{}`", path.display()))?;
-        if relative.as_os_str().is_empty() {
-            continue;
-        }
-        let target = dest.join(&relative);
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() {
-            // pg_basebackup writes tablespace links as symlinks in
-            // pg_tblspc/; the server recreates them from tablespace_map.
-            if relative.starts_with("pg_tblspc") {
-                continue;
-            }
-            bail!(
-                "refusing tar member `{}` in `{}`: a symbolic link outside pg_tblspc/",
-                raw.display(),
-                path.display()
-            );
-        }
-        if kind.is_hard_link() {
-            let link = entry.link_name().ok().flatten().with_context(|| {
-                format!("`{}` has a hard link without a target", path.display())
-            })?;
-            let source = dest.join(safe_member_path(&link).with_context(|| {
-                format!("in `{}`: hard link `{}`", path.display(), raw.display())
-            })?);
-            fs::hard_link(&source, &target)
-                .with_context(|| format!("cannot create hard link `{}`", target.display()))?;
-            continue;
-        }
-        if !(kind.is_file() || kind.is_dir()) {
-            bail!(
-                "refusing tar member `{}` in `{}`: not a file or directory",
-                raw.display(),
-                path.display()
-            );
-        }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create `{}`", parent.display()))?;
-        }
-        written += entry.header().size().unwrap_or(0);
-        entry
-            .unpack(&target)
-            .map_err(|e| interrupt_or(e, &target))?;
-    }
-    Ok(written)
-}
-
-fn interrupt_or(error: io::Error, path: &Path) -> anyhow::Error {
-    if interrupt::requested() {
-        anyhow::Error::new(Interrupted)
-    } else if error.raw_os_error() == Some(nix::libc::ENOSPC) {
-        anyhow::anyhow!("out of disk space while writing `{}`", path.display())
-    } else {
-        anyhow::Error::new(error).context(format!("cannot extract `{}`", path.display()))
-    }
-}
-
-/// Copies a plain-format backup. A symlinked `pg_wal` is copied as a real
-/// directory; tablespace links are refused for now.
-fn copy_tree(source: &Path, dest: &Path, relative: &Path, progress: &mut Progress) -> Result<u64> {
-    let mut written = 0;
-    let dir = source.join(relative);
-    let entries = fs::read_dir(&dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
-    for entry in entries {
-        if interrupt::requested() {
-            bail!(Interrupted);
-        }
-        let entry = entry.with_context(|| format!("cannot read `{}`", dir.display()))?;
-        let rel = relative.join(entry.file_name());
-        let from = source.join(&rel);
-        let to = dest.join(&rel);
-        let metadata = fs::symlink_metadata(&from)
-            .with_context(|| format!("cannot read `{}`", from.display()))?;
-        let metadata = if metadata.file_type().is_symlink() {
-            if rel == Path::new("pg_wal") {
-                fs::metadata(&from)
-                    .with_context(|| format!("cannot follow `{}`", from.display()))?
-            } else {
-                bail!(
-                    "`{}` is a symbolic link; tablespaces and linked directories in plain backups are not supported yet",
-                    from.display()
-                );
-            }
-        } else {
-            metadata
-        };
-        if metadata.is_dir() {
-            fs::DirBuilder::new()
-                .mode(metadata.permissions().mode() & 0o7777)
-                .create(&to)
-                .with_context(|| format!("cannot create `{}`", to.display()))?;
-            written += copy_tree(source, dest, &rel, progress)?;
-        } else if metadata.is_file() {
-            let copied = fs::copy(&from, &to).map_err(|e| interrupt_or(e, &to))?;
-            written += copied;
-            progress.add(copied);
-        }
-    }
-    Ok(written)
 }
 
 /// Makes the extracted backup ready to start in recovery.
@@ -459,7 +349,7 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Gives every entry of the tree to the server's OS user (when root).
-fn give_tree(dir: &Path, user: &OsUser) -> Result<()> {
+pub(crate) fn give_tree(dir: &Path, user: &OsUser) -> Result<()> {
     if !user.switch {
         return Ok(());
     }

@@ -1,0 +1,185 @@
+//! Writing backup files into the staging directory: tar members checked
+//! and streamed out, plain backups copied.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::Interrupted;
+use crate::compression::Compression;
+use crate::interrupt;
+use crate::progress::Progress;
+
+/// Counts bytes read, for the progress bar.
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a mut Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if interrupt::requested() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, Interrupted));
+        }
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
+/// Checks a tar member name and turns it into a relative path: no absolute
+/// paths, no `..`, nothing that could land outside the staging directory.
+pub fn safe_member_path(name: &Path) -> Result<PathBuf> {
+    let mut clean = PathBuf::new();
+    for component in name.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                bail!("refusing tar member `{}`: absolute path", name.display())
+            }
+            Component::ParentDir => {
+                bail!("refusing tar member `{}`: it contains `..`", name.display())
+            }
+        }
+    }
+    Ok(clean)
+}
+
+/// Streams a (compressed) tar into `dest`, refusing hostile members.
+pub fn extract_tar(
+    path: &Path,
+    compression: Compression,
+    dest: &Path,
+    progress: &mut Progress,
+) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let counting = Counting {
+        inner: file,
+        progress,
+    };
+    let mut archive = tar::Archive::new(compression.decoder(counting));
+    let mut written = 0;
+    let entries = archive
+        .entries()
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| interrupt_or(e, path))?;
+        let raw = entry
+            .path()
+            .with_context(|| format!("`{}` has a member with an unreadable name", path.display()))?
+            .into_owned();
+        let relative =
+            safe_member_path(&raw).with_context(|| format!("in `{}`", path.display()))?;
+        if relative.as_os_str().is_empty() {
+            continue;
+        }
+        let target = dest.join(&relative);
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            // pg_basebackup writes tablespace links as symlinks in
+            // pg_tblspc/; the server recreates them from tablespace_map.
+            if relative.starts_with("pg_tblspc") {
+                continue;
+            }
+            bail!(
+                "refusing tar member `{}` in `{}`: a symbolic link outside pg_tblspc/",
+                raw.display(),
+                path.display()
+            );
+        }
+        if kind.is_hard_link() {
+            let link = entry.link_name().ok().flatten().with_context(|| {
+                format!("`{}` has a hard link without a target", path.display())
+            })?;
+            let source = dest.join(safe_member_path(&link).with_context(|| {
+                format!("in `{}`: hard link `{}`", path.display(), raw.display())
+            })?);
+            fs::hard_link(&source, &target)
+                .with_context(|| format!("cannot create hard link `{}`", target.display()))?;
+            continue;
+        }
+        if !(kind.is_file() || kind.is_dir()) {
+            bail!(
+                "refusing tar member `{}` in `{}`: not a file or directory",
+                raw.display(),
+                path.display()
+            );
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create `{}`", parent.display()))?;
+        }
+        written += entry.header().size().unwrap_or(0);
+        entry
+            .unpack(&target)
+            .map_err(|e| interrupt_or(e, &target))?;
+    }
+    Ok(written)
+}
+
+pub fn interrupt_or(error: io::Error, path: &Path) -> anyhow::Error {
+    if interrupt::requested() {
+        anyhow::Error::new(Interrupted)
+    } else if error.raw_os_error() == Some(nix::libc::ENOSPC) {
+        anyhow::anyhow!("out of disk space while writing `{}`", path.display())
+    } else {
+        anyhow::Error::new(error).context(format!("cannot extract `{}`", path.display()))
+    }
+}
+
+/// Copies a plain-format backup. A symlinked `pg_wal` is copied as a real
+/// directory; tablespace links in `pg_tblspc/` are skipped (tablespaces are
+/// staged on their own and the server relinks them from tablespace_map);
+/// any other link is refused.
+pub fn copy_tree(
+    source: &Path,
+    dest: &Path,
+    relative: &Path,
+    progress: &mut Progress,
+) -> Result<u64> {
+    let mut written = 0;
+    let dir = source.join(relative);
+    let entries = fs::read_dir(&dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
+    for entry in entries {
+        if interrupt::requested() {
+            bail!(Interrupted);
+        }
+        let entry = entry.with_context(|| format!("cannot read `{}`", dir.display()))?;
+        let rel = relative.join(entry.file_name());
+        let from = source.join(&rel);
+        let to = dest.join(&rel);
+        let metadata = fs::symlink_metadata(&from)
+            .with_context(|| format!("cannot read `{}`", from.display()))?;
+        let metadata = if metadata.file_type().is_symlink() {
+            if rel == Path::new("pg_wal") {
+                fs::metadata(&from)
+                    .with_context(|| format!("cannot follow `{}`", from.display()))?
+            } else if rel.parent() == Some(Path::new("pg_tblspc")) {
+                continue;
+            } else {
+                bail!(
+                    "`{}` is a symbolic link outside pg_tblspc/; pitr does not follow links in backups",
+                    from.display()
+                );
+            }
+        } else {
+            metadata
+        };
+        if metadata.is_dir() {
+            fs::DirBuilder::new()
+                .mode(metadata.permissions().mode() & 0o7777)
+                .create(&to)
+                .with_context(|| format!("cannot create `{}`", to.display()))?;
+            written += copy_tree(source, dest, &rel, progress)?;
+        } else if metadata.is_file() {
+            let copied = fs::copy(&from, &to).map_err(|e| interrupt_or(e, &to))?;
+            written += copied;
+            progress.add(copied);
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,260 @@
+//! Where each tablespace of a backup goes, and staging it there.
+//!
+//! A tablespace is restored to the location recorded in the backup, or to
+//! a new one given with `--tablespace-mapping OLD=NEW`. A location that
+//! exists and is not empty is refused: the recorded location may belong to
+//! the cluster that is still running, and a side-by-side restore must never
+//! write into it. Like the data directory, each tablespace is written into a
+//! hidden sibling and renamed into place only when everything is complete.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::extract::{copy_tree, extract_tar};
+use crate::postgres::os_user::OsUser;
+use crate::progress::Progress;
+use crate::repo::absolute;
+use crate::repo::tablespace::{Tablespace, TablespaceSource};
+
+/// `--tablespace-mapping OLD=NEW`; `\=` stands for a literal `=` (as in
+/// pg_basebackup).
+pub fn parse_mapping(text: &str) -> Result<(PathBuf, PathBuf)> {
+    let mut old = String::new();
+    let mut new = String::new();
+    let mut seen_separator = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let side = if seen_separator { &mut new } else { &mut old };
+        match c {
+            '\\' => match chars.next() {
+                Some('=') => side.push('='),
+                Some(other) => {
+                    side.push('\\');
+                    side.push(other);
+                }
+                None => side.push('\\'),
+            },
+            '=' if !seen_separator => seen_separator = true,
+            '=' => bail!("--tablespace-mapping `{text}` has more than one `=`; write `\\=` for an `=` in a path"),
+            c => side.push(c),
+        }
+    }
+    if !seen_separator || old.is_empty() || new.is_empty() {
+        bail!("--tablespace-mapping `{text}` is not OLD=NEW");
+    }
+    let (old, new) = (PathBuf::from(old), PathBuf::from(new));
+    if !old.is_absolute() || !new.is_absolute() {
+        bail!("--tablespace-mapping `{text}`: both directories must be absolute paths");
+    }
+    Ok((old, new))
+}
+
+/// Where one tablespace will be restored.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub oid: u32,
+    pub recorded: PathBuf,
+    pub destination: PathBuf,
+    pub mapped: bool,
+    pub source: TablespaceSource,
+}
+
+/// Decides every tablespace's destination, refusing occupied ones. Nothing
+/// is written.
+pub fn place(
+    tablespaces: &[Tablespace],
+    mappings: &[(PathBuf, PathBuf)],
+    pgdata: &Path,
+) -> Result<Vec<Placement>> {
+    for (old, _) in mappings {
+        if !tablespaces.iter().any(|t| &t.location == old) {
+            let recorded: Vec<String> = tablespaces
+                .iter()
+                .map(|t| format!("`{}`", t.location.display()))
+                .collect();
+            bail!(
+                "--tablespace-mapping names `{}`, which is not a tablespace location of this backup (its tablespaces: {})",
+                old.display(),
+                if recorded.is_empty() { "none".to_string() } else { recorded.join(", ") }
+            );
+        }
+    }
+    let mut placements = Vec::new();
+    for tablespace in tablespaces {
+        let mapping = mappings.iter().find(|(old, _)| *old == tablespace.location);
+        let destination = match mapping {
+            Some((_, new)) => absolute(new)?,
+            None => tablespace.location.clone(),
+        };
+        if destination.starts_with(pgdata) {
+            bail!(
+                "tablespace {} cannot be restored to `{}`, inside the data directory",
+                tablespace.oid,
+                destination.display()
+            );
+        }
+        if placements
+            .iter()
+            .any(|p: &Placement| p.destination == destination)
+        {
+            bail!(
+                "two tablespaces would be restored to `{}`",
+                destination.display()
+            );
+        }
+        if !is_absent_or_empty(&destination)? {
+            if mapping.is_some() {
+                bail!(
+                    "tablespace {} is mapped to `{}`, which exists and is not empty; choose an empty or new directory",
+                    tablespace.oid,
+                    destination.display()
+                );
+            }
+            bail!(
+                "tablespace {} would be restored to its recorded location `{}`, which exists and is not empty (it may belong to a running cluster); restore it elsewhere with --tablespace-mapping '{}=NEW_DIR'",
+                tablespace.oid,
+                destination.display(),
+                destination.display()
+            );
+        }
+        match destination.parent() {
+            Some(parent) if parent.is_dir() => {}
+            _ => bail!(
+                "the parent directory of tablespace location `{}` does not exist; create it first",
+                destination.display()
+            ),
+        }
+        placements.push(Placement {
+            oid: tablespace.oid,
+            recorded: tablespace.location.clone(),
+            destination,
+            mapped: mapping.is_some(),
+            source: tablespace.source.clone(),
+        });
+    }
+    Ok(placements)
+}
+
+fn is_absent_or_empty(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(error) => Err(error).with_context(|| format!("cannot inspect `{}`", path.display())),
+        Ok(metadata) if !metadata.is_dir() => Ok(false),
+        Ok(_) => Ok(fs::read_dir(path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?
+            .next()
+            .is_none()),
+    }
+}
+
+/// A tablespace written into its hidden sibling; removed unless committed.
+pub struct StagedTablespace {
+    staging: PathBuf,
+    destination: PathBuf,
+    committed: bool,
+}
+
+impl StagedTablespace {
+    /// Renames the staged tablespace into place.
+    pub fn commit(&mut self) -> Result<()> {
+        fs::rename(&self.staging, &self.destination).with_context(|| {
+            format!(
+                "cannot rename `{}` to `{}`",
+                self.staging.display(),
+                self.destination.display()
+            )
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedTablespace {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// Writes one tablespace next to its destination.
+pub fn stage_tablespace(
+    placement: &Placement,
+    user: &OsUser,
+    progress: &mut Progress,
+) -> Result<(StagedTablespace, u64)> {
+    let parent = placement.destination.parent().unwrap_or(Path::new("/"));
+    let name = placement
+        .destination
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| placement.oid.to_string());
+    let staging = parent.join(format!(".{name}.pitr-staging-{}", std::process::id()));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .with_context(|| format!("cannot create `{}`", staging.display()))?;
+    let staged = StagedTablespace {
+        staging: staging.clone(),
+        destination: placement.destination.clone(),
+        committed: false,
+    };
+    let written = match &placement.source {
+        TablespaceSource::Tar { path, compression } => {
+            extract_tar(path, *compression, &staging, progress)?
+        }
+        TablespaceSource::Directory(dir) => copy_tree(dir, &staging, Path::new(""), progress)?,
+    };
+    super::give_tree(&staging, user)?;
+    Ok((staged, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings() {
+        assert_eq!(
+            parse_mapping("/old/ts=/new/ts").unwrap(),
+            (PathBuf::from("/old/ts"), PathBuf::from("/new/ts"))
+        );
+        assert_eq!(
+            parse_mapping(r"/old/a\=b=/new").unwrap(),
+            (PathBuf::from("/old/a=b"), PathBuf::from("/new"))
+        );
+        for bad in ["/old", "=/new", "/old=", "rel=/new", "/old=rel", "/a=/b=/c"] {
+            assert!(parse_mapping(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn occupied_recorded_location_is_refused_unless_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live_ts");
+        fs::create_dir(&live).unwrap();
+        fs::write(live.join("PG_15"), b"x").unwrap();
+        let tablespaces = vec![Tablespace {
+            oid: 16384,
+            location: live.clone(),
+            source: TablespaceSource::Directory(live.clone()),
+        }];
+        let pgdata = dir.path().join("pgdata");
+        let error = place(&tablespaces, &[], &pgdata).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("--tablespace-mapping"),
+            "{error:#}"
+        );
+        let new = dir.path().join("new_ts");
+        let placed = place(&tablespaces, &[(live.clone(), new.clone())], &pgdata).unwrap();
+        assert_eq!(placed[0].destination, new);
+        let unknown = place(&tablespaces, &[(dir.path().join("nope"), new)], &pgdata).unwrap_err();
+        assert!(
+            format!("{unknown:#}").contains("not a tablespace location"),
+            "{unknown:#}"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Tablespaces: restored through `--tablespace-mapping` to a new location,
+//! for tar and plain backups; the live cluster's tablespace is never
+//! written to, and an occupied recorded location is refused.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn tablespaces_are_restored_to_their_mapped_locations() {
+    let dir = shared_tempdir("pitr-tablespaces-");
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let cluster = Cluster::start(dir.path(), &repo);
+    let live = pg_owned_dir(&dir.path().join("ts_live"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        live.display()
+    ));
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
+    cluster.backup("tar", &["-Ft", "-X", "stream"]);
+    let plain_copy = pg_owned_dir(&dir.path().join("plain_ts_copy"));
+    cluster.backup(
+        "plain",
+        &[
+            "-Fp",
+            "-X",
+            "stream",
+            &format!(
+                "--tablespace-mapping={}={}",
+                live.display(),
+                plain_copy.display()
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let m1 = cluster.insert_marker(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let m2 = cluster.insert_marker(2);
+    std::thread::sleep(Duration::from_millis(1000));
+    cluster.archive_everything();
+    let pitr = shared_pitr_binary(dir.path());
+    let target = between(&m1, &m2).to_rfc3339();
+    let live_before = listing(&live);
+    let copy_before = listing(&plain_copy);
+
+    // The recorded location is the live cluster's: refused, nothing written.
+    let refused_pgdata = dir.path().join("refused");
+    let output = Command::new(&pitr)
+        .args(["restore", "--repo"])
+        .arg(&repo)
+        .args(["--backup", "tar", "--to", &target, "--pgdata"])
+        .arg(&refused_pgdata)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("--tablespace-mapping"), "{stderr}");
+    assert!(!refused_pgdata.exists());
+
+    for (id, recorded) in [("tar", &live), ("plain", &plain_copy)] {
+        let pgdata = dir.path().join(format!("pgdata_{id}"));
+        let new_location = dir.path().join(format!("ts_{id}"));
+        let output = Command::new(&pitr)
+            .args(["--json", "restore", "--repo"])
+            .arg(&repo)
+            .args(["--backup", id, "--to", &target, "--pgdata"])
+            .arg(&pgdata)
+            .arg(format!(
+                "--tablespace-mapping={}={}",
+                recorded.display(),
+                new_location.display()
+            ))
+            .output()
+            .unwrap();
+        let _guard = ServerGuard(pgdata.clone());
+        assert!(
+            output.status.success(),
+            "restore from {id}: {}\nlog:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+        let port = summary["port"].as_u64().unwrap() as u16;
+        assert_eq!(
+            psql(socket, port, "SELECT count(*) FROM markers"),
+            "1",
+            "from {id}"
+        );
+        assert_eq!(
+            psql(
+                socket,
+                port,
+                "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"
+            ),
+            new_location.to_string_lossy()
+        );
+        assert!(
+            listing(&new_location)
+                .iter()
+                .any(|name| name.starts_with("PG_15_")),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        listing(&live),
+        live_before,
+        "the live tablespace must not be touched"
+    );
+    assert_eq!(
+        listing(&plain_copy),
+        copy_before,
+        "the backup must not be touched"
+    );
+}

@@ -45,19 +45,25 @@ impl LongPageHeader {
         })
     }
 
-    /// The PostgreSQL major version whose WAL carries this page magic
-    /// (`XLOG_PAGE_MAGIC` in `src/include/access/xlog_internal.h`).
+    /// The PostgreSQL major version whose WAL carries this page magic.
     pub fn major_version(&self) -> Option<u32> {
-        match self.magic {
-            0xD101 => Some(12),
-            0xD106 => Some(13),
-            0xD10D => Some(14),
-            0xD110 => Some(15),
-            0xD113 => Some(16),
-            0xD116 => Some(17),
-            0xD118 => Some(18),
-            _ => None,
-        }
+        major_version_of_magic(self.magic)
+    }
+}
+
+/// The PostgreSQL major version whose WAL pages carry `magic`
+/// (`XLOG_PAGE_MAGIC` in `src/include/access/xlog_internal.h`, which changes
+/// with every major release that changes the WAL format).
+pub fn major_version_of_magic(magic: u16) -> Option<u32> {
+    match magic {
+        0xD101 => Some(12),
+        0xD106 => Some(13),
+        0xD10D => Some(14),
+        0xD110 => Some(15),
+        0xD113 => Some(16),
+        0xD116 => Some(17),
+        0xD118 => Some(18),
+        _ => None,
     }
 }
 

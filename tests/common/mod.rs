@@ -303,6 +303,22 @@ pub fn archive_everything(socket_dir: &Path, port: u16) {
     }
 }
 
+impl Cluster {
+    /// Restarts the server (for settings that need it, after ALTER SYSTEM).
+    pub fn restart(&self) {
+        check(
+            as_pg_user(pg_bin().join("pg_ctl"))
+                .args(["restart", "-w", "-m", "fast", "-D"])
+                .arg(&self.pgdata)
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .output()
+                .unwrap(),
+            "pg_ctl restart",
+        );
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         stop_by_pid(&self.pgdata);

@@ -9,8 +9,12 @@ use chrono::{DateTime, FixedOffset};
 use crate::repo::archive::WalArchive;
 use crate::repo::backup::Backup;
 use crate::target::Target;
+use crate::wal::facts::{
+    find_restore_point, find_xid, first_corrupt, last_transaction_end, max_transaction_time_before,
+    time_stop, wal_end, FactsError, Span, StopEvent, WalSource,
+};
 use crate::wal::timelines::{TimelineError, TimelinePath};
-use crate::wal::{TimelineId, WalSegment};
+use crate::wal::{Lsn, TimelineId, WalSegment};
 
 /// Which timeline to follow (`--timeline`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,13 +79,19 @@ pub struct RecoverableWindow {
     /// When the newest segment of the timeline was archived: every commit
     /// in the archive is older than this.
     pub until: Option<DateTime<FixedOffset>>,
+    /// True when both ends come from decoded WAL (commit times), false
+    /// when they are bounds from file times.
+    pub exact: bool,
 }
 
 impl std::fmt::Display for RecoverableWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.until {
-            Some(until) => write!(f, "{} to about {}", utc(self.from), utc(until)),
-            None => write!(f, "from {}", utc(self.from)),
+        match (self.until, self.exact) {
+            (Some(until), true) => {
+                write!(f, "{} to {}", precise_utc(self.from), precise_utc(until))
+            }
+            (Some(until), false) => write!(f, "{} to about {}", utc(self.from), utc(until)),
+            (None, _) => write!(f, "from {}", utc(self.from)),
         }
     }
 }
@@ -106,6 +116,10 @@ pub struct Plan {
     pub inclusive: bool,
     pub wal: WalRange,
     pub window: RecoverableWindow,
+    /// The record recovery stops at (before or after it), when known.
+    pub stop: Option<StopEvent>,
+    /// The start and end of the last valid record on the path, when known.
+    pub wal_end: Option<(Lsn, Lsn)>,
     /// Facts the user should know (approximations, choices made for them).
     pub notes: Vec<String>,
 }
@@ -166,6 +180,29 @@ pub enum PlanError {
         path: TimelinePath,
         why: String,
     },
+    #[error("the target {target} is after the last commit in the archive on timeline {timeline}, at {last} (LSN {lsn}): PostgreSQL would replay everything and fail without reaching it; the recoverable window is {window}. Use `--to latest` to restore everything archived")]
+    TargetAfterLastCommit {
+        target: String,
+        last: String,
+        lsn: Lsn,
+        timeline: TimelineId,
+        window: RecoverableWindow,
+    },
+    #[error("the archived WAL on timeline {timeline} holds no commit or abort, so no time target can be reached; use `--to latest` or `--to immediate`")]
+    NoTransactions { timeline: TimelineId },
+    #[error("the target {target} cannot be reached on timeline {timeline}: {why}")]
+    TargetNotInWal {
+        target: String,
+        timeline: TimelineId,
+        why: String,
+    },
+    #[error("WAL segment `{segment}`, which the restore needs, is corrupt: {problem}")]
+    CorruptWal {
+        segment: WalSegment,
+        problem: String,
+    },
+    #[error("{0}")]
+    Wal(FactsError),
     #[error("backup `{id}` belongs to another cluster (system identifier {backup}) than the WAL archive ({archive})")]
     SystemMismatch {
         id: String,
@@ -197,12 +234,17 @@ fn after_note(last_present: &Option<WalSegment>) -> String {
 }
 
 /// Chooses the timeline path, the backup and the WAL range for `request`.
+///
+/// With `wal` (the archive's decoded facts), consistent points, the end of
+/// the archive and the record the target stops at are exact; without it,
+/// only file-level facts are used (backup stop times, archive file times).
 pub fn make_plan(
     backups: &[Backup],
     unreadable: usize,
     archive: &WalArchive,
     request: &PlanRequest,
     local: &jiff::tz::TimeZone,
+    wal: Option<&dyn WalSource>,
 ) -> Result<Plan, PlanError> {
     if backups.is_empty() {
         return Err(PlanError::NoBackups { unreadable });
@@ -212,7 +254,7 @@ pub fn make_plan(
 
     // With `current` the backup decides the timeline; otherwise the timeline
     // decides which backups can be used.
-    let path = match request.timeline {
+    let chosen_path = match request.timeline {
         TimelineChoice::Current => None,
         TimelineChoice::Latest => {
             let newest = archive
@@ -226,72 +268,130 @@ pub fn make_plan(
         }
         TimelineChoice::Id(timeline) => Some(timeline_path(archive, timeline)?),
     };
-    let eligible: Vec<Backup> = match &path {
-        Some(path) => backups
-            .iter()
-            .filter(|b| on_path(b, path).is_ok())
-            .cloned()
-            .collect(),
-        None => backups.to_vec(),
+    let forced = match &request.backup_id {
+        Some(id) => Some(backups.iter().find(|b| &b.id == id).ok_or_else(|| {
+            PlanError::UnknownBackup {
+                id: id.clone(),
+                known: backups
+                    .iter()
+                    .map(|b| b.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        })?),
+        None => None,
     };
-
-    let (backup, reason) =
-        match &request.backup_id {
-            Some(id) => {
-                let backup = backups.iter().find(|b| &b.id == id).ok_or_else(|| {
-                    PlanError::UnknownBackup {
-                        id: id.clone(),
-                        known: backups
-                            .iter()
-                            .map(|b| b.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
-                })?;
-                if let Some(path) = &path {
-                    on_path(backup, path).map_err(|why| PlanError::BackupNotOnPath {
-                        id: backup.id.clone(),
-                        timeline: path.target(),
-                        path: path.clone(),
-                        why,
-                    })?;
-                }
-                check_backup_reaches(backup, &request.target, &target_text)?;
-                (backup.clone(), "chosen with --backup".to_string())
-            }
-            None => {
-                if eligible.is_empty() {
-                    let path = path
-                        .clone()
-                        .unwrap_or_else(|| TimelinePath { steps: Vec::new() });
-                    return Err(PlanError::NoBackupOnPath {
-                        timeline: path.target(),
-                        reasons: backups
-                            .iter()
-                            .filter_map(|b| {
-                                on_path(b, &path)
-                                    .err()
-                                    .map(|why| format!("`{}` {why}", b.id))
-                            })
-                            .collect(),
-                        path,
-                    });
-                }
-                let (backup, reason) = choose_backup(
-                    &eligible,
-                    archive,
-                    &request.target,
-                    &target_text,
-                    &mut notes,
-                )?;
-                (backup.clone(), reason)
-            }
-        };
-    let path = match path {
-        Some(path) => path,
-        None => timeline_path(archive, backup.timeline)?,
+    let path = match (chosen_path, forced) {
+        (Some(path), _) => path,
+        (None, Some(backup)) => timeline_path(archive, backup.timeline)?,
+        (None, None) => {
+            // `current`: the backup a file-level plan picks decides.
+            let (backup, _) = choose_backup(
+                backups,
+                archive,
+                &request.target,
+                &target_text,
+                &mut Vec::new(),
+            )?;
+            timeline_path(archive, backup.timeline)?
+        }
+    };
+    let eligible: Vec<Backup> = backups
+        .iter()
+        .filter(|b| on_path(b, &path).is_ok())
+        .cloned()
+        .collect();
+    if let Some(backup) = forced {
+        on_path(backup, &path).map_err(|why| PlanError::BackupNotOnPath {
+            id: backup.id.clone(),
+            timeline: path.target(),
+            path: path.clone(),
+            why,
+        })?;
+    }
+    if eligible.is_empty() {
+        return Err(PlanError::NoBackupOnPath {
+            timeline: path.target(),
+            reasons: backups
+                .iter()
+                .filter_map(|b| {
+                    on_path(b, &path)
+                        .err()
+                        .map(|why| format!("`{}` {why}", b.id))
+                })
+                .collect(),
+            path,
+        });
+    }
+    let candidates: Vec<Backup> = match forced {
+        Some(backup) => vec![backup.clone()],
+        None => eligible.clone(),
     };
     let timeline = path.target();
+    let end = path_end(archive, &path);
+
+    let precise = match wal {
+        Some(wal) => Some(choose_with_wal(
+            wal,
+            archive,
+            &path,
+            &candidates,
+            &eligible,
+            request,
+            &target_text,
+            forced.is_some(),
+        )?),
+        None => None,
+    };
+    let (backup, reason, window, stop, wal_end) = match precise {
+        Some(precise) => (
+            precise.backup,
+            precise.reason,
+            precise.window,
+            precise.stop,
+            precise.wal_end,
+        ),
+        None => {
+            let (backup, reason) = match forced {
+                Some(backup) => {
+                    check_backup_reaches(backup, &request.target, &target_text)?;
+                    (backup.clone(), "chosen with --backup".to_string())
+                }
+                None => {
+                    let (backup, reason) = choose_backup(
+                        &eligible,
+                        archive,
+                        &request.target,
+                        &target_text,
+                        &mut notes,
+                    )?;
+                    (backup.clone(), reason)
+                }
+            };
+            let window = window_on_path(&eligible, archive, &path);
+            if let (Target::Time(time), Some(end)) = (&request.target, end) {
+                let archived = archive_time(archive, end);
+                if archived.is_some_and(|archived| *time >= archived) {
+                    return Err(PlanError::TargetAfterArchive {
+                        target: target_text,
+                        timeline,
+                        segment: end,
+                        archived: archived.map(utc).unwrap_or_default(),
+                        window,
+                    });
+                }
+            }
+            if matches!(
+                request.target,
+                Target::Time(_) | Target::Xid(_) | Target::Name(_)
+            ) {
+                notes.push(format!(
+                    "the WAL is checked to the end of timeline {timeline} in the archive, since the stop point is only found while replaying"
+                ));
+            }
+            (backup, reason, window, None, None)
+        }
+    };
 
     if let (Some(backup_id), Some(archive_id)) =
         (backup.system_identifier, archive.system_identifier)
@@ -305,30 +405,25 @@ pub fn make_plan(
         }
     }
 
-    let window = window_on_path(&eligible_or(&eligible, &backup), archive, &path);
-    let end = path_end(archive, &path);
-    if let (Target::Time(time), Some(end)) = (&request.target, end) {
-        let archived = archive_time(archive, end);
-        if archived.is_some_and(|archived| *time >= archived) {
-            return Err(PlanError::TargetAfterArchive {
-                target: target_text,
-                timeline,
-                segment: end,
-                archived: archived.map(utc).unwrap_or_default(),
-                window,
-            });
+    let stop_segment = stop.as_ref().map(|event| {
+        path.segment(
+            WalSegment::containing_end(timeline, event.end, archive.segment_size).number,
+            archive.segment_size,
+        )
+    });
+    let wal_range = wal_range(&backup, archive, &path, end, &request.target, stop_segment)?;
+    if let Some(wal) = wal {
+        let span = Span {
+            first: wal_range.first.number,
+            last: wal_range.last.number,
+        };
+        if let Some((segment, problem)) = first_corrupt(wal, &path, span).map_err(PlanError::Wal)? {
+            return Err(PlanError::CorruptWal { segment, problem });
         }
     }
-    let wal = wal_range(&backup, archive, &path, end, &request.target)?;
-    if matches!(
-        request.target,
-        Target::Time(_) | Target::Xid(_) | Target::Name(_)
-    ) {
-        notes.push(format!(
-            "the WAL is checked to the end of timeline {timeline} in the archive, since the stop point is only found while replaying"
-        ));
-    }
-    if backup.stop_time_source == crate::repo::backup::StopTimeSource::ManifestWritten {
+    if backup.stop_time_source == crate::repo::backup::StopTimeSource::ManifestWritten
+        && wal.is_none()
+    {
         notes.push(format!(
             "the archive has no backup history file for backup `{}`; its end time is taken from when its backup_manifest was written",
             backup.id
@@ -344,18 +439,289 @@ pub fn make_plan(
         path,
         target: request.target.clone(),
         inclusive: request.inclusive,
-        wal,
+        wal: wal_range,
         window,
+        stop,
+        wal_end,
         notes,
     })
 }
 
-fn eligible_or(eligible: &[Backup], chosen: &Backup) -> Vec<Backup> {
-    if eligible.is_empty() {
-        vec![chosen.clone()]
-    } else {
-        eligible.to_vec()
-    }
+/// What reading the WAL decides: the backup, the exact window, the record
+/// the target stops at, and where the archive's valid WAL ends.
+struct Precise {
+    backup: Backup,
+    reason: String,
+    window: RecoverableWindow,
+    stop: Option<StopEvent>,
+    wal_end: Option<(Lsn, Lsn)>,
+}
+
+fn fixed(time: DateTime<chrono::Utc>) -> DateTime<FixedOffset> {
+    time.fixed_offset()
+}
+
+/// The moment from which a backup can restore: the latest commit or abort
+/// before its end (a time target before it would stop inside the backup).
+/// Without any commit in the archived WAL before its end, the backup's
+/// conservative stop time.
+fn consistent_time(
+    wal: &dyn WalSource,
+    path: &TimelinePath,
+    backup: &Backup,
+) -> Result<DateTime<FixedOffset>, PlanError> {
+    let size = wal.segment_size();
+    let start = WalSegment::containing(backup.timeline, backup.start_lsn, size).number;
+    let stop = WalSegment::containing_end(backup.timeline, backup.stop_lsn, size).number;
+    let span = Span {
+        first: start.saturating_sub(1),
+        last: stop,
+    };
+    let latest =
+        max_transaction_time_before(wal, path, span, backup.stop_lsn).map_err(PlanError::Wal)?;
+    Ok(latest.map(fixed).unwrap_or_else(|| backup.consistent_by()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn choose_with_wal(
+    wal: &dyn WalSource,
+    archive: &WalArchive,
+    path: &TimelinePath,
+    candidates: &[Backup],
+    eligible: &[Backup],
+    request: &PlanRequest,
+    target_text: &str,
+    forced: bool,
+) -> Result<Precise, PlanError> {
+    let size = wal.segment_size();
+    let timeline = path.target();
+    let start_of = |b: &Backup| WalSegment::containing(b.timeline, b.start_lsn, size).number;
+    let first = eligible.iter().map(start_of).min().unwrap_or(0);
+    let last = path_end(archive, path)
+        .map(|s| s.number)
+        .unwrap_or(first)
+        .max(first);
+    let span = Span { first, last };
+    let last_transaction = last_transaction_end(wal, path, span, None).map_err(PlanError::Wal)?;
+    let wal_end = wal_end(wal, path, span).map_err(PlanError::Wal)?;
+    let earliest = eligible
+        .iter()
+        .min_by_key(|b| b.stop_lsn)
+        .unwrap_or(&candidates[0]);
+    let window = RecoverableWindow {
+        from: consistent_time(wal, path, earliest)?,
+        until: last_transaction.as_ref().map(|e| fixed(e.time)),
+        exact: true,
+    };
+    let reason_forced = || "chosen with --backup".to_string();
+    let newest_before = |at: Lsn| {
+        candidates
+            .iter()
+            .filter(|b| b.stop_lsn <= at)
+            .max_by_key(|b| b.stop_lsn)
+            .cloned()
+    };
+    let mut by_stop: Vec<&Backup> = candidates.iter().collect();
+    by_stop.sort_by_key(|b| std::cmp::Reverse(b.stop_lsn));
+
+    let (backup, reason, stop) = match &request.target {
+        Target::Time(time) => {
+            let inclusive = request.inclusive;
+            let mut chosen = None;
+            for backup in &by_stop {
+                let consistent = consistent_time(wal, path, backup)?;
+                let fits = if inclusive {
+                    *time >= consistent
+                } else {
+                    *time > consistent
+                };
+                if fits {
+                    chosen = Some(((*backup).clone(), consistent));
+                    break;
+                }
+            }
+            let Some((backup, consistent)) = chosen else {
+                if forced {
+                    return Err(PlanError::BackupCannotReach {
+                        id: candidates[0].id.clone(),
+                        target: target_text.to_string(),
+                        why: format!(
+                            "its last commit before it became consistent was at {}",
+                            precise_utc(consistent_time(wal, path, &candidates[0])?)
+                        ),
+                    });
+                }
+                return Err(PlanError::TargetBeforeWindow {
+                    target: target_text.to_string(),
+                    window,
+                });
+            };
+            let Some(last) = &last_transaction else {
+                return Err(PlanError::NoTransactions { timeline });
+            };
+            let beyond = if inclusive {
+                *time >= fixed(last.time)
+            } else {
+                *time > fixed(last.time)
+            };
+            if beyond {
+                return Err(PlanError::TargetAfterLastCommit {
+                    target: target_text.to_string(),
+                    last: precise_utc(fixed(last.time)),
+                    lsn: last.start,
+                    timeline,
+                    window,
+                });
+            }
+            let stop = time_stop(
+                wal,
+                path,
+                span,
+                backup.stop_lsn,
+                time.with_timezone(&chrono::Utc),
+                inclusive,
+            )
+            .map_err(PlanError::Wal)?
+            .ok_or_else(|| PlanError::TargetAfterLastCommit {
+                target: target_text.to_string(),
+                last: precise_utc(fixed(last.time)),
+                lsn: last.start,
+                timeline,
+                window: window.clone(),
+            })?;
+            let reason = if forced {
+                reason_forced()
+            } else {
+                format!("the newest backup consistent before the target (its last commit before the end was at {})", precise_utc(consistent))
+            };
+            (backup, reason, Some(stop))
+        }
+        Target::Xid(xid) => {
+            let from = eligible
+                .iter()
+                .map(|b| b.stop_lsn)
+                .min()
+                .unwrap_or(Lsn::ZERO);
+            let found = find_xid(wal, path, span, from, *xid).map_err(PlanError::Wal)?.ok_or_else(|| {
+                PlanError::TargetNotInWal {
+                    target: target_text.to_string(),
+                    timeline,
+                    why: format!("no commit or abort of transaction {xid} after {from} in the archived WAL; `pitr events` lists the transactions"),
+                }
+            })?;
+            let backup =
+                newest_before(found.start).ok_or_else(|| PlanError::BackupCannotReach {
+                    id: candidates[0].id.clone(),
+                    target: target_text.to_string(),
+                    why: format!(
+                        "the transaction ends at {}, before the backup is consistent",
+                        found.start
+                    ),
+                })?;
+            let reason = if forced {
+                reason_forced()
+            } else {
+                format!(
+                    "the newest backup consistent before transaction {xid} ends at {}",
+                    found.start
+                )
+            };
+            (backup, reason, Some(found))
+        }
+        Target::Name(name) => {
+            let from = eligible
+                .iter()
+                .map(|b| b.start_lsn)
+                .min()
+                .unwrap_or(Lsn::ZERO);
+            let found = find_restore_point(wal, path, span, from, name).map_err(PlanError::Wal)?.ok_or_else(|| {
+                PlanError::TargetNotInWal {
+                    target: target_text.to_string(),
+                    timeline,
+                    why: format!("no restore point named \"{name}\" after {from} in the archived WAL; `pitr events` lists the restore points"),
+                }
+            })?;
+            let backup =
+                newest_before(found.start).ok_or_else(|| PlanError::BackupCannotReach {
+                    id: candidates[0].id.clone(),
+                    target: target_text.to_string(),
+                    why: format!(
+                        "the restore point is at {}, before the backup is consistent",
+                        found.start
+                    ),
+                })?;
+            let reason = if forced {
+                reason_forced()
+            } else {
+                format!(
+                    "the newest backup consistent before the restore point at {}",
+                    found.start
+                )
+            };
+            (backup, reason, Some(found))
+        }
+        Target::Lsn(lsn) => {
+            let backup = match newest_before(*lsn) {
+                Some(backup) => backup,
+                None => {
+                    let earliest = candidates
+                        .iter()
+                        .min_by_key(|b| b.stop_lsn)
+                        .unwrap_or(&candidates[0]);
+                    return Err(PlanError::BackupCannotReach {
+                        id: earliest.id.clone(),
+                        target: target_text.to_string(),
+                        why: format!(
+                            "every backup ends after it (the earliest ends at {})",
+                            earliest.stop_lsn
+                        ),
+                    });
+                }
+            };
+            if let Some((last_start, _)) = wal_end {
+                if *lsn > last_start {
+                    return Err(PlanError::TargetNotInWal {
+                        target: target_text.to_string(),
+                        timeline,
+                        why: format!(
+                            "the archived WAL on this path ends with the record at {last_start}"
+                        ),
+                    });
+                }
+            }
+            let reason = if forced {
+                reason_forced()
+            } else {
+                format!(
+                    "the newest backup that ends before {lsn} (it ends at {})",
+                    backup.stop_lsn
+                )
+            };
+            (backup, reason, None)
+        }
+        Target::Latest | Target::Immediate => {
+            let backup = (*by_stop[0]).clone();
+            let reason = if forced {
+                reason_forced()
+            } else {
+                "the newest backup".to_string()
+            };
+            (backup, reason, None)
+        }
+    };
+    Ok(Precise {
+        backup,
+        reason,
+        window,
+        stop,
+        wal_end,
+    })
+}
+
+fn precise_utc(time: DateTime<FixedOffset>) -> String {
+    time.with_timezone(&chrono::Utc)
+        .format("%Y-%m-%d %H:%M:%S%.6f UTC")
+        .to_string()
 }
 
 fn timeline_path(archive: &WalArchive, timeline: TimelineId) -> Result<TimelinePath, PlanError> {
@@ -541,6 +907,7 @@ fn wal_range(
     path: &TimelinePath,
     end: Option<WalSegment>,
     target: &Target,
+    stop_at: Option<WalSegment>,
 ) -> Result<WalRange, PlanError> {
     let size = archive.segment_size;
     let first = path.segment(
@@ -555,6 +922,10 @@ fn wal_range(
         .map(|segment| segment.number)
         .max();
     let last_number = match target {
+        _ if stop_at.is_some() => stop_at
+            .map(|s| s.number)
+            .unwrap_or(stop.number)
+            .max(stop.number),
         Target::Lsn(lsn) => {
             WalSegment::containing(backup.timeline, (*lsn).max(backup.stop_lsn), size).number
         }
@@ -617,7 +988,11 @@ pub fn window(backups: &[Backup], archive: &WalArchive, timeline: TimelineId) ->
     let until = archive
         .last_segment(timeline)
         .and_then(|segment| archive_time(archive, segment));
-    RecoverableWindow { from, until }
+    RecoverableWindow {
+        from,
+        until,
+        exact: false,
+    }
 }
 
 /// The window along a path: from the earliest usable backup to the archive
@@ -634,7 +1009,11 @@ pub fn window_on_path(
         .min()
         .unwrap_or_default();
     let until = path_end(archive, path).and_then(|segment| archive_time(archive, segment));
-    RecoverableWindow { from, until }
+    RecoverableWindow {
+        from,
+        until,
+        exact: false,
+    }
 }
 
 /// About when step `index` of `path` branched off its parent: no later than
@@ -654,6 +1033,36 @@ fn fork_time(
             .history_time(step.timeline)
             .map(|t| DateTime::<chrono::Utc>::from(t).fixed_offset())
     })
+}
+
+/// The exact window along a path: from the earliest usable backup's last
+/// commit before its end to the last commit the path's WAL holds.
+pub fn exact_window(
+    wal: &dyn WalSource,
+    archive: &WalArchive,
+    path: &TimelinePath,
+    backups: &[Backup],
+) -> Result<Option<RecoverableWindow>, PlanError> {
+    let eligible: Vec<&Backup> = backups
+        .iter()
+        .filter(|b| on_path(b, path).is_ok())
+        .collect();
+    let Some(earliest) = eligible.iter().min_by_key(|b| b.stop_lsn) else {
+        return Ok(None);
+    };
+    let size = wal.segment_size();
+    let first = WalSegment::containing(earliest.timeline, earliest.start_lsn, size).number;
+    let last = path_end(archive, path)
+        .map(|s| s.number)
+        .unwrap_or(first)
+        .max(first);
+    let until =
+        last_transaction_end(wal, path, Span { first, last }, None).map_err(PlanError::Wal)?;
+    Ok(Some(RecoverableWindow {
+        from: consistent_time(wal, path, earliest)?,
+        until: until.map(|e| fixed(e.time)),
+        exact: true,
+    }))
 }
 
 /// Other timelines on which the same moment can be restored, with
@@ -1061,6 +1470,11 @@ mod tests {
             PlanError::BrokenHistory { .. } => "BrokenHistory",
             PlanError::NoBackupOnPath { .. } => "NoBackupOnPath",
             PlanError::BackupNotOnPath { .. } => "BackupNotOnPath",
+            PlanError::TargetAfterLastCommit { .. } => "TargetAfterLastCommit",
+            PlanError::NoTransactions { .. } => "NoTransactions",
+            PlanError::TargetNotInWal { .. } => "TargetNotInWal",
+            PlanError::CorruptWal { .. } => "CorruptWal",
+            PlanError::Wal(_) => "Wal",
         }
     }
 
@@ -1672,6 +2086,7 @@ mod tests {
             &archive,
             &request,
             &jiff::tz::TimeZone::UTC,
+            None,
         );
         match (&case.expect, result) {
             (
@@ -1781,8 +2196,15 @@ mod tests {
             backup_id: None,
             timeline: TimelineChoice::Current,
         };
-        let error =
-            make_plan(&standard(), 0, &archive, &request, &jiff::tz::TimeZone::UTC).unwrap_err();
+        let error = make_plan(
+            &standard(),
+            0,
+            &archive,
+            &request,
+            &jiff::tz::TimeZone::UTC,
+            None,
+        )
+        .unwrap_err();
         let PlanError::MissingWal {
             missing,
             first,
@@ -1898,7 +2320,7 @@ mod tests {
                 timeline: TimelineChoice::Current,
             };
             let reachable = backups.iter().any(|b| b.consistent_by() <= target);
-            match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC) {
+            match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC, None) {
                 Ok(plan) => {
                     let chosen = plan.backup.consistent_by();
                     prop_assert!(chosen <= target);
@@ -1975,7 +2397,7 @@ mod tests {
                 backup_id: pick.map(|index| format!("r{index}")),
                 timeline: TimelineChoice::Current,
             };
-            match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC) {
+            match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC, None) {
                 Ok(plan) => {
                     let wal = &plan.wal;
                     prop_assert_eq!(

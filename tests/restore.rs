@@ -321,7 +321,7 @@ fn plan_json_names_the_backup_and_the_wal_range() {
 }
 
 #[test]
-fn a_target_after_the_last_commit_fails_with_the_server_log_explained() {
+fn a_target_after_the_last_commit_is_refused_with_the_exact_end() {
     let s = scenario();
     let target = (s.marker(7).committed + chrono::Duration::milliseconds(300)).to_rfc3339();
     let pgdata = s.restore_dir("unreachable").join("pgdata");
@@ -333,17 +333,73 @@ fn a_target_after_the_last_commit_fails_with_the_server_log_explained() {
         .arg(&pgdata)
         .output()
         .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let message = stderr(&output);
+    let last = s
+        .marker(7)
+        .committed
+        .with_timezone(&chrono::Utc)
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    assert!(message.contains("after the last commit"), "{message}");
     assert!(
-        message.contains("recovery ended before configured recovery target was reached"),
-        "{message}"
+        message.contains(&last),
+        "the message must give the exact end {last}: {message}"
     );
-    assert!(
-        message.contains("the archived WAL ends before the target"),
-        "{message}"
-    );
+    assert!(!pgdata.exists());
+}
+
+/// An archive file PostgreSQL's user cannot read: wal-fetch fails with an
+/// error (not "not found"), so PostgreSQL aborts recovery, and pitr reports
+/// the failure with the server's log lines and stops the server.
+#[test]
+fn an_unreadable_archive_file_fails_the_recovery_loudly() {
+    if pg_user().is_none() {
+        return; // needs root: the planner (root) can read what postgres cannot
+    }
+    let s = scenario();
+    let parent = s.restore_dir("unreadable");
+    let wal = parent.join("wal");
+    fs::create_dir_all(&wal).unwrap();
+    for name in listing(&s.repo.join("wal")) {
+        fs::copy(s.repo.join("wal").join(&name), wal.join(&name)).unwrap();
+    }
+    let plan = s
+        .pitr()
+        .args(["plan", "--json", "--backups"])
+        .arg(s.repo.join("base"))
+        .arg("--wal-archive")
+        .arg(&wal)
+        .args(["--to", &between(s.marker(5), s.marker(6)).to_rfc3339()])
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let last = plan["wal"]["last"].as_str().unwrap().to_string();
+    fs::set_permissions(
+        wal.join(&last),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let pgdata = parent.join("pgdata");
+    let output = s
+        .pitr()
+        .args(["restore", "--backups"])
+        .arg(s.repo.join("base"))
+        .arg("--wal-archive")
+        .arg(&wal)
+        .args([
+            "--to",
+            &between(s.marker(5), s.marker(6)).to_rfc3339(),
+            "--pgdata",
+        ])
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(5), "{message}");
+    assert!(message.contains("could not restore file"), "{message}");
     assert!(message.contains("pitr-recovery.log"), "{message}");
     let running =
         postmaster_pid(&pgdata).is_some_and(|pid| nix::sys::signal::kill(pid, None).is_ok());
@@ -410,7 +466,7 @@ fn refusals_change_nothing() {
     let output = run("1 second ago", &parent.join("late"), &[]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("after the end of the WAL archive"),
+        stderr(&output).contains("after the last commit"),
         "{}",
         stderr(&output)
     );

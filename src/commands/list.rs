@@ -4,9 +4,10 @@ use serde_json::json;
 
 use crate::cli::RepoArgs;
 use crate::error::Failure;
-use crate::plan::window_on_path;
+use crate::plan::exact_window;
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::backup::BackupFormat;
+use crate::repo::wal_source::ArchiveWal;
 
 pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let local = super::local_zone();
@@ -15,6 +16,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         reporter.warn(warning);
     }
     let timelines = catalog.archive.timelines();
+    let wal = ArchiveWal::new(&catalog.archive);
     let utc = |t: chrono::DateTime<chrono::FixedOffset>| {
         t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
     };
@@ -41,9 +43,9 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
             .map(|timeline| {
                 let parent = catalog.archive.timelines.parent(*timeline);
                 let path = catalog.archive.timelines.path(*timeline).ok();
-                let window = path.as_ref().map(|path| window_on_path(&catalog.backups, &catalog.archive, path));
-                let usable = path.as_ref().is_some_and(|path| catalog.backups.iter().any(|b| path.contains(b.timeline)));
-                let window = window.filter(|_| usable);
+                let window = path
+                    .as_ref()
+                    .and_then(|path| exact_window(&wal, &catalog.archive, path, &catalog.backups).ok().flatten());
                 json!({
                     "timeline": timeline,
                     "parent": parent.map(|(parent, _)| parent),
@@ -121,13 +123,11 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
             format!("; backups {}", backups.join(", "))
         };
         let window = match catalog.archive.timelines.path(timeline) {
-            Ok(path) if catalog.backups.iter().any(|b| path.contains(b.timeline)) => {
-                format!(
-                    "recoverable {}",
-                    window_on_path(&catalog.backups, &catalog.archive, &path)
-                )
-            }
-            Ok(_) => "no backup on its path".to_string(),
+            Ok(path) => match exact_window(&wal, &catalog.archive, &path, &catalog.backups) {
+                Ok(Some(window)) => format!("recoverable {window}"),
+                Ok(None) => "no backup on its path".to_string(),
+                Err(error) => format!("cannot tell the window: {error}"),
+            },
             Err(error) => error.to_string(),
         };
         println!("timeline {timeline}{branched}{backups}: {segments}; {window}");

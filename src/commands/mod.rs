@@ -11,8 +11,10 @@ use crate::cli::{RepoArgs, TargetArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::{make_plan, Plan, PlanRequest, TimelineChoice};
 use crate::progress::human_bytes;
+use crate::repo::wal_source::ArchiveWal;
 use crate::repo::{Catalog, RepoLocation};
 use crate::target::{parse_target, Target};
+use crate::wal::facts::{StopEvent, StopKind};
 
 /// The zone used for times without an offset and for display (`TZ`).
 pub fn local_zone() -> jiff::tz::TimeZone {
@@ -70,14 +72,17 @@ pub fn plan_from_args(
         backup_id: target_args.backup.clone(),
         timeline,
     };
+    let wal = ArchiveWal::new(&catalog.archive);
     let plan = make_plan(
         &catalog.backups,
         catalog.unreadable.len(),
         &catalog.archive,
         &request,
         local,
+        Some(&wal),
     )
     .or_fail(FailureKind::PlanRefused)?;
+    drop(wal);
     Ok((catalog, plan))
 }
 
@@ -137,9 +142,50 @@ pub fn plan_json(plan: &Plan, local: &jiff::tz::TimeZone) -> Value {
         "recoverable_window": {
             "from": rfc3339(plan.window.from),
             "until": plan.window.until.map(rfc3339),
+            "exact": plan.window.exact,
         },
+        "stop": plan.stop.as_ref().map(stop_json),
+        "wal_end_lsn": plan.wal_end.map(|(_, end)| end),
         "notes": plan.notes,
     })
+}
+
+pub fn stop_json(event: &StopEvent) -> Value {
+    let mut value = json!({
+        "lsn": event.start,
+        "end_lsn": event.end,
+        "time": event.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    match &event.kind {
+        StopKind::Commit { xid } => {
+            value["kind"] = json!("commit");
+            value["xid"] = json!(xid);
+        }
+        StopKind::Abort { xid } => {
+            value["kind"] = json!("abort");
+            value["xid"] = json!(xid);
+        }
+        StopKind::RestorePoint { name } => {
+            value["kind"] = json!("restore_point");
+            value["name"] = json!(name);
+        }
+    }
+    value
+}
+
+pub fn describe_stop(event: &StopEvent) -> String {
+    let time = event.time.format("%Y-%m-%d %H:%M:%S%.6f UTC");
+    match &event.kind {
+        StopKind::Commit { xid } => {
+            format!("commit of transaction {xid} at {} ({time})", event.start)
+        }
+        StopKind::Abort { xid } => {
+            format!("abort of transaction {xid} at {} ({time})", event.start)
+        }
+        StopKind::RestorePoint { name } => {
+            format!("restore point \"{name}\" at {} ({time})", event.start)
+        }
+    }
 }
 
 /// The plan for people.
@@ -185,6 +231,15 @@ pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {
         ),
         format!("window:    {}", plan.window),
     ];
+    if let Some(stop) = &plan.stop {
+        let how = match (&stop.kind, plan.inclusive) {
+            (StopKind::RestorePoint { .. }, _) => "at",
+            (_, true) if matches!(plan.target, Target::Xid(_)) => "just after",
+            (_, false) if matches!(plan.target, Target::Xid(_)) => "just before",
+            _ => "just before",
+        };
+        lines.push(format!("stops:     {how} the {}", describe_stop(stop)));
+    }
     for note in &plan.notes {
         lines.push(format!("note:      {note}"));
     }

@@ -288,13 +288,17 @@ fn confirm_end_of_archive(
     let Some(redo_done) = observed.redo_done else {
         return Ok(());
     };
-    let reached = WalSegment::containing(plan.timeline, redo_done, plan.wal.last.size);
-    if reached.number < plan.wal.last.number {
+    // `redo done at` names the start of the last record replayed.
+    let expected = match plan.wal_end {
+        Some((last_start, _)) => last_start,
+        None => plan.wal.last.start_lsn(),
+    };
+    if redo_done < expected {
+        let reached = WalSegment::containing(plan.timeline, redo_done, plan.wal.last.size);
         return Err(Failure::msg(
             FailureKind::Recovery,
             format!(
-                "replay stopped at {redo_done} in segment {reached}, but the archive holds WAL up to segment {}: PostgreSQL took an unreadable record for the end of the WAL and promoted early",
-                plan.wal.last
+                "replay stopped at {redo_done} in segment {reached}, but the archive holds valid WAL up to the record at {expected}: PostgreSQL took an unreadable record for the end of the WAL and promoted early"
             ),
         )
         .with_hint(format!(

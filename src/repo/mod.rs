@@ -7,6 +7,7 @@ pub mod label;
 pub mod manifest;
 pub mod pg_control;
 pub mod tablespace;
+pub mod wal_source;
 
 use std::fs;
 use std::path::{Path, PathBuf};

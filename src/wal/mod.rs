@@ -2,6 +2,7 @@
 //! and history files.
 
 pub mod decode;
+pub mod facts;
 pub mod history;
 pub mod lsn;
 pub mod page;

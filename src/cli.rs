@@ -38,6 +38,11 @@ pub enum Command {
     Plan(PlanArgs),
     /// List backups and the recoverable window
     List(RepoArgs),
+    /// Show commits, aborts, restore points and dropped relations in the WAL
+    #[command(
+        after_help = "Examples:\n  pitr events --repo /backups --from '1 hour ago'\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
+    )]
+    Events(EventsArgs),
     /// Serve a WAL file from the archive (a restore_command)
     #[command(
         after_help = "Exit status: 0 the file was copied, 1 it is not in the archive, 126 any other error\n(PostgreSQL aborts recovery on statuses above 125 instead of taking them for the end of the archive).\n\nExample restore_command:\n  restore_command = 'pitr wal-fetch --wal-archive /backups/wal %f %p'"
@@ -142,6 +147,24 @@ pub struct RestoreArgs {
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Start of the range: any --to form (default: the start of the archive)
+    #[arg(long, value_name = "TARGET", allow_hyphen_values = true)]
+    pub from: Option<String>,
+
+    /// End of the range: any --to form (default: the end of the archive)
+    #[arg(long, value_name = "TARGET", allow_hyphen_values = true)]
+    pub until: Option<String>,
+
+    /// Timeline whose history to read: `latest` or a number
+    #[arg(long, value_name = "TIMELINE", default_value = "latest")]
+    pub timeline: String,
 }
 
 #[derive(Debug, Args)]

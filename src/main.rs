@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(args, cli.json, &reporter),
         Command::Plan(args) => commands::plan::run(args, cli.json, &reporter),
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
+        Command::Events(args) => commands::events::run(args, cli.json, &reporter),
         Command::WalFetch(_) => Ok(()),
     };
     match result {

@@ -1,5 +1,6 @@
 //! One module per subcommand, each a short script over the library.
 
+pub mod events;
 pub mod list;
 pub mod plan;
 pub mod restore;

@@ -2418,3 +2418,218 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod precise_tests {
+    //! Planning with decoded WAL (a synthetic source): exact consistent
+    //! points, exact archive end, the stop record, xid and name targets.
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::repo::backup::{BackupFormat, StopTimeSource};
+    use crate::repo::label::{BackupLabel, LabelTime};
+    use crate::wal::facts::fake::FakeWal;
+    use crate::wal::facts::StopKind;
+    use crate::wal::timelines::PathStep;
+    use crate::wal::SegmentSize;
+
+    const SEG: u64 = 16 << 20;
+
+    fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+            + Duration::minutes(minutes)
+            + Duration::seconds(seconds)
+    }
+
+    fn backup(id: &str, segment: u64, stop_time: DateTime<Utc>) -> Backup {
+        let start_lsn = Lsn::new(segment * SEG + 0x28);
+        Backup {
+            dir: Path::new("/repo/base").join(id),
+            id: id.to_string(),
+            format: BackupFormat::Plain,
+            label: BackupLabel {
+                start_lsn,
+                start_segment: WalSegment::containing(
+                    TimelineId::FIRST,
+                    start_lsn,
+                    SegmentSize::DEFAULT,
+                )
+                .file_name(),
+                checkpoint_lsn: Lsn::new(start_lsn.value() + 0x38),
+                method: "streamed".into(),
+                from: Some("primary".into()),
+                start_time: LabelTime {
+                    text: String::new(),
+                    instant: None,
+                },
+                label: id.into(),
+                start_timeline: TimelineId::FIRST,
+                incremental_from: None,
+            },
+            timeline: TimelineId::FIRST,
+            start_lsn,
+            stop_lsn: Lsn::new(segment * SEG + 0x138),
+            stop_time: stop_time.fixed_offset(),
+            stop_time_source: StopTimeSource::BackupHistoryFile,
+            system_identifier: None,
+            major_version: Some(15),
+            included_wal: Default::default(),
+            stored_bytes: 0,
+            has_manifest: true,
+            tablespaces: Vec::new(),
+        }
+    }
+
+    /// Segments 2..=0x18; in each, a commit at offset 0x100 (before a
+    /// backup's stop at 0x138) stamped n min 10 s, xid 1000 + n; a restore
+    /// point "rp" in segment 0x10.
+    fn world() -> (Vec<Backup>, WalArchive, FakeWal) {
+        let backups = vec![backup("b1", 2, at(2, 30)), backup("b2", 8, at(8, 30))];
+        let mut events = BTreeMap::new();
+        for n in 2..=0x18u64 {
+            let start = Lsn::new(n * SEG + 0x100);
+            let mut list = vec![StopEvent {
+                start,
+                end: Lsn::new(start.value() + 34),
+                time: at(n as i64, 10),
+                kind: StopKind::Commit {
+                    xid: 1000 + n as u32,
+                },
+            }];
+            if n == 0x10 {
+                list.push(StopEvent {
+                    start: Lsn::new(n * SEG + 0x4000),
+                    end: Lsn::new(n * SEG + 0x4060),
+                    time: at(n as i64, 20),
+                    kind: StopKind::RestorePoint { name: "rp".into() },
+                });
+            }
+            events.insert(n, list);
+        }
+        let archive = WalArchive::from_listing(
+            Path::new("/repo/wal"),
+            SegmentSize::DEFAULT,
+            (2..=0x18u64).map(|n| {
+                let segment = WalSegment {
+                    timeline: TimelineId::FIRST,
+                    number: n,
+                    size: SegmentSize::DEFAULT,
+                };
+                (segment, 1000, SystemTime::from(at(n as i64 + 1, 0)))
+            }),
+        );
+        let wal = FakeWal {
+            size: SegmentSize::DEFAULT,
+            path: TimelinePath {
+                steps: vec![PathStep {
+                    timeline: TimelineId::FIRST,
+                    begins: Lsn::ZERO,
+                    ends: None,
+                }],
+            },
+            events,
+            present: 2..=0x18,
+        };
+        (backups, archive, wal)
+    }
+
+    fn plan(target: Target, inclusive: bool) -> Result<Plan, PlanError> {
+        let (backups, archive, wal) = world();
+        let request = PlanRequest {
+            target,
+            inclusive,
+            backup_id: None,
+            timeline: TimelineChoice::Latest,
+        };
+        make_plan(
+            &backups,
+            0,
+            &archive,
+            &request,
+            &jiff::tz::TimeZone::UTC,
+            Some(&wal),
+        )
+    }
+
+    fn time(t: DateTime<Utc>) -> Target {
+        Target::Time(t.fixed_offset())
+    }
+
+    #[test]
+    fn a_target_between_the_last_commit_and_stop_time_uses_that_backup() {
+        // b2's last commit before its end is at 8 min 10 s; its STOP TIME is
+        // 8 min 30 s. A file-level plan would need 8 min 31 s.
+        let chosen = plan(time(at(8, 20)), true).unwrap();
+        assert_eq!(chosen.backup.id, "b2");
+        assert!(chosen.window.exact);
+        let stop = chosen.stop.unwrap();
+        assert_eq!(stop.time, at(9, 10));
+        assert_eq!(
+            chosen.wal.last.number, 9,
+            "the range ends at the stop record's segment"
+        );
+        // At exactly that commit: inclusive keeps it (b2), exclusive cannot.
+        assert_eq!(plan(time(at(8, 10)), true).unwrap().backup.id, "b2");
+        assert_eq!(plan(time(at(8, 10)), false).unwrap().backup.id, "b1");
+        assert_eq!(plan(time(at(8, 5)), true).unwrap().backup.id, "b1");
+    }
+
+    #[test]
+    fn the_archive_ends_at_its_last_commit() {
+        let error = plan(time(at(0x18, 10)), true).unwrap_err();
+        assert!(
+            matches!(error, PlanError::TargetAfterLastCommit { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("10:24:10.000000"), "{error}");
+        let just_before = plan(time(at(0x18, 9)), true).unwrap();
+        assert_eq!(just_before.stop.unwrap().time, at(0x18, 10));
+        // Exclusive at exactly the last commit stops before it: reachable.
+        assert!(plan(time(at(0x18, 10)), false).is_ok());
+        let early = plan(time(at(1, 0)), true).unwrap_err();
+        assert!(
+            matches!(early, PlanError::TargetBeforeWindow { .. }),
+            "{early}"
+        );
+    }
+
+    #[test]
+    fn xid_and_name_targets_are_located() {
+        let xid = plan(Target::Xid(1012), true).unwrap();
+        assert_eq!(
+            xid.backup.id, "b2",
+            "the newest backup that ends before the transaction"
+        );
+        assert_eq!(xid.wal.last.number, 12);
+        let early = plan(Target::Xid(1005), true).unwrap();
+        assert_eq!(early.backup.id, "b1");
+        assert!(matches!(
+            plan(Target::Xid(77), true),
+            Err(PlanError::TargetNotInWal { .. })
+        ));
+        let name = plan(Target::Name("rp".into()), true).unwrap();
+        assert_eq!(name.backup.id, "b2");
+        assert_eq!(name.wal.last.number, 0x10);
+        assert!(matches!(
+            plan(Target::Name("nope".into()), true),
+            Err(PlanError::TargetNotInWal { .. })
+        ));
+    }
+
+    #[test]
+    fn lsn_targets_must_lie_inside_the_wal() {
+        assert!(plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).is_ok());
+        let beyond = plan(Target::Lsn(Lsn::new(0x30 * SEG)), true).unwrap_err();
+        assert!(
+            matches!(beyond, PlanError::TargetNotInWal { .. }),
+            "{beyond}"
+        );
+    }
+}

@@ -218,6 +218,19 @@ fn root_restore_stages_files_owned_by_the_postgres_user() {
     }
 }
 
+/// Between the last commit before a backup's end and its one-second STOP
+/// TIME: the backup is already consistent there, which only reading the WAL
+/// can tell.
+#[test]
+fn a_target_just_after_the_last_commit_before_a_backup_ends_uses_that_backup() {
+    let s = scenario();
+    let target = (s.marker(4).committed + chrono::Duration::milliseconds(2)).to_rfc3339();
+    let (summary, _guard, _) = restore(s, "inside-stop-second", &target, &[], s.pitr());
+    assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
+    assert_eq!(summary["plan"]["recoverable_window"]["exact"], true);
+    assert_eq!(count_markers(&summary), 4);
+}
+
 #[test]
 fn latest_replays_the_whole_archive() {
     let s = scenario();

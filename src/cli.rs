@@ -144,6 +144,10 @@ pub struct RestoreArgs {
     #[arg(long = "tablespace-mapping", value_name = "OLD=NEW")]
     pub tablespace_mappings: Vec<String>,
 
+    /// Do not check the backup's files against its backup_manifest while staging
+    #[arg(long)]
+    pub no_verify: bool,
+
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,

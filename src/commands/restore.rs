@@ -115,6 +115,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &placements,
         &user,
         &settings,
+        !args.no_verify,
         reporter,
     )
     .map_err(|error| {

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod backup;
 pub mod label;
 pub mod manifest;
+pub mod manifest_check;
 pub mod pg_control;
 pub mod tablespace;
 pub mod wal_source;

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +12,59 @@ use super::Interrupted;
 use crate::compression::Compression;
 use crate::interrupt;
 use crate::progress::Progress;
+use crate::repo::manifest_check::{Hashing, ManifestCheck};
+
+/// Checking extracted files against the backup's manifest, under a path
+/// prefix (`pg_tblspc/<oid>/` for a tablespace).
+pub struct Verify<'a> {
+    pub check: &'a mut ManifestCheck,
+    pub prefix: String,
+}
+
+impl Verify<'_> {
+    fn manifest_path(&self, relative: &Path) -> String {
+        format!("{}{}", self.prefix, relative.to_string_lossy())
+    }
+}
+
+/// Copies `reader` into a new file at `target`, checksumming on the way
+/// when the manifest has a checksum for it, and checks it.
+fn write_checked(
+    reader: &mut dyn Read,
+    target: &Path,
+    relative: &Path,
+    mode: u32,
+    verify: &mut Option<&mut Verify<'_>>,
+) -> Result<u64> {
+    let manifest_path = verify.as_ref().map(|v| v.manifest_path(relative));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o7777)
+        .open(target)
+        .map_err(|e| interrupt_or(e, target))?;
+    let mut writer = Hashing {
+        inner: io::BufWriter::with_capacity(256 * 1024, file),
+        checksummer: match (&verify, &manifest_path) {
+            (Some(v), Some(path)) => v.check.checksummer(path),
+            _ => None,
+        },
+        written: 0,
+    };
+    io::copy(reader, &mut writer).map_err(|e| interrupt_or(e, target))?;
+    io::Write::flush(&mut writer).map_err(|e| interrupt_or(e, target))?;
+    let written = writer.written;
+    if let (Some(verify), Some(path)) = (verify.as_mut(), manifest_path) {
+        let digest = writer.checksummer.take().map(|c| c.finish());
+        verify
+            .check
+            .record(&path, written, digest)
+            .map_err(|problem| {
+                anyhow::anyhow!("the backup does not match its manifest: {problem}")
+            })?;
+    }
+    Ok(written)
+}
 
 /// Counts bytes read, for the progress bar.
 struct Counting<'a, R> {
@@ -55,6 +108,7 @@ pub fn extract_tar(
     compression: Compression,
     dest: &Path,
     progress: &mut Progress,
+    mut verify: Option<&mut Verify<'_>>,
 ) -> Result<u64> {
     let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let counting = Counting {
@@ -113,10 +167,16 @@ pub fn extract_tar(
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create `{}`", parent.display()))?;
         }
-        written += entry.header().size().unwrap_or(0);
-        entry
-            .unpack(&target)
-            .map_err(|e| interrupt_or(e, &target))?;
+        let mode = entry.header().mode().unwrap_or(0o600);
+        if kind.is_dir() {
+            match fs::DirBuilder::new().mode(mode & 0o7777).create(&target) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists && target.is_dir() => {}
+                Err(error) => return Err(interrupt_or(error, &target)),
+            }
+            continue;
+        }
+        written += write_checked(&mut entry, &target, &relative, mode, &mut verify)?;
     }
     Ok(written)
 }
@@ -140,6 +200,7 @@ pub fn copy_tree(
     dest: &Path,
     relative: &Path,
     progress: &mut Progress,
+    verify: &mut Option<&mut Verify<'_>>,
 ) -> Result<u64> {
     let mut written = 0;
     let dir = source.join(relative);
@@ -174,9 +235,16 @@ pub fn copy_tree(
                 .mode(metadata.permissions().mode() & 0o7777)
                 .create(&to)
                 .with_context(|| format!("cannot create `{}`", to.display()))?;
-            written += copy_tree(source, dest, &rel, progress)?;
+            written += copy_tree(source, dest, &rel, progress, verify)?;
         } else if metadata.is_file() {
-            let copied = fs::copy(&from, &to).map_err(|e| interrupt_or(e, &to))?;
+            let copied = if verify.is_some() {
+                let mut input = File::open(&from)
+                    .with_context(|| format!("cannot open `{}`", from.display()))?;
+                write_checked(&mut input, &to, &rel, metadata.permissions().mode(), verify)?
+            } else {
+                // copy_file_range: no pass through user space.
+                fs::copy(&from, &to).map_err(|e| interrupt_or(e, &to))?
+            };
             written += copied;
             progress.add(copied);
         }

@@ -23,8 +23,10 @@ use crate::repo::backup::BackupFormat;
 mod extract;
 pub mod tablespaces;
 
+use crate::repo::manifest;
+use crate::repo::manifest_check::ManifestCheck;
 pub use extract::safe_member_path;
-use extract::{copy_tree, extract_tar, interrupt_or};
+use extract::{copy_tree, extract_tar, interrupt_or, Verify};
 
 /// What is at `--pgdata` before the restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +96,7 @@ pub fn stage(
     placements: &[tablespaces::Placement],
     user: &OsUser,
     settings: &RecoverySettings,
+    verify: bool,
     reporter: &Reporter,
 ) -> Result<Staged> {
     let parent = pgdata
@@ -128,10 +131,31 @@ pub fn stage(
     let mut notes = Vec::new();
 
     let backup = &plan.backup;
+    let mut check = if verify && backup.has_manifest {
+        Some(load_manifest_check(&backup.dir)?)
+    } else {
+        None
+    };
+    if verify && !backup.has_manifest {
+        notes.push(format!(
+            "backup `{}` has no backup_manifest: its files cannot be verified",
+            backup.id
+        ));
+    }
+    let mut base_verify = check.as_mut().map(|check| Verify {
+        check,
+        prefix: String::new(),
+    });
     let bytes_written = match backup.format {
         BackupFormat::Plain => {
             let mut progress = reporter.bar("staging", backup.stored_bytes, Unit::Bytes);
-            let written = copy_tree(&backup.dir, &staging_path, Path::new(""), &mut progress)?;
+            let written = copy_tree(
+                &backup.dir,
+                &staging_path,
+                Path::new(""),
+                &mut progress,
+                &mut base_verify.as_mut(),
+            )?;
             progress.finish();
             written
         }
@@ -143,12 +167,18 @@ pub fn stage(
                 .find(|(path, _)| path.is_file());
             let total = file_len(&base) + wal.as_ref().map(|(p, _)| file_len(p)).unwrap_or(0);
             let mut progress = reporter.bar("staging", total, Unit::Bytes);
-            let mut written = extract_tar(&base, compression, &staging_path, &mut progress)?;
+            let mut written = extract_tar(
+                &base,
+                compression,
+                &staging_path,
+                &mut progress,
+                base_verify.as_mut(),
+            )?;
             if let Some((path, compression)) = wal {
                 let pg_wal = staging_path.join("pg_wal");
                 fs::create_dir_all(&pg_wal)
                     .with_context(|| format!("cannot create `{}`", pg_wal.display()))?;
-                written += extract_tar(&path, compression, &pg_wal, &mut progress)?;
+                written += extract_tar(&path, compression, &pg_wal, &mut progress, None)?;
             }
             progress.finish();
             written
@@ -161,7 +191,8 @@ pub fn stage(
         let total = placements.iter().map(|p| source_len(&p.source)).sum();
         let mut progress = reporter.bar("tblspc", total, Unit::Bytes);
         for placement in placements {
-            let (staged, written) = tablespaces::stage_tablespace(placement, user, &mut progress)?;
+            let (staged, written) =
+                tablespaces::stage_tablespace(placement, user, &mut progress, check.as_mut())?;
             staged_tablespaces.push(staged);
             bytes_written += written;
         }
@@ -174,6 +205,16 @@ pub fn stage(
             &staging_path.join("tablespace_map"),
             crate::repo::tablespace::render_tablespace_map(&map).as_bytes(),
         )?;
+    }
+
+    if let Some(check) = &check {
+        let missing = check.missing();
+        if let Some(first) = missing.first() {
+            bail!(
+                "the backup does not match its manifest: {} file(s) listed in backup_manifest are missing from it, the first `{first}`",
+                missing.len()
+            );
+        }
     }
 
     prepare_data_directory(&staging_path, plan, settings, &mut notes)?;
@@ -222,6 +263,17 @@ pub fn stage(
         bytes_written,
         notes,
     })
+}
+
+/// Reads and checks `backup_manifest` (its own SHA-256 first).
+fn load_manifest_check(dir: &Path) -> Result<ManifestCheck> {
+    let path = dir.join("backup_manifest");
+    let bytes = fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    manifest::verify_manifest_checksum(&bytes)
+        .with_context(|| format!("`{}` is damaged", path.display()))?;
+    let parsed =
+        manifest::parse(&bytes).with_context(|| format!("`{}` is malformed", path.display()))?;
+    Ok(ManifestCheck::new(&parsed))
 }
 
 /// The error used when Ctrl-C or SIGTERM arrives during staging.

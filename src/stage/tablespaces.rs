@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::extract::{copy_tree, extract_tar};
+use super::extract::{copy_tree, extract_tar, Verify};
 use crate::postgres::os_user::OsUser;
 use crate::progress::Progress;
 use crate::repo::absolute;
+use crate::repo::manifest_check::ManifestCheck;
 use crate::repo::tablespace::{Tablespace, TablespaceSource};
 
 /// `--tablespace-mapping OLD=NEW`; `\=` stands for a literal `=` (as in
@@ -185,6 +186,7 @@ pub fn stage_tablespace(
     placement: &Placement,
     user: &OsUser,
     progress: &mut Progress,
+    check: Option<&mut ManifestCheck>,
 ) -> Result<(StagedTablespace, u64)> {
     let parent = placement.destination.parent().unwrap_or(Path::new("/"));
     let name = placement
@@ -202,11 +204,18 @@ pub fn stage_tablespace(
         destination: placement.destination.clone(),
         committed: false,
     };
+    // The manifest names tablespace files under pg_tblspc/<oid>/.
+    let mut verify = check.map(|check| Verify {
+        check,
+        prefix: format!("pg_tblspc/{}/", placement.oid),
+    });
     let written = match &placement.source {
         TablespaceSource::Tar { path, compression } => {
-            extract_tar(path, *compression, &staging, progress)?
+            extract_tar(path, *compression, &staging, progress, verify.as_mut())?
         }
-        TablespaceSource::Directory(dir) => copy_tree(dir, &staging, Path::new(""), progress)?,
+        TablespaceSource::Directory(dir) => {
+            copy_tree(dir, &staging, Path::new(""), progress, &mut verify.as_mut())?
+        }
     };
     super::give_tree(&staging, user)?;
     Ok((staged, written))

@@ -20,7 +20,7 @@ use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction}
 use crate::progress::{human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::stage::tablespaces::{parse_mapping, place};
-use crate::stage::{inspect_destination, stage, Interrupted};
+use crate::stage::{inspect_destination, stage, Interrupted, StageRequest};
 use crate::target::Target;
 use crate::wal::WalSegment;
 
@@ -108,17 +108,16 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         pgdata.display()
     ));
     let staging_started = Instant::now();
-    let staged = stage(
-        &plan,
-        &pgdata,
-        &destination,
-        &placements,
-        &user,
-        &settings,
-        !args.no_verify,
-        reporter,
-    )
-    .map_err(|error| {
+    let request = StageRequest {
+        plan: &plan,
+        pgdata: &pgdata,
+        destination: &destination,
+        placements: &placements,
+        user: &user,
+        settings: &settings,
+        verify: !args.no_verify,
+    };
+    let staged = stage(&request, reporter).map_err(|error| {
         if error.downcast_ref::<Interrupted>().is_some() {
             Failure::new(FailureKind::Interrupted, error)
         } else {

@@ -89,16 +89,28 @@ pub struct Staged {
 
 /// Extracts the backup, writes the recovery settings, gives everything to
 /// the server's OS user and renames the result into place.
-pub fn stage(
-    plan: &Plan,
-    pgdata: &Path,
-    destination: &Destination,
-    placements: &[tablespaces::Placement],
-    user: &OsUser,
-    settings: &RecoverySettings,
-    verify: bool,
-    reporter: &Reporter,
-) -> Result<Staged> {
+/// Everything staging needs, decided before anything is written.
+pub struct StageRequest<'a> {
+    pub plan: &'a Plan,
+    pub pgdata: &'a Path,
+    pub destination: &'a Destination,
+    pub placements: &'a [tablespaces::Placement],
+    pub user: &'a OsUser,
+    pub settings: &'a RecoverySettings,
+    /// Check files against backup_manifest while writing them.
+    pub verify: bool,
+}
+
+pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> {
+    let StageRequest {
+        plan,
+        pgdata,
+        destination,
+        placements,
+        user,
+        settings,
+        verify,
+    } = *request;
     let parent = pgdata
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -43,6 +43,11 @@ pub enum Command {
         after_help = "Examples:\n  pitr events --repo /backups --from '1 hour ago'\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
     )]
     Events(EventsArgs),
+    /// Check backups against their manifests and every WAL segment of the archive
+    #[command(
+        after_help = "Examples:\n  pitr verify --repo /backups\n  pitr verify --repo /backups --backup 20261124T031500Z --json\n\nExit status 6 when any problem is found."
+    )]
+    Verify(VerifyArgs),
     /// Serve a WAL file from the archive (a restore_command)
     #[command(
         after_help = "Exit status: 0 the file was copied, 1 it is not in the archive, 126 any other error\n(PostgreSQL aborts recovery on statuses above 125 instead of taking them for the end of the archive).\n\nExample restore_command:\n  restore_command = 'pitr wal-fetch --wal-archive /backups/wal %f %p'"
@@ -151,6 +156,16 @@ pub struct RestoreArgs {
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Verify only this backup (and the archive)
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
 }
 
 #[derive(Debug, Args)]

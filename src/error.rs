@@ -19,6 +19,8 @@ pub enum FailureKind {
     Staging,
     /// PostgreSQL did not reach the target, or failed while replaying.
     Recovery,
+    /// `pitr verify` found damaged or missing files.
+    VerifyFailed,
     /// Ctrl-C or SIGTERM.
     Interrupted,
 }
@@ -31,6 +33,7 @@ impl FailureKind {
             FailureKind::PlanRefused => 3,
             FailureKind::Staging => 4,
             FailureKind::Recovery => 5,
+            FailureKind::VerifyFailed => 6,
             FailureKind::Interrupted => 130,
         }
     }

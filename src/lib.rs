@@ -17,4 +17,5 @@ pub mod progress;
 pub mod repo;
 pub mod stage;
 pub mod target;
+pub mod verify;
 pub mod wal;

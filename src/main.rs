@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(args, cli.json, &reporter),
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),
+        Command::Verify(args) => commands::verify::run(args, cli.json, &reporter),
         Command::WalFetch(_) => Ok(()),
     };
     match result {

@@ -414,8 +414,7 @@ fn an_unreadable_archive_file_fails_the_recovery_loudly() {
     assert_eq!(output.status.code(), Some(5), "{message}");
     assert!(message.contains("could not restore file"), "{message}");
     assert!(message.contains("pitr-recovery.log"), "{message}");
-    let running =
-        postmaster_pid(&pgdata).is_some_and(|pid| nix::sys::signal::kill(pid, None).is_ok());
+    let running = postmaster_pid(&pgdata).is_some_and(process_alive);
     assert!(
         !running,
         "no server may be left running after a failed recovery"

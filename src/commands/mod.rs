@@ -4,6 +4,7 @@ pub mod events;
 pub mod list;
 pub mod plan;
 pub mod restore;
+pub mod verify;
 pub mod wal_fetch;
 
 use serde_json::{json, Value};

@@ -36,6 +36,18 @@ pub fn run(args: &WalFetchArgs) -> u8 {
     }
 }
 
+/// `PITR_FETCH_DELAY_MS` makes every fetch wait that long: it simulates a
+/// remote archive, for benchmarks of prefetching and for tests that must
+/// catch a restore in the middle of replay.
+fn simulated_latency() {
+    if let Some(delay) = std::env::var("PITR_FETCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+}
+
 fn archive_dir(args: &WalFetchArgs) -> Result<PathBuf> {
     match (&args.repo.wal_archive, &args.repo.repo) {
         (Some(dir), _) => Ok(dir.clone()),
@@ -60,6 +72,7 @@ fn is_servable(name: &str) -> bool {
 }
 
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
+    simulated_latency();
     let archive = archive_dir(args)?;
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);

@@ -65,8 +65,20 @@ impl Server {
         (pid > 0).then(|| Pid::from_raw(pid))
     }
 
+    /// True while the process exists and is not a zombie waiting to be
+    /// reaped (the postmaster is not our child, so we cannot reap it).
     pub fn is_running(pid: Pid) -> bool {
-        kill(pid, None).is_ok()
+        if kill(pid, None).is_err() {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the parenthesised command name.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
     }
 
     /// Ends recovery at the point where the server paused: the same as
@@ -87,8 +99,9 @@ impl Server {
         Ok(())
     }
 
-    /// Fast shutdown, waiting for the server to exit.
+    /// Fast shutdown, waiting for the server process itself to be gone.
     pub fn stop_fast(&self) -> Result<()> {
+        let pid = self.pid();
         let output = self
             .pg_ctl()
             .args(["stop", "-m", "fast", "-w", "-t", "120", "-D"])
@@ -100,6 +113,14 @@ impl Server {
                 "pg_ctl stop failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             );
+        }
+        // pg_ctl returns once postmaster.pid is gone; the process exits
+        // a moment later.
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Server::is_running(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Ok(())
     }

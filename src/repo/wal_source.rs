@@ -59,6 +59,18 @@ impl<'a> ArchiveWal<'a> {
         }
     }
 
+    /// A source that decodes every segment it is asked about, ignoring and
+    /// never writing the cache: for verification, which must read the bytes.
+    pub fn uncached(archive: &'a WalArchive) -> ArchiveWal<'a> {
+        ArchiveWal {
+            archive,
+            cache_path: None,
+            cache: RefCell::new(None),
+            dirty: RefCell::new(false),
+            events: RefCell::new(HashMap::new()),
+        }
+    }
+
     /// Writes the cache if anything was decoded (best effort).
     pub fn save(&self) {
         if !*self.dirty.borrow() {

@@ -117,12 +117,27 @@ pub fn stop_by_pid(pgdata: &Path) {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while kill(pid, None).is_ok() && Instant::now() < deadline {
+    while process_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if kill(pid, None).is_ok() {
+    if process_alive(pid) {
         let _ = kill(pid, Signal::SIGKILL);
     }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: Pid) -> bool {
+    if kill(pid, None).is_err() {
+        return false;
+    }
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .map(|s| s != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Stops whatever server runs on a data directory when dropped.

@@ -313,7 +313,14 @@ fn append_hostile(base_tar: &Path, name: &[u8], kind: tar::EntryType, link: Opti
 #[test]
 fn tar_members_that_climb_out_are_refused() {
     let s = scenario();
-    let cases: [(&str, &[u8], tar::EntryType, Option<&[u8]>); 4] = [
+    /// Case name, member name, member kind, link target.
+    type Hostile = (
+        &'static str,
+        &'static [u8],
+        tar::EntryType,
+        Option<&'static [u8]>,
+    );
+    let cases: [Hostile; 4] = [
         ("dotdot", b"../../evil", tar::EntryType::Regular, None),
         (
             "absolute",
@@ -411,7 +418,7 @@ fn ctrl_c_while_staging_removes_the_staging_directory() {
     let s = scenario();
     let parent = s.workdir("interrupt-staging");
     let pgdata = parent.join("pgdata");
-    let mut child = s
+    let child = s
         .pitr()
         .args(["restore", "--repo"])
         .arg(&s.repo)

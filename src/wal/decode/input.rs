@@ -10,7 +10,7 @@ use std::io::{self, Read};
 /// Bytes read at a time: a multiple of every WAL page size (at most 64 KiB)
 /// and a divisor of every segment size (at least 1 MiB), so a chunk always
 /// holds whole pages and never crosses the end of a segment.
-pub(super) const CHUNK_LEN: usize = 256 * 1024;
+pub(super) const CHUNK_LEN: usize = 64 * 1024;
 
 pub(super) struct PageInput<R> {
     reader: R,

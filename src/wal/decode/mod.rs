@@ -57,6 +57,8 @@ mod input;
 mod page;
 mod record;
 mod summary;
+#[cfg(test)]
+mod tests;
 mod xact;
 mod xlog;
 

@@ -461,7 +461,7 @@ impl<R: Read> SegmentRun<R> {
                 if lsn.value() >= page_end {
                     return Ok(Loaded::Page); // before the start: skip
                 }
-                let pos = (lsn.value() - page_lsn.value()) as usize;
+                let pos = lsn.value().saturating_sub(page_lsn.value()) as usize;
                 let pos = match pos {
                     0 if !header.continues_record() => header_len,
                     0 => return Err(self.error(lsn, Problem::BadStart)),
@@ -501,8 +501,8 @@ impl<R: Read> SegmentRun<R> {
                 if !header.continues_record() {
                     return Err(self.error(page_lsn, Problem::MissingContinuation { record }));
                 }
-                let expected =
-                    u64::from(stream.pending.total_len) - stream.pending.bytes.len() as u64;
+                let expected = u64::from(stream.pending.total_len)
+                    .saturating_sub(stream.pending.bytes.len() as u64);
                 let remaining = header.remaining_length;
                 if remaining == 0 || u64::from(remaining) != expected {
                     return Err(self.error(

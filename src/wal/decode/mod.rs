@@ -6,14 +6,15 @@
 //!
 //! WAL is one byte stream per timeline, cut into segment files (16 MiB by
 //! default) and those into pages (`XLOG_BLCKSZ`, 8 KiB by default). Each
-//! page starts with a header ([`page`](self) module: magic, flags, timeline,
-//! its own LSN); the first of a segment has a long header with the system
-//! identifier and the sizes. Records follow each other 8-byte aligned and
-//! run across page and segment boundaries ([`framing`](self) module). A
-//! record is a 24-byte header with a CRC-32C, fragment headers for block
-//! references, and data ([`record`](self) module); for transaction and XLOG
-//! records the "main data" tells commit times, restore point names and so
-//! on ([`xact`](self) and [`xlog`](self) modules).
+//! page starts with a header — magic, flags, timeline, its own LSN — and
+//! the first page of a segment has a long header with the system identifier
+//! and both sizes (`page.rs`). Records follow each other 8-byte aligned and
+//! run across page and segment boundaries (`framing.rs`, reading through
+//! `input.rs`). A record is a 24-byte header with a CRC-32C, fragment
+//! headers for block references, and data (`record.rs`); in transaction and
+//! XLOG records the "main data" gives commit times, restore point names and
+//! so on (`xact.rs`, `xlog.rs`), which become [`Event`]s and feed each
+//! segment's [`SegmentSummary`] (`summary.rs`).
 //!
 //! Valid WAL ends where a record would start but its length is zero, or at
 //! a page that was never written or is left over from a recycled segment.

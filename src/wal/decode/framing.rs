@@ -74,6 +74,9 @@ pub(super) struct Stream {
     start: StartAt,
     /// The segment that must come next (after the first one).
     next_segment: Option<WalSegment>,
+    /// A segment admitted but not decoded to its end: the next one cannot
+    /// follow it.
+    unfinished: Option<WalSegment>,
     rules: PageRules,
     expect: Expect,
     /// Start of the last valid record: the next one's `xl_prev`.
@@ -91,6 +94,7 @@ impl Stream {
         Stream {
             start,
             next_segment: None,
+            unfinished: None,
             rules: PageRules::default(),
             expect: match start {
                 StartAt::SegmentStart => Expect::SkipContinuation,
@@ -115,6 +119,14 @@ impl Stream {
         self.valid_until
     }
 
+    pub fn system_identifier(&self) -> Option<u64> {
+        self.rules.system_identifier
+    }
+
+    pub fn major_version(&self) -> Option<u32> {
+        self.rules.major_version()
+    }
+
     /// The start of a record begun but not finished yet.
     pub fn record_in_progress(&self) -> Option<Lsn> {
         (self.expect == Expect::Continuation).then_some(self.pending.start)
@@ -126,6 +138,9 @@ impl Stream {
         let error = |problem| DecodeError::new(segment, segment.start_lsn(), problem);
         if let Status::Failed { segment, lsn } = self.status {
             return Err(DecodeError::new(segment, lsn, Problem::AlreadyFailed));
+        }
+        if let Some(unfinished) = self.unfinished {
+            return Err(error(Problem::UnfinishedSegment { unfinished }));
         }
         match self.next_segment {
             Some(expected) if expected != segment => {
@@ -145,6 +160,7 @@ impl Stream {
             }
         }
         self.next_segment = Some(segment.next());
+        self.unfinished = Some(segment);
         Ok(())
     }
 
@@ -296,6 +312,7 @@ impl<R: Read> SegmentRun<R> {
             Ok(true) => Some(Ok(())),
             Ok(false) => {
                 self.done = true;
+                stream.unfinished = None;
                 None
             }
             Err(error) => {

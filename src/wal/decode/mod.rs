@@ -103,8 +103,9 @@ impl WalDecoder {
     }
 
     /// Decodes `segment`, whose bytes `input` yields. It must be the segment
-    /// after the previous one (the same timeline and size); the first one
-    /// must hold the start position. Once valid WAL has ended, further
+    /// after the previous one (the same timeline and size), and that one
+    /// must have been decoded to its end; the first one must hold the start
+    /// position. Once valid WAL has ended, further
     /// segments are not read (their summary says [`SegmentEnd::AfterEnd`]);
     /// once decoding failed, they only repeat that it did.
     pub fn segment<R: Read>(&mut self, segment: WalSegment, input: R) -> SegmentDecoder<'_, R> {
@@ -123,6 +124,17 @@ impl WalDecoder {
     /// The end of the last valid record decoded.
     pub fn valid_until(&self) -> Option<Lsn> {
         self.stream.valid_until()
+    }
+
+    /// The system identifier in the long page headers read so far: the
+    /// same as pg_control's, so it tells which cluster wrote the WAL.
+    pub fn system_identifier(&self) -> Option<u64> {
+        self.stream.system_identifier()
+    }
+
+    /// The PostgreSQL major version that wrote the WAL, from the page magic.
+    pub fn major_version(&self) -> Option<u32> {
+        self.stream.major_version()
     }
 
     /// The start of a record that began in the segments decoded so far and

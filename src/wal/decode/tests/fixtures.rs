@@ -147,6 +147,23 @@ fn transaction_events() {
 }
 
 #[test]
+fn identifies_the_cluster_and_version() {
+    let segments = fixture_segments();
+    let mut decoder = super::super::WalDecoder::new(StartAt::SegmentStart);
+    assert_eq!(decoder.major_version(), None);
+    decoder
+        .segment(segments[0].0, &segments[0].1[..])
+        .finish()
+        .unwrap();
+    assert_eq!(decoder.system_identifier(), Some(7711575468393673288));
+    assert_eq!(decoder.major_version(), Some(15));
+    assert_eq!(
+        decoder.record_in_progress(),
+        Some("0/7178F8".parse().unwrap())
+    );
+}
+
+#[test]
 fn second_segment_alone_skips_the_continuation() {
     let segments = fixture_segments();
     let out = decode(&segments[1..], StartAt::SegmentStart);

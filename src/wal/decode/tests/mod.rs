@@ -386,10 +386,19 @@ fn segments_must_be_consecutive_and_alike() {
     assert!(matches!(error.problem, Problem::UnexpectedSegment { .. }));
     assert!(!error.problem.is_corruption());
     // A caller's mistake does not stop the decoder.
-    decoder
-        .segment(segments[1].0, &segments[1].1[..])
+    let mut second = decoder.segment(segments[1].0, &segments[1].1[..]);
+    second.next_record().unwrap().unwrap();
+    drop(second);
+    // But a segment dropped half-way cannot be followed.
+    let error = decoder
+        .segment(segments[2].0, &segments[2].1[..])
         .finish()
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(error.problem, Problem::UnfinishedSegment { .. }));
+    let mut decoder = WalDecoder::new(StartAt::SegmentStart);
+    for (segment, bytes) in &segments[..2] {
+        decoder.segment(*segment, &bytes[..]).finish().unwrap();
+    }
 
     // Another system's segment.
     let mut other = segments[2].1.clone();

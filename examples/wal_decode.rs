@@ -5,6 +5,10 @@
 //! cargo run --release --example wal_decode -- [--records|--events|--quiet] SEGMENT_FILE...
 //! ```
 //!
+//! `--records` prints every record, `--events` every event; `--quiet`
+//! (the benchmark) only collects the commit and abort times, like
+//! `pg_waldump -r Transaction`, and prints the segment summaries.
+//!
 //! The files must be consecutive segments of one timeline; the segment
 //! size is read from the first file's long page header.
 
@@ -13,7 +17,7 @@ use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use pitr::wal::decode::{StartAt, WalDecoder};
+use pitr::wal::decode::{EventKind, StartAt, WalDecoder};
 use pitr::wal::page::LongPageHeader;
 use pitr::wal::WalSegment;
 
@@ -37,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut decoder = WalDecoder::new(StartAt::SegmentStart);
     let started = Instant::now();
     let mut bytes = 0u64;
+    let mut transaction_ends = Vec::new();
     for path in &files {
         let name = path
             .file_name()
@@ -62,7 +67,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("{} {} {:?}", event.start, event.end, event.kind);
                 }
             }
-            _ => {}
+            _ => {
+                for event in &mut segment_decoder {
+                    if let EventKind::Commit(end) | EventKind::Abort(end) = event?.kind {
+                        transaction_ends.push((end.xid, end.time));
+                    }
+                }
+            }
         }
         let summary = segment_decoder.finish()?;
         eprintln!(
@@ -79,6 +90,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let seconds = started.elapsed().as_secs_f64();
+    if mode == "quiet" {
+        eprintln!("{} commits and aborts", transaction_ends.len());
+    }
     eprintln!(
         "{bytes} bytes in {seconds:.3} s: {:.0} MB/s",
         bytes as f64 / seconds / 1e6

@@ -71,18 +71,21 @@ impl<'a> Bytes<'a> {
 }
 
 /// The little-endian `u32` at `at`, if the slice is long enough.
+#[inline]
 pub(super) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     let end = at.checked_add(4)?;
     Some(u32::from_le_bytes(bytes.get(at..end)?.try_into().ok()?))
 }
 
 /// The little-endian `u16` at `at`, if the slice is long enough.
+#[inline]
 pub(super) fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
     let end = at.checked_add(2)?;
     Some(u16::from_le_bytes(bytes.get(at..end)?.try_into().ok()?))
 }
 
 /// The little-endian `u64` at `at`, if the slice is long enough.
+#[inline]
 pub(super) fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     let end = at.checked_add(8)?;
     Some(u64::from_le_bytes(bytes.get(at..end)?.try_into().ok()?))

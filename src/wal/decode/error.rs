@@ -142,6 +142,8 @@ pub enum Problem {
     StartNotInSegment { expected: WalSegment },
     #[error("segments must follow one another on one timeline: expected {expected}, given the one starting")]
     UnexpectedSegment { expected: WalSegment },
+    #[error("segment {unfinished} was not decoded to its end, so the next one cannot follow; the segment starting")]
+    UnfinishedSegment { unfinished: WalSegment },
     #[error("decoding cannot go on past the earlier error")]
     AlreadyFailed,
 }
@@ -156,6 +158,7 @@ impl Problem {
                 | Problem::BadStart
                 | Problem::StartNotInSegment { .. }
                 | Problem::UnexpectedSegment { .. }
+                | Problem::UnfinishedSegment { .. }
                 | Problem::AlreadyFailed
         )
     }

@@ -74,6 +74,9 @@ pub(super) struct Stream {
     start: StartAt,
     /// The segment that must come next (after the first one).
     next_segment: Option<WalSegment>,
+    /// A segment admitted but not decoded to its end: the next one cannot
+    /// follow it.
+    unfinished: Option<WalSegment>,
     rules: PageRules,
     expect: Expect,
     /// Start of the last valid record: the next one's `xl_prev`.
@@ -91,6 +94,7 @@ impl Stream {
         Stream {
             start,
             next_segment: None,
+            unfinished: None,
             rules: PageRules::default(),
             expect: match start {
                 StartAt::SegmentStart => Expect::SkipContinuation,
@@ -115,6 +119,14 @@ impl Stream {
         self.valid_until
     }
 
+    pub fn system_identifier(&self) -> Option<u64> {
+        self.rules.system_identifier
+    }
+
+    pub fn major_version(&self) -> Option<u32> {
+        self.rules.major_version()
+    }
+
     /// The start of a record begun but not finished yet.
     pub fn record_in_progress(&self) -> Option<Lsn> {
         (self.expect == Expect::Continuation).then_some(self.pending.start)
@@ -126,6 +138,9 @@ impl Stream {
         let error = |problem| DecodeError::new(segment, segment.start_lsn(), problem);
         if let Status::Failed { segment, lsn } = self.status {
             return Err(DecodeError::new(segment, lsn, Problem::AlreadyFailed));
+        }
+        if let Some(unfinished) = self.unfinished {
+            return Err(error(Problem::UnfinishedSegment { unfinished }));
         }
         match self.next_segment {
             Some(expected) if expected != segment => {
@@ -145,10 +160,12 @@ impl Stream {
             }
         }
         self.next_segment = Some(segment.next());
+        self.unfinished = Some(segment);
         Ok(())
     }
 
     /// The header check every record gets as soon as its header is whole.
+    #[inline]
     fn check_prev_link(&self, start: Lsn, header: &RecordHeader) -> Result<(), Problem> {
         match self.prev_record {
             Some(expected) if header.prev != expected => Err(Problem::BadPrevLink {
@@ -164,16 +181,17 @@ impl Stream {
 }
 
 /// Where the bytes of the record just decoded are.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 enum Location {
     /// In the input chunk, starting at this index.
     Chunk(usize),
     /// In the pending buffer.
+    #[default]
     Assembled,
 }
 
 /// The record most recently decoded.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Decoded {
     pub header: RecordHeader,
     pub start: Lsn,
@@ -227,7 +245,10 @@ pub(super) struct SegmentRun<R> {
     /// Where decoding failed, once it has.
     failed: Option<(WalSegment, Lsn)>,
     done: bool,
-    last: Option<Decoded>,
+    /// The record just decoded, if `has_last`. Overwritten in place for
+    /// every record rather than rebuilt: this is the hot path.
+    last: Decoded,
+    has_last: bool,
 }
 
 impl<R: Read> SegmentRun<R> {
@@ -241,7 +262,8 @@ impl<R: Read> SegmentRun<R> {
             refused: None,
             failed: None,
             done: false,
-            last: None,
+            last: Decoded::default(),
+            has_last: false,
         };
         if let Status::Ended(_) = stream.status {
             run.summary.end = SegmentEnd::AfterEnd;
@@ -265,11 +287,11 @@ impl<R: Read> SegmentRun<R> {
     }
 
     pub fn last(&self) -> Option<&Decoded> {
-        self.last.as_ref()
+        self.has_last.then_some(&self.last)
     }
 
     pub fn take_event(&mut self) -> Option<Event> {
-        self.last.as_mut().and_then(|last| last.event.take())
+        self.last.event.take()
     }
 
     /// Decodes the next valid record of this segment into [`Self::last`]:
@@ -284,11 +306,13 @@ impl<R: Read> SegmentRun<R> {
         if self.done {
             return None;
         }
-        self.last = None;
+        self.has_last = false;
+        self.last.event = None;
         match self.advance(stream) {
             Ok(true) => Some(Ok(())),
             Ok(false) => {
                 self.done = true;
+                stream.unfinished = None;
                 None
             }
             Err(error) => {
@@ -454,7 +478,7 @@ impl<R: Read> SegmentRun<R> {
                 if lsn.value() >= page_end {
                     return Ok(Loaded::Page); // before the start: skip
                 }
-                let pos = (lsn.value() - page_lsn.value()) as usize;
+                let pos = lsn.value().saturating_sub(page_lsn.value()) as usize;
                 let pos = match pos {
                     0 if !header.continues_record() => header_len,
                     0 => return Err(self.error(lsn, Problem::BadStart)),
@@ -494,8 +518,8 @@ impl<R: Read> SegmentRun<R> {
                 if !header.continues_record() {
                     return Err(self.error(page_lsn, Problem::MissingContinuation { record }));
                 }
-                let expected =
-                    u64::from(stream.pending.total_len) - stream.pending.bytes.len() as u64;
+                let expected = u64::from(stream.pending.total_len)
+                    .saturating_sub(stream.pending.bytes.len() as u64);
                 let remaining = header.remaining_length;
                 if remaining == 0 || u64::from(remaining) != expected {
                     return Err(self.error(
@@ -551,25 +575,28 @@ impl<R: Read> SegmentRun<R> {
         }
         check_crc(bytes, &header).map_err(error)?;
         let main = main_data(bytes, major).map_err(error)?;
-        let data = bytes.get(main.clone()).unwrap_or_default();
-        let kind = interpret(&header, data, major).map_err(error)?;
-        let event = kind.map(|kind| Event { start, end, kind });
+        // Only XLOG and transaction records carry events; skip the rest
+        // without touching the (large) event types.
+        if header.rmid <= RM_XACT_ID {
+            let data = bytes.get(main.clone()).unwrap_or_default();
+            if let Some(kind) = interpret(&header, data, major).map_err(error)? {
+                self.last.event = Some(Event { start, end, kind });
+            }
+        }
         stream.prev_record = Some(start);
         stream.valid_until = Some(end);
-        self.summary.add_record(end, event.as_ref());
+        self.summary.add_record(end, self.last.event.as_ref());
         if xlog::is_switch(header.rmid, header.rmgr_info()) {
             // The rest of the segment is unused; the next one starts afresh.
             self.summary.end = SegmentEnd::Switch { record: start };
             stream.expect = Expect::RecordStart;
         }
-        self.last = Some(Decoded {
-            header,
-            start,
-            end,
-            location,
-            main_data: main,
-            event,
-        });
+        self.last.header = header;
+        self.last.start = start;
+        self.last.end = end;
+        self.last.location = location;
+        self.last.main_data = main;
+        self.has_last = true;
         Ok(())
     }
 

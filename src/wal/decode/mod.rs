@@ -6,14 +6,15 @@
 //!
 //! WAL is one byte stream per timeline, cut into segment files (16 MiB by
 //! default) and those into pages (`XLOG_BLCKSZ`, 8 KiB by default). Each
-//! page starts with a header ([`page`](self) module: magic, flags, timeline,
-//! its own LSN); the first of a segment has a long header with the system
-//! identifier and the sizes. Records follow each other 8-byte aligned and
-//! run across page and segment boundaries ([`framing`](self) module). A
-//! record is a 24-byte header with a CRC-32C, fragment headers for block
-//! references, and data ([`record`](self) module); for transaction and XLOG
-//! records the "main data" tells commit times, restore point names and so
-//! on ([`xact`](self) and [`xlog`](self) modules).
+//! page starts with a header — magic, flags, timeline, its own LSN — and
+//! the first page of a segment has a long header with the system identifier
+//! and both sizes (`page.rs`). Records follow each other 8-byte aligned and
+//! run across page and segment boundaries (`framing.rs`, reading through
+//! `input.rs`). A record is a 24-byte header with a CRC-32C, fragment
+//! headers for block references, and data (`record.rs`); in transaction and
+//! XLOG records the "main data" gives commit times, restore point names and
+//! so on (`xact.rs`, `xlog.rs`), which become [`Event`]s and feed each
+//! segment's [`SegmentSummary`] (`summary.rs`).
 //!
 //! Valid WAL ends where a record would start but its length is zero, or at
 //! a page that was never written or is left over from a recycled segment.
@@ -57,6 +58,8 @@ mod input;
 mod page;
 mod record;
 mod summary;
+#[cfg(test)]
+mod tests;
 mod xact;
 mod xlog;
 
@@ -100,8 +103,9 @@ impl WalDecoder {
     }
 
     /// Decodes `segment`, whose bytes `input` yields. It must be the segment
-    /// after the previous one (the same timeline and size); the first one
-    /// must hold the start position. Once valid WAL has ended, further
+    /// after the previous one (the same timeline and size), and that one
+    /// must have been decoded to its end; the first one must hold the start
+    /// position. Once valid WAL has ended, further
     /// segments are not read (their summary says [`SegmentEnd::AfterEnd`]);
     /// once decoding failed, they only repeat that it did.
     pub fn segment<R: Read>(&mut self, segment: WalSegment, input: R) -> SegmentDecoder<'_, R> {
@@ -120,6 +124,17 @@ impl WalDecoder {
     /// The end of the last valid record decoded.
     pub fn valid_until(&self) -> Option<Lsn> {
         self.stream.valid_until()
+    }
+
+    /// The system identifier in the long page headers read so far: the
+    /// same as pg_control's, so it tells which cluster wrote the WAL.
+    pub fn system_identifier(&self) -> Option<u64> {
+        self.stream.system_identifier()
+    }
+
+    /// The PostgreSQL major version that wrote the WAL, from the page magic.
+    pub fn major_version(&self) -> Option<u32> {
+        self.stream.major_version()
     }
 
     /// The start of a record that began in the segments decoded so far and

@@ -54,7 +54,7 @@ const BKPIMAGE_IS_COMPRESSED_PRE15: u8 = 0x02;
 const BKPIMAGE_COMPRESSED_15: u8 = 0x04 | 0x08 | 0x10;
 
 /// The fixed header of a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct RecordHeader {
     pub total_len: u32,
     pub xid: u32,
@@ -66,6 +66,7 @@ pub(super) struct RecordHeader {
 
 impl RecordHeader {
     /// Reads the 24-byte header; `None` if fewer bytes are given.
+    #[inline]
     pub fn parse(bytes: &[u8]) -> Option<RecordHeader> {
         Some(RecordHeader {
             total_len: u32_at(bytes, 0)?,
@@ -93,6 +94,7 @@ pub(super) fn check_length(total_len: u32) -> Result<(), Problem> {
 }
 
 /// Checks the CRC of a whole record (`record.len() == xl_tot_len`).
+#[inline]
 pub(super) fn check_crc(record: &[u8], header: &RecordHeader) -> Result<(), Problem> {
     let (Some(head), Some(body)) = (record.get(..CRC_OFFSET), record.get(RECORD_HEADER_LEN..))
     else {

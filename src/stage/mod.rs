@@ -20,7 +20,7 @@ use crate::postgres::settings::RecoverySettings;
 use crate::progress::{Reporter, Unit};
 use crate::repo::backup::BackupFormat;
 
-mod extract;
+pub mod extract;
 pub mod tablespaces;
 
 use crate::repo::manifest;

@@ -4,6 +4,7 @@ pub mod list;
 pub mod plan;
 pub mod restore;
 pub mod wal_fetch;
+pub mod wal_push;
 
 use serde_json::{json, Value};
 

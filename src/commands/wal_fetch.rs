@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -37,14 +37,6 @@ pub fn run(args: &WalFetchArgs) -> u8 {
     }
 }
 
-fn archive_dir(args: &WalFetchArgs) -> Result<PathBuf> {
-    match (&args.repo.wal_archive, &args.repo.repo) {
-        (Some(dir), _) => Ok(dir.clone()),
-        (None, Some(repo)) => Ok(repo.join("wal")),
-        (None, None) => bail!("no archive given: pass --wal-archive DIR or --repo DIR"),
-    }
-}
-
 /// Only names PostgreSQL asks for are served, so a request can never
 /// reach outside the archive directory.
 fn is_servable(name: &str) -> bool {
@@ -61,7 +53,8 @@ fn is_servable(name: &str) -> bool {
 }
 
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
-    let dir = archive_dir(args)?;
+    let dir =
+        crate::repo::wal_archive_dir(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())?;
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }

@@ -53,6 +53,11 @@ pub enum Command {
         after_help = "Exit status: 0 the file was copied, 1 it is not in the archive, 126 any other error\n(PostgreSQL aborts recovery on statuses above 125 instead of taking them for the end of the archive).\n\nExample restore_command:\n  restore_command = 'pitr wal-fetch --wal-archive /backups/wal %f %p'"
     )]
     WalFetch(WalFetchArgs),
+    /// Archive a WAL file into the repository (an archive_command)
+    #[command(
+        after_help = "Exit status: 0 archived, or already archived with the same contents; 1 the file could not be\narchived (PostgreSQL keeps it and retries); 2 bad usage (not a WAL file name, bad level);\n3 a file with different contents is already archived under this name (nothing is overwritten).\n\nExample archive_command:\n  archive_command = 'pitr wal-push --repo /backups %p'"
+    )]
+    WalPush(WalPushArgs),
 }
 
 /// Where backups and the WAL archive are.
@@ -207,4 +212,47 @@ pub struct WalArchiveArgs {
     /// WAL archive directory
     #[arg(long, value_name = "DIR")]
     pub wal_archive: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    #[command(flatten)]
+    pub repo: WalArchiveArgs,
+
+    /// How to compress the archived copy
+    #[arg(long, value_enum, default_value_t = PushCompression::Zstd)]
+    pub compress: PushCompression,
+
+    /// Compression level: zstd 1-22 (default 3), gzip 1-9 (default 1); lz4 has none
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+
+    /// The file to archive (%p): a WAL segment, `NNNNNNNN.history`, a backup history
+    /// (`.backup`) or a `.partial` file
+    pub path: PathBuf,
+}
+
+/// Compressions `pitr wal-push` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PushCompression {
+    /// `.zst`: small and fast (the default)
+    Zstd,
+    /// `.lz4`: fastest, larger files
+    Lz4,
+    /// `.gz`: readable everywhere, slowest
+    Gzip,
+    /// No suffix: a plain copy, like `cp`
+    None,
+}
+
+impl PushCompression {
+    pub fn compression(self) -> crate::compression::Compression {
+        use crate::compression::Compression;
+        match self {
+            PushCompression::Zstd => Compression::Zstd,
+            PushCompression::Lz4 => Compression::Lz4,
+            PushCompression::Gzip => Compression::Gzip,
+            PushCompression::None => Compression::None,
+        }
+    }
 }

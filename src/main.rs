@@ -24,6 +24,10 @@ fn main() -> ExitCode {
     if let Command::WalFetch(args) = &cli.command {
         return ExitCode::from(commands::wal_fetch::run(args));
     }
+    // So does wal-push, as the archive_command.
+    if let Command::WalPush(args) = &cli.command {
+        return ExitCode::from(commands::wal_push::run(args));
+    }
     pitr::interrupt::install();
     let reporter = Reporter::new(cli.quiet);
     let result = match &cli.command {
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),
         Command::Verify(args) => commands::verify::run(args, cli.json, &reporter),
-        Command::WalFetch(_) => Ok(()),
+        Command::WalFetch(_) | Command::WalPush(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

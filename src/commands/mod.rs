@@ -6,6 +6,7 @@ pub mod plan;
 pub mod restore;
 pub mod verify;
 pub mod wal_fetch;
+pub mod wal_push;
 
 use serde_json::{json, Value};
 

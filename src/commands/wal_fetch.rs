@@ -8,12 +8,13 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
+use crate::repo::archive;
 use crate::wal::segment::is_segment_name;
 
 /// The outcome of one fetch.
@@ -48,14 +49,6 @@ fn simulated_latency() {
     }
 }
 
-fn archive_dir(args: &WalFetchArgs) -> Result<PathBuf> {
-    match (&args.repo.wal_archive, &args.repo.repo) {
-        (Some(dir), _) => Ok(dir.clone()),
-        (None, Some(repo)) => Ok(repo.join("wal")),
-        (None, None) => bail!("no archive given: pass --wal-archive DIR or --repo DIR"),
-    }
-}
-
 /// Only names PostgreSQL asks for are served, so a request can never
 /// reach outside the archive directory.
 fn is_servable(name: &str) -> bool {
@@ -73,29 +66,36 @@ fn is_servable(name: &str) -> bool {
 
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     simulated_latency();
-    let archive = archive_dir(args)?;
+    let dir =
+        crate::repo::wal_archive_dir(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())?;
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }
-    if !archive.is_dir() {
+    if !dir.is_dir() {
         bail!(
             "the WAL archive `{}` is not a readable directory",
-            archive.display()
+            dir.display()
         );
     }
-    for compression in Compression::ALL {
-        let source = archive.join(format!("{}{}", args.name, compression.suffix()));
-        let file = match File::open(&source) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot open `{}`", source.display()))
-            }
-        };
-        deliver(file, compression, &source, &args.destination)?;
-        return Ok(Fetched::Delivered);
+    let copies = archive::copies_in(&dir, &args.name)?;
+    let Some(preferred) = copies.first() else {
+        return Ok(Fetched::NotFound);
+    };
+    // Several copies (plain and compressed, or two compressions) are served
+    // only when they agree: replaying the wrong one of two different files
+    // would silently recover something else than the primary had.
+    if copies.len() > 1 {
+        archive::check_copies_agree(&copies)?;
     }
-    Ok(Fetched::NotFound)
+    let file = File::open(&preferred.path)
+        .with_context(|| format!("cannot open `{}`", preferred.path.display()))?;
+    deliver(
+        file,
+        preferred.compression,
+        &preferred.path,
+        &args.destination,
+    )?;
+    Ok(Fetched::Delivered)
 }
 
 /// Writes to a temporary name next to `destination`, then renames, so
@@ -109,7 +109,9 @@ fn deliver(file: File, compression: Compression, source: &Path, destination: &Pa
         .prefix(".pitr-fetch-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    let mut reader = compression.decoder(file);
+    let mut reader = compression
+        .decoder(file)
+        .with_context(|| format!("cannot read `{}`", source.display()))?;
     io::copy(&mut reader, temp.as_file_mut()).with_context(|| {
         format!(
             "cannot copy `{}` to `{}`",

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::compression::Compression;
 use crate::wal::history;
@@ -34,9 +34,13 @@ pub struct WalArchive {
     /// From the first segment's page header, when there is a segment.
     pub system_identifier: Option<u64>,
     pub major_version: Option<u32>,
-    segments: BTreeMap<(TimelineId, u64), ArchivedFile>,
+    /// Every copy of each segment (plain, `.gz`, `.zst`, ...), the
+    /// preferred one first (see [`Compression::ALL`]).
+    segments: BTreeMap<(TimelineId, u64), Vec<ArchivedFile>>,
+    /// The preferred copy of each timeline history file.
     pub histories: BTreeMap<TimelineId, ArchivedFile>,
-    /// Backup history files (`<segment>.<offset>.backup`) by file name.
+    /// Backup history files (`<segment>.<offset>.backup`) by file name
+    /// without compression suffix; the preferred copy of each.
     pub backup_histories: BTreeMap<String, ArchivedFile>,
     /// Names that are none of the above (`.partial` files, stray files).
     pub other_files: Vec<String>,
@@ -85,16 +89,23 @@ impl WalArchive {
             if is_segment_name(stem) {
                 segment_files.push((stem.to_string(), file));
             } else if let Some(timeline) = history_timeline(stem) {
-                archive.histories.insert(timeline, file);
-            } else if stem.ends_with(".backup") && is_segment_name(&stem[..24.min(stem.len())]) {
-                archive.backup_histories.insert(stem.to_string(), file);
+                keep_preferred(&mut archive.histories, timeline, file);
+            } else if is_backup_history_name(stem) {
+                keep_preferred(&mut archive.backup_histories, stem.to_string(), file);
             } else {
                 archive.other_files.push(name);
             }
         }
         // Read the segment size from a real segment: names only make sense
         // once it is known (it sets the radix of the name's low fields).
-        segment_files.sort_by(|a, b| a.0.cmp(&b.0));
+        // Within a name, the preferred copy comes first.
+        segment_files.sort_by(|a, b| {
+            a.0.cmp(&b.0).then(
+                a.1.compression
+                    .preference()
+                    .cmp(&b.1.compression.preference()),
+            )
+        });
         if let Some((_, first)) = segment_files.first() {
             let header = read_long_header(first)?;
             archive.segment_size = header.segment_size;
@@ -104,16 +115,14 @@ impl WalArchive {
         for (stem, file) in segment_files {
             match WalSegment::parse(&stem, archive.segment_size) {
                 Some(segment) => {
-                    // A segment stored twice (plain and compressed) is served
-                    // plain; comparing the two is the formats work to come.
-                    let key = (segment.timeline, segment.number);
-                    let keep_existing = archive
+                    // A segment stored several ways keeps every copy: whether
+                    // they agree is checked where their contents are read
+                    // (wal-fetch, verify), not by reading them all here.
+                    archive
                         .segments
-                        .get(&key)
-                        .is_some_and(|existing| existing.compression == Compression::None);
-                    if !keep_existing {
-                        archive.segments.insert(key, file);
-                    }
+                        .entry((segment.timeline, segment.number))
+                        .or_default()
+                        .push(file);
                 }
                 None => archive.other_files.push(stem),
             }
@@ -166,7 +175,7 @@ impl WalArchive {
                     stored_bytes,
                     modified,
                 };
-                ((segment.timeline, segment.number), file)
+                ((segment.timeline, segment.number), vec![file])
             })
             .collect::<BTreeMap<_, _>>();
         let segments_timelines: Vec<TimelineId> = segments.keys().map(|(t, _)| *t).collect();
@@ -184,8 +193,33 @@ impl WalArchive {
         }
     }
 
+    /// The copy of a segment to read: plain when there is one, else the
+    /// fastest to decode.
     pub fn segment(&self, segment: WalSegment) -> Option<&ArchivedFile> {
-        self.segments.get(&(segment.timeline, segment.number))
+        self.copies(segment).first()
+    }
+
+    /// Every copy of a segment in the archive, the preferred one first;
+    /// empty when it is missing. Several copies must hold the same bytes
+    /// once decompressed: see [`check_copies_agree`].
+    pub fn copies(&self, segment: WalSegment) -> &[ArchivedFile] {
+        self.segments
+            .get(&(segment.timeline, segment.number))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Segments stored more than once (plain and compressed, or in two
+    /// compressions), in WAL order.
+    pub fn segments_with_copies(&self) -> impl Iterator<Item = WalSegment> + '_ {
+        self.segments
+            .iter()
+            .filter(|(_, copies)| copies.len() > 1)
+            .map(|((timeline, number), _)| WalSegment {
+                timeline: *timeline,
+                number: *number,
+                size: self.segment_size,
+            })
     }
 
     /// The newest segment of a timeline in the archive.
@@ -228,6 +262,91 @@ impl WalArchive {
         timelines.dedup();
         timelines
     }
+}
+
+/// Keeps the preferred of two copies of the same file under one key.
+fn keep_preferred<K: Ord>(map: &mut BTreeMap<K, ArchivedFile>, key: K, file: ArchivedFile) {
+    match map.entry(key) {
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            slot.insert(file);
+        }
+        std::collections::btree_map::Entry::Occupied(mut slot) => {
+            if file.compression.preference() < slot.get().compression.preference() {
+                slot.insert(file);
+            }
+        }
+    }
+}
+
+/// `000000010000000000000011.00000028.backup`: a backup history file.
+pub fn is_backup_history_name(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix(".backup") else {
+        return false;
+    };
+    match (rest.get(..24), rest.get(24..25), rest.get(25..)) {
+        (Some(segment), Some("."), Some(offset)) => {
+            is_segment_name(segment)
+                && offset.len() == 8
+                && offset.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        _ => false,
+    }
+}
+
+/// Every copy of `name` in the archive directory `dir`, plain or compressed,
+/// the preferred first.
+pub fn copies_in(dir: &Path, name: &str) -> Result<Vec<ArchivedFile>> {
+    let mut copies = Vec::new();
+    for compression in Compression::ALL {
+        let path = dir.join(format!("{name}{}", compression.suffix()));
+        match fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => copies.push(ArchivedFile {
+                path,
+                compression,
+                stored_bytes: metadata.len(),
+                modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            }),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read `{}`", path.display()))
+            }
+        }
+    }
+    Ok(copies)
+}
+
+/// Checks that the copies of one file hold the same bytes once
+/// decompressed; the error names the first two that differ.
+pub fn check_copies_agree(copies: &[ArchivedFile]) -> Result<()> {
+    let Some((first, others)) = copies.split_first() else {
+        return Ok(());
+    };
+    for other in others {
+        let mut a = first
+            .compression
+            .open(&first.path)
+            .with_context(|| format!("cannot open `{}`", first.path.display()))?;
+        let mut b = other
+            .compression
+            .open(&other.path)
+            .with_context(|| format!("cannot open `{}`", other.path.display()))?;
+        let same = crate::compression::same_contents(&mut a, &mut b).with_context(|| {
+            format!(
+                "cannot compare `{}` with `{}`",
+                first.path.display(),
+                other.path.display()
+            )
+        })?;
+        if !same {
+            bail!(
+                "`{}` and `{}` are two copies of the same WAL file with different contents; keep the right one (check both with pg_waldump) and move the other out of the archive",
+                first.path.display(),
+                other.path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads a small (possibly compressed) text file of the archive.
@@ -282,5 +401,136 @@ mod tests {
         assert_eq!(history_timeline("0000000A.history"), TimelineId::new(10));
         assert_eq!(history_timeline("00000000.history"), None);
         assert_eq!(history_timeline("2.history"), None);
+    }
+
+    #[test]
+    fn backup_history_names() {
+        assert!(is_backup_history_name(
+            "000000010000000000000011.00000028.backup"
+        ));
+        assert!(!is_backup_history_name("000000010000000000000011.backup"));
+        assert!(!is_backup_history_name(
+            "000000010000000000000011.0000002G.backup"
+        ));
+        // Multi-byte characters where the segment name would end: no panic.
+        assert!(!is_backup_history_name("00000001000000000000001é.backup"));
+    }
+
+    fn write_compressed(path: &Path, compression: Compression, data: &[u8]) {
+        let mut encoder = compression
+            .encoder(fs::File::create(path).unwrap(), None)
+            .unwrap();
+        std::io::Write::write_all(&mut encoder, data).unwrap();
+        encoder.finish().unwrap();
+    }
+
+    /// A WAL segment of 1 MiB with a valid long page header.
+    fn segment_bytes(seed: u8) -> Vec<u8> {
+        let mut bytes = vec![seed; 1 << 20];
+        bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        bytes[2..4].copy_from_slice(&0x0006u16.to_le_bytes());
+        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+        bytes[8..16].copy_from_slice(&0x10_0000u64.to_le_bytes());
+        bytes[24..32].copy_from_slice(&42u64.to_le_bytes());
+        bytes[32..36].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn all_copies_of_a_segment_are_listed_preferred_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "000000010000000000000001";
+        let data = segment_bytes(7);
+        for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            write_compressed(
+                &dir.path().join(format!("{name}{}", compression.suffix())),
+                compression,
+                &data,
+            );
+        }
+        write_compressed(
+            &dir.path().join("000000010000000000000002.lz4"),
+            Compression::Lz4,
+            &data,
+        );
+        write_compressed(
+            &dir.path().join("000000010000000000000002.zst"),
+            Compression::Zstd,
+            &data,
+        );
+        write_compressed(
+            &dir.path().join("00000002.history.gz"),
+            Compression::Gzip,
+            b"1\t0/2000000\tno recovery target specified\n",
+        );
+        write_compressed(
+            &dir.path()
+                .join("000000010000000000000001.00000028.backup.zst"),
+            Compression::Zstd,
+            b"START WAL LOCATION: 0/1000028 (file 000000010000000000000001)\n",
+        );
+        fs::write(dir.path().join("000000010000000000000003.partial"), b"x").unwrap();
+        fs::write(
+            dir.path().join("000000010000000000000003.lz4.partial"),
+            b"x",
+        )
+        .unwrap();
+
+        let archive = WalArchive::scan(dir.path(), SegmentSize::DEFAULT).unwrap();
+        assert_eq!(archive.segment_size.bytes(), 1 << 20);
+        let first = WalSegment::parse(name, archive.segment_size).unwrap();
+        let second = WalSegment::parse("000000010000000000000002", archive.segment_size).unwrap();
+        let kinds: Vec<Compression> = archive
+            .copies(first)
+            .iter()
+            .map(|c| c.compression)
+            .collect();
+        assert_eq!(
+            kinds,
+            [Compression::None, Compression::Zstd, Compression::Gzip]
+        );
+        assert_eq!(
+            archive.segment(second).unwrap().compression,
+            Compression::Lz4
+        );
+        assert_eq!(
+            archive.segments_with_copies().collect::<Vec<_>>(),
+            [first, second]
+        );
+        assert_eq!(
+            archive.histories[&TimelineId::new(2).unwrap()].compression,
+            Compression::Gzip
+        );
+        assert!(archive
+            .backup_histories
+            .contains_key("000000010000000000000001.00000028.backup"));
+        let mut others = archive.other_files.clone();
+        others.sort();
+        assert_eq!(
+            others,
+            [
+                "000000010000000000000003.lz4.partial",
+                "000000010000000000000003.partial"
+            ]
+        );
+        check_copies_agree(archive.copies(first)).unwrap();
+
+        // A copy that differs is named, together with the preferred one.
+        let mut other = data.clone();
+        other[5000] ^= 0xff;
+        write_compressed(
+            &dir.path().join("000000010000000000000002.zst"),
+            Compression::Zstd,
+            &other,
+        );
+        let error = check_copies_agree(archive.copies(second))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("000000010000000000000002.lz4`")
+                && error.contains("000000010000000000000002.zst`"),
+            "{error}"
+        );
     }
 }

@@ -23,7 +23,8 @@ use crate::wal::{Lsn, TimelineId};
 pub enum BackupFormat {
     /// `pg_basebackup -Fp`: a data directory.
     Plain,
-    /// `pg_basebackup -Ft`: `base.tar[.gz]` (+ `pg_wal.tar[.gz]`).
+    /// `pg_basebackup -Ft`: `base.tar[.gz|.lz4|.zst]` (+ `pg_wal.tar[.gz]`;
+    /// with lz4 or zstd PostgreSQL 15 leaves `pg_wal.tar` uncompressed).
     Tar(Compression),
 }
 
@@ -183,7 +184,7 @@ fn detect_format(dir: &Path) -> Result<BackupFormat> {
         }
     }
     bail!(
-        "`{}` is not a pg_basebackup output: it has neither `backup_label` (plain format) nor `base.tar` or `base.tar.gz` (tar format)",
+        "`{}` is not a pg_basebackup output: it has neither `backup_label` (plain format) nor `base.tar` with or without a compression suffix (`.gz`, `.lz4`, `.zst`; tar format)",
         dir.display()
     )
 }
@@ -236,7 +237,7 @@ fn plain_identity(dir: &Path) -> (Option<u64>, Option<u32>) {
 }
 
 /// Segments that the backup carries: `pg_wal/` of a plain backup, or the
-/// members of `pg_wal.tar[.gz]`.
+/// members of `pg_wal.tar`, compressed or not.
 fn included_wal(dir: &Path, format: BackupFormat) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     match format {

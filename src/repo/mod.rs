@@ -62,6 +62,18 @@ impl RepoLocation {
     }
 }
 
+/// The archive directory of `--wal-archive DIR`, else of `--repo DIR`
+/// (`DIR/wal`), for the commands PostgreSQL runs (wal-push, wal-fetch).
+pub fn wal_archive_dir(repo: Option<&Path>, wal_archive: Option<&Path>) -> Result<PathBuf> {
+    match (wal_archive, repo) {
+        (Some(dir), _) => Ok(dir.to_path_buf()),
+        (None, Some(repo)) => Ok(repo.join("wal")),
+        (None, None) => {
+            bail!("no archive given: pass --wal-archive DIR or --repo DIR (or set PITR_REPO)")
+        }
+    }
+}
+
 /// Makes a path absolute without resolving symlinks (so messages show the
 /// path the user gave), because PostgreSQL runs `restore_command` from the
 /// data directory.

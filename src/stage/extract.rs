@@ -115,7 +115,10 @@ pub fn extract_tar(
         inner: file,
         progress,
     };
-    let mut archive = tar::Archive::new(compression.decoder(counting));
+    let decoder = compression
+        .decoder(counting)
+        .with_context(|| format!("cannot read `{}` as {}", path.display(), compression.name()))?;
+    let mut archive = tar::Archive::new(decoder);
     let mut written = 0;
     let entries = archive
         .entries()

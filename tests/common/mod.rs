@@ -183,10 +183,21 @@ pub struct Cluster {
 impl Cluster {
     /// `initdb` and start, archiving with `cp` like the PostgreSQL docs.
     pub fn start(dir: &Path, repo: &Path) -> Cluster {
+        let wal = repo.join("wal");
+        let archive_command = format!(
+            "test ! -f {wal}/%f && cp %p {wal}/%f",
+            wal = shell_quote(&wal.to_string_lossy())
+        );
+        Cluster::start_archiving(dir, repo, &archive_command)
+    }
+
+    /// `initdb` and start with this `archive_command` (a shell command line
+    /// with `%p` and `%f`); `repo/wal` is created for the postgres user.
+    pub fn start_archiving(dir: &Path, repo: &Path, archive_command: &str) -> Cluster {
         let pgdata = pg_owned_dir(&dir.join("source"));
         let run_dir = pg_owned_dir(&dir.join("run"));
         pg_owned_dir(&repo.join("base"));
-        let wal = pg_owned_dir(&repo.join("wal"));
+        pg_owned_dir(&repo.join("wal"));
         fs::set_permissions(repo, fs::Permissions::from_mode(0o755)).unwrap();
         for sub in ["base", "wal"] {
             fs::set_permissions(repo.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
@@ -211,10 +222,7 @@ impl Cluster {
         let conf = format!(
             "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\narchive_command = {archive}\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_senders = 4\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\nautovacuum = off\nmax_prepared_transactions = 4\n",
             run_dir.display(),
-            archive = conf_quote(&format!(
-                "test ! -f {wal}/%f && cp %p {wal}/%f",
-                wal = shell_quote(&wal.to_string_lossy())
-            ))
+            archive = conf_quote(archive_command)
         );
         fs::OpenOptions::new()
             .append(true)

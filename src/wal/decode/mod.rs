@@ -105,9 +105,9 @@ impl WalDecoder {
     /// Decodes `segment`, whose bytes `input` yields. It must be the segment
     /// after the previous one (the same timeline and size), and that one
     /// must have been decoded to its end; the first one must hold the start
-    /// position. Once valid WAL has ended, further
-    /// segments are not read (their summary says [`SegmentEnd::AfterEnd`]);
-    /// once decoding failed, they only repeat that it did.
+    /// position. Once valid WAL has ended, further segments are not read
+    /// (their summary says [`SegmentEnd::AfterEnd`]); once decoding failed,
+    /// they only repeat that it did.
     pub fn segment<R: Read>(&mut self, segment: WalSegment, input: R) -> SegmentDecoder<'_, R> {
         let run = SegmentRun::new(&mut self.stream, segment, input);
         SegmentDecoder {

@@ -7,7 +7,7 @@
 //! | 0x40 | SWITCH | none |
 //! | 0x50 | BACKUP_END | the backup's start LSN u64 |
 //! | 0x60 | PARAMETER_CHANGE | six i32 settings, then two bools |
-//! | 0x70 | RESTORE_POINT | rp_time i64 (µs since 2000), rp_name char[64] |
+//! | 0x70 | RESTORE_POINT | rp_time i64 (µs since 2000), rp_name `char[64]` |
 //! | 0x90 | END_OF_RECOVERY | end_time i64, ThisTimeLineID u32, PrevTimeLineID u32 (17+: wal_level i32) |
 //!
 //! The offsets used are the same in 12–18: 17 put `wal_level` into

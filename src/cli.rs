@@ -154,6 +154,10 @@ pub struct RestoreArgs {
     #[arg(long = "tablespace-mapping", value_name = "OLD=NEW")]
     pub tablespace_mappings: Vec<String>,
 
+    /// Do not decompress upcoming WAL segments ahead of replay
+    #[arg(long)]
+    pub no_prefetch: bool,
+
     /// Do not check the backup's files against its backup_manifest while staging
     #[arg(long)]
     pub no_verify: bool,
@@ -195,6 +199,10 @@ pub struct EventsArgs {
 pub struct WalFetchArgs {
     #[command(flatten)]
     pub repo: WalArchiveArgs,
+
+    /// Directory of prefetched segments to move into place before trying the archive
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
 
     /// File PostgreSQL asks for (%f): a segment name or NNNNNNNN.history
     pub name: String,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod interrupt;
 pub mod plan;
 pub mod postgres;
+pub mod prefetch;
 pub mod progress;
 pub mod repo;
 pub mod stage;

@@ -239,6 +239,46 @@ fn latest_replays_the_whole_archive() {
     assert_eq!(count_markers(&summary), 7);
 }
 
+/// The newest segment only as a `.partial` file (as pg_receivewal or a
+/// promoted standby leave it): planned as present, served under its
+/// segment name, and replayed to the end.
+#[test]
+fn a_partial_last_segment_is_used() {
+    let s = scenario();
+    let parent = s.restore_dir("partial");
+    let wal = parent.join("wal");
+    fs::create_dir_all(&wal).unwrap();
+    for name in listing(&s.repo.join("wal")) {
+        fs::copy(s.repo.join("wal").join(&name), wal.join(&name)).unwrap();
+    }
+    let last = listing(&wal)
+        .into_iter()
+        .filter(|n| n.len() == 24)
+        .max()
+        .unwrap();
+    fs::rename(wal.join(&last), wal.join(format!("{last}.partial"))).unwrap();
+    // The copies are root's; the server's user must read them.
+    for name in listing(&wal) {
+        give_to_pg_user(&wal.join(name));
+    }
+    let pgdata = parent.join("pgdata");
+    let output = s
+        .pitr()
+        .args(["--json", "restore", "--backups"])
+        .arg(s.repo.join("base"))
+        .arg("--wal-archive")
+        .arg(&wal)
+        .args(["--to", "latest", "--pgdata"])
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["plan"]["wal"]["last"], last.as_str());
+    assert_eq!(count_markers(&summary), 7);
+}
+
 #[test]
 fn xid_target_inclusive_and_exclusive() {
     let s = scenario();

@@ -17,12 +17,15 @@ use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
+use crate::prefetch::{PrefetchStats, Prefetcher, SPOOL_DIR};
 use crate::progress::{human_bytes, Reporter, Unit};
 use crate::repo::absolute;
+use crate::repo::Catalog;
 use crate::stage::tablespaces::{parse_mapping, place};
 use crate::stage::{inspect_destination, stage, Interrupted, StageRequest};
 use crate::target::Target;
 use crate::wal::WalSegment;
+use std::os::unix::fs::DirBuilderExt;
 
 pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let started = Instant::now();
@@ -86,7 +89,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     };
     let socket_dir = socket_dir_for(&pgdata);
     let settings = RecoverySettings {
-        restore_command: restore_command(&pitr, &catalog.location.wal_archive),
+        restore_command: restore_command(
+            &pitr,
+            &catalog.location.wal_archive,
+            (!args.no_prefetch).then_some(Path::new(SPOOL_DIR)),
+        ),
         target: plan.target.clone(),
         inclusive: plan.inclusive,
         timeline: plan.timeline,
@@ -143,6 +150,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         user.name,
         server_log.display()
     ));
+    let prefetcher = if args.no_prefetch {
+        None
+    } else {
+        Some(start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?)
+    };
     let recovery_started = Instant::now();
     let server = Server::new(&pgdata, binaries, user);
     let mut follower = LogFollower::new(&server.log_path);
@@ -169,12 +181,16 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
                 if let Some(segment) = WalSegment::parse(name, first.size) {
                     progress.set(segment.number.saturating_sub(first.number) + 1);
                     progress.set_message(name.clone());
+                    if let Some(prefetcher) = &prefetcher {
+                        prefetcher.replayed(segment);
+                    }
                 }
             }
         },
         initial,
     )?;
     progress.finish();
+    let prefetched = prefetcher.map(|p| p.finish());
     if goal == Goal::PromoteAtEnd {
         confirm_end_of_archive(&plan, &observed, &server)?;
     }
@@ -191,6 +207,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         bytes_staged: staged.bytes_written,
         timings: [planned, staging_time, recovery_time, started.elapsed()],
         server: &server,
+        prefetched,
     };
     if json {
         println!("{:#}", summary.json(&local));
@@ -199,6 +216,43 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     }
     Ok(())
 }
+
+/// Creates the spool in the data directory and starts prefetching the
+/// planned segments that the archive holds complete.
+fn start_prefetch(
+    plan: &Plan,
+    catalog: &Catalog,
+    pgdata: &Path,
+    user: &OsUser,
+) -> anyhow::Result<Prefetcher> {
+    let spool = pgdata.join(SPOOL_DIR);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&spool)
+        .with_context(|| format!("cannot create `{}`", spool.display()))?;
+    user.own(&spool)?;
+    let size = plan.wal.first.size;
+    let segments = (plan.wal.first.number..=plan.wal.last.number)
+        .map(|number| plan.path.segment(number, size))
+        .filter_map(|segment| {
+            catalog
+                .archive
+                .segment(segment)
+                .filter(|file| !file.partial)
+                .map(|file| (segment, file.clone()))
+        })
+        .collect();
+    Ok(Prefetcher::start(
+        segments,
+        &spool,
+        user.clone(),
+        PREFETCH_AHEAD,
+    ))
+}
+
+/// Segments decompressed ahead of replay: enough to hide the archive's
+/// latency, few enough to bound the disk used (8 × 16 MiB).
+const PREFETCH_AHEAD: u64 = 8;
 
 fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
     let latest = args.target.to.trim().eq_ignore_ascii_case("latest");
@@ -323,6 +377,7 @@ struct Summary<'a> {
     /// plan, staging, recovery, total.
     timings: [Duration; 4],
     server: &'a Server,
+    prefetched: Option<PrefetchStats>,
 }
 
 impl Summary<'_> {
@@ -379,6 +434,13 @@ impl Summary<'_> {
         if let Some(aside) = self.moved_aside {
             lines.push(format!("  previous directory kept at {}", aside.display()));
         }
+        if let Some(stats) = self.prefetched {
+            lines.push(format!(
+                "  prefetch:   {} segments ({}) decompressed ahead of replay",
+                stats.prefetched,
+                human_bytes(stats.bytes)
+            ));
+        }
         lines.push(format!(
             "  data directory: {} (log: {})",
             self.pgdata.display(),
@@ -410,6 +472,7 @@ impl Summary<'_> {
             "moved_aside": self.moved_aside,
             "log": self.server.log_path,
             "bytes_staged": self.bytes_staged,
+            "prefetch": self.prefetched,
             "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
         })

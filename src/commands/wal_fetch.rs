@@ -65,6 +65,17 @@ fn is_servable(name: &str) -> bool {
 }
 
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
+    // A segment the restore prefetched: moved into place, no copy.
+    if let Some(spool) = &args.spool {
+        if is_segment_name(&args.name) {
+            match fs::rename(spool.join(&args.name), &args.destination) {
+                Ok(()) => return Ok(Fetched::Delivered),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                // Anything else: the archive still has it.
+                Err(_) => {}
+            }
+        }
+    }
     simulated_latency();
     let dir =
         crate::repo::wal_archive_dir(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())?;
@@ -77,7 +88,13 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
             dir.display()
         );
     }
-    let copies = archive::copies_in(&dir, &args.name)?;
+    let mut copies = archive::copies_in(&dir, &args.name)?;
+    if copies.is_empty() && is_segment_name(&args.name) {
+        // PostgreSQL never asks for `.partial` files; where a segment exists
+        // only as one (the end of a promoted timeline, pg_receivewal's last
+        // segment), its WAL is served under the segment's name.
+        copies = archive::partial_copies_in(&dir, &args.name)?;
+    }
     let Some(preferred) = copies.first() else {
         return Ok(Fetched::NotFound);
     };
@@ -94,13 +111,20 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
         preferred.compression,
         &preferred.path,
         &args.destination,
+        preferred.partial,
     )?;
     Ok(Fetched::Delivered)
 }
 
 /// Writes to a temporary name next to `destination`, then renames, so
 /// PostgreSQL never sees a partial file.
-fn deliver(file: File, compression: Compression, source: &Path, destination: &Path) -> Result<()> {
+fn deliver(
+    file: File,
+    compression: Compression,
+    source: &Path,
+    destination: &Path,
+    pad_to_segment: bool,
+) -> Result<()> {
     let dir = destination
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -119,9 +143,35 @@ fn deliver(file: File, compression: Compression, source: &Path, destination: &Pa
             destination.display()
         )
     })?;
+    if pad_to_segment {
+        pad(temp.as_file_mut(), source)?;
+    }
     temp.persist(destination)
         .with_context(|| format!("cannot rename into `{}`", destination.display()))?;
     let _ = fs::metadata(destination);
+    Ok(())
+}
+
+/// Extends a partial segment with zeroes to its full size (from its own
+/// page header): PostgreSQL refuses restored segments of another size, and
+/// zeroes after the last record read as the end of the WAL.
+fn pad(file: &mut File, source: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut header = [0u8; crate::wal::page::LONG_HEADER_LEN];
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut header))
+        .with_context(|| format!("`{}` is too short to be a WAL segment", source.display()))?;
+    let parsed = crate::wal::page::LongPageHeader::parse(&header).with_context(|| {
+        format!(
+            "`{}` does not start with a WAL page header",
+            source.display()
+        )
+    })?;
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if length < parsed.segment_size.bytes() {
+        file.set_len(parsed.segment_size.bytes())
+            .with_context(|| format!("cannot pad `{}`", source.display()))?;
+    }
     Ok(())
 }
 

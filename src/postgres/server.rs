@@ -205,6 +205,7 @@ impl LogFollower {
                     "HINT:",
                     "recovery stopping",
                     "redo done",
+                    "pitr wal-fetch:",
                 ]
                 .iter()
                 .any(|marker| line.contains(marker))

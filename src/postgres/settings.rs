@@ -114,10 +114,15 @@ pub fn shell_quote(word: &str) -> String {
 
 /// `'<pitr>' wal-fetch --wal-archive '<dir>' %f %p`, with `%` in paths
 /// doubled so PostgreSQL does not take it for a placeholder.
-pub fn restore_command(pitr: &Path, wal_archive: &Path) -> String {
+/// With `spool` (relative to the data directory, where PostgreSQL runs the
+/// command), prefetched segments are taken from there first.
+pub fn restore_command(pitr: &Path, wal_archive: &Path, spool: Option<&Path>) -> String {
     let escape = |path: &Path| shell_quote(&path.to_string_lossy()).replace('%', "%%");
+    let spool = spool
+        .map(|dir| format!(" --spool {}", escape(dir)))
+        .unwrap_or_default();
     format!(
-        "{} wal-fetch --wal-archive {} %f %p",
+        "{} wal-fetch --wal-archive {}{spool} %f %p",
         escape(pitr),
         escape(wal_archive)
     )
@@ -126,6 +131,10 @@ pub fn restore_command(pitr: &Path, wal_archive: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn restore_command_for_test(pitr: &Path, wal_archive: &Path) -> String {
+        restore_command(pitr, wal_archive, None)
+    }
     use std::process::Command;
 
     #[test]
@@ -137,7 +146,7 @@ mod tests {
 
     #[test]
     fn restore_command_survives_spaces_quotes_and_percent() {
-        let command = restore_command(
+        let command = restore_command_for_test(
             Path::new("/opt/my pitr/bin/pitr"),
             Path::new("/srv/it's 100%/wal"),
         );

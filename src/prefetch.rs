@@ -1,0 +1,147 @@
+//! WAL prefetching: while PostgreSQL replays, the next segments of the
+//! planned range are decompressed into a spool inside the data directory,
+//! a bounded number ahead of replay, and `pitr wal-fetch --spool` moves each
+//! into place with a rename. Replay then never waits on the archive or on
+//! decompression.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::postgres::os_user::OsUser;
+use crate::repo::archive::ArchivedFile;
+use crate::wal::WalSegment;
+
+/// The spool's directory name inside the data directory.
+pub const SPOOL_DIR: &str = "pitr_spool";
+
+/// A running prefetcher; stop it with [`Prefetcher::finish`].
+pub struct Prefetcher {
+    stop: Arc<AtomicBool>,
+    replayed: Arc<AtomicU64>,
+    handle: Option<JoinHandle<PrefetchStats>>,
+    spool: PathBuf,
+}
+
+/// What the prefetcher did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PrefetchStats {
+    pub prefetched: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+impl Prefetcher {
+    /// Starts filling `spool` with `segments` (in replay order), at most
+    /// `ahead` beyond the last one replay asked for. Files are given to
+    /// `user`, who runs `wal-fetch`.
+    pub fn start(
+        segments: Vec<(WalSegment, ArchivedFile)>,
+        spool: &Path,
+        user: OsUser,
+        ahead: u64,
+    ) -> Prefetcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let replayed = Arc::new(AtomicU64::new(0));
+        let first = segments.first().map(|(s, _)| s.number).unwrap_or(0);
+        let (thread_stop, thread_replayed, dir) =
+            (stop.clone(), replayed.clone(), spool.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let mut stats = PrefetchStats::default();
+            for (segment, file) in segments {
+                // Wait while the spool is far enough ahead of replay.
+                loop {
+                    if thread_stop.load(Ordering::Relaxed) {
+                        return stats;
+                    }
+                    let position = thread_replayed.load(Ordering::Relaxed).max(first);
+                    if segment.number < position + ahead {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if segment.number < thread_replayed.load(Ordering::Relaxed) {
+                    continue; // replay is already past it
+                }
+                match spool_one(&dir, segment, &file, &user) {
+                    Ok(bytes) => {
+                        stats.prefetched += 1;
+                        stats.bytes += bytes;
+                    }
+                    // wal-fetch falls back to the archive for this one.
+                    Err(_) => stats.errors += 1,
+                }
+            }
+            stats
+        });
+        Prefetcher {
+            stop,
+            replayed,
+            handle: Some(handle),
+            spool: spool.to_path_buf(),
+        }
+    }
+
+    /// Replay asked for this segment: the window moves on.
+    pub fn replayed(&self, segment: WalSegment) {
+        self.replayed.fetch_max(segment.number, Ordering::Relaxed);
+    }
+
+    /// Stops prefetching and removes the spool with whatever is left in it.
+    pub fn finish(mut self) -> PrefetchStats {
+        self.stop.store(true, Ordering::Relaxed);
+        let stats = self
+            .handle
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default();
+        let _ = fs::remove_dir_all(&self.spool);
+        stats
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        let _ = fs::remove_dir_all(&self.spool);
+    }
+}
+
+/// Decompresses one segment into the spool: temporary name, then rename,
+/// so wal-fetch only ever sees complete files.
+fn spool_one(
+    dir: &Path,
+    segment: WalSegment,
+    file: &ArchivedFile,
+    user: &OsUser,
+) -> io::Result<u64> {
+    let name = segment.file_name();
+    let final_path = dir.join(&name);
+    if final_path.exists() {
+        return Ok(0);
+    }
+    let temp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut reader = file.compression.open(&file.path)?;
+        let mut output = File::create(&temp)?;
+        let bytes = io::copy(&mut reader, &mut output)?;
+        if bytes != segment.size.bytes() {
+            return Err(io::Error::other("not a complete segment"));
+        }
+        drop(output);
+        user.own(&temp).map_err(io::Error::other)?;
+        fs::rename(&temp, &final_path)?;
+        Ok(bytes)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}

@@ -8,6 +8,10 @@
 #                   per second, to see where archiving stops keeping up
 #   PUSH_ARGS=...   more wal-push options, e.g. PUSH_ARGS='--level 6'
 #
+# A compression named `cp` is the baseline: archive_command is the
+# PostgreSQL documentation's `test ! -f wal/%f && cp %p wal/%f` (no fsync).
+# The `.ready` column series shows whether the backlog grows during the run.
+#
 # For each compression: a fresh cluster whose archive_command is
 # `pitr wal-push --compress C` (release build), pgbench at full speed
 # (synchronous_commit off, so WAL is made as fast as the CPU allows) for
@@ -70,13 +74,18 @@ for C in "${COMPRESSIONS[@]}"; do
     RUN="$DIR/run"
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     as_pg "$PG_BIN/initdb" -U postgres --auth=trust -D "$PGDATA" >/dev/null
+    if [ "$C" = cp ]; then
+        ARCHIVE_COMMAND="test ! -f $DIR/wal/%f && cp %p $DIR/wal/%f"
+    else
+        ARCHIVE_COMMAND="$PITR wal-push --wal-archive $DIR/wal --compress $C ${PUSH_ARGS:-} %p"
+    fi
     cat >>"$PGDATA/postgresql.conf" <<EOF
 port = $PORT
 listen_addresses = ''
 unix_socket_directories = '$RUN'
 wal_level = replica
 archive_mode = on
-archive_command = '$PITR wal-push --wal-archive $DIR/wal --compress $C ${PUSH_ARGS:-} %p'
+archive_command = '$ARCHIVE_COMMAND'
 synchronous_commit = off
 max_wal_size = 4GB
 checkpoint_timeout = 30min
@@ -98,7 +107,16 @@ EOF
     else
         WORKLOAD_ARGS=()
     fi
+    # The backlog of .ready files every 10 s while pgbench runs.
+    (
+        for _ in $(seq 1 $((SECONDS_RUN / 10))); do
+            sleep 10
+            printf '%s ' "$(find "$PGDATA/pg_wal/archive_status" -name '*.ready' | wc -l)"
+        done >"$RUN/backlog"
+    ) &
+    SAMPLER=$!
     as_pg "$PG_BIN/pgbench" "${WORKLOAD_ARGS[@]}" -c 4 -j 2 -T "$SECONDS_RUN" -h "$RUN" -p "$PORT" -U postgres postgres >"$RUN/pgbench.out" 2>&1
+    wait "$SAMPLER" || true
     GENERATED=$(sql "SELECT (pg_current_wal_lsn() - '$START_LSN'::pg_lsn) / (16*1024*1024)")
     ARCHIVED=$(sql "SELECT archived_count FROM pg_stat_archiver")
     FAILED=$(sql "SELECT failed_count FROM pg_stat_archiver")
@@ -112,20 +130,22 @@ EOF
     while [ -f "$PGDATA/postmaster.pid" ]; do sleep 0.2; done
 
     # Compression ratio over every segment archived (not history files).
-    SEGS=$(find "$DIR/wal" -regextype posix-extended -regex '.*/[0-9A-F]{24}\.[a-z0-9]+' | wc -l)
-    BYTES=$(find "$DIR/wal" -regextype posix-extended -regex '.*/[0-9A-F]{24}\.[a-z0-9]+' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+    SEGS=$(find "$DIR/wal" -regextype posix-extended -regex '.*/[0-9A-F]{24}(\.[a-z0-9]+)?' | wc -l)
+    BYTES=$(find "$DIR/wal" -regextype posix-extended -regex '.*/[0-9A-F]{24}(\.[a-z0-9]+)?' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
     RATIO=$(echo "scale=3; $BYTES / ($SEGS * 16777216)" | bc)
 
     # CPU per segment: 100 real segments, one wal-push process each.
     mkdir -p "$DIR/plain" "$DIR/again" "$DIR/cp"
-    find "$DIR/wal" -regextype posix-extended -regex '.*/[0-9A-F]{24}\.[a-z0-9]+' | sort | tail -100 |
+    find "$DIR/wal" -regextype posix-extended -regex '.*/[0-9A-F]{24}(\.[a-z0-9]+)?' | sort | tail -100 |
         while read -r f; do
             n=$(basename "$f"); n=${n%%.*}
             "$PITR" wal-fetch --wal-archive "$DIR/wal" "$n" "$DIR/plain/$n"
         done
     N=$(ls "$DIR/plain" | wc -l)
     sync
-    CPU=$(/usr/bin/time -f '%U %S %e' bash -c "for f in $DIR/plain/*; do $PITR wal-push --wal-archive $DIR/again --compress $C ${PUSH_ARGS:-} \$f; done" 2>&1 | tail -1)
+    PUSH_COMPRESS=$C
+    [ "$C" = cp ] && PUSH_COMPRESS=none
+    CPU=$(/usr/bin/time -f '%U %S %e' bash -c "for f in $DIR/plain/*; do $PITR wal-push --wal-archive $DIR/again --compress $PUSH_COMPRESS ${PUSH_ARGS:-} \$f; done" 2>&1 | tail -1)
     CP=$(/usr/bin/time -f '%U %S' bash -c "for f in $DIR/plain/*; do cp \$f $DIR/cp/; done" 2>&1 | tail -1)
     CPU_MS=$(echo "$CPU" | awk -v n="$N" '{printf "%.1f", ($1+$2)*1000/n}')
     WALL_MS=$(echo "$CPU" | awk -v n="$N" '{printf "%.1f", $3*1000/n}')
@@ -135,6 +155,7 @@ EOF
         "$C" "$(echo "scale=2; $GENERATED / $SECONDS_RUN" | bc)" \
         "$(echo "scale=2; $ARCHIVED / $SECONDS_RUN" | bc)" "$READY" "$DRAIN" \
         "$SEGS" "$CPU_MS" "$WALL_MS" "$CP_MS" "$RATIO" "$TPS" "$FAILED"
+    echo "       .ready every 10 s: $(cat "$RUN/backlog")"
     rm -rf "$DIR"
     PGDATA=""
 done

@@ -231,7 +231,7 @@ pub struct WalPushArgs {
     #[arg(long, value_enum, default_value_t = PushCompression::Zstd)]
     pub compress: PushCompression,
 
-    /// Compression level: zstd 1-22 (default 3), gzip 1-9 (default 1); lz4 has none
+    /// Compression level: zstd 1-22, gzip 1-9 (default 1 for both: cheapest on CPU for WAL); lz4 has none
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
 

@@ -152,13 +152,16 @@ impl Compression {
         Ok(Encoder { inner })
     }
 
-    /// The level used when none is given: the command-line tools' default,
-    /// except gzip, where level 1 keeps up with a busy server (see
-    /// `bench/wal_push.sh`) for a few percent more space.
+    /// The level used when none is given. For zstd and gzip it is 1, not
+    /// the tools' 3 and 6: measured on WAL with `bench/wal_push.sh` (2 cores,
+    /// pgbench), zstd 1 costs about a third less CPU per segment than zstd 3
+    /// for files 0-14% larger, and the one archiver process must keep up
+    /// with a server that uses every core. bzip2 and xz are for reading
+    /// archives others wrote; their levels are the tools' defaults.
     pub fn default_level(self) -> i32 {
         match self {
             Compression::None | Compression::Lz4 => 0,
-            Compression::Zstd => 3,
+            Compression::Zstd => 1,
             Compression::Gzip => 1,
             Compression::Bzip2 => 9,
             Compression::Xz => 6,

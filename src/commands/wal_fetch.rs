@@ -27,13 +27,36 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 pub const EXIT_ERROR: u8 = 126;
 
 pub fn run(args: &WalFetchArgs) -> u8 {
-    match fetch(args) {
+    let started = std::time::Instant::now();
+    let result = fetch(args);
+    log_timing(args, &result, started.elapsed());
+    match result {
         Ok(Fetched::Delivered) => 0,
         Ok(Fetched::NotFound) => EXIT_NOT_FOUND,
         Err(error) => {
             eprintln!("pitr wal-fetch: error: {error:#}");
             EXIT_ERROR
         }
+    }
+}
+
+/// `PITR_FETCH_LOG=FILE` appends one line per call (name, outcome,
+/// microseconds): how long replay waited on restore_command, for the
+/// prefetch benchmark. Failures to log are ignored.
+fn log_timing(args: &WalFetchArgs, result: &Result<Fetched>, elapsed: std::time::Duration) {
+    let Some(path) = std::env::var_os("PITR_FETCH_LOG") else {
+        return;
+    };
+    let outcome = match result {
+        Ok(Fetched::Delivered) => "delivered",
+        Ok(Fetched::NotFound) => "not-found",
+        Err(_) => "error",
+    };
+    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = std::io::Write::write_all(
+            &mut file,
+            format!("{} {outcome} {}\n", args.name, elapsed.as_micros()).as_bytes(),
+        );
     }
 }
 

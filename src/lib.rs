@@ -9,12 +9,14 @@
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod duration;
 pub mod error;
 pub mod interrupt;
 pub mod plan;
 pub mod postgres;
 pub mod progress;
 pub mod repo;
+pub mod retention;
 pub mod stage;
 pub mod target;
 pub mod wal;

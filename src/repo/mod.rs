@@ -2,12 +2,14 @@
 //! listing, gathered into a `Catalog` that planning works from.
 
 pub mod archive;
+pub mod arrival;
 pub mod backup;
 pub mod label;
 pub mod manifest;
 pub mod pg_control;
 pub mod tablespace;
 pub mod wal_source;
+pub mod writer;
 
 use std::fs;
 use std::path::{Path, PathBuf};

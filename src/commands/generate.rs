@@ -24,7 +24,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
 /// `pitr.1`, then `pitr-<command>.1` for every visible subcommand.
 fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let command = Cli::command();
+    let mut command = Cli::command();
+    // Building propagates the global options (--json, --quiet, --verbose)
+    // into every subcommand, so each page lists them.
+    command.build();
     let mut pages = vec![("pitr".to_string(), command.clone())];
     for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         let name = format!("pitr-{}", sub.get_name());

@@ -16,7 +16,9 @@ use crate::cli::ExpireArgs;
 use crate::duration::format_duration;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::progress::{human_bytes, Reporter};
-use crate::repo::writer::{leftover_expiring, remove_archive_file, remove_backup};
+use crate::repo::writer::{
+    leftover_expiring, remove_archive_file, remove_backup, unfinished_backups,
+};
 use crate::retention::{
     classify, select, ArchiveEntry, BackupSummary, Policy, Selection, WalFileKind,
 };
@@ -92,6 +94,12 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             } else {
                 "deleting it"
             }
+        ));
+    }
+    for unfinished in unfinished_backups(&catalog.location.backups) {
+        reporter.warn(format!(
+            "{} is an unfinished backup: one being written now, or left by a pitr backup that was killed; if no backup is running, delete it by hand",
+            unfinished.display()
         ));
     }
     if args.dry_run {

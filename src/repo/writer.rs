@@ -147,17 +147,23 @@ pub fn remove_backup(backups: &Path, id: &str) -> Result<()> {
 /// Hidden directories an interrupted `expire` left behind: already hidden
 /// from every reader, and meant to be deleted.
 pub fn leftover_expiring(backups: &Path) -> Vec<PathBuf> {
+    hidden_dirs(backups, EXPIRING_PREFIX)
+}
+
+/// Backups being written, or left behind by a `pitr backup` that was
+/// killed before it could clean up. Which is which cannot be told from
+/// here, so they are only ever reported.
+pub fn unfinished_backups(backups: &Path) -> Vec<PathBuf> {
+    hidden_dirs(backups, BACKUP_TEMP_PREFIX)
+}
+
+fn hidden_dirs(backups: &Path, prefix: &str) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(backups) else {
         return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(EXPIRING_PREFIX)
-        })
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
         .map(|entry| entry.path())
         .collect();
     dirs.sort();
@@ -287,6 +293,8 @@ mod tests {
         remove_backup(base, "b1").unwrap();
         assert!(!base.join("b1").exists());
         assert!(leftover_expiring(base).is_empty());
+        fs::create_dir(base.join(".pitr-backup-20261124T031500Z-abc")).unwrap();
+        assert_eq!(unfinished_backups(base).len(), 1);
         assert!(remove_backup(base, "b1").is_err());
         remove_archive_file(&base.join("never-there")).unwrap();
     }

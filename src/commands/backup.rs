@@ -152,7 +152,18 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         reporter.warn(format!(
             "backup `{id}` has no readable backup_manifest, so pitr cannot tell which WAL it needs and does not wait for it"
         ));
-        return report(json, &id, &dir, bytes, None, None, started);
+        return report(
+            reporter,
+            json,
+            &Outcome {
+                id: &id,
+                dir: &dir,
+                bytes,
+                wal: None,
+                archived: None,
+                started,
+            },
+        );
     };
     let waited = if args.archive_wait.is_zero() {
         reporter.step("not waiting for the backup's WAL to be archived (--archive-wait 0)");
@@ -169,7 +180,18 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             .map_err(|failure| failure.explain_backup(&id, &dir))?,
         )
     };
-    report(json, &id, &dir, bytes, Some(&wal), waited.as_ref(), started)
+    report(
+        reporter,
+        json,
+        &Outcome {
+            id: &id,
+            dir: &dir,
+            bytes,
+            wal: Some(&wal),
+            archived: waited.as_ref(),
+            started,
+        },
+    )
 }
 
 /// Runs pg_basebackup as the PostgreSQL OS user, its output on our stderr
@@ -407,15 +429,25 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn report(
-    json: bool,
-    id: &str,
-    dir: &Path,
+/// What a finished backup command reports.
+struct Outcome<'a> {
+    id: &'a str,
+    dir: &'a Path,
     bytes: u64,
-    wal: Option<&BackupWal>,
-    archived: Option<&Archived>,
+    wal: Option<&'a BackupWal>,
+    archived: Option<&'a Archived>,
     started: Instant,
-) -> Result<(), Failure> {
+}
+
+fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Failure> {
+    let Outcome {
+        id,
+        dir,
+        bytes,
+        wal,
+        archived,
+        started,
+    } = *outcome;
     let stop_time = archived.and_then(|a| a.stop_time);
     if json {
         println!(
@@ -437,7 +469,7 @@ fn report(
         return Ok(());
     }
     if let (Some(wal), Some(archived)) = (wal, archived) {
-        eprintln!(
+        reporter.step(format!(
             "backup {id}: timeline {}, WAL {} .. {}, {}; its WAL is archived ({:.1} s wait): restorable from {}",
             wal.stop_timeline,
             wal.start_lsn,
@@ -447,10 +479,13 @@ fn report(
             stop_time
                 .map(|t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_else(|| "its stop".to_string())
-        );
+        ));
     }
-    // The id alone on stdout, for scripts: `id=$(pitr backup --repo ... -q)`.
-    println!("{id}");
+    // The id alone on stdout, for scripts (`id=$(pitr backup --repo ...)`);
+    // nothing with --quiet, so that cron stays silent on success.
+    if !reporter.quiet {
+        println!("{id}");
+    }
     Ok(())
 }
 

@@ -79,7 +79,7 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             "{:#}",
             selection_json(&selection, &policy, size, args.dry_run)
         );
-    } else {
+    } else if !reporter.quiet {
         print!(
             "{}",
             selection_text(&selection, &policy, size, args.dry_run)

@@ -3,6 +3,8 @@
 #   make demo   a throwaway cluster, a backup, an accident, and pitr bringing the data back
 #   make test   the whole suite (unit tests and restores against real PostgreSQL)
 #   make lint   rustfmt and clippy, warnings as errors
+#   make completions   bash, zsh and fish completions in target/completions/
+#   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -11,7 +13,7 @@ PG_MAJOR ?= 15
 PG_BIN ?= /usr/lib/postgresql/$(PG_MAJOR)/bin
 CARGO ?= cargo
 
-.PHONY: all build release test unit lint demo postgres clean
+.PHONY: all build release test unit lint demo postgres clean completions man
 
 all: build
 
@@ -42,6 +44,19 @@ lint:
 demo: postgres
 	$(CARGO) build --release
 	PG_BIN=$(PG_BIN) ./scripts/demo.sh
+
+# Both are generated from the clap definitions (`pitr generate`, hidden from
+# --help), so they always match `pitr --help`.
+completions:
+	mkdir -p target/completions
+	$(CARGO) run --quiet -- generate completions bash > target/completions/pitr.bash
+	$(CARGO) run --quiet -- generate completions zsh > target/completions/_pitr
+	$(CARGO) run --quiet -- generate completions fish > target/completions/pitr.fish
+	@echo "completions in target/completions/ (bash: /etc/bash_completion.d/pitr, zsh: a directory in fpath, fish: ~/.config/fish/completions/)"
+
+man:
+	$(CARGO) run --quiet -- generate man target/man
+	@echo "man pages in target/man/ (install into /usr/local/share/man/man1/; try: man -l target/man/pitr.1)"
 
 clean:
 	$(CARGO) clean

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "pitr",
     version,
     about = "Point-in-time recovery for PostgreSQL: pick the backup, prove the WAL, restore to the moment.",
-    after_help = "Examples:\n  pitr plan --repo /backups --to '5 minutes ago'\n  pitr restore --repo /backups --to '2026-11-23 14:05:00' --pgdata /srv/restore\n  pitr list --repo /backups"
+    after_help = "Examples:\n  pitr init --repo /backups --pgdata /var/lib/postgresql/15/main\n  pitr backup --repo /backups\n  pitr list --repo /backups\n  pitr plan --repo /backups --to '5 minutes ago'\n  pitr restore --repo /backups --to '2026-11-23 14:05:00' --pgdata /srv/restore\n  pitr expire --repo /backups --keep 7\n\nEnvironment: PITR_REPO stands in for --repo; libpq's PG* variables (PGHOST, PGPORT, PGUSER,\nPGPASSWORD, PGPASSFILE, ...) apply wherever pitr connects to PostgreSQL; NO_COLOR turns off colour."
 )]
 pub struct Cli {
     /// Print machine-readable JSON on stdout instead of text
@@ -19,6 +19,10 @@ pub struct Cli {
     /// Only print errors
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// Show more detail on stderr: the commands pitr runs, each file it removes
+    #[arg(long, short, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -37,7 +41,28 @@ pub enum Command {
     )]
     Plan(PlanArgs),
     /// List backups and the recoverable window
+    #[command(
+        after_help = "Examples:\n  pitr list --repo /backups\n  pitr list --backups /pg/base --wal-archive /pg/wal --json"
+    )]
     List(RepoArgs),
+    /// Create a repository and print the postgresql.conf lines that archive into it
+    #[command(
+        after_help = "The settings are printed on stdout, ready to append to postgresql.conf (then restart\nPostgreSQL). With --pgdata, pitr also reads the cluster's settings (over its socket when it\nruns) and exits with status 8 if they do not archive into the repository.\n\nExamples:\n  pitr init --repo /backups\n  pitr init --repo /backups >> /etc/postgresql/15/main/conf.d/pitr.conf\n  pitr init --repo /backups --pgdata /var/lib/postgresql/15/main"
+    )]
+    Init(InitArgs),
+    /// Take a base backup with pg_basebackup into the repository
+    #[command(
+        after_help = "The backup is written to a hidden directory under base/ and renamed to base/<id> (the UTC\nstart time, such as 20261124T031500Z) only when pg_basebackup succeeded; the command then\nwaits until the backup's WAL is archived, so that it can be restored when pitr returns.\nThe server is reached through libpq's PG* environment variables or -d.\n\nExit status: 6 pg_basebackup failed (nothing was left in base/), 7 the backup is in place\nbut its WAL did not reach the archive within --archive-wait.\n\nExamples:\n  pitr backup --repo /backups\n  PGHOST=/run/postgresql PGUSER=postgres pitr backup --repo /backups --fast\n  pitr backup --repo /backups -d 'host=db1 user=replicator' --compress lz4 --server-compression\n  # crontab of the postgres user: a backup every night at 03:15\n  15 3 * * * pitr backup --repo /backups --quiet && pitr expire --repo /backups --keep-within 14d --quiet"
+    )]
+    Backup(BackupArgs),
+    /// Remove old backups and the WAL that no kept backup needs
+    #[command(
+        after_help = "Kept: the N newest backups (--keep), and with --keep-within every backup from the window plus\nthe newest one before it, so any moment of the window stays restorable. WAL from the oldest\nkept backup's start is kept on every timeline a kept backup can follow; timeline history files\nalways stay. Backups go first (renamed to a hidden name, then deleted), then WAL, oldest first.\n\nExamples:\n  pitr expire --repo /backups --keep 7 --dry-run\n  pitr expire --repo /backups --keep-within 14d\n  pitr expire --repo /backups --keep 3 --keep-within 36h --verbose"
+    )]
+    Expire(ExpireArgs),
+    /// Write shell completions or man pages (for packagers)
+    #[command(hide = true)]
+    Generate(GenerateArgs),
     /// Show commits, aborts, restore points and dropped relations in the WAL
     #[command(
         after_help = "Examples:\n  pitr events --repo /backups --from '1 hour ago'\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
@@ -45,7 +70,7 @@ pub enum Command {
     Events(EventsArgs),
     /// Check backups against their manifests and every WAL segment of the archive
     #[command(
-        after_help = "Examples:\n  pitr verify --repo /backups\n  pitr verify --repo /backups --backup 20261124T031500Z --json\n\nExit status 6 when any problem is found."
+        after_help = "Examples:\n  pitr verify --repo /backups\n  pitr verify --repo /backups --backup 20261124T031500Z --json\n\nExit status 9 when any problem is found."
     )]
     Verify(VerifyArgs),
     /// Serve a WAL file from the archive (a restore_command)
@@ -196,6 +221,128 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Repository to create: `DIR/base` for backups, `DIR/wal` for the WAL archive
+    #[arg(long, env = "PITR_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+
+    /// Also check the settings of the cluster in this data directory
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+
+    /// Directory with PostgreSQL's programs for --pgdata (default: /usr/lib/postgresql/<major>/bin, then PATH)
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// OS user that owns the repository and runs PostgreSQL's programs when pitr runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub os_user: String,
+}
+
+/// Compression of the backup's tar files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackupCompression {
+    /// `.tar.zst`: small and fast (PostgreSQL 15+)
+    Zstd,
+    /// `.tar.lz4`: fastest, larger (PostgreSQL 15+)
+    Lz4,
+    /// `.tar.gz`: slow, readable everywhere
+    Gzip,
+    /// `.tar`
+    None,
+}
+
+/// How WAL gets into the backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackupWalMethod {
+    /// Stream WAL over a second connection while copying (needs max_wal_senders >= 2)
+    Stream,
+    /// Fetch WAL at the end (one connection; fails if the server recycled it meanwhile)
+    Fetch,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// libpq connection string (default: the PG* environment variables)
+    #[arg(long, short = 'd', value_name = "CONNSTR")]
+    pub dbname: Option<String>,
+
+    /// Compression of the tar files
+    #[arg(long, value_enum, default_value_t = BackupCompression::Zstd)]
+    pub compress: BackupCompression,
+
+    /// Compress on the server instead of in pg_basebackup (less network traffic, more server CPU)
+    #[arg(long)]
+    pub server_compression: bool,
+
+    /// How WAL gets into the backup, so that it restores on its own
+    #[arg(long, value_enum, default_value_t = BackupWalMethod::Stream)]
+    pub wal_method: BackupWalMethod,
+
+    /// Start at once with an immediate checkpoint (pg_basebackup -c fast) instead of a spread one
+    #[arg(long)]
+    pub fast: bool,
+
+    /// How long to wait for the backup's WAL to reach the archive (`0`: do not wait)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_arg)]
+    pub archive_wait: std::time::Duration,
+
+    /// Directory with pg_basebackup (default: the newest /usr/lib/postgresql/<major>/bin, then PATH)
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// OS user that runs pg_basebackup and owns the backup when pitr runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub os_user: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("policy").required(true).multiple(true).args(["keep", "keep_within"])))]
+pub struct ExpireArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Keep the N newest backups
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+
+    /// Keep what restores to any moment of this window: `7d`, `36h`, `2w`, `1d12h`
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub keep_within: Option<std::time::Duration>,
+
+    /// Show what would be removed, and its size, without removing anything
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse_duration(text).map_err(|error| error.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(subcommand)]
+    pub what: Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// A completion script on stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages (pitr.1 and pitr-<command>.1) into a directory
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct WalFetchArgs {
     #[command(flatten)]
     pub repo: WalArchiveArgs,
@@ -262,5 +409,97 @@ impl PushCompression {
             PushCompression::Gzip => Compression::Gzip,
             PushCompression::None => Compression::None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pitr").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples() {
+        for command in Cli::command().get_subcommands() {
+            if command.is_hide_set() {
+                continue;
+            }
+            let help = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example"),
+                "`pitr {}` has no examples",
+                command.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn expire_needs_a_policy_and_a_positive_keep() {
+        assert!(parse(&["expire", "--repo", "/r"]).is_err());
+        assert!(parse(&["expire", "--repo", "/r", "--keep", "0"]).is_err());
+        let cli = parse(&[
+            "expire",
+            "--repo",
+            "/r",
+            "--keep",
+            "2",
+            "--keep-within",
+            "1d12h",
+        ])
+        .unwrap();
+        let Command::Expire(args) = cli.command else {
+            panic!("not expire")
+        };
+        assert_eq!(args.keep, Some(2));
+        assert_eq!(
+            args.keep_within,
+            Some(std::time::Duration::from_secs(36 * 3600))
+        );
+        let error = parse(&["expire", "--repo", "/r", "--keep-within", "7"]).unwrap_err();
+        assert!(error.to_string().contains("has no unit"), "{error}");
+    }
+
+    #[test]
+    fn backup_defaults() {
+        let cli = parse(&["backup", "--repo", "/r"]).unwrap();
+        let Command::Backup(args) = cli.command else {
+            panic!("not backup")
+        };
+        assert_eq!(args.compress, BackupCompression::Zstd);
+        assert_eq!(args.wal_method, BackupWalMethod::Stream);
+        assert_eq!(args.archive_wait, std::time::Duration::from_secs(300));
+        assert!(!args.fast && !args.server_compression);
+        let cli = parse(&[
+            "backup",
+            "--repo",
+            "/r",
+            "-d",
+            "host=x",
+            "--archive-wait",
+            "0",
+        ])
+        .unwrap();
+        let Command::Backup(args) = cli.command else {
+            panic!("not backup")
+        };
+        assert_eq!(args.dbname.as_deref(), Some("host=x"));
+        assert_eq!(args.archive_wait, std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn quiet_and_verbose_exclude_each_other() {
+        assert!(parse(&["list", "--repo", "/r", "-q", "-v"]).is_err());
+        assert!(parse(&["list", "--repo", "/r", "-v"]).unwrap().verbose);
     }
 }

@@ -23,6 +23,13 @@ pub enum FailureKind {
     VerifyFailed,
     /// Ctrl-C or SIGTERM.
     Interrupted,
+    /// `pitr backup`: pg_basebackup failed; nothing was left behind.
+    Backup,
+    /// `pitr backup`: the backup is in place but its WAL did not reach the
+    /// archive in time.
+    WalNotArchived,
+    /// `pitr init --pgdata`: the cluster does not archive into the repository.
+    NotArchiving,
 }
 
 impl FailureKind {
@@ -33,7 +40,10 @@ impl FailureKind {
             FailureKind::PlanRefused => 3,
             FailureKind::Staging => 4,
             FailureKind::Recovery => 5,
-            FailureKind::VerifyFailed => 6,
+            FailureKind::Backup => 6,
+            FailureKind::WalNotArchived => 7,
+            FailureKind::NotArchiving => 8,
+            FailureKind::VerifyFailed => 9,
             FailureKind::Interrupted => 130,
         }
     }

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod duration;
 pub mod error;
 pub mod interrupt;
 pub mod plan;
@@ -16,6 +17,7 @@ pub mod postgres;
 pub mod prefetch;
 pub mod progress;
 pub mod repo;
+pub mod retention;
 pub mod stage;
 pub mod target;
 pub mod verify;

@@ -29,9 +29,13 @@ fn main() -> ExitCode {
         return ExitCode::from(commands::wal_push::run(args));
     }
     pitr::interrupt::install();
-    let reporter = Reporter::new(cli.quiet);
+    let reporter = Reporter::new(cli.quiet).with_verbose(cli.verbose);
     let result = match &cli.command {
         Command::Restore(args) => commands::restore::run(args, cli.json, &reporter),
+        Command::Init(args) => commands::init::run(args, cli.json, &reporter),
+        Command::Backup(args) => commands::backup::run(args, cli.json, &reporter),
+        Command::Expire(args) => commands::expire::run(args, cli.json, &reporter),
+        Command::Generate(args) => commands::generate::run(args),
         Command::Plan(args) => commands::plan::run(args, cli.json, &reporter),
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),

@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Reporter {
     pub quiet: bool,
     pub terminal: bool,
+    /// `--verbose`: details (commands run, files removed) on stderr.
+    pub verbose: bool,
 }
 
 impl Reporter {
@@ -17,6 +19,19 @@ impl Reporter {
         Reporter {
             quiet,
             terminal: std::io::stderr().is_terminal(),
+            verbose: false,
+        }
+    }
+
+    /// The same reporter, with `--verbose` details on or off.
+    pub fn with_verbose(self, verbose: bool) -> Reporter {
+        Reporter { verbose, ..self }
+    }
+
+    /// A detail shown only with `--verbose`.
+    pub fn detail(&self, message: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("{}", message.as_ref());
         }
     }
 

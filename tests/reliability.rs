@@ -198,7 +198,7 @@ fn a_byte_flipped_segment_is_named_by_verify_and_refused_by_restore() {
         .arg(&repo)
         .output()
         .unwrap();
-    assert_eq!(verify.status.code(), Some(6), "{}", stderr(&verify));
+    assert_eq!(verify.status.code(), Some(9), "{}", stderr(&verify));
     let text = String::from_utf8_lossy(&verify.stdout);
     assert!(text.contains(&victim) && text.contains("corrupt"), "{text}");
 
@@ -240,7 +240,7 @@ fn a_truncated_backup_is_refused_and_leaves_nothing() {
         .arg(&repo)
         .output()
         .unwrap();
-    assert_eq!(verify.status.code(), Some(6));
+    assert_eq!(verify.status.code(), Some(9));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("base.tar.gz"));
 }
 
@@ -275,7 +275,7 @@ fn a_file_that_differs_from_the_manifest_stops_the_restore() {
         .arg(&repo)
         .output()
         .unwrap();
-    assert_eq!(verify.status.code(), Some(6));
+    assert_eq!(verify.status.code(), Some(9));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("pg_hba.conf"));
 }
 

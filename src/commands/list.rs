@@ -31,6 +31,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                     "format": b.format,
                     "start_lsn": b.start_lsn,
                     "stop_lsn": b.stop_lsn,
+                    "start_time": b.label.start_time.instant.map(utc),
                     "stop_time": utc(b.stop_time),
                     "consistent_by": utc(b.consistent_by()),
                     "bytes": b.stored_bytes,
@@ -71,27 +72,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         );
         return Ok(());
     }
-    println!(
-        "{:<28} {:>3}  {:<10} {:<20} {:<20} {:>10}",
-        "backup", "TL", "format", "start LSN", "stopped (UTC)", "size"
-    );
-    for b in &catalog.backups {
-        let format = match b.format {
-            BackupFormat::Plain => "plain".to_string(),
-            BackupFormat::Tar(c) => format!("tar{}", c.suffix()),
-        };
-        println!(
-            "{:<28} {:>3}  {:<10} {:<20} {:<20} {:>10}",
-            b.id,
-            b.timeline.value(),
-            format,
-            b.start_lsn.to_string(),
-            b.stop_time
-                .with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S"),
-            human_bytes(b.stored_bytes)
-        );
-    }
+    println!("{}", backup_table(&catalog.backups));
     for unreadable in &catalog.unreadable {
         println!(
             "{:<28} cannot be used: {}",
@@ -133,4 +114,80 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         println!("timeline {timeline}{branched}{backups}: {segments}; {window}");
     }
     Ok(())
+}
+
+/// The backups as a table whose columns fit their contents: id, timeline,
+/// format, when it started and stopped (UTC), its WAL range and its size.
+fn backup_table(backups: &[crate::repo::backup::Backup]) -> String {
+    let time = |t: chrono::DateTime<chrono::FixedOffset>| {
+        t.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let header = [
+        "backup",
+        "TL",
+        "format",
+        "started (UTC)",
+        "stopped (UTC)",
+        "start LSN",
+        "stop LSN",
+        "size",
+    ]
+    .map(str::to_string);
+    let mut rows = vec![header];
+    for b in backups {
+        rows.push([
+            b.id.clone(),
+            b.timeline.to_string(),
+            match b.format {
+                BackupFormat::Plain => "plain".to_string(),
+                BackupFormat::Tar(c) => format!("tar{}", c.suffix()),
+            },
+            b.label
+                .start_time
+                .instant
+                .map(time)
+                .unwrap_or_else(|| b.label.start_time.text.clone()),
+            time(b.stop_time),
+            b.start_lsn.to_string(),
+            b.stop_lsn.to_string(),
+            human_bytes(b.stored_bytes),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut lines: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(column, (cell, width))| match column {
+                    // Numbers align right.
+                    1 | 7 => format!("{cell:>width$}"),
+                    _ => format!("{cell:<width$}"),
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    if backups.is_empty() {
+        lines.push("(no backups yet: `pitr backup` takes one)".to_string());
+    } else {
+        let total: u64 = backups.iter().map(|b| b.stored_bytes).sum();
+        lines.push(format!(
+            "{} backup{}, {} in all",
+            backups.len(),
+            if backups.len() == 1 { "" } else { "s" },
+            human_bytes(total)
+        ));
+    }
+    lines.join("\n")
 }

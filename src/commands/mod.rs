@@ -1,6 +1,10 @@
 //! One module per subcommand, each a short script over the library.
 
+pub mod backup;
 pub mod events;
+pub mod expire;
+pub mod generate;
+pub mod init;
 pub mod list;
 pub mod plan;
 pub mod restore;

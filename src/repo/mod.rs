@@ -2,6 +2,7 @@
 //! listing, gathered into a `Catalog` that planning works from.
 
 pub mod archive;
+pub mod arrival;
 pub mod backup;
 pub mod label;
 pub mod manifest;
@@ -9,6 +10,7 @@ pub mod manifest_check;
 pub mod pg_control;
 pub mod tablespace;
 pub mod wal_source;
+pub mod writer;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,546 @@
+//! `pitr backup`: pg_basebackup into a hidden directory under `base/`,
+//! renamed to `base/<id>` on success, then a wait until the backup's WAL is
+//! in the archive, so that the backup can be restored when this returns.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use serde_json::json;
+
+use crate::cli::{BackupArgs, BackupCompression, BackupWalMethod};
+use crate::error::{Failure, FailureKind, OrFail};
+use crate::postgres::basebackup::{self, arguments, find_pg_basebackup, Options, WalMethod};
+use crate::postgres::os_user::OsUser;
+use crate::progress::{human_bytes, Reporter};
+use crate::repo::arrival::{archived_copy, segment_size};
+use crate::repo::backup::read_tar_member;
+use crate::repo::label::{parse_backup_history, parse_backup_label};
+use crate::repo::manifest;
+use crate::repo::writer::{backup_id, id_taken, publish, BACKUP_TEMP_PREFIX};
+use crate::repo::RepoLocation;
+use crate::wal::{Lsn, SegmentSize, TimelineId, WalSegment};
+
+pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
+    let started = Instant::now();
+    let location = RepoLocation::new(
+        args.repo.repo.as_deref(),
+        args.repo.backups.as_deref(),
+        args.repo.wal_archive.as_deref(),
+    )
+    .or_fail(FailureKind::Usage)?;
+    let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
+    let (program, major) =
+        find_pg_basebackup(args.bin_dir.as_deref()).or_fail(FailureKind::Backup)?;
+    let id = backup_id(Utc::now(), |id| id_taken(&location.backups, id));
+    let options = Options {
+        target: PathBuf::new(),
+        label: id.clone(),
+        compression: match args.compress {
+            BackupCompression::Zstd => basebackup::Compression::Zstd,
+            BackupCompression::Lz4 => basebackup::Compression::Lz4,
+            BackupCompression::Gzip => basebackup::Compression::Gzip,
+            BackupCompression::None => basebackup::Compression::None,
+        },
+        server_side: args.server_compression,
+        wal_method: match args.wal_method {
+            BackupWalMethod::Stream => WalMethod::Stream,
+            BackupWalMethod::Fetch => WalMethod::Fetch,
+        },
+        fast_checkpoint: args.fast,
+        progress: !reporter.quiet && (reporter.terminal || reporter.verbose),
+        verbose: reporter.verbose,
+        dbname: args.dbname.clone(),
+    };
+    // Refuse impossible options before anything is created.
+    arguments(&options, major).or_fail(FailureKind::Usage)?;
+
+    // The backup is written under a hidden name that the scanner skips, and
+    // removed when dropped: only a finished backup ever gets its real name.
+    let temp = tempfile::Builder::new()
+        .prefix(&format!("{BACKUP_TEMP_PREFIX}{id}-"))
+        .tempdir_in(&location.backups)
+        .with_context(|| {
+            format!(
+                "cannot create a directory in `{}`",
+                location.backups.display()
+            )
+        })
+        .or_fail(FailureKind::Backup)?;
+    user.own(temp.path()).or_fail(FailureKind::Backup)?;
+    let options = Options {
+        target: temp.path().to_path_buf(),
+        ..options
+    };
+    let arguments = arguments(&options, major).or_fail(FailureKind::Usage)?;
+    reporter.step(format!(
+        "backing up into {} with pg_basebackup {major} (tar, {}{}, WAL {})",
+        location.backups.join(&id).display(),
+        options.compression.name(),
+        if options.server_side {
+            " on the server"
+        } else {
+            ""
+        },
+        match options.wal_method {
+            WalMethod::Stream => "streamed",
+            WalMethod::Fetch => "fetched",
+        }
+    ));
+    reporter.detail(format!(
+        "running {} {}{}",
+        program.display(),
+        arguments
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        if user.switch {
+            format!(" as OS user {}", user.name)
+        } else {
+            String::new()
+        }
+    ));
+
+    let status = run_pg_basebackup(&user, &program, &arguments).or_fail(FailureKind::Backup)?;
+    if crate::interrupt::requested() || !status.success() {
+        let removal = temp.close();
+        let left = match removal {
+            Ok(()) => format!("nothing was left in `{}`", location.backups.display()),
+            Err(error) => {
+                format!("its partial output could not be removed ({error}): delete it by hand")
+            }
+        };
+        if crate::interrupt::requested() {
+            return Err(Failure::msg(
+                FailureKind::Interrupted,
+                format!("the backup was interrupted; {left}"),
+            ));
+        }
+        return Err(Failure::msg(
+            FailureKind::Backup,
+            format!("pg_basebackup failed ({status}); {left}"),
+        )
+        .with_hint(
+            "its messages are above; check that the server runs and accepts replication connections from this user (pg_hba.conf `replication` lines, max_wal_senders), and the PG* environment variables or -d CONNSTR",
+        ));
+    }
+
+    let wal = backup_wal(temp.path());
+    let from_standby = made_on_standby(temp.path());
+    let temp_path = temp.keep();
+    let dir = match publish(&temp_path, &location.backups, &id) {
+        Ok(dir) => dir,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&temp_path);
+            return Err(Failure::new(FailureKind::Backup, error).with_hint(
+                "another backup took the same name at the same second; run the command again",
+            ));
+        }
+    };
+    let bytes = dir_bytes(&dir);
+    reporter.step(format!(
+        "pg_basebackup done: {} in {:.1} s",
+        human_bytes(bytes),
+        started.elapsed().as_secs_f64()
+    ));
+
+    let Some(wal) = wal else {
+        reporter.warn(format!(
+            "backup `{id}` has no readable backup_manifest, so pitr cannot tell which WAL it needs and does not wait for it"
+        ));
+        return report(
+            reporter,
+            json,
+            &Outcome {
+                id: &id,
+                dir: &dir,
+                bytes,
+                wal: None,
+                archived: None,
+                started,
+            },
+        );
+    };
+    let waited = if args.archive_wait.is_zero() {
+        reporter.step("not waiting for the backup's WAL to be archived (--archive-wait 0)");
+        None
+    } else {
+        Some(
+            wait_for_wal(
+                &location.wal_archive,
+                &wal,
+                from_standby,
+                args.archive_wait,
+                reporter,
+            )
+            .map_err(|failure| failure.explain_backup(&id, &dir))?,
+        )
+    };
+    report(
+        reporter,
+        json,
+        &Outcome {
+            id: &id,
+            dir: &dir,
+            bytes,
+            wal: Some(&wal),
+            archived: waited.as_ref(),
+            started,
+        },
+    )
+}
+
+/// Runs pg_basebackup as the PostgreSQL OS user, its output on our stderr
+/// (stdout is for the result), and passes a SIGTERM on to it. Ctrl-C
+/// reaches it directly, as it is in our process group.
+fn run_pg_basebackup(
+    user: &OsUser,
+    program: &Path,
+    arguments: &[std::ffi::OsString],
+) -> anyhow::Result<ExitStatus> {
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot duplicate stderr")?;
+    let mut child = user
+        .command(program)
+        .args(arguments)
+        // The PostgreSQL user may not be able to enter our directory.
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", program.display()))?;
+    let mut forwarded = false;
+    loop {
+        if let Some(status) = child.try_wait().context("cannot wait for pg_basebackup")? {
+            return Ok(status);
+        }
+        if crate::interrupt::requested() && !forwarded {
+            forwarded = true;
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where the backup's WAL begins and ends, from its manifest.
+#[derive(Clone, Copy, Debug)]
+struct BackupWal {
+    start_timeline: TimelineId,
+    start_lsn: Lsn,
+    stop_timeline: TimelineId,
+    stop_lsn: Lsn,
+}
+
+fn backup_wal(dir: &Path) -> Option<BackupWal> {
+    let bytes = std::fs::read(dir.join("backup_manifest")).ok()?;
+    let manifest = manifest::parse(&bytes).ok()?;
+    let start = manifest.wal_ranges.iter().min_by_key(|r| r.start_lsn)?;
+    let stop = manifest.wal_ranges.iter().max_by_key(|r| r.end_lsn)?;
+    Some(BackupWal {
+        start_timeline: start.timeline,
+        start_lsn: start.start_lsn,
+        stop_timeline: stop.timeline,
+        stop_lsn: stop.end_lsn,
+    })
+}
+
+/// A backup taken from a standby has no backup history file. Read from
+/// `backup_label` when the format is one pitr reads; otherwise assume a
+/// primary, the usual case.
+fn made_on_standby(dir: &Path) -> bool {
+    let local = super::local_zone();
+    crate::compression::Compression::ALL
+        .into_iter()
+        .filter_map(|compression| {
+            let base = dir.join(format!("base.tar{}", compression.suffix()));
+            base.is_file()
+                .then(|| {
+                    read_tar_member(&base, compression, "backup_label")
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+        })
+        .next()
+        .and_then(|text| parse_backup_label(&text, &local).ok())
+        .is_some_and(|label| label.from.as_deref() == Some("standby"))
+}
+
+/// What arrived in the archive.
+struct Archived {
+    segments: Vec<String>,
+    history_file: Option<String>,
+    stop_time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    waited: Duration,
+}
+
+/// Why waiting ended without the WAL.
+struct WaitFailure {
+    kind: FailureKind,
+    missing: Vec<String>,
+    waited: Duration,
+}
+
+impl WaitFailure {
+    fn explain_backup(self, id: &str, dir: &Path) -> Failure {
+        let missing = self
+            .missing
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let message = format!(
+            "backup `{id}` is complete in `{}`, but after {} the archive still lacks {missing}, so it cannot be restored from the archive yet",
+            dir.display(),
+            crate::duration::format_duration(Duration::from_secs(self.waited.as_secs()))
+        );
+        let failure = Failure::msg(self.kind, message);
+        match self.kind {
+            FailureKind::Interrupted => failure,
+            _ => failure.with_hint(
+                "check archive_command (SELECT * FROM pg_stat_archiver shows its last failure; the server log says why); once the files are archived the backup is usable, and `pitr list` shows it",
+            ),
+        }
+    }
+}
+
+/// Polls the archive until the backup history file and every segment from
+/// the backup's start to its stop are there.
+fn wait_for_wal(
+    archive: &Path,
+    wal: &BackupWal,
+    from_standby: bool,
+    timeout: Duration,
+    reporter: &Reporter,
+) -> Result<Archived, WaitFailure> {
+    let started = Instant::now();
+    let mut size: Option<SegmentSize> = None;
+    let mut announced = false;
+    loop {
+        if size.is_none() {
+            size = segment_size(archive);
+        }
+        let needed = match size {
+            Some(size) => needed_files(wal, size, from_standby),
+            // No segment archived yet: at least the stop segment is missing.
+            None => vec![format!("the segment holding {}", wal.stop_lsn)],
+        };
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|name| size.is_none() || archived_copy(archive, name).is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            let history_file = (!from_standby).then(|| needed[needed.len() - 1].clone());
+            let stop_time = history_file
+                .as_ref()
+                .and_then(|name| archived_copy(archive, name))
+                .and_then(|(path, compression)| {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut compression.open(&path).ok()?, &mut text)
+                        .ok()?;
+                    parse_backup_history(&text, &super::local_zone()).ok()
+                })
+                .and_then(|history| history.stop_time.instant);
+            let segments = needed
+                .into_iter()
+                .filter(|name| Some(name) != history_file.as_ref())
+                .collect();
+            return Ok(Archived {
+                segments,
+                history_file,
+                stop_time,
+                waited: started.elapsed(),
+            });
+        }
+        let failure = |kind| WaitFailure {
+            kind,
+            missing: missing.clone(),
+            waited: started.elapsed(),
+        };
+        if crate::interrupt::requested() {
+            return Err(failure(FailureKind::Interrupted));
+        }
+        if started.elapsed() >= timeout {
+            return Err(failure(FailureKind::WalNotArchived));
+        }
+        if !announced && started.elapsed() >= Duration::from_secs(1) {
+            announced = true;
+            reporter.step(format!(
+                "waiting up to {} for the backup's WAL to reach {} ({})",
+                crate::duration::format_duration(timeout),
+                archive.display(),
+                missing.join(", ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every segment from the one holding the start to the one holding the
+/// last byte before the stop, then (from a primary) the backup history
+/// file, `<start segment on the stop timeline>.<offset>.backup`.
+fn needed_files(wal: &BackupWal, size: SegmentSize, from_standby: bool) -> Vec<String> {
+    let first = WalSegment::containing(wal.start_timeline, wal.start_lsn, size);
+    let last = WalSegment::containing_end(wal.stop_timeline, wal.stop_lsn, size);
+    let mut names: Vec<String> = (first.number..=last.number.max(first.number))
+        .map(|number| {
+            // A switch inside the backup: later segments are the new timeline's.
+            let timeline = if number == first.number && wal.start_timeline == wal.stop_timeline {
+                wal.start_timeline
+            } else {
+                wal.stop_timeline
+            };
+            WalSegment {
+                timeline,
+                number,
+                size,
+            }
+            .file_name()
+        })
+        .collect();
+    if !from_standby {
+        let offset = wal.start_lsn.value() % size.bytes();
+        names.push(format!(
+            "{}.{offset:08X}.backup",
+            first.on_timeline(wal.stop_timeline)
+        ));
+    }
+    names
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(|metadata| metadata.is_file())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// What a finished backup command reports.
+struct Outcome<'a> {
+    id: &'a str,
+    dir: &'a Path,
+    bytes: u64,
+    wal: Option<&'a BackupWal>,
+    archived: Option<&'a Archived>,
+    started: Instant,
+}
+
+fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Failure> {
+    let Outcome {
+        id,
+        dir,
+        bytes,
+        wal,
+        archived,
+        started,
+    } = *outcome;
+    let stop_time = archived.and_then(|a| a.stop_time);
+    if json {
+        println!(
+            "{:#}",
+            json!({
+                "id": id,
+                "path": dir,
+                "bytes": bytes,
+                "timeline": wal.map(|w| w.stop_timeline),
+                "start_lsn": wal.map(|w| w.start_lsn),
+                "stop_lsn": wal.map(|w| w.stop_lsn),
+                "stop_time": stop_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                "wal_archived": archived.is_some(),
+                "wal_segments": archived.map(|a| a.segments.clone()),
+                "backup_history_file": archived.and_then(|a| a.history_file.clone()),
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+        return Ok(());
+    }
+    if let (Some(wal), Some(archived)) = (wal, archived) {
+        reporter.step(format!(
+            "backup {id}: timeline {}, WAL {} .. {}, {}; its WAL is archived ({:.1} s wait): restorable from {}",
+            wal.stop_timeline,
+            wal.start_lsn,
+            wal.stop_lsn,
+            human_bytes(bytes),
+            archived.waited.as_secs_f64(),
+            stop_time
+                .map(|t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "its stop".to_string())
+        ));
+    }
+    // The id alone on stdout, for scripts (`id=$(pitr backup --repo ...)`);
+    // nothing with --quiet, so that cron stays silent on success.
+    if !reporter.quiet {
+        println!("{id}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal(start: &str, stop: &str) -> BackupWal {
+        BackupWal {
+            start_timeline: TimelineId::FIRST,
+            start_lsn: start.parse().unwrap(),
+            stop_timeline: TimelineId::FIRST,
+            stop_lsn: stop.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn needs_the_start_to_stop_segments_and_the_history_file() {
+        let size = SegmentSize::DEFAULT;
+        assert_eq!(
+            needed_files(&wal("0/11000028", "0/11000100"), size, false),
+            [
+                "000000010000000000000011",
+                "000000010000000000000011.00000028.backup"
+            ]
+        );
+        assert_eq!(
+            needed_files(&wal("0/11000028", "0/13000100"), size, false),
+            [
+                "000000010000000000000011",
+                "000000010000000000000012",
+                "000000010000000000000013",
+                "000000010000000000000011.00000028.backup"
+            ]
+        );
+        // A stop on a segment boundary ends in the previous segment.
+        assert_eq!(
+            needed_files(&wal("0/11000028", "0/12000000"), size, true),
+            ["000000010000000000000011"]
+        );
+    }
+
+    #[test]
+    fn a_timeline_switch_during_the_backup_names_files_on_the_new_timeline() {
+        let switched = BackupWal {
+            stop_timeline: TimelineId::new(2).unwrap(),
+            ..wal("0/11000028", "0/12000100")
+        };
+        assert_eq!(
+            needed_files(&switched, SegmentSize::DEFAULT, false),
+            [
+                "000000020000000000000011",
+                "000000020000000000000012",
+                "000000020000000000000011.00000028.backup"
+            ]
+        );
+    }
+}

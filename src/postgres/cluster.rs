@@ -1,0 +1,254 @@
+//! Reading the settings of an existing cluster: over its socket with `psql`
+//! when it runs, with `postgres -C` when it does not.
+//!
+//! `psql` honours libpq's environment (`PGUSER`, `PGPASSWORD`,
+//! `PGPASSFILE`, `PGSSLMODE`, ...); only host and port are given, from the
+//! data directory's `postmaster.pid`, because `--pgdata` names the cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use super::archiving::{Setting, Settings, CHECKED_SETTINGS};
+use super::binaries::Binaries;
+use super::os_user::OsUser;
+
+/// What `postmaster.pid` says about a running server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Postmaster {
+    pub pid: i32,
+    pub port: u16,
+    /// The first of `unix_socket_directories`; `None` when it has none.
+    pub socket_dir: Option<PathBuf>,
+    /// The first of `listen_addresses`; `None` when it listens on none.
+    pub listen: Option<String>,
+}
+
+/// Parses `postmaster.pid`: PID, data directory, start time, port, socket
+/// directory, listen address, shared memory key, status (see
+/// `LOCK_FILE_LINE_*` in src/include/utils/pidfile.h).
+pub fn parse_postmaster_pid(text: &str) -> Option<Postmaster> {
+    let lines: Vec<&str> = text.lines().collect();
+    let pid = lines.first()?.trim().parse().ok()?;
+    let port = lines.get(3)?.trim().parse().ok()?;
+    let non_empty = |index: usize| {
+        lines
+            .get(index)
+            .map(|line| line.trim())
+            .filter(|line| !line.is_empty())
+    };
+    Some(Postmaster {
+        pid,
+        port,
+        socket_dir: non_empty(4).map(PathBuf::from),
+        listen: non_empty(5).map(str::to_string),
+    })
+}
+
+/// The server running on `pgdata`, if any.
+pub fn running_postmaster(pgdata: &Path) -> Option<Postmaster> {
+    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let postmaster = parse_postmaster_pid(&text)?;
+    // A stale file survives a crash; only a live process counts. EPERM
+    // means the process exists but belongs to someone else.
+    match kill(Pid::from_raw(postmaster.pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => Some(postmaster),
+        Err(_) => None,
+    }
+}
+
+/// The major version of the cluster in `pgdata` (its `PG_VERSION`).
+pub fn data_directory_version(pgdata: &Path) -> Result<u32> {
+    let path = pgdata.join("PG_VERSION");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "`{}` is not a PostgreSQL data directory: cannot read `{}`",
+            pgdata.display(),
+            path.display()
+        )
+    })?;
+    text.trim()
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .with_context(|| format!("`{}` holds no version number", path.display()))
+}
+
+/// Where the settings came from, for messages.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterSettings {
+    pub settings: Settings,
+    /// `true` when read from the running server, `false` from its files.
+    pub running: bool,
+    pub source: String,
+}
+
+/// Reads [`CHECKED_SETTINGS`] of the cluster in `pgdata`.
+pub fn read_settings(
+    pgdata: &Path,
+    user: &OsUser,
+    bin_dir: Option<&Path>,
+) -> Result<ClusterSettings> {
+    let major = data_directory_version(pgdata)?;
+    let binaries = Binaries::find(bin_dir, major)?;
+    match running_postmaster(pgdata) {
+        Some(postmaster) => query_running(&binaries, &postmaster, user),
+        None => read_stopped(&binaries, pgdata, user),
+    }
+}
+
+/// Asks the running server over its socket (or TCP when it has none).
+fn query_running(
+    binaries: &Binaries,
+    postmaster: &Postmaster,
+    user: &OsUser,
+) -> Result<ClusterSettings> {
+    let psql = Some(binaries.program("psql"))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("psql"));
+    let host = match (&postmaster.socket_dir, &postmaster.listen) {
+        (Some(dir), _) => dir.to_string_lossy().into_owned(),
+        (None, Some(address)) if address != "*" => address.clone(),
+        _ => "localhost".to_string(),
+    };
+    let names = CHECKED_SETTINGS
+        .iter()
+        .map(|name| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let query =
+        format!("SELECT name, setting, pending_restart FROM pg_settings WHERE name IN ({names})");
+    let mut command = user.command(&psql);
+    command
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-F", "\u{1f}", "-R", "\u{1e}"])
+        .args(["-h", &host, "-p", &postmaster.port.to_string()])
+        .args(["-c", &query])
+        .stdin(Stdio::null());
+    // Any database will do for pg_settings; `postgres` exists by default,
+    // unlike libpq's default of a database named after the user.
+    if std::env::var_os("PGDATABASE").is_none() {
+        command.args(["-d", "postgres"]);
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        command.env("PGCONNECT_TIMEOUT", "10");
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run `{}`", psql.display()))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` could not read the settings of the server (host `{host}`, port {}): {}",
+            psql.display(),
+            postmaster.port,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut settings = Settings::new();
+    for record in text.split('\u{1e}') {
+        let fields: Vec<&str> = record.trim_matches('\n').split('\u{1f}').collect();
+        if let [name, value, pending] = fields[..] {
+            settings.insert(
+                name.to_string(),
+                Setting {
+                    value: value.to_string(),
+                    pending_restart: pending == "t",
+                },
+            );
+        }
+    }
+    Ok(ClusterSettings {
+        settings,
+        running: true,
+        source: format!(
+            "the running server (host `{host}`, port {})",
+            postmaster.port
+        ),
+    })
+}
+
+/// Reads the configuration files of a stopped cluster with `postgres -C`.
+fn read_stopped(binaries: &Binaries, pgdata: &Path, user: &OsUser) -> Result<ClusterSettings> {
+    let postgres = binaries.program("postgres");
+    let mut settings = Settings::new();
+    for name in CHECKED_SETTINGS {
+        // archive_library exists from PostgreSQL 15 on.
+        if name == "archive_library" && binaries.major_version < 15 {
+            continue;
+        }
+        let output = user
+            .command(&postgres)
+            .args(["-C", name, "-D"])
+            .arg(pgdata)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run `{}`", postgres.display()))?;
+        if !output.status.success() {
+            bail!(
+                "`{} -C {name}` could not read the configuration of `{}`: {}",
+                postgres.display(),
+                pgdata.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        settings.insert(
+            name.to_string(),
+            Setting {
+                value: String::from_utf8_lossy(&output.stdout)
+                    .trim_end()
+                    .to_string(),
+                pending_restart: false,
+            },
+        );
+    }
+    Ok(ClusterSettings {
+        settings,
+        running: false,
+        source: format!(
+            "the configuration files of `{}` (the server is not running)",
+            pgdata.display()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postmaster_pid_lines() {
+        let text = "4242\n/srv/pg/data\n1764000000\n5433\n/run/postgresql\nlocalhost\n  1234567     98304\nready   \n";
+        assert_eq!(
+            parse_postmaster_pid(text),
+            Some(Postmaster {
+                pid: 4242,
+                port: 5433,
+                socket_dir: Some(PathBuf::from("/run/postgresql")),
+                listen: Some("localhost".to_string()),
+            })
+        );
+        // No socket directories, no TCP.
+        let text = "4242\n/srv/pg/data\n1764000000\n5433\n\n\n";
+        let postmaster = parse_postmaster_pid(text).unwrap();
+        assert_eq!(postmaster.socket_dir, None);
+        assert_eq!(postmaster.listen, None);
+        assert_eq!(parse_postmaster_pid("garbage"), None);
+        assert_eq!(parse_postmaster_pid("1\n/x\n"), None);
+    }
+
+    #[test]
+    fn a_stale_pid_file_is_not_a_running_server() {
+        let dir = tempfile::tempdir().unwrap();
+        // PID 2^22 + 1 is above the kernel's maximum: no such process.
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            "4194305\n/x\n0\n5432\n/tmp\n\n",
+        )
+        .unwrap();
+        assert_eq!(running_postmaster(dir.path()), None);
+    }
+}

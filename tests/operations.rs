@@ -1,0 +1,594 @@
+//! Operating a repository against real PostgreSQL 15: `pitr init` sets up
+//! archiving, `pitr backup` takes backups that restore exactly, `pitr
+//! expire` removes exactly what no kept backup needs, and a failed backup
+//! leaves nothing behind.
+//!
+//! The repository path holds a space, a quote and a percent sign, so the
+//! lines `pitr init` prints are proven to survive postgresql.conf and the
+//! shell.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `pitr` with a clean environment for the settings it reads.
+fn pitr(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_remove("PITR_REPO")
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGUSER")
+        .env_remove("PGDATABASE")
+        .env("TZ", "UTC");
+    command
+}
+
+fn run_ok(command: &mut Command, what: &str) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+/// True once `pitr wal-push` exists in this branch.
+fn wal_push_available(binary: &Path) -> bool {
+    let output = pitr(binary).arg("--help").output().unwrap();
+    stdout(&output).contains("wal-push")
+}
+
+/// initdb a cluster in `dir/source` (not started), with its socket in
+/// `dir/run`; returns (pgdata, socket dir, port).
+fn initdb(dir: &Path) -> (PathBuf, PathBuf, u16) {
+    let pgdata = pg_owned_dir(&dir.join("source"));
+    let run_dir = pg_owned_dir(&dir.join("run"));
+    check(
+        as_pg_user(pg_bin().join("initdb"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-D",
+            ])
+            .arg(&pgdata)
+            .output()
+            .unwrap(),
+        "initdb",
+    );
+    let port = free_port();
+    append_conf(
+        &pgdata,
+        &format!(
+            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = {}\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\nautovacuum = off\n",
+            conf_quote(&run_dir.to_string_lossy())
+        ),
+    );
+    (pgdata, run_dir, port)
+}
+
+fn append_conf(pgdata: &Path, text: &str) {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(pgdata.join("postgresql.conf"))
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .unwrap();
+}
+
+fn pg_ctl(pgdata: &Path, run_dir: &Path, action: &str) {
+    let output = as_pg_user(pg_bin().join("pg_ctl"))
+        .args([action, "-w", "-D"])
+        .arg(pgdata)
+        .arg("-l")
+        .arg(run_dir.join("server.log"))
+        .output()
+        .unwrap();
+    let log = fs::read_to_string(run_dir.join("server.log")).unwrap_or_default();
+    check(output, &format!("pg_ctl {action} (server log:\n{log})"));
+}
+
+/// `pitr init --repo`, returning the postgresql.conf lines it printed.
+fn init_repo(binary: &Path, repo: &Path) -> String {
+    let output = run_ok(
+        pitr(binary).arg("init").arg("--repo").arg(repo),
+        "pitr init",
+    );
+    stdout(&output)
+}
+
+/// libpq's variables pointing at a test cluster.
+fn with_pg_env<'a>(command: &'a mut Command, run_dir: &Path, port: u16) -> &'a mut Command {
+    command
+        .env("PGHOST", run_dir)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+}
+
+/// Names of the files in the archive.
+fn archive_names(repo: &Path) -> BTreeSet<String> {
+    fs::read_dir(repo.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Entries of `base/`, hidden ones included.
+fn base_entries(repo: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(repo.join("base"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The segment number (16 MiB segments) of an LSN such as `0/5000028`.
+fn segment_number(lsn: &str) -> u64 {
+    let (high, low) = lsn.split_once('/').unwrap();
+    let value =
+        (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap();
+    value / (16 << 20)
+}
+
+/// The position of an archived segment file (any compression suffix).
+fn archived_segment_number(name: &str) -> Option<u64> {
+    let stem = name.get(..24)?;
+    let rest = &name[24..];
+    let is_segment = stem.bytes().all(|b| b.is_ascii_hexdigit())
+        && (rest.is_empty() || [".gz", ".zst", ".lz4", ".partial"].contains(&rest));
+    is_segment.then(|| {
+        u64::from_str_radix(&stem[8..16], 16).unwrap() * 256
+            + u64::from_str_radix(&stem[16..24], 16).unwrap()
+    })
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", stdout(output)))
+}
+
+/// Restores `id` to `target` and returns the number of marker rows.
+fn restore_count(binary: &Path, repo: &Path, id: &str, target: &str, parent: &Path) -> i64 {
+    fs::create_dir_all(parent).unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    give_to_pg_user(parent);
+    let pgdata = parent.join("pgdata");
+    let output = pitr(binary)
+        .args(["--json", "restore", "--repo"])
+        .arg(repo)
+        .args(["--backup", id, "--to", target, "--pgdata"])
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    assert!(
+        output.status.success(),
+        "restore of {id} to {target} failed ({}):\n{}\nlog:\n{}",
+        output.status,
+        stderr(&output),
+        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+    );
+    let summary = json(&output);
+    assert_eq!(summary["plan"]["backup"]["id"], id);
+    let socket = PathBuf::from(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    psql(&socket, port, "SELECT count(*) FROM markers")
+        .parse()
+        .unwrap()
+}
+
+fn rfc3339(time: chrono::DateTime<chrono::FixedOffset>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[test]
+fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
+    let dir = shared_tempdir("pitr-ops-");
+    let binary = shared_pitr_binary(dir.path());
+    let repo = dir.path().join("repo 100% o'brien");
+
+    // 1. `pitr init` makes the layout and prints the settings.
+    let conf = init_repo(&binary, &repo);
+    assert!(conf.contains("\nwal_level = replica\n"), "{conf}");
+    assert!(conf.contains("\narchive_mode = on\n"), "{conf}");
+    assert!(conf.contains("wal-push --repo "), "{conf}");
+    for sub in ["", "base", "wal"] {
+        let metadata = fs::metadata(repo.join(sub)).unwrap();
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o750, "{sub}");
+        if let Some(user) = pg_user() {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(metadata.uid(), user.uid.as_raw(), "{sub}");
+        }
+    }
+    // Running it again changes nothing and prints the same lines.
+    assert_eq!(init_repo(&binary, &repo), conf);
+
+    // 2. A cluster with default settings does not archive: init says what
+    // is missing (read from the stopped cluster's files).
+    let (pgdata, run_dir, port) = initdb(dir.path());
+    let output = pitr(&binary)
+        .args(["init", "--repo"])
+        .arg(&repo)
+        .arg("--pgdata")
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    let messages = stderr(&output);
+    assert!(
+        messages.contains("problem: archive_mode is `off`"),
+        "{messages}"
+    );
+    assert!(
+        messages.contains("problem: archive_command is empty"),
+        "{messages}"
+    );
+    assert!(!messages.contains("problem: wal_level"), "{messages}");
+
+    // 3. The printed lines, appended to postgresql.conf, archive into the
+    // repository.
+    append_conf(&pgdata, &conf);
+    let through_wal_push = wal_push_available(&binary);
+    if !through_wal_push {
+        // TODO(wal-push): drop this override once `pitr wal-push` is merged
+        // into this branch; until then the archive is filled by `cp`, with
+        // the same quoting problems solved by hand.
+        let wal = repo.join("wal").to_string_lossy().replace('%', "%%");
+        append_conf(
+            &pgdata,
+            &format!(
+                "archive_command = {}\n",
+                conf_quote(&format!(
+                    "test ! -f {wal}/%f && cp %p {wal}/%f",
+                    wal = shell_quote(&wal)
+                ))
+            ),
+        );
+        eprintln!("note: pitr wal-push is not in this branch; archiving through cp");
+    }
+    pg_ctl(&pgdata, &run_dir, "start");
+    let _server = ServerGuard(pgdata.clone());
+    let output = run_ok(
+        pitr(&binary)
+            .args(["init", "--repo"])
+            .arg(&repo)
+            .arg("--pgdata")
+            .arg(&pgdata),
+        "pitr init --pgdata on the running cluster",
+    );
+    assert!(
+        stderr(&output).contains("archives into"),
+        "{}",
+        stderr(&output)
+    );
+
+    // 4. Two backups with markers around them. The first connects through
+    // PG* variables, the second through -d.
+    // TODO(wal-push): zstd (the default) once the zstd reader of the
+    // wal-push branch is merged; this branch reads gzip only.
+    let compress: &[&str] = if through_wal_push {
+        &[]
+    } else {
+        &["--compress", "gzip"]
+    };
+    psql(&run_dir, port, "CREATE TABLE markers (id int PRIMARY KEY)");
+    let output = run_ok(
+        with_pg_env(&mut pitr(&binary), &run_dir, port)
+            .args(["backup", "--fast", "--repo"])
+            .arg(&repo)
+            .args(compress),
+        "first pitr backup",
+    );
+    let first = stdout(&output).trim().to_string();
+    assert_eq!(first.len(), "20261124T031500Z".len(), "{first}");
+    assert!(
+        stderr(&output).contains("its WAL is archived"),
+        "{}",
+        stderr(&output)
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut markers = Vec::new();
+    for id in 1..=3 {
+        markers.push(insert_marker(&run_dir, port, id));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = run_ok(
+        pitr(&binary)
+            .args(["--json", "backup", "--fast", "--repo"])
+            .arg(&repo)
+            .args(compress)
+            .arg("-d")
+            .arg(format!(
+                "host='{}' port={port} user=postgres",
+                run_dir.display()
+            )),
+        "second pitr backup",
+    );
+    let summary = json(&output);
+    let second = summary["id"].as_str().unwrap().to_string();
+    assert_eq!(summary["wal_archived"], true);
+    assert!(second > first, "ids sort by time: {first} {second}");
+    std::thread::sleep(Duration::from_millis(1200));
+    for id in 4..=6 {
+        markers.push(insert_marker(&run_dir, port, id));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    archive_everything(&run_dir, port);
+    assert_eq!(base_entries(&repo), [first.clone(), second.clone()]);
+
+    // The backups are what was asked for: tar, compressed, with a manifest.
+    let files: Vec<String> = fs::read_dir(repo.join("base").join(&first))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let expected_base = if through_wal_push {
+        "base.tar.zst"
+    } else {
+        "base.tar.gz"
+    };
+    assert!(files.contains(&expected_base.to_string()), "{files:?}");
+    assert!(files.contains(&"backup_manifest".to_string()), "{files:?}");
+
+    // 5. A restore from the first backup is exact.
+    let target = rfc3339(between(&markers[1], &markers[2]));
+    assert_eq!(
+        restore_count(&binary, &repo, &first, &target, &dir.path().join("r1")),
+        2
+    );
+
+    // 6. expire --keep 1: the dry run lists what a real run removes.
+    let before = archive_names(&repo);
+    let dry = json(&run_ok(
+        pitr(&binary)
+            .args(["--json", "expire", "--keep", "1", "--dry-run", "--repo"])
+            .arg(&repo),
+        "expire --dry-run",
+    ));
+    assert_eq!(archive_names(&repo), before, "a dry run removes nothing");
+    assert_eq!(base_entries(&repo), [first.clone(), second.clone()]);
+    let would_remove: BTreeSet<String> = dry["wal"]["remove"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    let backups = dry["backups"].as_array().unwrap();
+    let decisions: Vec<(&str, bool)> = backups
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["keep"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        decisions,
+        [(first.as_str(), false), (second.as_str(), true)]
+    );
+    let first_start = backups[0]["start_lsn"].as_str().unwrap().to_string();
+    let second_start = segment_number(backups[1]["start_lsn"].as_str().unwrap());
+
+    // What must go: every segment before the kept backup's start segment,
+    // and the first backup's history file.
+    let first_history_prefix = {
+        let number = segment_number(&first_start);
+        let (_, low) = first_start.split_once('/').unwrap();
+        let offset = u64::from_str_radix(low, 16).unwrap() % (16 << 20);
+        format!(
+            "00000001{:08X}{:08X}.{offset:08X}.backup",
+            number / 256,
+            number % 256
+        )
+    };
+    let expected_removed: BTreeSet<String> = before
+        .iter()
+        .filter(|name| {
+            archived_segment_number(name).is_some_and(|n| n < second_start)
+                || name.starts_with(&first_history_prefix)
+        })
+        .cloned()
+        .collect();
+    assert!(
+        expected_removed
+            .iter()
+            .any(|n| n.starts_with(&first_history_prefix)),
+        "the first backup's history file {first_history_prefix} must be in the archive: {before:?}"
+    );
+    assert_eq!(would_remove, expected_removed);
+
+    let output = run_ok(
+        pitr(&binary)
+            .args(["expire", "--keep", "1", "--repo"])
+            .arg(&repo),
+        "pitr expire --keep 1",
+    );
+    assert!(
+        stdout(&output).contains("the newest backup"),
+        "{}",
+        stdout(&output)
+    );
+    let after = archive_names(&repo);
+    for name in &expected_removed {
+        assert!(!after.contains(name), "{name} should be gone");
+    }
+    assert_eq!(
+        after,
+        before
+            .difference(&expected_removed)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(
+        after
+            .iter()
+            .any(|name| archived_segment_number(name) == Some(second_start)),
+        "the kept backup's start segment stays: {after:?}"
+    );
+    assert!(
+        after.iter().any(|name| name.contains(".backup")),
+        "{after:?}"
+    );
+    assert_eq!(
+        base_entries(&repo),
+        [second.as_str()],
+        "no hidden leftovers either"
+    );
+
+    // `pitr list` shows what is kept, and the oldest kept backup restores.
+    let listing = stdout(&run_ok(
+        pitr(&binary).args(["list", "--repo"]).arg(&repo),
+        "pitr list after expire",
+    ));
+    assert!(
+        listing.contains(&second) && !listing.contains(&first),
+        "{listing}"
+    );
+    let target = rfc3339(between(&markers[4], &markers[5]));
+    assert_eq!(
+        restore_count(&binary, &repo, &second, &target, &dir.path().join("r2")),
+        5
+    );
+}
+
+#[test]
+fn a_failed_or_unarchived_backup_is_never_taken_for_a_good_one() {
+    let dir = shared_tempdir("pitr-ops-fail-");
+    let binary = shared_pitr_binary(dir.path());
+    let repo = dir.path().join("repo");
+    let conf = init_repo(&binary, &repo);
+    let (pgdata, run_dir, port) = initdb(dir.path());
+    append_conf(&pgdata, &conf);
+    // An archive_command that always fails: the backup completes, its WAL
+    // never reaches the archive.
+    append_conf(&pgdata, "archive_command = 'false'\n");
+    pg_ctl(&pgdata, &run_dir, "start");
+    let server = ServerGuard(pgdata.clone());
+
+    let output = with_pg_env(&mut pitr(&binary), &run_dir, port)
+        .args([
+            "backup",
+            "--fast",
+            "--compress",
+            "gzip",
+            "--archive-wait",
+            "3s",
+            "--repo",
+        ])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("is complete in"), "{message}");
+    assert!(
+        message.contains("cannot be restored from the archive yet"),
+        "{message}"
+    );
+    assert!(message.contains("hint: check archive_command"), "{message}");
+    let entries = base_entries(&repo);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(!entries[0].starts_with('.'), "{entries:?}");
+
+    // With the server stopped pg_basebackup fails: nothing is left in
+    // base/ (in a fresh repository, not even a hidden directory).
+    drop(server);
+    let empty_repo = dir.path().join("empty");
+    init_repo(&binary, &empty_repo);
+    let output = with_pg_env(&mut pitr(&binary), &run_dir, port)
+        .args(["backup", "--fast", "--compress", "gzip", "--repo"])
+        .arg(&empty_repo)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("pitr: error: pg_basebackup failed"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was left in"), "{message}");
+    assert!(message.contains("hint:"), "{message}");
+    assert!(
+        base_entries(&empty_repo).is_empty(),
+        "{:?}",
+        base_entries(&empty_repo)
+    );
+    assert_eq!(base_entries(&repo), entries);
+}
+
+#[test]
+fn init_refuses_a_directory_that_is_not_a_repository() {
+    let dir = shared_tempdir("pitr-ops-init-");
+    let binary = shared_pitr_binary(dir.path());
+    let other = dir.path().join("photos");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("cat.jpg"), b"meow").unwrap();
+    let output = pitr(&binary)
+        .args(["init", "--repo"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is not a pitr repository"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!other.join("wal").exists());
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_definitions() {
+    let dir = shared_tempdir("pitr-ops-docs-");
+    let binary = shared_pitr_binary(dir.path());
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run_ok(
+            pitr(&binary).args(["generate", "completions", shell]),
+            shell,
+        );
+        let script = stdout(&output);
+        for command in ["backup", "expire", "init", "keep-within"] {
+            assert!(
+                script.contains(command),
+                "{shell} completion lacks {command}"
+            );
+        }
+    }
+    let man = dir.path().join("man");
+    run_ok(pitr(&binary).args(["generate", "man"]).arg(&man), "man");
+    for page in [
+        "pitr.1",
+        "pitr-backup.1",
+        "pitr-expire.1",
+        "pitr-init.1",
+        "pitr-restore.1",
+    ] {
+        let text = fs::read_to_string(man.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{page} is not a man page");
+    }
+    let backup = fs::read_to_string(man.join("pitr-backup.1")).unwrap();
+    assert!(backup.contains("archive\\-wait"), "{backup}");
+    // Hidden from --help: it is for packagers.
+    assert!(!stdout(&pitr(&binary).arg("--help").output().unwrap()).contains("generate"));
+}

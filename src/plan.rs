@@ -524,6 +524,29 @@ fn choose_with_wal(
     let mut by_stop: Vec<&Backup> = candidates.iter().collect();
     by_stop.sort_by_key(|b| std::cmp::Reverse(b.stop_lsn));
 
+    // A transaction or restore point found in the WAL: the newest backup
+    // consistent before it.
+    let located = |found: Option<StopEvent>, not_found: String, what: &str| {
+        let found = found.ok_or_else(|| PlanError::TargetNotInWal {
+            target: target_text.to_string(),
+            timeline,
+            why: not_found,
+        })?;
+        let backup = newest_before(found.start).ok_or_else(|| PlanError::BackupCannotReach {
+            id: candidates[0].id.clone(),
+            target: target_text.to_string(),
+            why: format!("{what} at {}, before the backup is consistent", found.start),
+        })?;
+        let reason = if forced {
+            reason_forced()
+        } else {
+            format!(
+                "the newest backup consistent before {what} at {}",
+                found.start
+            )
+        };
+        Ok::<_, PlanError>((backup, reason, Some(found)))
+    };
     let (backup, reason, stop) = match &request.target {
         Target::Time(time) => {
             let inclusive = request.inclusive;
@@ -602,31 +625,9 @@ fn choose_with_wal(
                 .map(|b| b.stop_lsn)
                 .min()
                 .unwrap_or(Lsn::ZERO);
-            let found = find_xid(wal, path, span, from, *xid).map_err(PlanError::Wal)?.ok_or_else(|| {
-                PlanError::TargetNotInWal {
-                    target: target_text.to_string(),
-                    timeline,
-                    why: format!("no commit or abort of transaction {xid} after {from} in the archived WAL; `pitr events` lists the transactions"),
-                }
-            })?;
-            let backup =
-                newest_before(found.start).ok_or_else(|| PlanError::BackupCannotReach {
-                    id: candidates[0].id.clone(),
-                    target: target_text.to_string(),
-                    why: format!(
-                        "the transaction ends at {}, before the backup is consistent",
-                        found.start
-                    ),
-                })?;
-            let reason = if forced {
-                reason_forced()
-            } else {
-                format!(
-                    "the newest backup consistent before transaction {xid} ends at {}",
-                    found.start
-                )
-            };
-            (backup, reason, Some(found))
+            let found = find_xid(wal, path, span, from, *xid).map_err(PlanError::Wal)?;
+            let why = format!("no commit or abort of transaction {xid} after {from} in the archived WAL; `pitr events` lists the transactions");
+            located(found, why, &format!("transaction {xid} ends"))?
         }
         Target::Name(name) => {
             let from = eligible
@@ -634,31 +635,9 @@ fn choose_with_wal(
                 .map(|b| b.start_lsn)
                 .min()
                 .unwrap_or(Lsn::ZERO);
-            let found = find_restore_point(wal, path, span, from, name).map_err(PlanError::Wal)?.ok_or_else(|| {
-                PlanError::TargetNotInWal {
-                    target: target_text.to_string(),
-                    timeline,
-                    why: format!("no restore point named \"{name}\" after {from} in the archived WAL; `pitr events` lists the restore points"),
-                }
-            })?;
-            let backup =
-                newest_before(found.start).ok_or_else(|| PlanError::BackupCannotReach {
-                    id: candidates[0].id.clone(),
-                    target: target_text.to_string(),
-                    why: format!(
-                        "the restore point is at {}, before the backup is consistent",
-                        found.start
-                    ),
-                })?;
-            let reason = if forced {
-                reason_forced()
-            } else {
-                format!(
-                    "the newest backup consistent before the restore point at {}",
-                    found.start
-                )
-            };
-            (backup, reason, Some(found))
+            let found = find_restore_point(wal, path, span, from, name).map_err(PlanError::Wal)?;
+            let why = format!("no restore point named \"{name}\" after {from} in the archived WAL; `pitr events` lists the restore points");
+            located(found, why, "the restore point is")?
         }
         Target::Lsn(lsn) => {
             let backup = match newest_before(*lsn) {

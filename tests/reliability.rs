@@ -24,22 +24,10 @@ struct Scenario {
 }
 
 static SCENARIO: OnceLock<Scenario> = OnceLock::new();
-static SCENARIO_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_scenario_dir() {
-    if let Some(dir) = SCENARIO_DIR.get() {
-        let _ = fs::remove_dir_all(dir);
-    }
-}
 
 fn scenario() -> &'static Scenario {
     SCENARIO.get_or_init(|| {
-        let dir = shared_tempdir("pitr-reliability-").keep();
-        let _ = SCENARIO_DIR.set(dir.clone());
-        // SAFETY: registering a plain function to run at process exit.
-        unsafe {
-            nix::libc::atexit(remove_scenario_dir);
-        }
+        let dir = process_tempdir("pitr-reliability-");
         let repo = dir.join("repo");
         fs::create_dir_all(&repo).unwrap();
         let pitr = shared_pitr_binary(&dir);

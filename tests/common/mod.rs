@@ -65,6 +65,32 @@ pub fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+static PROCESS_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_process_dirs() {
+    if let Ok(dirs) = PROCESS_DIRS.lock() {
+        for dir in dirs.iter() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A shared temporary directory that lives as long as the test process
+/// (for a scenario built once and used by several tests), removed at exit.
+pub fn process_tempdir(prefix: &str) -> PathBuf {
+    let dir = shared_tempdir(prefix).keep();
+    if let Ok(mut dirs) = PROCESS_DIRS.lock() {
+        if dirs.is_empty() {
+            // SAFETY: registering a plain function to run at process exit.
+            unsafe {
+                nix::libc::atexit(remove_process_dirs);
+            }
+        }
+        dirs.push(dir.clone());
+    }
+    dir
+}
+
 /// Creates a directory owned by the PostgreSQL OS user.
 pub fn pg_owned_dir(path: &Path) -> PathBuf {
     fs::create_dir_all(path).unwrap();

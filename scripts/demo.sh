@@ -82,6 +82,9 @@ echo "customers: $(sql "SELECT count(*) FROM pg_tables WHERE tablename = 'custom
 say "5. What does pitr have?"
 "$pitr" list --repo "$work/repo"
 
+say "5b. What happened in the WAL? pitr events finds the DROP"
+"$pitr" events --repo "$work/repo" --from '1 minute ago'
+
 ago=$(( $(date +%s) - accident + 1 ))
 say "6. The plan: pitr plan --to \"$ago seconds ago\""
 "$pitr" plan --repo "$work/repo" --to "$ago seconds ago"

@@ -380,6 +380,11 @@ impl Summary<'_> {
             lines.push(format!("  previous directory kept at {}", aside.display()));
         }
         lines.push(format!(
+            "  server:     PostgreSQL {} from {}",
+            self.server.binaries.major_version,
+            self.server.binaries.dir.display()
+        ));
+        lines.push(format!(
             "  data directory: {} (log: {})",
             self.pgdata.display(),
             self.server.log_path.display()
@@ -406,6 +411,10 @@ impl Summary<'_> {
                 "last_transaction": self.observed.last_transaction,
             },
             "new_timeline": self.observed.new_timeline,
+            "server": {
+                "major_version": self.server.binaries.major_version,
+                "bin_dir": self.server.binaries.dir,
+            },
             "restored_files": self.observed.restored_files,
             "moved_aside": self.moved_aside,
             "log": self.server.log_path,

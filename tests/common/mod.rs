@@ -24,6 +24,38 @@ pub fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
+/// The major version of the PostgreSQL under test (`postgres --version` in
+/// `PITR_TEST_PG_BIN`), for the tests whose expectations differ by major.
+pub fn pg_major() -> u32 {
+    static MAJOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let output = Command::new(pg_bin().join("postgres"))
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}/postgres: {e}", pg_bin().display()));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        pitr::postgres::binaries::parse_version_output(&text)
+            .unwrap_or_else(|| panic!("unexpected `postgres --version` output: {text}"))
+    })
+}
+
+/// Server programs of a major other than the one under test, if this
+/// machine has some: `PITR_TEST_OTHER_PG_BIN` (set by the version matrix),
+/// else Debian's PostgreSQL 15 when another major is under test.
+pub fn other_pg_bin() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("PITR_TEST_OTHER_PG_BIN").map(PathBuf::from),
+        Some(PathBuf::from("/usr/lib/postgresql/15/bin")),
+    ];
+    candidates.into_iter().flatten().find(|dir| {
+        let Ok(output) = Command::new(dir.join("postgres")).arg("--version").output() else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        pitr::postgres::binaries::parse_version_output(&text).is_some_and(|m| m != pg_major())
+    })
+}
+
 /// The OS user that runs PostgreSQL: `postgres` when we are root.
 pub fn pg_user() -> Option<User> {
     if Uid::effective().is_root() {

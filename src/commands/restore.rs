@@ -19,6 +19,7 @@ use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
 use crate::progress::{human_bytes, Reporter, Unit};
 use crate::repo::absolute;
+use crate::stage::combine::Combine;
 use crate::stage::tablespaces::{parse_mapping, place};
 use crate::stage::{inspect_destination, stage, Interrupted};
 use crate::target::Target;
@@ -75,6 +76,28 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     })?;
     let binaries =
         Binaries::find(args.bin_dir.as_deref(), major_version).or_fail(FailureKind::Staging)?;
+    // An incremental backup (17+) is staged by pg_combinebackup from its
+    // chain, resolved now so that a broken chain is refused before anything
+    // is written.
+    let combine = if plan.backup.label.incremental_from.is_some() {
+        let chain = crate::repo::incremental::chain_dirs(&catalog.backups, &plan.backup)
+            .or_fail(FailureKind::Staging)?;
+        reporter.step(format!(
+            "backup {} is incremental: combining {}",
+            plan.backup.id,
+            chain
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ));
+        Some(Combine {
+            chain,
+            binaries: binaries.clone(),
+        })
+    } else {
+        None
+    };
     let pitr = std::env::current_exe()
         .and_then(|path| path.canonicalize())
         .context("cannot find the pitr executable")
@@ -116,6 +139,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &user,
         &settings,
         reporter,
+        combine.as_ref(),
     )
     .map_err(|error| {
         if error.downcast_ref::<Interrupted>().is_some() {

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod incremental;
 pub mod label;
 pub mod manifest;
 pub mod pg_control;
@@ -147,6 +148,7 @@ impl Catalog {
                 }),
             }
         }
+        incremental::check_chains(&mut backups, &mut unreadable);
         backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
         Ok(Catalog {
             location,

@@ -20,6 +20,7 @@ use crate::postgres::settings::RecoverySettings;
 use crate::progress::{Reporter, Unit};
 use crate::repo::backup::BackupFormat;
 
+pub mod combine;
 mod extract;
 pub mod tablespaces;
 
@@ -95,6 +96,7 @@ pub fn stage(
     user: &OsUser,
     settings: &RecoverySettings,
     reporter: &Reporter,
+    combine: Option<&combine::Combine>,
 ) -> Result<Staged> {
     let parent = pgdata
         .parent()
@@ -129,6 +131,17 @@ pub fn stage(
 
     let backup = &plan.backup;
     let bytes_written = match backup.format {
+        // An incremental backup: pg_combinebackup rebuilds the data directory.
+        _ if combine.is_some() => {
+            if let Some(combine) = combine {
+                reporter.step(format!(
+                    "combining the chain of {} backups with pg_combinebackup",
+                    combine.chain.len()
+                ));
+                combine::combine(combine, &staging_path, user)?;
+            }
+            tree_len(&staging_path)
+        }
         BackupFormat::Plain => {
             let mut progress = reporter.bar("staging", backup.stored_bytes, Unit::Bytes);
             let written = copy_tree(&backup.dir, &staging_path, Path::new(""), &mut progress)?;

@@ -88,6 +88,9 @@ pub struct Staged {
 
 /// Extracts the backup, writes the recovery settings, gives everything to
 /// the server's OS user and renames the result into place.
+// Each argument is a separate fact checked before staging starts (nothing
+// may be written until all are known); a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn stage(
     plan: &Plan,
     pgdata: &Path,

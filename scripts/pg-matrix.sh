@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 DEFAULT_MAJORS="13 14 16 17 18"
 MAJORS_ENV="${PG_MATRIX:-$DEFAULT_MAJORS}"
 CARGO="${CARGO:-cargo}"
-TESTS="${MATRIX_TESTS:-restore timelines events formats wal_decoder incremental}"
+TESTS="${MATRIX_TESTS:-restore timelines events formats incremental wal_decoder}"
 
 if [ -n "${PITR_PG_CACHE:-}" ]; then
     CACHE="$PITR_PG_CACHE"
@@ -160,7 +160,7 @@ cmd_run() {
         # The bin directory goes first on PATH: that is where pitr itself
         # looks for the programs matching a backup's major version.
         if PITR_TEST_PG_BIN="$bin" PITR_TEST_OTHER_PG_BIN="$other" PATH="$bin:$PATH" \
-            "$CARGO" test "${test_args[@]}" -- --test-threads=2; then
+            "$CARGO" test "${test_args[@]}" -- --test-threads=4; then
             summary+=("PostgreSQL $major: passed in $((SECONDS - t0)) s")
         else
             summary+=("PostgreSQL $major: FAILED after $((SECONDS - t0)) s")

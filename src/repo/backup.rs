@@ -112,9 +112,8 @@ pub fn read_backup(
     };
     let label = label::parse_backup_label(&label_text, local)
         .with_context(|| format!("the backup_label of backup `{id}` is malformed"))?;
-    if label.incremental_from.is_some() {
-        bail!("backup `{id}` is an incremental backup (PostgreSQL 17); combine it with pg_combinebackup first");
-    }
+    // Incremental backups (17+) are kept: repo::incremental checks their
+    // chain once every backup is read, and staging combines it.
 
     let manifest_path = dir.join("backup_manifest");
     let manifest = if manifest_path.is_file() {

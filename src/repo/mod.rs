@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod arrival;
 pub mod backup;
+pub mod incremental;
 pub mod label;
 pub mod manifest;
 pub mod manifest_check;
@@ -141,11 +142,17 @@ impl Catalog {
             }
             match backup::read_backup(&dir, &histories, local) {
                 Ok(mut backup) => {
+                    // A tar backup's PG_VERSION and pg_control lie deep in a
+                    // possibly compressed base.tar; the page header of the
+                    // backup's first WAL segment tells the same cheaply.
+                    let header = start_segment_header(&archive, &backup);
                     if backup.system_identifier.is_none() {
-                        backup.system_identifier = start_segment_sysid(&archive, &backup);
+                        backup.system_identifier = header.map(|h| h.system_identifier);
                     }
                     if backup.major_version.is_none() {
-                        backup.major_version = archive.major_version;
+                        backup.major_version = header
+                            .and_then(|h| h.major_version())
+                            .or(archive.major_version);
                     }
                     backups.push(backup)
                 }
@@ -156,6 +163,7 @@ impl Catalog {
                 }),
             }
         }
+        incremental::check_chains(&mut backups, &mut unreadable);
         backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
         Ok(Catalog {
             location,
@@ -171,12 +179,13 @@ impl Catalog {
     }
 }
 
-/// The system identifier in the page header of the backup's first segment.
-fn start_segment_sysid(archive: &WalArchive, backup: &Backup) -> Option<u64> {
+/// The page header of the backup's first segment, if the archive has it.
+fn start_segment_header(
+    archive: &WalArchive,
+    backup: &Backup,
+) -> Option<crate::wal::page::LongPageHeader> {
     let segment =
         crate::wal::WalSegment::containing(backup.timeline, backup.start_lsn, archive.segment_size);
     let file = archive.segment(segment)?;
-    archive::read_long_header(file)
-        .ok()
-        .map(|header| header.system_identifier)
+    archive::read_long_header(file).ok()
 }

@@ -20,6 +20,7 @@ use crate::postgres::settings::RecoverySettings;
 use crate::progress::{Reporter, Unit};
 use crate::repo::backup::BackupFormat;
 
+pub mod combine;
 pub mod extract;
 pub mod tablespaces;
 
@@ -99,6 +100,8 @@ pub struct StageRequest<'a> {
     pub settings: &'a RecoverySettings,
     /// Check files against backup_manifest while writing them.
     pub verify: bool,
+    /// An incremental backup's chain, rebuilt with pg_combinebackup.
+    pub combine: Option<&'a combine::Combine>,
 }
 
 pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> {
@@ -110,6 +113,7 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         user,
         settings,
         verify,
+        combine,
     } = *request;
     let parent = pgdata
         .parent()
@@ -143,7 +147,8 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     let mut notes = Vec::new();
 
     let backup = &plan.backup;
-    let mut check = if verify && backup.has_manifest {
+    // pg_combinebackup checks the chain's manifests itself.
+    let mut check = if verify && backup.has_manifest && combine.is_none() {
         Some(load_manifest_check(&backup.dir)?)
     } else {
         None
@@ -159,6 +164,17 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         prefix: String::new(),
     });
     let bytes_written = match backup.format {
+        // An incremental backup: pg_combinebackup rebuilds the data directory.
+        _ if combine.is_some() => {
+            if let Some(combine) = combine {
+                reporter.step(format!(
+                    "combining the chain of {} backups with pg_combinebackup",
+                    combine.chain.len()
+                ));
+                combine::combine(combine, &staging_path, user)?;
+            }
+            tree_len(&staging_path)
+        }
         BackupFormat::Plain => {
             let mut progress = reporter.bar("staging", backup.stored_bytes, Unit::Bytes);
             let written = copy_tree(

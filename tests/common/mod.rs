@@ -24,6 +24,38 @@ pub fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
+/// The major version of the PostgreSQL under test (`postgres --version` in
+/// `PITR_TEST_PG_BIN`), for the tests whose expectations differ by major.
+pub fn pg_major() -> u32 {
+    static MAJOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let output = Command::new(pg_bin().join("postgres"))
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}/postgres: {e}", pg_bin().display()));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        pitr::postgres::binaries::parse_version_output(&text)
+            .unwrap_or_else(|| panic!("unexpected `postgres --version` output: {text}"))
+    })
+}
+
+/// Server programs of a major other than the one under test, if this
+/// machine has some: `PITR_TEST_OTHER_PG_BIN` (set by the version matrix),
+/// else Debian's PostgreSQL 15 when another major is under test.
+pub fn other_pg_bin() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("PITR_TEST_OTHER_PG_BIN").map(PathBuf::from),
+        Some(PathBuf::from("/usr/lib/postgresql/15/bin")),
+    ];
+    candidates.into_iter().flatten().find(|dir| {
+        let Ok(output) = Command::new(dir.join("postgres")).arg("--version").output() else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        pitr::postgres::binaries::parse_version_output(&text).is_some_and(|m| m != pg_major())
+    })
+}
+
 /// The OS user that runs PostgreSQL: `postgres` when we are root.
 pub fn pg_user() -> Option<User> {
     if Uid::effective().is_root() {
@@ -333,16 +365,34 @@ pub fn archive_everything(socket_dir: &Path, port: u16) {
         "SELECT pg_walfile_name(pg_current_wal_lsn())",
     );
     psql(socket_dir, port, "SELECT pg_switch_wal()");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    let mut nudged = false;
     loop {
         let archived = psql(
             socket_dir,
             port,
             "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
         );
-        // Compare positions, not timelines: a new timeline's names sort higher.
-        if archived.len() == 24 && archived[8..] >= segment[8..] {
+        // Compare positions, not timelines: a new timeline's names sort
+        // higher. The last file may be a backup history file
+        // (`<segment>.<offset>.backup`): its segment is what counts.
+        if archived.len() >= 24 && archived[8..24] >= segment[8..] {
             return;
+        }
+        // Right after a backup ends (its own switch), the current segment
+        // may hold only records PostgreSQL deems unimportant, and
+        // pg_switch_wal() then leaves it open: write one record that
+        // counts (no transaction, so no commit to change what the tests
+        // expect) and switch again.
+        if !nudged && started.elapsed() > Duration::from_secs(2) {
+            nudged = true;
+            psql(
+                socket_dir,
+                port,
+                "SELECT pg_logical_emit_message(false, 'pitr-test', 'switch')",
+            );
+            psql(socket_dir, port, "SELECT pg_switch_wal()");
         }
         assert!(
             Instant::now() < deadline,

@@ -445,5 +445,16 @@ pub fn shared_pitr_binary(dir: &Path) -> PathBuf {
     let target = bin_dir.join("pitr");
     fs::copy(env!("CARGO_BIN_EXE_pitr"), &target).unwrap();
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    // A child forked by another test thread while the copy was open holds
+    // its write descriptor until that child execs: running the copy fails
+    // with ETXTBSY for that moment. Wait it out once here.
+    for _ in 0..200 {
+        match Command::new(&target).arg("--version").output() {
+            Err(error) if error.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => break,
+        }
+    }
     target
 }

@@ -3,6 +3,7 @@
 #   make demo   a throwaway cluster, a backup, an accident, and pitr bringing the data back
 #   make test   the whole suite (unit tests and restores against real PostgreSQL)
 #   make lint   rustfmt and clippy, warnings as errors
+#   make bench  restore benchmark against the manual runbook and pgBackRest (SCALE, ROUNDS)
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -11,7 +12,7 @@ PG_MAJOR ?= 15
 PG_BIN ?= /usr/lib/postgresql/$(PG_MAJOR)/bin
 CARGO ?= cargo
 
-.PHONY: all build release test unit lint demo postgres clean
+.PHONY: all build release test unit lint demo postgres clean bench
 
 all: build
 
@@ -45,3 +46,12 @@ demo: postgres
 
 clean:
 	$(CARGO) clean
+
+# The restore benchmark of issue 7: pitr against the manual runbook and
+# pgBackRest, plus the floors (disk, gzip, PostgreSQL's own replay).
+# Needs root and ~25 GB free at SCALE=300; takes 30-60 minutes there.
+SCALE ?= 300
+ROUNDS ?= 3
+
+bench: postgres
+	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/restore.sh

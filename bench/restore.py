@@ -40,13 +40,18 @@ STANZA = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IS_ROOT = os.geteuid() == 0
 
-METHODS = ["manual", "pgbackrest", "pgbackrest-async", "pitr", "pitr-no-verify", "replay-floor"]
+# PITR_COMPARE: a second pitr binary (another branch, a candidate fix), run
+# with the same arguments as `pitr`, as one more method.
+PITR_COMPARE = os.environ.get("PITR_COMPARE", "")
+METHODS = ["manual", "pgbackrest", "pgbackrest-async", "pitr", "pitr-no-verify"] + \
+    (["pitr-compare"] if PITR_COMPARE else []) + ["replay-floor"]
 LABELS = {
     "manual": "manual runbook (tar -xzf, cp)",
     "pgbackrest": "pgBackRest restore, sync archive-get",
     "pgbackrest-async": "pgBackRest restore, async archive-get",
     "pitr": "pitr restore",
     "pitr-no-verify": "pitr restore --no-verify",
+    "pitr-compare": "pitr restore, PITR_COMPARE binary",
     "replay-floor": "PostgreSQL alone, WAL in pg_wal",
 }
 
@@ -154,6 +159,28 @@ def proc_cpu(pid: int, children=False) -> float | None:
     return (int(rest[index]) + int(rest[index + 1])) / CLK_TCK
 
 
+def schedstat(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one), all threads."""
+    on_cpu = waiting = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+            on_cpu += int(fields[0])
+            waiting += int(fields[1])
+    except OSError:
+        return None
+    return on_cpu / 1e9, waiting / 1e9
+
+
+def dirty_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Dirty:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -186,6 +213,10 @@ class Bench:
         self.pitr = bindir / "pitr"
         shutil.copy2(PITR_BUILD, self.pitr)
         os.chmod(self.pitr, 0o755)
+        self.pitr_compare = bindir / "pitr-compare"
+        if PITR_COMPARE:
+            shutil.copy2(PITR_COMPARE, self.pitr_compare)
+            os.chmod(self.pitr_compare, 0o755)
 
     # -- helpers --
 
@@ -309,7 +340,7 @@ pg1-socket-path={self.sock}
         version = run(["pgbackrest", "version"], capture=True).stdout.strip()
         pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
         self.facts["versions"] = f"{pg_version}; {version}"
-        log(f"{pg_version}; {version}; pitr {PITR_BUILD}")
+        log(f"{pg_version}; {version}; pitr {PITR_BUILD}" + (f"; compared with {PITR_COMPARE}" if PITR_COMPARE else ""))
 
         log(f"1. primary: initdb, pgbench -i -s {SCALE}")
         mkdir_pg(self.primary)
@@ -574,7 +605,8 @@ max_wal_size = 4GB
             t0 = time.monotonic()
         if method.startswith("pitr"):
             timefile = self.work / "time.txt"
-            cmd = ["/usr/bin/time", "-v", "-o", timefile, self.pitr, "restore", "--repo", self.repo,
+            binary = self.pitr_compare if method == "pitr-compare" else self.pitr
+            cmd = ["/usr/bin/time", "-v", "-o", timefile, binary, "restore", "--repo", self.repo,
                    "--to", self.target, "--backup", BACKUP_ID, "--pgdata", pgdata, "--port", port,
                    "--json", "--quiet"] + (["--no-verify"] if method == "pitr-no-verify" else [])
             proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -590,10 +622,16 @@ max_wal_size = 4GB
                         pass
                 if pitr_pid is not None:
                     cpu = proc_cpu(pitr_pid)
+                    sched = schedstat(pitr_pid)
                     if (pgdata / "postmaster.pid").exists() and staged_at is None:
                         staged_at = time.monotonic()
                         stage_cpu = cpu
                         stage_probe = probe.since()
+                        row["dirty_mb"] = dirty_mb()
+                        if sched:
+                            row["stage_oncpu"], row["stage_runwait"] = sched
+                            row["stage_wall"] = staged_at - t0
+                            row["stage_blocked"] = row["stage_wall"] - sched[0] - sched[1]
                 time.sleep(0.05)
             out, err = proc.communicate()
             t2 = time.monotonic()
@@ -625,6 +663,7 @@ max_wal_size = 4GB
             row["stage_cpu"] = None if method == "replay-floor" else children_cpu() - cpu0
             stage = probe.since()
             row["stage_busy_pct"], row["stage_disk_mb"] = stage["busy_pct"], stage["disk_mb"]
+            row["dirty_mb"] = dirty_mb()
             self.start(pgdata, logfile)
             t2 = self.wait_promoted(pgdata, logfile, pause_then_promote=(method == "replay-floor"))
             row["replay"] = t2 - t1
@@ -666,7 +705,8 @@ max_wal_size = 4GB
     def report(self) -> None:
         by = {m: [r for r in self.results if r["method"] == m] for m in METHODS}
         med = {m: {k: median([r.get(k) for r in rows]) for k in
-                   ("staging", "replay", "total", "startup", "redo", "end", "stage_cpu", "replay_cpu",
+                   ("staging", "replay", "total", "startup", "redo", "end", "stage_cpu", "replay_cpu", "dirty_mb",
+                    "stage_oncpu", "stage_runwait", "stage_wall", "stage_blocked",
                     "busy_pct", "iowait_pct", "stage_busy_pct", "disk_mb", "stage_disk_mb", "restored", "load1")}
                for m, rows in by.items()}
         facts = self.facts
@@ -685,16 +725,17 @@ max_wal_size = 4GB
         print("Per restore (seconds; staging = extraction until the server is started, replay = server start until")
         print("promoted; startup/redo/end = from the server log: start->redo starts, redo->target, target->accepting writes;")
         print("cpu = user+sys of the staging tools, and of the startup process with its restore_commands;")
-        print("busy = all CPUs of the machine, other users included; disk = MB written to the device)")
+        print("busy = all CPUs of the machine, other users included; disk = MB written to the device, other users")
+        print("included; dirty = MB of dirty page cache when the server was started; load = 1-min load average)")
         head = (f"{'method':18} {'rnd':>3} {'staging':>8} {'replay':>7} {'total':>7} | {'startup':>7} {'redo':>6} {'end':>5} "
-                f"{'segs':>4} | {'stg cpu':>7} {'rpl cpu':>7} | {'busy%':>5} {'iow%':>4} {'disk MB':>7} {'load':>5}")
+                f"{'segs':>4} | {'stg cpu':>7} {'rpl cpu':>7} | {'busy%':>5} {'iow%':>4} {'disk MB':>7} {'dirty':>5} {'load':>5}")
         print(head)
         print("-" * len(head))
         for r in self.results:
             print(f"{r['method']:18} {r['round']:>3} {fmt(r.get('staging')):>8} {fmt(r.get('replay')):>7} {fmt(r.get('total')):>7} | "
                   f"{fmt(r.get('startup')):>7} {fmt(r.get('redo')):>6} {fmt(r.get('end')):>5} {r.get('restored', 0):>4} | "
                   f"{fmt(r.get('stage_cpu')):>7} {fmt(r.get('replay_cpu')):>7} | {fmt(r.get('busy_pct'), 0):>5} "
-                  f"{fmt(r.get('iowait_pct'), 0):>4} {fmt(r.get('disk_mb'), 0):>7} {fmt(r.get('load1'), 1):>5}")
+                  f"{fmt(r.get('iowait_pct'), 0):>4} {fmt(r.get('disk_mb'), 0):>7} {fmt(r.get('dirty_mb'), 0):>5} {fmt(r.get('load1'), 1):>5}")
         print()
         print(f"Medians of {ROUNDS} round(s), and pitr's ratio to each")
         head = (f"{'method':40} {'staging':>8} {'replay':>7} {'total':>7} | {'pitr/it staging':>15} {'replay':>7} {'total':>7}")
@@ -728,6 +769,13 @@ max_wal_size = 4GB
         print(f"  staging: CPU {fmt(p['stage_cpu'])}s over {fmt(p['staging'])}s wall "
               f"({fmt(100 * p['stage_cpu'] / p['staging'] if p['stage_cpu'] and p['staging'] else None, 0)}% of one core); "
               f"machine busy {fmt(p['stage_busy_pct'], 0)}% of {os.cpu_count()} CPUs; {fmt(p['stage_disk_mb'], 0)} MB reached the disk while staging")
+        if p["stage_wall"] is not None:
+            blocked = p["stage_blocked"]
+            print(f"  staging wall {fmt(p['stage_wall'])}s (pitr start to postmaster.pid) = on a CPU {fmt(p['stage_oncpu'])}s"
+                  f" + runnable, waiting for a CPU {fmt(p['stage_runwait'])}s + blocked (disk, dirty-page throttling,"
+                  f" children) {fmt(blocked)}s")
+        print(f"  dirty page cache when the server started: {fmt(p['dirty_mb'], 0)} MB "
+              f"(manual {fmt(med['manual']['dirty_mb'], 0)}, pgBackRest {fmt(med['pgbackrest']['dirty_mb'], 0)} MB)")
         print(f"  replay: startup {fmt(p['startup'])}s (reading the data directory, syncfs), redo {fmt(p['redo'])}s, "
               f"target to writable {fmt(p['end'])}s; startup process + restore_command CPU {fmt(p['replay_cpu'])}s")
         print(f"  plan (inside staging): {fmt(median([r.get('pitr_plan') for r in pitr_rows]), 2)}s")

@@ -19,6 +19,8 @@
 #                     RESULTS= to skip)
 #   KEEP=1            keep the temporary directory (servers are still stopped)
 #   CARGO_TARGET_DIR  where cargo builds pitr (default ./target)
+#   PITR_COMPARE      a second pitr binary (another branch, a candidate fix)
+#                     restored with the same arguments, as one more method
 #
 # Needs root (PostgreSQL runs as the `postgres` OS user); installs Debian's
 # pgbackrest and time packages when missing. Everything lives in one

@@ -8,6 +8,7 @@
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
+#   make bench  restore benchmark against the manual runbook and pgBackRest (SCALE, ROUNDS)
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -72,3 +73,12 @@ man:
 
 clean:
 	$(CARGO) clean
+
+# The restore benchmark of issue 7: pitr against the manual runbook and
+# pgBackRest, plus the floors (disk, gzip, PostgreSQL's own replay).
+# Needs root and ~25 GB free at SCALE=300; takes 30-60 minutes there.
+SCALE ?= 300
+ROUNDS ?= 3
+
+bench: postgres
+	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/restore.sh

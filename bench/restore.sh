@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make bench: how fast does `pitr restore` bring a cluster back to a point in
+# time, against the manual runbook (tar -xzf + restore_command = 'cp ...'),
+# pgBackRest (with and without asynchronous archive-get), and the floors (the
+# disk, gzip, and PostgreSQL replaying with every segment already local)?
+#
+#   SCALE=300 ROUNDS=3 ./bench/restore.sh      # what `make bench` runs
+#   SCALE=20 ROUNDS=2 ./bench/restore.sh       # a quick run (a few minutes)
+#
+# Environment:
+#   SCALE             pgbench scale (default 300: 4.5 GiB of data)
+#   ROUNDS            restores per method, interleaved (default 3)
+#   WORKLOAD_SECONDS  pgbench -T after the backups (default 60)
+#   PG_BIN            PostgreSQL 15 server programs (default /usr/lib/postgresql/15/bin)
+#   BENCH_DIR         where the temporary directory goes (default /tmp; must be
+#                     on the same filesystem as the data you care about)
+#   RESULTS           file receiving a copy of the output (default
+#                     bench/results-<date>.txt, -s<SCALE> added when not 300;
+#                     RESULTS= to skip)
+#   KEEP=1            keep the temporary directory (servers are still stopped)
+#   CARGO_TARGET_DIR  where cargo builds pitr (default ./target)
+#   PITR_COMPARE      a second pitr binary (another branch, a candidate fix)
+#                     restored with the same arguments, as one more method
+#
+# Needs root (PostgreSQL runs as the `postgres` OS user); installs Debian's
+# pgbackrest and time packages when missing. Everything lives in one
+# temporary directory that is removed at the end, and every server started is
+# stopped by its PID, also on failure or Ctrl-C.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+export SCALE=${SCALE:-300}
+export ROUNDS=${ROUNDS:-3}
+export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+target_dir=${CARGO_TARGET_DIR:-$here/target}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench/restore.sh must run as root: PostgreSQL runs as the postgres OS user" >&2
+    exit 2
+fi
+if [ ! -x "$PG_BIN/postgres" ]; then
+    echo "no PostgreSQL server programs in $PG_BIN (make postgres installs them)" >&2
+    exit 2
+fi
+missing=()
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+(cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
+export PITR_BUILD="$target_dir/release/pitr"
+
+suffix=; [ "$SCALE" = 300 ] || suffix=-s$SCALE
+results=${RESULTS-$here/bench/results-$(date +%Y-%m-%d)$suffix.txt}
+if [ -n "$results" ]; then
+    python3 -u "$here/bench/restore.py" 2>&1 | tee "$results"
+    exit "${PIPESTATUS[0]}"
+else
+    exec python3 -u "$here/bench/restore.py"
+fi

@@ -202,6 +202,7 @@ class Bench:
         st = os.stat(self.work)
         self.device = (os.major(st.st_dev), os.minor(st.st_dev))
         self.started_pgdata: list[Path] = []
+        self.children: list[subprocess.Popen] = []
         self.sock = mkdir_pg(self.work / "sock", 0o755)
         self.logs = mkdir_pg(self.work / "logs", 0o755)
         self.repo = mkdir_pg(self.work / "repo", 0o755)
@@ -285,6 +286,13 @@ class Bench:
         run(["sync", "-f", self.work])
 
     def cleanup(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         for pgdata in reversed(self.started_pgdata):
             try:
                 self.stop(pgdata, timeout=60)
@@ -423,6 +431,7 @@ max_wal_size = 4GB
             [str(PG_BIN / "pgbench"), "-n", "-T", str(WORKLOAD_SECONDS), "-c", "2", "-j", "2",
              "-h", str(self.sock), "-p", str(self.port), "-U", "postgres", "postgres"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.children.append(bench)
         started = time.monotonic()
         n = 0
         self.target = None
@@ -624,7 +633,9 @@ max_wal_size = 4GB
             cmd = ["/usr/bin/time", "-v", "-o", timefile, binary, "restore", "--repo", self.repo,
                    "--to", self.target, "--backup", BACKUP_ID, "--pgdata", pgdata, "--port", port,
                    "--json", "--quiet"] + (["--no-verify"] if method == "pitr-no-verify" else [])
+            self.started_pgdata.append(pgdata)
             proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.children.append(proc)
             pitr_pid = None
             stage_probe = None
             stage_cpu = None
@@ -650,7 +661,6 @@ max_wal_size = 4GB
                 time.sleep(0.05)
             out, err = proc.communicate()
             t2 = time.monotonic()
-            self.started_pgdata.append(pgdata)
             if proc.returncode != 0:
                 raise RuntimeError(f"pitr restore failed ({proc.returncode}):\n{err}\n{out}")
             report = json.loads(out)

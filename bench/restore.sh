@@ -5,12 +5,14 @@
 # disk, gzip, and PostgreSQL replaying with every segment already local)?
 #
 #   SCALE=300 ROUNDS=3 ./bench/restore.sh      # what `make bench` runs
-#   SCALE=20 ROUNDS=2 ./bench/restore.sh       # a quick run (a few minutes)
+#   SCALE=20 ROUNDS=2 WORKLOAD_WAL_MB=150 ./bench/restore.sh   # a few minutes
 #
 # Environment:
 #   SCALE             pgbench scale (default 300: 4.5 GiB of data)
 #   ROUNDS            restores per method, interleaved (default 3)
-#   WORKLOAD_SECONDS  pgbench -T after the backups (default 60)
+#   WORKLOAD_WAL_MB   the workload after the backups (pgbench -c 2) runs until it
+#                     has written this much WAL (default 440, as in issue 7)
+#   WORKLOAD_SECONDS  ... or for this long at most (default 600)
 #   PG_BIN            PostgreSQL 15 server programs (default /usr/lib/postgresql/15/bin)
 #   BENCH_DIR         where the temporary directory goes (default /tmp; must be
 #                     on the same filesystem as the data you care about)

@@ -156,10 +156,21 @@ fn deliver(
         .prefix(".pitr-fetch-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    let mut reader = compression
-        .decoder(file)
-        .with_context(|| format!("cannot read `{}`", source.display()))?;
-    io::copy(&mut reader, temp.as_file_mut()).with_context(|| {
+    // A plain file is copied file to file, which the kernel does in place
+    // (copy_file_range); compressed ones stream through their decoder.
+    let copied = match compression {
+        Compression::None => {
+            let mut file = file;
+            io::copy(&mut file, temp.as_file_mut())
+        }
+        _ => {
+            let mut reader = compression
+                .decoder(file)
+                .with_context(|| format!("cannot read `{}`", source.display()))?;
+            io::copy(&mut reader, temp.as_file_mut())
+        }
+    };
+    copied.with_context(|| {
         format!(
             "cannot copy `{}` to `{}`",
             source.display(),

@@ -87,6 +87,18 @@ impl Scenario {
         parent
     }
 
+    /// A copy of the WAL archive in `parent/wal` to damage, readable by
+    /// the server's OS user as the original is.
+    fn copy_archive(&self, parent: &Path) -> PathBuf {
+        let wal = parent.join("wal");
+        fs::create_dir_all(&wal).unwrap();
+        for name in listing(&self.repo.join("wal")) {
+            fs::copy(self.repo.join("wal").join(&name), wal.join(&name)).unwrap();
+            give_to_pg_user(&wal.join(&name));
+        }
+        wal
+    }
+
     fn pitr(&self) -> Command {
         let mut command = Command::new(&self.pitr);
         command.env_remove("PITR_REPO").env("TZ", "UTC");
@@ -235,21 +247,13 @@ fn latest_replays_the_whole_archive() {
 fn a_partial_last_segment_is_used() {
     let s = scenario();
     let parent = s.restore_dir("partial");
-    let wal = parent.join("wal");
-    fs::create_dir_all(&wal).unwrap();
-    for name in listing(&s.repo.join("wal")) {
-        fs::copy(s.repo.join("wal").join(&name), wal.join(&name)).unwrap();
-    }
+    let wal = s.copy_archive(&parent);
     let last = listing(&wal)
         .into_iter()
         .filter(|n| n.len() == 24)
         .max()
         .unwrap();
     fs::rename(wal.join(&last), wal.join(format!("{last}.partial"))).unwrap();
-    // The copies are root's; the server's user must read them.
-    for name in listing(&wal) {
-        give_to_pg_user(&wal.join(name));
-    }
     let pgdata = parent.join("pgdata");
     let output = s
         .pitr()
@@ -401,11 +405,7 @@ fn an_unreadable_archive_file_fails_the_recovery_loudly() {
     }
     let s = scenario();
     let parent = s.restore_dir("unreadable");
-    let wal = parent.join("wal");
-    fs::create_dir_all(&wal).unwrap();
-    for name in listing(&s.repo.join("wal")) {
-        fs::copy(s.repo.join("wal").join(&name), wal.join(&name)).unwrap();
-    }
+    let wal = s.copy_archive(&parent);
     let plan = s
         .pitr()
         .args(["plan", "--json", "--backups"])
@@ -605,16 +605,12 @@ fn refusals_change_nothing() {
 fn a_missing_segment_is_named_before_anything_is_written() {
     let s = scenario();
     let parent = s.restore_dir("missing-wal");
-    let wal = parent.join("wal");
-    fs::create_dir_all(&wal).unwrap();
     let mut segments: Vec<String> = listing(&s.repo.join("wal"))
         .into_iter()
         .filter(|name| name.len() == 24)
         .collect();
     segments.sort();
-    for name in listing(&s.repo.join("wal")) {
-        fs::copy(s.repo.join("wal").join(&name), wal.join(&name)).unwrap();
-    }
+    let wal = s.copy_archive(&parent);
     // Remove a segment in the middle of what backup a-plain needs.
     let victim = &segments[segments.len() - 3];
     fs::remove_file(wal.join(victim)).unwrap();

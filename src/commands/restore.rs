@@ -17,7 +17,7 @@ use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
-use crate::prefetch::{PrefetchStats, Prefetcher, SPOOL_DIR};
+use crate::prefetch::{PrefetchStats, Prefetcher};
 use crate::progress::{human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::repo::Catalog;
@@ -111,11 +111,18 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         None => free_port().or_fail(FailureKind::Staging)?,
     };
     let socket_dir = socket_dir_for(&pgdata);
+    // Prefetching starts now, while the backup is extracted, into a spool
+    // beside the data directory (same filesystem, so wal-fetch can rename).
+    let prefetcher = if args.no_prefetch {
+        None
+    } else {
+        start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?
+    };
     let settings = RecoverySettings {
         restore_command: restore_command(
             &pitr,
             &catalog.location.wal_archive,
-            (!args.no_prefetch).then_some(Path::new(SPOOL_DIR)),
+            prefetcher.as_ref().map(|p| p.spool()),
         ),
         target: plan.target.clone(),
         inclusive: plan.inclusive,
@@ -174,11 +181,6 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         user.name,
         server_log.display()
     ));
-    let prefetcher = if args.no_prefetch {
-        None
-    } else {
-        Some(start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?)
-    };
     let recovery_started = Instant::now();
     let server = Server::new(&pgdata, binaries, user);
     let mut follower = LogFollower::new(&server.log_path);
@@ -241,15 +243,18 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     Ok(())
 }
 
-/// Creates the spool in the data directory and starts prefetching the
-/// planned segments that the archive holds complete.
+/// Creates the spool beside the data directory and starts prefetching the
+/// planned segments that the archive holds complete. None when the parent
+/// directory does not exist (staging then says so).
 fn start_prefetch(
     plan: &Plan,
     catalog: &Catalog,
     pgdata: &Path,
     user: &OsUser,
-) -> anyhow::Result<Prefetcher> {
-    let spool = pgdata.join(SPOOL_DIR);
+) -> anyhow::Result<Option<Prefetcher>> {
+    let Some(spool) = spool_dir_for(pgdata) else {
+        return Ok(None);
+    };
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&spool)
@@ -266,17 +271,25 @@ fn start_prefetch(
                 .map(|file| (segment, file.clone()))
         })
         .collect();
-    Ok(Prefetcher::start(
+    Ok(Some(Prefetcher::start(
         segments,
         &spool,
         user.clone(),
         PREFETCH_AHEAD,
-    ))
+    )))
+}
+
+/// `.<name>.pitr-spool-<pid>` beside `pgdata`, when its parent exists.
+fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
+    let parent = pgdata.parent().filter(|p| p.is_dir())?;
+    let name = pgdata.file_name()?.to_string_lossy();
+    Some(parent.join(format!(".{name}.pitr-spool-{}", std::process::id())))
 }
 
 /// Segments decompressed ahead of replay: enough to hide the archive's
-/// latency, few enough to bound the disk used (8 × 16 MiB).
-const PREFETCH_AHEAD: u64 = 8;
+/// latency and to stay ahead of a replay running at 30 segments a second,
+/// few enough to bound the disk used (16 × 16 MiB).
+const PREFETCH_AHEAD: u64 = 16;
 
 fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
     let latest = args.target.to.trim().eq_ignore_ascii_case("latest");

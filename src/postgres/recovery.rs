@@ -5,7 +5,12 @@
 //! FATAL, or the server exiting, is a failure with the log lines that show
 //! why.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a server paused at the target may take to act on the promotion
+/// asked for before pitr asks again (it normally acts within milliseconds;
+/// PostgreSQL's pause loop looks again every second).
+const PROMOTION_GRACE: Duration = Duration::from_secs(3);
 
 use nix::unistd::Pid;
 
@@ -53,6 +58,20 @@ pub struct Observed {
 
 /// Feeds log events to the caller (for progress) and decides when the goal
 /// is reached.
+///
+/// Promoting at the target: the server pauses there (`recovery_target_action
+/// = pause`) and is promoted, which ends recovery with an end-of-recovery
+/// record instead of the full checkpoint `recovery_target_action = promote`
+/// waits for. The promotion is asked for as soon as the server is
+/// consistent, before the target: in archive recovery (not standby mode,
+/// no `recovery_min_apply_delay`), PostgreSQL 13 to 18 look at a promotion
+/// request only in their pause loop, so it takes effect exactly at the
+/// target, the moment the server pauses there. Asked for after the pause
+/// instead, it would wait for the loop's next turn: up to a second, since
+/// PostgreSQL 14 sleeps there on a condition variable that the promotion
+/// signal does not wake. Should the server pause at the target without
+/// promoting (the request lost, say, to a crash and restart of the startup
+/// process), it is asked again.
 pub fn follow(
     server: &Server,
     follower: &mut LogFollower,
@@ -64,6 +83,8 @@ pub fn follow(
     let mut observed = Observed::default();
     let mut pending = initial;
     let mut promote_requested = false;
+    let mut paused_at_target: Option<Instant> = None;
+    let mut asked_again = false;
     loop {
         if interrupt::requested() {
             let stopped = server.stop_fast();
@@ -84,7 +105,15 @@ pub fn follow(
             on_event(&event);
             match event {
                 LogEvent::Restored(_) => observed.restored_files += 1,
-                LogEvent::Consistent(lsn) => observed.consistent_at = Some(lsn),
+                LogEvent::Consistent(lsn) => {
+                    observed.consistent_at = Some(lsn);
+                    if goal == Goal::PromoteAtTarget && !promote_requested {
+                        promote_requested = true;
+                        if let Err(error) = server.promote() {
+                            return Err(fail(server, follower, &observed, format!("{error:#}")));
+                        }
+                    }
+                }
                 LogEvent::Stopping(message) => observed.stop_message = Some(message),
                 LogEvent::RedoDone(lsn) => observed.redo_done = Some(lsn),
                 LogEvent::NewTimeline(timeline) => observed.new_timeline = Some(timeline),
@@ -95,10 +124,13 @@ pub fn follow(
                     Goal::PauseAtTarget if observed.stop_message.is_some() => {
                         return Ok((FinalState::Paused, observed))
                     }
-                    Goal::PromoteAtTarget if observed.stop_message.is_some() && !promote_requested => {
-                        promote_requested = true;
-                        if let Err(error) = server.promote() {
-                            return Err(fail(server, follower, &observed, format!("{error:#}")));
+                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
+                        paused_at_target = Some(Instant::now());
+                        if !promote_requested {
+                            promote_requested = true;
+                            if let Err(error) = server.promote() {
+                                return Err(fail(server, follower, &observed, format!("{error:#}")));
+                            }
                         }
                     }
                     _ => {
@@ -139,6 +171,12 @@ pub fn follow(
                 LogEvent::ShutDown => {}
             }
         }
+        if paused_at_target.is_some_and(|since| since.elapsed() > PROMOTION_GRACE) && !asked_again {
+            asked_again = true;
+            if let Err(error) = server.promote() {
+                return Err(fail(server, follower, &observed, format!("{error:#}")));
+            }
+        }
         if !Server::is_running(pid) {
             for event in follower.poll() {
                 if event == LogEvent::ShutdownAtTarget {
@@ -155,7 +193,9 @@ pub fn follow(
                 "the server exited before reaching the target".to_string(),
             ));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Each poll is a read of the log's new bytes: cheap, and the
+        // promotion follows the pause line within this delay.
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

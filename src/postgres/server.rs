@@ -81,8 +81,9 @@ impl Server {
         }
     }
 
-    /// Ends recovery at the point where the server paused: the same as
-    /// `pg_promote()`, without needing a database connection.
+    /// Asks the server to end recovery and promote (what `pg_promote()`
+    /// does, without needing a database connection). See
+    /// [`super::recovery::follow`] for when pitr asks.
     pub fn promote(&self) -> Result<()> {
         let output = self
             .pg_ctl()

@@ -8,7 +8,7 @@
 //!
 //! | setting | majors |
 //! |---|---|
-//! | restore_command, recovery_target*, recovery_target_action, primary_conninfo | 12+ (were recovery.conf lines before) |
+//! | restore_command, recovery_target*, recovery_target_action, primary_conninfo, recovery_min_apply_delay | 12+ (were recovery.conf lines before) |
 //! | port, unix_socket_directories, archive_mode, hot_standby | all |
 //! | logging_collector, log_destination, lc_messages, log_min_messages | all |
 //! | recovery_init_sync_method | 14+ only |
@@ -98,6 +98,11 @@ impl RecoverySettings {
         // (from `pg_basebackup -R`) must not be contacted.
         set("hot_standby", "on");
         set("primary_conninfo", "");
+        // A delay would make PostgreSQL wait between commits during replay,
+        // and look at pitr's early promotion request while it waits
+        // (`recoveryApplyDelay`): none, so that the request is acted on
+        // only at the target (see `recovery::follow`).
+        set("recovery_min_apply_delay", "0");
         // pitr follows the server through its log: keep it in one known
         // file, in English.
         set("logging_collector", "off");

@@ -2,17 +2,20 @@
 //! and streamed out, plain backups copied.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 
+use super::durable::{Flusher, FlushingFile};
+use super::readahead::ReadAhead;
 use super::Interrupted;
 use crate::compression::Compression;
 use crate::interrupt;
 use crate::progress::Progress;
-use crate::repo::manifest_check::{Hashing, ManifestCheck};
+use crate::repo::manifest_check::ManifestCheck;
 
 /// Checking extracted files against the backup's manifest, under a path
 /// prefix (`pg_tblspc/<oid>/` for a tablespace).
@@ -27,14 +30,34 @@ impl Verify<'_> {
     }
 }
 
+/// What writing files needs from one file to the next: the writeback of
+/// what was written, and one buffer for all of them.
+pub struct FileWriter {
+    flusher: Flusher,
+    buffer: Vec<u8>,
+}
+
+impl Default for FileWriter {
+    fn default() -> FileWriter {
+        FileWriter {
+            flusher: Flusher::default(),
+            buffer: vec![0; 256 * 1024],
+        }
+    }
+}
+
 /// Copies `reader` into a new file at `target`, checksumming on the way
-/// when the manifest has a checksum for it, and checks it.
+/// when the manifest has a checksum for it, and checks it. Data goes from
+/// the reader into one buffer and from there to the kernel: one copy in
+/// user space. The file's writeback starts as it is written (see
+/// [`super::durable`]).
 fn write_checked(
     reader: &mut dyn Read,
     target: &Path,
     relative: &Path,
     mode: u32,
     verify: &mut Option<&mut Verify<'_>>,
+    writer: &mut FileWriter,
 ) -> Result<u64> {
     let manifest_path = verify.as_ref().map(|v| v.manifest_path(relative));
     let file = fs::OpenOptions::new()
@@ -43,19 +66,33 @@ fn write_checked(
         .mode(mode & 0o7777)
         .open(target)
         .map_err(|e| interrupt_or(e, target))?;
-    let mut writer = Hashing {
-        inner: io::BufWriter::with_capacity(256 * 1024, file),
-        checksummer: match (&verify, &manifest_path) {
-            (Some(v), Some(path)) => v.check.checksummer(path),
-            _ => None,
-        },
-        written: 0,
+    let mut checksummer = match (&verify, &manifest_path) {
+        (Some(v), Some(path)) => v.check.checksummer(path),
+        _ => None,
     };
-    io::copy(reader, &mut writer).map_err(|e| interrupt_or(e, target))?;
-    io::Write::flush(&mut writer).map_err(|e| interrupt_or(e, target))?;
-    let written = writer.written;
+    let FileWriter { flusher, buffer } = writer;
+    let mut output = FlushingFile::new(file, flusher);
+    let mut written = 0u64;
+    loop {
+        let n = match reader.read(buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted && !interrupt::requested() => {
+                continue
+            }
+            Err(error) => return Err(interrupt_or(error, target)),
+        };
+        if let Some(checksummer) = &mut checksummer {
+            checksummer.update(&buffer[..n]);
+        }
+        output
+            .write_all(&buffer[..n])
+            .map_err(|e| interrupt_or(e, target))?;
+        written += n as u64;
+    }
+    output.finish();
     if let (Some(verify), Some(path)) = (verify.as_mut(), manifest_path) {
-        let digest = writer.checksummer.take().map(|c| c.finish());
+        let digest = checksummer.map(|c| c.finish());
         verify
             .check
             .record(&path, written, digest)
@@ -64,23 +101,6 @@ fn write_checked(
             })?;
     }
     Ok(written)
-}
-
-/// Counts bytes read, for the progress bar.
-struct Counting<'a, R> {
-    inner: R,
-    progress: &'a mut Progress,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if interrupt::requested() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, Interrupted));
-        }
-        let n = self.inner.read(buf)?;
-        self.progress.add(n as u64);
-        Ok(n)
-    }
 }
 
 /// Checks a tar member name and turns it into a relative path: no absolute
@@ -102,29 +122,30 @@ pub fn safe_member_path(name: &Path) -> Result<PathBuf> {
     Ok(clean)
 }
 
-/// Streams a (compressed) tar into `dest`, refusing hostile members.
+/// Streams a (compressed) tar into `dest`, refusing hostile members. The
+/// archive is decompressed on a second thread while this one writes.
 pub fn extract_tar(
     path: &Path,
     compression: Compression,
     dest: &Path,
     progress: &mut Progress,
     mut verify: Option<&mut Verify<'_>>,
+    writer: &mut FileWriter,
 ) -> Result<u64> {
-    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let counting = Counting {
-        inner: file,
-        progress,
-    };
-    let decoder = compression
-        .decoder(counting)
-        .with_context(|| format!("cannot read `{}` as {}", path.display(), compression.name()))?;
-    let mut archive = tar::Archive::new(decoder);
+    let decompressed = ReadAhead::open(path, compression)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let consumed = decompressed.consumed();
+    let mut reported = 0;
+    let mut archive = tar::Archive::new(decompressed);
     let mut written = 0;
     let entries = archive
         .entries()
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| interrupt_or(e, path))?;
+        let now = consumed.load(Ordering::Relaxed);
+        progress.add(now.saturating_sub(reported));
+        reported = now;
         let raw = entry
             .path()
             .with_context(|| format!("`{}` has a member with an unreadable name", path.display()))?
@@ -179,8 +200,9 @@ pub fn extract_tar(
             }
             continue;
         }
-        written += write_checked(&mut entry, &target, &relative, mode, &mut verify)?;
+        written += write_checked(&mut entry, &target, &relative, mode, &mut verify, writer)?;
     }
+    progress.add(consumed.load(Ordering::Relaxed).saturating_sub(reported));
     Ok(written)
 }
 
@@ -204,6 +226,7 @@ pub fn copy_tree(
     relative: &Path,
     progress: &mut Progress,
     verify: &mut Option<&mut Verify<'_>>,
+    writer: &mut FileWriter,
 ) -> Result<u64> {
     let mut written = 0;
     let dir = source.join(relative);
@@ -238,12 +261,19 @@ pub fn copy_tree(
                 .mode(metadata.permissions().mode() & 0o7777)
                 .create(&to)
                 .with_context(|| format!("cannot create `{}`", to.display()))?;
-            written += copy_tree(source, dest, &rel, progress, verify)?;
+            written += copy_tree(source, dest, &rel, progress, verify, writer)?;
         } else if metadata.is_file() {
             let copied = if verify.is_some() {
                 let mut input = File::open(&from)
                     .with_context(|| format!("cannot open `{}`", from.display()))?;
-                write_checked(&mut input, &to, &rel, metadata.permissions().mode(), verify)?
+                write_checked(
+                    &mut input,
+                    &to,
+                    &rel,
+                    metadata.permissions().mode(),
+                    verify,
+                    writer,
+                )?
             } else {
                 // copy_file_range: no pass through user space.
                 fs::copy(&from, &to).map_err(|e| interrupt_or(e, &to))?

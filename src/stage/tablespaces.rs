@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::extract::{copy_tree, extract_tar, Verify};
+use super::extract::{copy_tree, extract_tar, FileWriter, Verify};
 use crate::postgres::os_user::OsUser;
 use crate::progress::Progress;
 use crate::repo::absolute;
@@ -159,6 +159,11 @@ pub struct StagedTablespace {
 }
 
 impl StagedTablespace {
+    /// Makes the staged files durable (see [`super::durable`]).
+    pub fn sync(&self) -> Result<()> {
+        super::durable::sync_filesystem(&self.staging)
+    }
+
     /// Renames the staged tablespace into place.
     pub fn commit(&mut self) -> Result<()> {
         fs::rename(&self.staging, &self.destination).with_context(|| {
@@ -187,6 +192,7 @@ pub fn stage_tablespace(
     user: &OsUser,
     progress: &mut Progress,
     check: Option<&mut ManifestCheck>,
+    writer: &mut FileWriter,
 ) -> Result<(StagedTablespace, u64)> {
     let parent = placement.destination.parent().unwrap_or(Path::new("/"));
     let name = placement
@@ -210,12 +216,22 @@ pub fn stage_tablespace(
         prefix: format!("pg_tblspc/{}/", placement.oid),
     });
     let written = match &placement.source {
-        TablespaceSource::Tar { path, compression } => {
-            extract_tar(path, *compression, &staging, progress, verify.as_mut())?
-        }
-        TablespaceSource::Directory(dir) => {
-            copy_tree(dir, &staging, Path::new(""), progress, &mut verify.as_mut())?
-        }
+        TablespaceSource::Tar { path, compression } => extract_tar(
+            path,
+            *compression,
+            &staging,
+            progress,
+            verify.as_mut(),
+            writer,
+        )?,
+        TablespaceSource::Directory(dir) => copy_tree(
+            dir,
+            &staging,
+            Path::new(""),
+            progress,
+            &mut verify.as_mut(),
+            writer,
+        )?,
     };
     super::give_tree(&staging, user)?;
     Ok((staged, written))

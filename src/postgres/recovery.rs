@@ -107,11 +107,10 @@ pub fn follow(
                 LogEvent::Restored(_) => observed.restored_files += 1,
                 LogEvent::Consistent(lsn) => {
                     observed.consistent_at = Some(lsn);
+                    // Only a head start: if pg_ctl refuses now, the pause
+                    // at the target asks again.
                     if goal == Goal::PromoteAtTarget && !promote_requested {
-                        promote_requested = true;
-                        if let Err(error) = server.promote() {
-                            return Err(fail(server, follower, &observed, format!("{error:#}")));
-                        }
+                        promote_requested = server.promote().is_ok();
                     }
                 }
                 LogEvent::Stopping(message) => observed.stop_message = Some(message),

@@ -618,8 +618,17 @@ max_wal_size = 4GB
             if "uncompressed_gb" not in self.facts:
                 size = run(["du", "-sb", pgdata], capture=True).stdout.split()[0]
                 self.facts["uncompressed_gb"] = int(size) / 1e9
+            # The segments replay reads: up to the one after the target's
+            # (the stop record may be there). Later ones would only be
+            # recycled at promotion, which pitr's restores never do.
+            hi, lo = (int(part, 16) for part in self.target_lsn.split("/"))
+            last = f"00000001{hi:08X}{(lo >> 24):08X}"
+            needed = sorted(p.name for p in self.archive.iterdir()
+                            if re.fullmatch(r"[0-9A-F]{24}", p.name) and p.name > last)[:1]
+            last = needed[0] if needed else last
             for segment in self.archive.iterdir():
-                if re.fullmatch(r"[0-9A-F]{24}", segment.name) and not (pgdata / "pg_wal" / segment.name).exists():
+                if re.fullmatch(r"[0-9A-F]{24}", segment.name) and segment.name <= last \
+                        and not (pgdata / "pg_wal" / segment.name).exists():
                     shutil.copyfile(segment, pgdata / "pg_wal" / segment.name)
                     chown_pg(pgdata / "pg_wal" / segment.name)
             self.recovery_conf(pgdata, port, {
@@ -790,7 +799,8 @@ max_wal_size = 4GB
         if disk and size:
             print(f"  {'writing the backup at that speed, s':45} {size * 1e3 / disk:8.1f}   ({size:.2f} GB)")
         print(f"  {'PostgreSQL replay, all WAL in pg_wal, s':45} {fmt(med['replay-floor']['replay']):>8}   "
-              f"(start -> promoted; pause at the target, then pg_ctl promote; data synced beforehand)")
+              f"(start -> promoted; pause at the target, then pg_ctl promote; data synced beforehand;"
+              f" the segments up to the target's next one in pg_wal)")
         print(f"  {'... promoted as pitr does, s':45} {fmt(med['replay-floor-early']['replay']):>8}   "
               f"(the same, but pg_ctl promote once consistent: acted on at the target's pause)")
         pitr_rows = by["pitr"]

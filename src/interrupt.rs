@@ -28,6 +28,18 @@ pub fn install() {
     }
 }
 
+/// For commands that only print: the default SIGPIPE action, so that a
+/// closed output (`pitr list | head -1`) ends the process quietly, as it
+/// ends any Unix filter. Rust ignores SIGPIPE, which turns the next print
+/// into a panic. Commands that change anything keep ignoring it: they must
+/// not die halfway through their work because a reader went away.
+pub fn quiet_on_closed_output() {
+    // SAFETY: restoring a signal's default action installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}
+
 pub fn requested() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }

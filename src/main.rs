@@ -29,6 +29,16 @@ fn main() -> ExitCode {
         return ExitCode::from(commands::wal_push::run(args));
     }
     pitr::interrupt::install();
+    if matches!(
+        cli.command,
+        Command::Plan(_)
+            | Command::List(_)
+            | Command::Events(_)
+            | Command::Verify(_)
+            | Command::Generate(_)
+    ) {
+        pitr::interrupt::quiet_on_closed_output();
+    }
     let reporter = Reporter::new(cli.quiet).with_verbose(cli.verbose);
     let result = match &cli.command {
         Command::Restore(args) => commands::restore::run(args, cli.json, &reporter),

@@ -591,4 +591,17 @@ fn completions_and_man_pages_come_from_the_definitions() {
     assert!(backup.contains("archive\\-wait"), "{backup}");
     // Hidden from --help: it is for packagers.
     assert!(!stdout(&pitr(&binary).arg("--help").output().unwrap()).contains("generate"));
+
+    // Output into a pipe nobody reads (`pitr ... | head -1` once head has
+    // exited) ends the command quietly, without a panic.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let output = pitr(&binary)
+        .args(["generate", "completions", "bash"])
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(nix::libc::SIGPIPE));
 }

@@ -56,7 +56,7 @@ LABELS = {
     "pitr-no-verify": "pitr restore --no-verify",
     "pitr-compare": "pitr restore, PITR_COMPARE binary",
     "replay-floor": "PostgreSQL alone, WAL in pg_wal",
-    "replay-floor-early": "... promoted as pitr does (when consistent)",
+    "replay-floor-early": "... promoted as pitr does (at redo start)",
 }
 
 T0 = time.monotonic()
@@ -534,9 +534,9 @@ max_wal_size = 4GB
                     return time.monotonic()
                 if "FATAL:" in line or "PANIC:" in line:
                     raise RuntimeError(f"{pgdata}: {line}")
-                # early: promote as pitr does, once consistent; archive
+                # early: promote as pitr does, once replay starts; archive
                 # recovery acts on it only when it pauses at the target.
-                trigger = "consistent recovery state reached" if early else "pausing at the end of recovery"
+                trigger = "redo starts at" if early else "pausing at the end of recovery"
                 if pause_then_promote and trigger in line and not promoted_asked:
                     promoted_asked = True
                     run([PG_BIN / "pg_ctl", "promote", "-W", "-s", "-D", pgdata], pg=True)
@@ -802,7 +802,7 @@ max_wal_size = 4GB
               f"(start -> promoted; pause at the target, then pg_ctl promote; data synced beforehand;"
               f" the segments up to the target's next one in pg_wal)")
         print(f"  {'... promoted as pitr does, s':45} {fmt(med['replay-floor-early']['replay']):>8}   "
-              f"(the same, but pg_ctl promote once consistent: acted on at the target's pause)")
+              f"(the same, but pg_ctl promote once redo starts: acted on at the target's pause)")
         pitr_rows = by["pitr"]
         rss = [r.get("rss_mb") for r in pitr_rows if r.get("rss_mb")]
         print()

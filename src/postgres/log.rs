@@ -10,6 +10,8 @@ use crate::wal::Lsn;
 pub enum LogEvent {
     /// `restored log file "…" from archive`
     Restored(String),
+    /// `redo starts at …`: replay begins (pg_control says archive recovery).
+    RedoStarts(Lsn),
     /// `consistent recovery state reached at …`
     Consistent(Lsn),
     /// `recovery stopping …`: the stop point was found. Holds the message.
@@ -64,6 +66,9 @@ pub fn parse_line(line: &str) -> Option<LogEvent> {
     if let Some(rest) = message.strip_prefix("restored log file \"") {
         let name = rest.split('"').next()?;
         return Some(LogEvent::Restored(name.to_string()));
+    }
+    if let Some(lsn) = lsn_after("redo starts at ") {
+        return Some(LogEvent::RedoStarts(lsn));
     }
     if let Some(lsn) = lsn_after("consistent recovery state reached at ") {
         return Some(LogEvent::Consistent(lsn));
@@ -128,6 +133,7 @@ mod tests {
         let prefix = "2026-11-24 01:22:03.123 UTC [4242] ";
         let cases = [
             ("LOG:  restored log file \"000000010000000000000011\" from archive", Some(LogEvent::Restored("000000010000000000000011".into()))),
+            ("LOG:  redo starts at 0/10000028", Some(LogEvent::RedoStarts("0/10000028".parse().unwrap()))),
             ("LOG:  consistent recovery state reached at 0/11000100", Some(LogEvent::Consistent("0/11000100".parse().unwrap()))),
             ("LOG:  recovery stopping before commit of transaction 732, time 2026-11-24 01:21:17.966024+00", Some(LogEvent::Stopping("recovery stopping before commit of transaction 732, time 2026-11-24 01:21:17.966024+00".into()))),
             ("LOG:  pausing at the end of recovery", Some(LogEvent::Paused)),

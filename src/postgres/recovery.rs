@@ -62,8 +62,8 @@ pub struct Observed {
 /// Promoting at the target: the server pauses there (`recovery_target_action
 /// = pause`) and is promoted, which ends recovery with an end-of-recovery
 /// record instead of the full checkpoint `recovery_target_action = promote`
-/// waits for. The promotion is asked for as soon as the server is
-/// consistent, before the target: in archive recovery (not standby mode,
+/// waits for. The promotion is asked for as soon as replay starts, long
+/// before the target: in archive recovery (not standby mode,
 /// no `recovery_min_apply_delay`), PostgreSQL 13 to 18 look at a promotion
 /// request only in their pause loop, so it takes effect exactly at the
 /// target, the moment the server pauses there. Asked for after the pause
@@ -105,8 +105,10 @@ pub fn follow(
             on_event(&event);
             match event {
                 LogEvent::Restored(_) => observed.restored_files += 1,
-                LogEvent::Consistent(lsn) => {
-                    observed.consistent_at = Some(lsn);
+                LogEvent::RedoStarts(_) | LogEvent::Consistent(_) => {
+                    if let LogEvent::Consistent(lsn) = event {
+                        observed.consistent_at = Some(lsn);
+                    }
                     // Only a head start: if pg_ctl refuses now, the pause
                     // at the target asks again.
                     if goal == Goal::PromoteAtTarget && !promote_requested {

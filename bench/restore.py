@@ -443,7 +443,9 @@ max_wal_size = 4GB
                                     f"RETURNING pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint"))
                 done = max(wal / (WORKLOAD_WAL_MB * 2**20), (time.monotonic() - started) / WORKLOAD_SECONDS)
                 if done >= 1 and self.target is not None:
-                    bench.send_signal(signal.SIGINT)
+                    # SIGTERM: a job started in the background from a script
+                    # ignores SIGINT, and so would pgbench.
+                    bench.send_signal(signal.SIGTERM)
                     break
                 time.sleep(0.5)
                 if self.target is None and done >= 0.85:
@@ -456,7 +458,7 @@ max_wal_size = 4GB
                 time.sleep(0.5)
         finally:
             if bench.poll() is None:
-                bench.send_signal(signal.SIGINT)
+                bench.send_signal(signal.SIGTERM)
             output = bench.communicate()[0]
         seconds = time.monotonic() - started
         if self.target is None:

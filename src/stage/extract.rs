@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 
-use super::durable::{Flusher, FlushingFile};
 use super::readahead::ReadAhead;
 use super::Interrupted;
 use crate::compression::Compression;
@@ -30,27 +29,22 @@ impl Verify<'_> {
     }
 }
 
-/// What writing files needs from one file to the next: the writeback of
-/// what was written, and one buffer for all of them.
+/// One buffer for every file written: data goes from the reader into it
+/// and from there to the kernel, one copy in user space.
 pub struct FileWriter {
-    flusher: Flusher,
     buffer: Vec<u8>,
 }
 
 impl Default for FileWriter {
     fn default() -> FileWriter {
         FileWriter {
-            flusher: Flusher::default(),
             buffer: vec![0; 256 * 1024],
         }
     }
 }
 
 /// Copies `reader` into a new file at `target`, checksumming on the way
-/// when the manifest has a checksum for it, and checks it. Data goes from
-/// the reader into one buffer and from there to the kernel: one copy in
-/// user space. The file's writeback starts as it is written (see
-/// [`super::durable`]).
+/// when the manifest has a checksum for it, and checks it.
 fn write_checked(
     reader: &mut dyn Read,
     target: &Path,
@@ -60,7 +54,7 @@ fn write_checked(
     writer: &mut FileWriter,
 ) -> Result<u64> {
     let manifest_path = verify.as_ref().map(|v| v.manifest_path(relative));
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode & 0o7777)
@@ -70,8 +64,7 @@ fn write_checked(
         (Some(v), Some(path)) => v.check.checksummer(path),
         _ => None,
     };
-    let FileWriter { flusher, buffer } = writer;
-    let mut output = FlushingFile::new(file, flusher);
+    let buffer = &mut writer.buffer;
     let mut written = 0u64;
     loop {
         let n = match reader.read(buffer) {
@@ -85,12 +78,10 @@ fn write_checked(
         if let Some(checksummer) = &mut checksummer {
             checksummer.update(&buffer[..n]);
         }
-        output
-            .write_all(&buffer[..n])
+        file.write_all(&buffer[..n])
             .map_err(|e| interrupt_or(e, target))?;
         written += n as u64;
     }
-    output.finish();
     if let (Some(verify), Some(path)) = (verify.as_mut(), manifest_path) {
         let digest = checksummer.map(|c| c.finish());
         verify

@@ -271,10 +271,8 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         bail!(Interrupted);
     }
     // Durable before it is renamed into place: a directory at --pgdata is
-    // always complete, even after a crash. Most of the data is already on
-    // disk (the flusher started its writeback while staging).
+    // always complete, even after a crash (see `durable`).
     let syncing = std::time::Instant::now();
-    drop(writer);
     sync_filesystem(&staging_path)?;
     for staged in &staged_tablespaces {
         staged.sync()?;

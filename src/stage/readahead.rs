@@ -67,7 +67,6 @@ impl ReadAhead {
                     let mut chunk = spares
                         .try_recv()
                         .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-                    chunk.clear();
                     match fill(&mut decoder, &mut chunk) {
                         Ok(0) => return,
                         Ok(_) => {
@@ -100,7 +99,9 @@ impl ReadAhead {
     }
 }
 
-/// Reads until `chunk` holds `CHUNK` bytes or the stream ends.
+/// Reads until `chunk` holds `CHUNK` bytes or the stream ends. A reused
+/// chunk keeps its length, so only a new one is zeroed (zeroing every
+/// chunk cost as much CPU as a fifth of the decompression).
 fn fill(reader: &mut dyn Read, chunk: &mut Vec<u8>) -> io::Result<usize> {
     chunk.resize(CHUNK, 0);
     let mut filled = 0;

@@ -7,11 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-/// How long a server paused at the target may take to act on the promotion
-/// asked for before pitr asks again (it normally acts within milliseconds;
-/// PostgreSQL's pause loop looks again every second).
-const PROMOTION_GRACE: Duration = Duration::from_secs(3);
-
 use nix::unistd::Pid;
 
 use super::log::{explain_fatal, LogEvent};
@@ -19,6 +14,11 @@ use super::server::{LogFollower, Server};
 use crate::error::{Failure, FailureKind};
 use crate::interrupt;
 use crate::wal::Lsn;
+
+/// How long a server paused at the target may take to act on the promotion
+/// asked for before pitr asks again (it normally acts within milliseconds;
+/// PostgreSQL's pause loop looks again every second).
+const PROMOTION_GRACE: Duration = Duration::from_secs(3);
 
 /// Where the server should end up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -101,7 +101,7 @@ impl ReadAhead {
 
 /// Reads until `chunk` holds `CHUNK` bytes or the stream ends. A reused
 /// chunk keeps its length, so only a new one is zeroed (zeroing every
-/// chunk cost as much CPU as a fifth of the decompression).
+/// chunk took a fifth of this thread's time).
 fn fill(reader: &mut dyn Read, chunk: &mut Vec<u8>) -> io::Result<usize> {
     chunk.resize(CHUNK, 0);
     let mut filled = 0;

@@ -23,7 +23,7 @@ use crate::repo::absolute;
 use crate::repo::Catalog;
 use crate::stage::combine::Combine;
 use crate::stage::tablespaces::{parse_mapping, place};
-use crate::stage::{inspect_destination, stage, Interrupted, StageRequest};
+use crate::stage::{inspect_destination, stage, work_dir_beside, Interrupted, StageRequest};
 use crate::target::Target;
 use crate::wal::WalSegment;
 use std::os::unix::fs::DirBuilderExt;
@@ -283,7 +283,7 @@ fn start_prefetch(
 fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
     let parent = pgdata.parent().filter(|p| p.is_dir())?;
     let name = pgdata.file_name()?.to_string_lossy();
-    Some(parent.join(format!(".{name}.pitr-spool-{}", std::process::id())))
+    Some(work_dir_beside(parent, &name, "spool"))
 }
 
 /// Segments decompressed ahead of replay: enough to hide the archive's

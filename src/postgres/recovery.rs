@@ -85,6 +85,13 @@ pub fn follow(
     let mut promote_requested = false;
     let mut paused_at_target: Option<Instant> = None;
     let mut asked_again = false;
+    // Only a head start: if pg_ctl refuses, the next chance (consistency,
+    // then the pause at the target) asks again.
+    let ask_early = |requested: &mut bool| {
+        if goal == Goal::PromoteAtTarget && !*requested {
+            *requested = server.promote().is_ok();
+        }
+    };
     loop {
         if interrupt::requested() {
             let stopped = server.stop_fast();
@@ -105,15 +112,10 @@ pub fn follow(
             on_event(&event);
             match event {
                 LogEvent::Restored(_) => observed.restored_files += 1,
-                LogEvent::RedoStarts(_) | LogEvent::Consistent(_) => {
-                    if let LogEvent::Consistent(lsn) = event {
-                        observed.consistent_at = Some(lsn);
-                    }
-                    // Only a head start: if pg_ctl refuses now, the pause
-                    // at the target asks again.
-                    if goal == Goal::PromoteAtTarget && !promote_requested {
-                        promote_requested = server.promote().is_ok();
-                    }
+                LogEvent::RedoStarts(_) => ask_early(&mut promote_requested),
+                LogEvent::Consistent(lsn) => {
+                    observed.consistent_at = Some(lsn);
+                    ask_early(&mut promote_requested);
                 }
                 LogEvent::Stopping(message) => observed.stop_message = Some(message),
                 LogEvent::RedoDone(lsn) => observed.redo_done = Some(lsn),

@@ -133,7 +133,7 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
             parent.display()
         );
     }
-    let staging_path = parent.join(format!(".{name}.pitr-staging-{}", std::process::id()));
+    let staging_path = work_dir_beside(parent, &name, "staging");
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging_path)
@@ -320,6 +320,14 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         bytes_written,
         notes,
     })
+}
+
+/// `.<name>.pitr-<purpose>-<pid>` in `parent`: where this restore puts
+/// what is not finished yet (the staged data directory or tablespace, the
+/// WAL spool), hidden, on the same filesystem as its destination so that a
+/// rename moves it, and told apart from another restore's by the PID.
+pub fn work_dir_beside(parent: &Path, name: &str, purpose: &str) -> PathBuf {
+    parent.join(format!(".{name}.pitr-{purpose}-{}", std::process::id()))
 }
 
 /// Reads and checks `backup_manifest` (its own SHA-256 first).

@@ -200,7 +200,7 @@ pub fn stage_tablespace(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| placement.oid.to_string());
-    let staging = parent.join(format!(".{name}.pitr-staging-{}", std::process::id()));
+    let staging = super::work_dir_beside(parent, &name, "staging");
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)

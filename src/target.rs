@@ -211,7 +211,11 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
     let out_of_range = || TargetError::OutOfRange {
         text: text.to_string(),
     };
-    let zoned = match parse_datetime::parse_datetime_at_date(now.clone(), text) {
+    let spelled = spell_out_ago(text);
+    let zoned = match parse_datetime::parse_datetime_at_date(
+        now.clone(),
+        spelled.as_deref().unwrap_or(text),
+    ) {
         Ok(parse_datetime::ParsedDateTime::InRange(zoned)) => zoned,
         // Years past 9999: neither jiff nor PostgreSQL's input syntax we use
         // can carry them, and they are in the future anyway.
@@ -248,6 +252,25 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
         return Err(out_of_range());
     }
     Ok(time)
+}
+
+/// `5m ago`, `2h ago`, `1d12h ago`, `30s ago` written out (`5 minutes ago`)
+/// with the unit table `--keep-within` uses, so that every relative time
+/// pitr reads accepts the same abbreviations. The date parser then does the
+/// arithmetic, so `1d ago` is a calendar day, as `1 day ago` is, across a
+/// daylight-saving change. `None` when the text is not `<duration> ago`.
+fn spell_out_ago(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let amount = lower.strip_suffix("ago")?;
+    let parts = crate::duration::parse_parts(amount).ok()?;
+    if parts.is_empty() {
+        return Some("now".to_string());
+    }
+    let words: Vec<String> = parts
+        .iter()
+        .map(|(number, unit)| format!("{number} {} ago", unit.long_name()))
+        .collect();
+    Some(words.join(" "))
 }
 
 /// Seconds and nanoseconds since the epoch with the nanoseconds in
@@ -445,6 +468,30 @@ mod tests {
             &now,
             "2026-11-23T14:25:00.123456+01:00",
         );
+    }
+
+    #[test]
+    fn relative_times_with_short_units() {
+        let now = berlin();
+        for (text, expected) in [
+            ("5m ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("5 min ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("5min ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("2h ago", "2026-11-23T12:30:00.123456+01:00"),
+            ("1d ago", "2026-11-22T14:30:00.123456+01:00"),
+            ("30s ago", "2026-11-23T14:29:30.123456+01:00"),
+            ("1h30m ago", "2026-11-23T13:00:00.123456+01:00"),
+            ("90 sec ago", "2026-11-23T14:28:30.123456+01:00"),
+            ("1w ago", "2026-11-16T14:30:00.123456+01:00"),
+            ("5M AGO", "2026-11-23T14:25:00.123456+01:00"),
+        ] {
+            assert_time(text, &now, expected);
+        }
+        // A short day is a calendar day across a DST change, as `1 day ago` is.
+        let after_dst: Zoned = "2026-10-26T12:00:00[Europe/Berlin]".parse().unwrap();
+        assert_eq!(time("1d ago", &after_dst), time("1 day ago", &after_dst));
+        // An unknown unit is still refused.
+        assert!(error("5y ago", &now).contains("cannot understand"));
     }
 
     #[test]

@@ -342,16 +342,17 @@ fn describe_instant(instant: jiff::Timestamp, given: &TimeZone, local: &TimeZone
             given_zoned.strftime("%:z")
         ));
     }
-    if local_zoned.offset() == jiff::tz::Offset::UTC {
-        notes.push("local".to_string());
-    } else {
+    // When local time is UTC the line already says it: no note.
+    if local_zoned.offset() != jiff::tz::Offset::UTC {
         notes.push(format!(
             "{} {}, local",
             wall(&local_zoned),
             local_zoned.strftime("%Z")
         ));
     }
-    let _ = write!(out, " ({})", notes.join("; "));
+    if !notes.is_empty() {
+        let _ = write!(out, " ({})", notes.join("; "));
+    }
     out
 }
 
@@ -826,7 +827,7 @@ mod tests {
             parse_target("2026-11-23 13:05:00", &utc)
                 .unwrap()
                 .describe(utc.time_zone()),
-            "2026-11-23 13:05:00 UTC (local)"
+            "2026-11-23 13:05:00 UTC"
         );
     }
 

@@ -305,11 +305,12 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
         "first pitr backup",
     );
     let first = stdout(&output).trim().to_string();
+    let first_output = output;
     assert_eq!(first.len(), "20261124T031500Z".len(), "{first}");
     assert!(
-        stderr(&output).contains("its WAL is archived"),
+        stderr(&first_output).contains("its WAL is archived"),
         "{}",
-        stderr(&output)
+        stderr(&first_output)
     );
     std::thread::sleep(Duration::from_millis(1200));
     let mut markers = Vec::new();
@@ -333,6 +334,58 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     let second = summary["id"].as_str().unwrap().to_string();
     assert_eq!(summary["wal_archived"], true);
     assert!(second > first, "ids sort by time: {first} {second}");
+
+    // One "restorable from" per backup: `backup` (text and JSON), `list`
+    // (table and JSON) and the window's start all give the same instant.
+    let first_line = stderr(&first_output);
+    let first_from = first_line
+        .split("restorable from ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no restorable-from time: {first_line}"))
+        .trim_end_matches(" UTC")
+        .to_string();
+    let listed = json(&run_ok(
+        pitr(&binary).args(["--json", "list", "--repo"]).arg(&repo),
+        "pitr list --json",
+    ));
+    let listed_from = |id: &str| {
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()["restorable_from"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        listed_from(&second),
+        summary["restorable_from"].as_str().unwrap()
+    );
+    let first_json = chrono::DateTime::parse_from_rfc3339(&listed_from(&first)).unwrap();
+    assert_eq!(
+        first_json
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string(),
+        first_from
+    );
+    assert_eq!(
+        listed["timelines"][0]["recoverable_from"].as_str().unwrap(),
+        listed_from(&first)
+    );
+    let table = stdout(&run_ok(
+        pitr(&binary).args(["list", "--repo"]).arg(&repo),
+        "pitr list",
+    ));
+    let first_row = table.lines().find(|l| l.starts_with(&first)).unwrap();
+    assert!(first_row.contains(&first_from), "{table}");
+    assert!(
+        table.contains(&format!("recoverable {first_from} UTC")),
+        "{table}"
+    );
     std::thread::sleep(Duration::from_millis(1200));
     for id in 4..=6 {
         markers.push(insert_marker(&run_dir, port, id));

@@ -65,7 +65,7 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show commits, aborts, restore points and dropped relations in the WAL
     #[command(
-        after_help = "Examples:\n  pitr events --repo /backups --from '1 hour ago'\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
+        after_help = "Examples:\n  pitr events --repo /backups --from '1h ago' --kind drop\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n  pitr events --repo /backups --from '1d ago' --per-minute\n  pitr events --repo /backups --min-size 10MB --kind commit,abort\n\nEach transaction shows the WAL it wrote (its records' total length) and the relation files\nits records changed (base/<database>/<relfilenode>; files numbered below 16384 are initdb's\nsystem catalogs, counted apart). What happened before the oldest backup started is not shown\nunless --all: no restore can reach it, and it holds initdb's own transactions.\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
     )]
     Events(EventsArgs),
     /// Check backups against their manifests and every WAL segment of the archive
@@ -218,6 +218,39 @@ pub struct EventsArgs {
     /// Timeline whose history to read: `latest` or a number
     #[arg(long, value_name = "TIMELINE", default_value = "latest")]
     pub timeline: String,
+
+    /// Only these kinds (repeatable, or a comma list): drop, commit, abort, restore-point
+    #[arg(long, value_name = "KIND", value_enum, value_delimiter = ',')]
+    pub kind: Vec<EventKindFilter>,
+
+    /// Only transactions that wrote at least this much WAL (the total length of their records), such as `1MB`
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub min_size: Option<u64>,
+
+    /// One line per minute (UTC): commits, aborts, drops, restore points and WAL written
+    #[arg(long)]
+    pub per_minute: bool,
+
+    /// Also what happened before the oldest backup started (initdb's transactions among it), which no restore can reach
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// What `pitr events --kind` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventKindFilter {
+    /// Commits that removed relation files: DROP TABLE/INDEX, TRUNCATE, table rewrites
+    Drop,
+    /// Every commit
+    Commit,
+    /// Every abort (rollback)
+    Abort,
+    /// Restore points made with pg_create_restore_point()
+    RestorePoint,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    crate::size::parse_size(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -47,7 +47,7 @@ pub enum Command {
     List(RepoArgs),
     /// Create a repository and print the postgresql.conf lines that archive into it
     #[command(
-        after_help = "The settings are printed on stdout, ready to append to postgresql.conf (then restart\nPostgreSQL). With --pgdata, pitr also reads the cluster's settings (over its socket when it\nruns) and exits with status 8 if they do not archive into the repository.\n\nExamples:\n  pitr init --repo /backups\n  pitr init --repo /backups >> /etc/postgresql/15/main/conf.d/pitr.conf\n  pitr init --repo /backups --pgdata /var/lib/postgresql/15/main"
+        after_help = "The settings are printed on stdout, or written with --conf-file into a file of their own in\nPostgreSQL's conf.d/ (rewritten, never appended to, so running init again adds nothing);\nthen restart PostgreSQL. Appended with `>>` to a file that already holds them, they are not\nprinted again. With --pgdata, pitr also reads the cluster's settings (over its socket when\nit runs) and, when it runs, whether archiving works (pg_stat_archiver: failed attempts, the\nlast failure, WAL waiting in pg_wal); it exits with status 8 if the cluster does not archive\ninto the repository, and prints no lines when they are already in effect.\n\nExamples:\n  sudo pitr init --repo /backups --conf-file /etc/postgresql/15/main/conf.d/pitr.conf\n  pitr init --repo /backups | sudo tee /etc/postgresql/15/main/conf.d/pitr.conf\n  sudo pitr init --repo /backups --pgdata /var/lib/postgresql/15/main"
     )]
     Init(InitArgs),
     /// Take a base backup with pg_basebackup into the repository
@@ -259,9 +259,13 @@ pub struct InitArgs {
     #[arg(long, env = "PITR_REPO", value_name = "DIR")]
     pub repo: PathBuf,
 
-    /// Also check the settings of the cluster in this data directory
+    /// Also check the settings of the cluster in this data directory, and whether its archiving works
     #[arg(long, value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
+
+    /// Write the settings into this file (such as <config dir>/conf.d/pitr.conf), replacing it, instead of printing them
+    #[arg(long, value_name = "FILE")]
+    pub conf_file: Option<PathBuf>,
 
     /// Directory with PostgreSQL's programs for --pgdata (default: /usr/lib/postgresql/<major>/bin, then PATH)
     #[arg(long, value_name = "DIR")]

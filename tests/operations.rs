@@ -590,6 +590,141 @@ fn a_failed_or_unarchived_backup_is_never_taken_for_a_good_one() {
     assert_eq!(base_entries(&repo), entries);
 }
 
+/// pg_stat_archiver's failed and archived counts, and whether the last
+/// attempt failed.
+fn archiver(run_dir: &Path, port: u16) -> (u64, u64, bool) {
+    let row = psql(
+        run_dir,
+        port,
+        "SELECT failed_count || ',' || archived_count || ',' || \
+         coalesce(last_failed_time > last_archived_time, last_failed_time IS NOT NULL) \
+         FROM pg_stat_archiver",
+    );
+    let fields: Vec<&str> = row.split(',').collect();
+    (
+        fields[0].parse().unwrap(),
+        fields[1].parse().unwrap(),
+        fields[2] == "true",
+    )
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
+    let dir = shared_tempdir("pitr-ops-archiver-");
+    let binary = shared_pitr_binary(dir.path());
+    let repo = dir.path().join("repo");
+    let printed = init_repo(&binary, &repo);
+    let (pgdata, run_dir, port) = initdb(dir.path());
+
+    // --conf-file writes a conf.d file of its own; twice is the same file.
+    let conf_d = pgdata.join("conf.d");
+    fs::create_dir(&conf_d).unwrap();
+    append_conf(&pgdata, "include_dir = 'conf.d'\n");
+    let conf_file = conf_d.join("pitr.conf");
+    for _ in 0..2 {
+        let output = run_ok(
+            pitr(&binary)
+                .args(["init", "--repo"])
+                .arg(&repo)
+                .arg("--conf-file")
+                .arg(&conf_file),
+            "pitr init --conf-file",
+        );
+        assert_eq!(stdout(&output), "", "nothing printed with --conf-file");
+        let written = fs::read_to_string(&conf_file).unwrap();
+        assert!(written.ends_with(&printed), "{written}");
+        assert_eq!(written.matches("archive_mode = on").count(), 1, "{written}");
+    }
+
+    // `pitr init >> file` twice: the second adds nothing.
+    let appended = dir.path().join("appended.conf");
+    for round in 0..2 {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&appended)
+            .unwrap();
+        let output = pitr(&binary)
+            .args(["init", "--repo"])
+            .arg(&repo)
+            .stdout(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        if round == 1 {
+            assert!(
+                stderr(&output).contains("already holds these lines"),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
+    let text = fs::read_to_string(&appended).unwrap();
+    assert_eq!(text.matches("archive_command = ").count(), 1, "{text}");
+
+    // Running and archiving: the lines are in effect and not printed again.
+    pg_ctl(&pgdata, &run_dir, "start");
+    let _server = ServerGuard(pgdata.clone());
+    let check = |code: i32| {
+        let output = pitr(&binary)
+            .args(["init", "--repo"])
+            .arg(&repo)
+            .arg("--pgdata")
+            .arg(&pgdata)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+        assert_eq!(
+            stdout(&output),
+            "",
+            "the lines are in effect: {}",
+            stdout(&output)
+        );
+        stderr(&output)
+    };
+    let messages = check(0);
+    assert!(messages.contains("nothing to add"), "{messages}");
+    assert!(messages.contains("archiving works"), "{messages}");
+
+    // The archive directory becomes unwritable: archiving fails, and init
+    // says so, with the failed file, and exits 8.
+    let wal = repo.join("wal");
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o555)).unwrap();
+    psql(&run_dir, port, "CREATE TABLE t AS SELECT 1 AS x");
+    psql(&run_dir, port, "SELECT pg_switch_wal()");
+    wait_for("a failed archiving attempt", || {
+        archiver(&run_dir, port).0 > 0
+    });
+    let failed_wal = psql(
+        &run_dir,
+        port,
+        "SELECT last_failed_wal FROM pg_stat_archiver",
+    );
+    let messages = check(8);
+    assert!(messages.contains("problem: archiving fails"), "{messages}");
+    assert!(messages.contains(&failed_wal), "{messages}");
+    assert!(messages.contains("server log says why"), "{messages}");
+
+    // Fixed: it works again, and the earlier failures are a note.
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o750)).unwrap();
+    psql(&run_dir, port, "INSERT INTO t VALUES (2)");
+    psql(&run_dir, port, "SELECT pg_switch_wal()");
+    wait_for("archiving to succeed again", || !archiver(&run_dir, port).2);
+    let messages = check(0);
+    assert!(messages.contains("but works now"), "{messages}");
+}
+
 #[test]
 fn init_refuses_a_directory_that_is_not_a_repository() {
     let dir = shared_tempdir("pitr-ops-init-");

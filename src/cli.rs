@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "pitr",
-    version,
+    version = env!("PITR_LONG_VERSION"),
     about = "Point-in-time recovery for PostgreSQL: pick the backup, prove the WAL, restore to the moment.",
     after_help = "Examples:\n  pitr init --repo /backups --pgdata /var/lib/postgresql/15/main\n  pitr backup --repo /backups\n  pitr list --repo /backups\n  pitr plan --repo /backups --to '5 minutes ago'\n  pitr restore --repo /backups --to '2026-11-23 14:05:00' --pgdata /srv/restore\n  pitr expire --repo /backups --keep 7\n\nEnvironment: PITR_REPO stands in for --repo; libpq's PG* variables (PGHOST, PGPORT, PGUSER,\nPGPASSWORD, PGPASSFILE, ...) apply wherever pitr connects to PostgreSQL; NO_COLOR turns off colour."
 )]
@@ -32,12 +32,12 @@ pub struct Cli {
 pub enum Command {
     /// Restore a data directory to a point in time and bring PostgreSQL there
     #[command(
-        after_help = "Examples:\n  pitr restore --repo /backups --to '5 minutes ago' --pgdata /srv/restore\n  pitr restore --repo /backups --to name:before_migration --pgdata /srv/restore --action pause\n  pitr restore --backups /pg/base --wal-archive /pg/wal --to latest --pgdata /srv/pg --port 5433"
+        after_help = "Examples:\n  pitr restore --repo /backups --to '5 minutes ago' --pgdata /srv/restore\n  pitr restore --repo /backups --to name:before_migration --pgdata /srv/restore --action pause\n  pitr restore --backups /pg/base --wal-archive /pg/wal --to latest --pgdata /srv/pg --port 5433\n\nExit status:\n  0    restored: PostgreSQL reached the target and is in the state --action asked for\n  1    internal error\n  2    bad usage: an option or the target cannot be understood (nothing written)\n  3    plan refused: no backup reaches the target, WAL is missing or damaged, or the target\n       is outside the recoverable window (nothing written)\n  4    staging refused or failed: --pgdata is not empty (without --force) or cannot be\n       written, the server programs do not fit the backup (nothing left behind)\n  5    recovery failed: PostgreSQL did not reach the target (the data directory and its\n       log pitr-recovery.log are kept)\n  130  interrupted by Ctrl-C or SIGTERM (PostgreSQL stopped; the data directory stays)"
     )]
     Restore(RestoreArgs),
     /// Show what a restore to a target would do, without doing it
     #[command(
-        after_help = "Examples:\n  pitr plan --repo /backups --to '2 hours ago'\n  pitr plan --repo /backups --to lsn:0/3000060 --json"
+        after_help = "Examples:\n  pitr plan --repo /backups --to '2h ago'\n  pitr plan --repo /backups --to lsn:0/3000060 --json\n\nExit status:\n  0  the plan is shown: a restore to this target can be made\n  1  internal error\n  2  bad usage: an option or the target cannot be understood\n  3  refused: no backup reaches the target, WAL is missing or damaged, or the target is\n     outside the recoverable window (the message says which, with the window)"
     )]
     Plan(PlanArgs),
     /// List backups and the recoverable window

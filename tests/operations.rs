@@ -775,6 +775,19 @@ fn completions_and_man_pages_come_from_the_definitions() {
         let text = fs::read_to_string(man.join(page)).unwrap_or_default();
         assert!(text.contains(".TH"), "{page} is not a man page");
     }
+    // The exit statuses a script tests are in the man pages.
+    for page in ["pitr-restore.1", "pitr-plan.1"] {
+        let text = fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains("Exit status"), "{page}: {text}");
+        assert!(
+            text.contains("plan refused") || text.contains("refused: no backup"),
+            "{page}"
+        );
+    }
+    // --version names the commit it was built from.
+    let version = stdout(&run_ok(pitr(&binary).arg("--version"), "--version"));
+    assert!(version.starts_with("pitr "), "{version}");
+    assert!(version.contains("(commit "), "{version}");
     let backup = fs::read_to_string(man.join("pitr-backup.1")).unwrap();
     assert!(backup.contains("archive\\-wait"), "{backup}");
     // Hidden from --help: it is for packagers.

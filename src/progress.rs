@@ -156,3 +156,15 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(1, "segment"), "1 segment");
+        assert_eq!(count(0, "segment"), "0 segments");
+        assert_eq!(count(6, "file"), "6 files");
+    }
+}

@@ -18,6 +18,7 @@ pub mod prefetch;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub mod size;
 pub mod stage;
 pub mod target;
 pub mod verify;

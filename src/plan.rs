@@ -180,7 +180,7 @@ pub enum PlanError {
         path: TimelinePath,
         why: String,
     },
-    #[error("the target {target} is after the last commit in the archive on timeline {timeline}, at {last} (LSN {lsn}): PostgreSQL would replay everything and fail without reaching it; the recoverable window is {window}. Use `--to latest` to restore everything archived")]
+    #[error("nothing changed after the last commit in the archive on timeline {timeline}, at {last} (LSN {lsn}), and the target {target} is later: `--to latest` restores the same committed data. pitr refuses this target because PostgreSQL cannot stop at a time no later commit reaches: it would replay everything and fail. Recoverable window: {window}")]
     TargetAfterLastCommit {
         target: String,
         last: String,
@@ -482,6 +482,24 @@ fn consistent_time(
     Ok(latest.map(fixed).unwrap_or_else(|| backup.consistent_by()))
 }
 
+/// When `backup` becomes restorable: the earliest time target a restore
+/// from it reaches, which is its consistent point as the plan computes it.
+/// `pitr backup`, `pitr list` and the plan all show this one value.
+pub fn restorable_from(
+    wal: &dyn WalSource,
+    archive: &WalArchive,
+    backup: &Backup,
+) -> Result<DateTime<FixedOffset>, PlanError> {
+    let path = archive
+        .timelines
+        .path(backup.timeline)
+        .map_err(|source| PlanError::Timeline {
+            timeline: backup.timeline,
+            source,
+        })?;
+    consistent_time(wal, &path, backup)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn choose_with_wal(
     wal: &dyn WalSource,
@@ -615,7 +633,7 @@ fn choose_with_wal(
             let reason = if forced {
                 reason_forced()
             } else {
-                format!("the newest backup consistent before the target (its last commit before the end was at {})", precise_utc(consistent))
+                format!("the newest backup consistent before the target; its last commit before its end was at {}", precise_utc(consistent))
             };
             (backup, reason, Some(stop))
         }
@@ -672,7 +690,7 @@ fn choose_with_wal(
                 reason_forced()
             } else {
                 format!(
-                    "the newest backup that ends before {lsn} (it ends at {})",
+                    "the newest backup that ends before {lsn}; it ends at {}",
                     backup.stop_lsn
                 )
             };
@@ -697,7 +715,8 @@ fn choose_with_wal(
     })
 }
 
-fn precise_utc(time: DateTime<FixedOffset>) -> String {
+/// `2026-11-23 03:15:40.917311 UTC`: how restorable-from times are shown.
+pub fn precise_utc(time: DateTime<FixedOffset>) -> String {
     time.with_timezone(&chrono::Utc)
         .format("%Y-%m-%d %H:%M:%S%.6f UTC")
         .to_string()
@@ -752,7 +771,7 @@ fn choose_backup<'a>(
                 Some(backup) => Ok((
                     backup,
                     format!(
-                        "the newest backup consistent before the target (it ended at {})",
+                        "the newest backup consistent before the target; it ended at {}",
                         utc(backup.stop_time)
                     ),
                 )),
@@ -778,7 +797,7 @@ fn choose_backup<'a>(
                 Some(backup) => Ok((
                     backup,
                     format!(
-                        "the newest backup that ends before {lsn} (it ends at {})",
+                        "the newest backup that ends before {lsn}; it ends at {}",
                         backup.stop_lsn
                     ),
                 )),
@@ -1485,7 +1504,7 @@ mod tests {
                 time("10:12:00"),
                 plan("b2", "000000010000000000000008", "000000010000000000000018", 17, 0, 17 * STORED)
                     .note("checked to the end of timeline 1")
-                    .reason("the newest backup consistent before the target (it ended at 2026-11-23 10:08:30 UTC)"),
+                    .reason("the newest backup consistent before the target; it ended at 2026-11-23 10:08:30 UTC"),
             ),
             case(
                 "time: exactly STOP TIME + 1 s",

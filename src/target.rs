@@ -211,7 +211,11 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
     let out_of_range = || TargetError::OutOfRange {
         text: text.to_string(),
     };
-    let zoned = match parse_datetime::parse_datetime_at_date(now.clone(), text) {
+    let spelled = spell_out_ago(text);
+    let zoned = match parse_datetime::parse_datetime_at_date(
+        now.clone(),
+        spelled.as_deref().unwrap_or(text),
+    ) {
         Ok(parse_datetime::ParsedDateTime::InRange(zoned)) => zoned,
         // Years past 9999: neither jiff nor PostgreSQL's input syntax we use
         // can carry them, and they are in the future anyway.
@@ -248,6 +252,25 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
         return Err(out_of_range());
     }
     Ok(time)
+}
+
+/// `5m ago`, `2h ago`, `1d12h ago`, `30s ago` written out (`5 minutes ago`)
+/// with the unit table `--keep-within` uses, so that every relative time
+/// pitr reads accepts the same abbreviations. The date parser then does the
+/// arithmetic, so `1d ago` is a calendar day, as `1 day ago` is, across a
+/// daylight-saving change. `None` when the text is not `<duration> ago`.
+fn spell_out_ago(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let amount = lower.strip_suffix("ago")?;
+    let parts = crate::duration::parse_parts(amount).ok()?;
+    if parts.is_empty() {
+        return Some("now".to_string());
+    }
+    let words: Vec<String> = parts
+        .iter()
+        .map(|(number, unit)| format!("{number} {} ago", unit.long_name()))
+        .collect();
+    Some(words.join(" "))
 }
 
 /// Seconds and nanoseconds since the epoch with the nanoseconds in
@@ -319,16 +342,17 @@ fn describe_instant(instant: jiff::Timestamp, given: &TimeZone, local: &TimeZone
             given_zoned.strftime("%:z")
         ));
     }
-    if local_zoned.offset() == jiff::tz::Offset::UTC {
-        notes.push("local".to_string());
-    } else {
+    // When local time is UTC the line already says it: no note.
+    if local_zoned.offset() != jiff::tz::Offset::UTC {
         notes.push(format!(
             "{} {}, local",
             wall(&local_zoned),
             local_zoned.strftime("%Z")
         ));
     }
-    let _ = write!(out, " ({})", notes.join("; "));
+    if !notes.is_empty() {
+        let _ = write!(out, " ({})", notes.join("; "));
+    }
     out
 }
 
@@ -445,6 +469,30 @@ mod tests {
             &now,
             "2026-11-23T14:25:00.123456+01:00",
         );
+    }
+
+    #[test]
+    fn relative_times_with_short_units() {
+        let now = berlin();
+        for (text, expected) in [
+            ("5m ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("5 min ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("5min ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("2h ago", "2026-11-23T12:30:00.123456+01:00"),
+            ("1d ago", "2026-11-22T14:30:00.123456+01:00"),
+            ("30s ago", "2026-11-23T14:29:30.123456+01:00"),
+            ("1h30m ago", "2026-11-23T13:00:00.123456+01:00"),
+            ("90 sec ago", "2026-11-23T14:28:30.123456+01:00"),
+            ("1w ago", "2026-11-16T14:30:00.123456+01:00"),
+            ("5M AGO", "2026-11-23T14:25:00.123456+01:00"),
+        ] {
+            assert_time(text, &now, expected);
+        }
+        // A short day is a calendar day across a DST change, as `1 day ago` is.
+        let after_dst: Zoned = "2026-10-26T12:00:00[Europe/Berlin]".parse().unwrap();
+        assert_eq!(time("1d ago", &after_dst), time("1 day ago", &after_dst));
+        // An unknown unit is still refused.
+        assert!(error("5y ago", &now).contains("cannot understand"));
     }
 
     #[test]
@@ -779,7 +827,7 @@ mod tests {
             parse_target("2026-11-23 13:05:00", &utc)
                 .unwrap()
                 .describe(utc.time_zone()),
-            "2026-11-23 13:05:00 UTC (local)"
+            "2026-11-23 13:05:00 UTC"
         );
     }
 

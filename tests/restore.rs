@@ -564,14 +564,23 @@ fn refusals_change_nothing() {
         stderr(&output)
     );
 
-    // After the end of the archive.
-    let output = run("1 second ago", &parent.join("late"), &[]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("after the last commit"),
-        "{}",
-        stderr(&output)
-    );
+    // After the end of the archive, in long and in short units: a quiet
+    // database is said to be quiet, with the command that gives its data.
+    for late in ["1 second ago", "1s ago"] {
+        let output = run(late, &parent.join("late"), &[]);
+        assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("nothing changed after the last commit"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("`--to latest` restores the same committed data"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(!parent.join("late").exists());
+    }
 
     // Nonsense targets.
     for nonsense in [

@@ -75,6 +75,27 @@ struct Seen {
     rmid: u8,
     total_len: u32,
     event: Option<Event>,
+    /// `spc/db/rel` of each relation its block references name.
+    relations: Vec<String>,
+}
+
+/// The relations pg_waldump names in a record's block references
+/// (`blkref #0: rel 1663/5/16384 ...`), each once, in order.
+fn dumped_relations(desc: &str) -> Vec<String> {
+    let mut relations: Vec<String> = Vec::new();
+    for part in desc.split("blkref #").skip(1) {
+        let Some(rel) = part
+            .split_once(": rel ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+        else {
+            continue;
+        };
+        let rel = rel.trim_end_matches(',').to_string();
+        if !relations.contains(&rel) {
+            relations.push(rel);
+        }
+    }
+    relations
 }
 
 struct Scenario {
@@ -326,6 +347,11 @@ fn decode(dir: &Path, segments: &[WalSegment], start: StartAt) -> (Vec<Seen>, Ve
                 rmid: record.rmid,
                 total_len: record.total_len,
                 event: record.event.cloned(),
+                relations: record
+                    .relations()
+                    .iter()
+                    .map(|r| format!("{}/{}/{}", r.tablespace, r.database, r.relation))
+                    .collect(),
             });
         }
         summaries.push(segment_decoder.finish().unwrap());
@@ -350,6 +376,12 @@ fn assert_same_records(seen: &[Seen], dump: &[Dumped]) {
                 theirs.rmgr.as_str()
             ),
             "record at {} differs from pg_waldump: {theirs:?}",
+            mine.start
+        );
+        assert_eq!(
+            mine.relations,
+            dumped_relations(&theirs.desc),
+            "relations of the record at {}: {theirs:?}",
             mine.start
         );
         let end = (record_end(mine.start, mine.total_len) + 7) & !7;

@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::json;
 
 use crate::cli::{BackupArgs, BackupCompression, BackupWalMethod};
@@ -20,8 +20,9 @@ use crate::repo::arrival::{archived_copy, segment_size};
 use crate::repo::backup::read_tar_member;
 use crate::repo::label::{parse_backup_history, parse_backup_label};
 use crate::repo::manifest;
+use crate::repo::wal_source::ArchiveWal;
 use crate::repo::writer::{backup_id, id_taken, publish, BACKUP_TEMP_PREFIX};
-use crate::repo::RepoLocation;
+use crate::repo::{Catalog, RepoLocation};
 use crate::wal::{Lsn, SegmentSize, TimelineId, WalSegment};
 
 pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
@@ -161,6 +162,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 bytes,
                 wal: None,
                 archived: None,
+                restorable_from: None,
                 started,
             },
         );
@@ -180,6 +182,9 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             .map_err(|failure| failure.explain_backup(&id, &dir))?,
         )
     };
+    let restorable = waited
+        .as_ref()
+        .and_then(|_| restorable_from(&location, &id));
     report(
         reporter,
         json,
@@ -189,9 +194,21 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             bytes,
             wal: Some(&wal),
             archived: waited.as_ref(),
+            restorable_from: restorable,
             started,
         },
     )
+}
+
+/// The moment from which the new backup can be restored, computed as
+/// `pitr list` and the plan compute it (its last commit before its end),
+/// so that all three show one value. `None` when the repository cannot be
+/// read back, which the next `pitr list` will explain.
+fn restorable_from(location: &RepoLocation, id: &str) -> Option<DateTime<FixedOffset>> {
+    let catalog = Catalog::scan(location.clone(), &super::local_zone()).ok()?;
+    let backup = catalog.backups.iter().find(|b| b.id == id)?;
+    let wal = ArchiveWal::new(&catalog.archive);
+    crate::plan::restorable_from(&wal, &catalog.archive, backup).ok()
 }
 
 /// Runs pg_basebackup as the PostgreSQL OS user, its output on our stderr
@@ -436,6 +453,7 @@ struct Outcome<'a> {
     bytes: u64,
     wal: Option<&'a BackupWal>,
     archived: Option<&'a Archived>,
+    restorable_from: Option<DateTime<FixedOffset>>,
     started: Instant,
 }
 
@@ -446,6 +464,7 @@ fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Fail
         bytes,
         wal,
         archived,
+        restorable_from,
         started,
     } = *outcome;
     let stop_time = archived.and_then(|a| a.stop_time);
@@ -463,6 +482,7 @@ fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Fail
                 "wal_archived": archived.is_some(),
                 "wal_segments": archived.map(|a| a.segments.clone()),
                 "backup_history_file": archived.and_then(|a| a.history_file.clone()),
+                "restorable_from": restorable_from.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
                 "seconds": started.elapsed().as_secs_f64(),
             })
         );
@@ -476,9 +496,9 @@ fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Fail
             wal.stop_lsn,
             human_bytes(bytes),
             archived.waited.as_secs_f64(),
-            stop_time
-                .map(|t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_else(|| "its stop".to_string())
+            restorable_from
+                .map(crate::plan::precise_utc)
+                .unwrap_or_else(|| "its end (run `pitr list` for the exact time)".to_string())
         ));
     }
     // The id alone on stdout, for scripts (`id=$(pitr backup --repo ...)`);

@@ -227,10 +227,10 @@ pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {
         ),
         format!("timeline:  {} (path {})", plan.timeline, plan.path),
         format!(
-            "WAL:       {} .. {} ({} segments, {}{}), all present",
+            "WAL:       {} .. {} ({}, {}{}), all present",
             plan.wal.first,
             plan.wal.last,
-            plan.wal.segments,
+            crate::progress::count(plan.wal.segments, "segment"),
             human_bytes(plan.wal.bytes),
             if plan.wal.from_backup > 0 {
                 format!(", {} from the backup itself", plan.wal.from_backup)

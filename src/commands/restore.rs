@@ -18,7 +18,7 @@ use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
 use crate::prefetch::{PrefetchStats, Prefetcher};
-use crate::progress::{human_bytes, Reporter, Unit};
+use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::repo::Catalog;
 use crate::stage::combine::Combine;
@@ -205,7 +205,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         |event| {
             if let LogEvent::Restored(name) = event {
                 if let Some(segment) = WalSegment::parse(name, first.size) {
-                    progress.set(segment.number.saturating_sub(first.number) + 1);
+                    progress.set(replayed_count(segment, first, plan.wal.segments));
                     progress.set_message(name.clone());
                     if let Some(prefetcher) = &prefetcher {
                         prefetcher.replayed(segment);
@@ -234,13 +234,22 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         timings: [planned, staging_time, recovery_time, started.elapsed()],
         server: &server,
         prefetched,
+        archiving_kept: args.keep_archiving,
     };
     if json {
         println!("{:#}", summary.json(&local));
-    } else {
+    } else if !reporter.quiet {
         eprintln!("{}", summary.text());
     }
     Ok(())
+}
+
+/// How many planned segments replay has gone through when PostgreSQL
+/// restores `segment`. At the end of the plan PostgreSQL asks for the next
+/// segment too (to look for more WAL, or a newer timeline): it is not
+/// planned and must not count as `7/6`.
+fn replayed_count(segment: WalSegment, first: WalSegment, planned: u64) -> u64 {
+    (segment.number.saturating_sub(first.number) + 1).min(planned)
 }
 
 /// Creates the spool beside the data directory and starts prefetching the
@@ -415,6 +424,8 @@ struct Summary<'a> {
     timings: [Duration; 4],
     server: &'a Server,
     prefetched: Option<PrefetchStats>,
+    /// `--keep-archiving`: the copy archives with the backup's settings.
+    archiving_kept: bool,
 }
 
 impl Summary<'_> {
@@ -427,11 +438,11 @@ impl Summary<'_> {
         let mut lines = vec![String::new(), "restore complete".to_string()];
         lines.push(format!("  backup:     {}", self.plan.backup.id));
         lines.push(format!(
-            "  WAL:        {} .. {} ({} segments planned, {} files restored from the archive)",
+            "  WAL:        {} .. {} ({} planned, {} restored from the archive)",
             self.plan.wal.first,
             self.plan.wal.last,
-            self.plan.wal.segments,
-            self.observed.restored_files
+            count(self.plan.wal.segments, "segment"),
+            count(self.observed.restored_files, "file")
         ));
         if let Some(stop) = &self.observed.stop_message {
             lines.push(format!("  stop point: {stop}"));
@@ -468,6 +479,11 @@ impl Summary<'_> {
                 self.pgdata.display()
             )),
         }
+        lines.push(if self.archiving_kept {
+            "  archiving:  kept as in the backup (--keep-archiving): this server archives its WAL with the backup's archive_command".to_string()
+        } else {
+            "  archiving:  off in the copy (archive_mode = off), so it cannot write into the production archive; set archive_mode and restart it to make it archive".to_string()
+        });
         if let Some(aside) = self.moved_aside {
             lines.push(format!("  previous directory kept at {}", aside.display()));
         }
@@ -515,6 +531,7 @@ impl Summary<'_> {
                 "bin_dir": self.server.binaries.dir,
             },
             "restored_files": self.observed.restored_files,
+            "archiving": if self.archiving_kept { "kept" } else { "off" },
             "moved_aside": self.moved_aside,
             "log": self.server.log_path,
             "bytes_staged": self.bytes_staged,
@@ -522,5 +539,24 @@ impl Summary<'_> {
             "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::{SegmentSize, TimelineId};
+
+    #[test]
+    fn replay_progress_never_passes_the_plan() {
+        let segment = |number| WalSegment {
+            timeline: TimelineId::FIRST,
+            number,
+            size: SegmentSize::DEFAULT,
+        };
+        assert_eq!(replayed_count(segment(4), segment(4), 6), 1);
+        assert_eq!(replayed_count(segment(9), segment(4), 6), 6);
+        // PostgreSQL asks for the segment after the last one planned.
+        assert_eq!(replayed_count(segment(10), segment(4), 6), 6);
     }
 }

@@ -8,6 +8,8 @@ pub mod init;
 pub mod list;
 pub mod plan;
 pub mod restore;
+mod restore_checks;
+mod handover;
 pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;

@@ -204,7 +204,14 @@ pub fn stage_tablespace(
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
-        .with_context(|| format!("cannot create `{}`", staging.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create a directory in `{}`, which holds the tablespace location `{}` ({})",
+                parent.display(),
+                placement.destination.display(),
+                crate::access::who_may(parent)
+            )
+        })?;
     let staged = StagedTablespace {
         staging: staging.clone(),
         destination: placement.destination.clone(),

@@ -134,6 +134,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = who_may(dir.path());
         assert!(text.contains("mode 0700"), "{text}");
-        assert!(text.contains(&format!("pitr runs as {}", current_user())), "{text}");
+        assert!(
+            text.contains(&format!("pitr runs as {}", current_user())),
+            "{text}"
+        );
     }
 }

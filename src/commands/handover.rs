@@ -189,7 +189,11 @@ fn usable_by(server: &Server, dir: &Path) -> bool {
     server
         .user
         .command(Path::new("/bin/sh"))
-        .args(["-c", "test -d \"$1\" && test -w \"$1\" && test -x \"$1\"", "sh"])
+        .args([
+            "-c",
+            "test -d \"$1\" && test -w \"$1\" && test -x \"$1\"",
+            "sh",
+        ])
         .arg(dir)
         .status()
         .is_ok_and(|status| status.success())

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::cli::{Action, RestoreArgs};
 use super::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use super::restore_checks;
+use crate::cli::{Action, RestoreArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
@@ -128,7 +128,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             restore_checks::refuse_taken_port(port, std::slice::from_ref(&socket_dir))?;
             port
         }
-        None => free_port().or_fail(FailureKind::Staging)?,
+        None => free_port(&socket_dir).or_fail(FailureKind::Staging)?,
     };
     // The last question, once everything else is known to be fine.
     if destination == Destination::Occupied {
@@ -401,12 +401,21 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, archive: &Path) -> Result<(), 
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free TCP port")?;
-    Ok(listener
-        .local_addr()
-        .context("cannot find a free TCP port")?
-        .port())
+/// A port free on TCP and for unix sockets (another server may listen on
+/// a socket only).
+fn free_port(socket_dir: &Path) -> anyhow::Result<u16> {
+    for _ in 0..20 {
+        let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free TCP port")?;
+        let port = listener
+            .local_addr()
+            .context("cannot find a free TCP port")?
+            .port();
+        drop(listener);
+        if restore_checks::port_taken(port, &[socket_dir.to_path_buf()]).is_none() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("cannot find a free port: every port tried is in use")
 }
 
 /// The data directory itself holds the socket, unless its path is too long

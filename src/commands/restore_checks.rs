@@ -27,9 +27,9 @@ pub fn live_server_failure(server: &LiveServer, dir: &Path, what: &str) -> Failu
     let relation = if server.data_dir == dir {
         String::new()
     } else if dir.starts_with(&server.data_dir) {
-        format!(" (it holds {what} `{}`)", dir.display())
+        format!("; {what} `{}` is inside that data directory", dir.display())
     } else {
-        format!(" (inside {what} `{}`)", dir.display())
+        format!("; that data directory is inside {what} `{}`", dir.display())
     };
     Failure::msg(
         FailureKind::Staging,
@@ -76,6 +76,27 @@ pub fn port_taken(port: u16, socket_dirs: &[PathBuf]) -> Option<String> {
                 dir.join(format!(".s.PGSQL.{port}.lock")).display()
             ));
         }
+    }
+    // A server with its socket anywhere else on this host: the restored
+    // copy's socket may move to the backup's own directory, where that
+    // server may be (see handover), so its port is taken too.
+    if let Some(socket) = live::unix_sockets_for_port(port).into_iter().next() {
+        let lock = PathBuf::from(format!("{}.lock", socket.display()));
+        let holder = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|text| live::LockFile::parse(&text))
+            .map(|lock| {
+                format!(
+                    "PostgreSQL server PID {} (data directory `{}`)",
+                    lock.pid,
+                    lock.data_dir.display()
+                )
+            })
+            .unwrap_or_else(|| "a process".to_string());
+        return Some(format!(
+            "{holder} listens on the unix socket `{}`",
+            socket.display()
+        ));
     }
     // A listener on any address makes a bind to the wildcard fail; an
     // address family this host lacks is no evidence either way.
@@ -169,6 +190,7 @@ fn describe_contents(dir: &Path) -> String {
         .map(|v| v.trim().to_string());
     match version {
         Some(version) => format!("a PostgreSQL {version} data directory, {entries} entries"),
+        None if entries == 1 => "1 entry".to_string(),
         None => format!("{entries} entries"),
     }
 }

@@ -66,8 +66,7 @@ impl LockFile {
 /// The live server using `dir` as its data directory, if any; `dir` need
 /// not exist.
 pub fn server_on(dir: &Path) -> Option<LiveServer> {
-    let pid_file = dir.join("postmaster.pid");
-    if let Some(lock) = fs::read_to_string(&pid_file)
+    if let Some(lock) = fs::read_to_string(dir.join("postmaster.pid"))
         .ok()
         .and_then(|text| LockFile::parse(&text))
     {
@@ -75,11 +74,7 @@ pub fn server_on(dir: &Path) -> Option<LiveServer> {
             return Some(live(
                 dir,
                 &lock,
-                format!(
-                    "`{}` names PID {}, which is running",
-                    pid_file.display(),
-                    lock.pid
-                ),
+                "its postmaster.pid names that running process".to_string(),
             ));
         }
         if let Some(attached) = lock.shmem_id.and_then(shared_memory_attached) {
@@ -87,7 +82,7 @@ pub fn server_on(dir: &Path) -> Option<LiveServer> {
                 dir,
                 &lock,
                 format!(
-                    "its postmaster (PID {}) is gone, but {attached} process(es) are still attached to its shared memory (ID {}): orphaned backends",
+                    "its postmaster (PID {}) is gone, but {attached} orphaned process(es) are still attached to its shared memory, ID {}",
                     lock.pid,
                     lock.shmem_id.unwrap_or_default()
                 ),
@@ -151,9 +146,8 @@ fn socket_lock_naming(dir: &Path) -> Option<LiveServer> {
                     dir,
                     &lock,
                     format!(
-                        "the socket lock `{}` names this data directory and PID {}, which is running (postmaster.pid is missing)",
-                        entry.path().display(),
-                        lock.pid
+                        "postmaster.pid is missing, but the socket lock `{}` names this data directory and that running process",
+                        entry.path().display()
                     ),
                 )
             })
@@ -167,6 +161,20 @@ pub fn socket_lock_holder(socket_dir: &Path, port: u16) -> Option<LockFile> {
     let path = socket_dir.join(format!(".s.PGSQL.{port}.lock"));
     let lock = LockFile::parse(&fs::read_to_string(path).ok()?)?;
     process_exists(lock.pid).then_some(lock)
+}
+
+/// Every listening unix socket on this host named `.s.PGSQL.<port>`, from
+/// the kernel's table (`/proc/net/unix`: the path is the last column).
+pub fn unix_sockets_for_port(port: u16) -> Vec<PathBuf> {
+    let suffix = format!("/.s.PGSQL.{port}");
+    fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .filter(|path| path.ends_with(&suffix))
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// True when `pid` names a process. Unlike PostgreSQL (which runs as the
@@ -266,7 +274,7 @@ impl LiveServer {
             .map(|port| format!(" on port {port}"))
             .unwrap_or_default();
         format!(
-            "a PostgreSQL server (PID {}{port}) is running on the data directory `{}`: {}",
+            "PostgreSQL (PID {}{port}) is running on the data directory `{}` ({})",
             self.pid,
             self.data_dir.display(),
             self.evidence

@@ -83,11 +83,18 @@ impl Server {
     /// `pg_ctl <action> -D <pgdata>` as a command line to paste: the full
     /// path of this major's pg_ctl, run as the server's OS user.
     pub fn pg_ctl_command(&self, action: &str) -> String {
-        let command = format!(
+        let mut command = format!(
             "{} {action} -D {}",
             shell_word(&self.binaries.program("pg_ctl").to_string_lossy()),
             shell_word(&self.pgdata.to_string_lossy())
         );
+        // Started by hand, the server's output needs somewhere to go.
+        if action.starts_with("start") {
+            command.push_str(&format!(
+                " -l {}",
+                shell_word(&self.log_path.to_string_lossy())
+            ));
+        }
         as_user(&self.user.name, &command)
     }
 

@@ -115,6 +115,7 @@ fn group_name(gid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn missing_and_not_a_directory_are_told_apart() {
@@ -132,6 +133,7 @@ mod tests {
     #[test]
     fn the_owner_and_mode_are_named() {
         let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         let text = who_may(dir.path());
         assert!(text.contains("mode 0700"), "{text}");
         assert!(

@@ -176,7 +176,9 @@ fn a_running_cluster_is_never_replaced_and_a_taken_port_is_refused() {
         redact(&stderr(&output), &replacements)
     ));
 
-    // A --port already taken, refused before anything is written.
+    // A --port already taken, refused before anything is written (the
+    // guard stops a server should a regression start one there).
+    let _copy_guard = ServerGuard(s.dir.join("copy"));
     let output = run(&s.dir.join("copy"), &["--port", &cluster.port.to_string()]);
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(

@@ -205,6 +205,30 @@ fn a_running_cluster_is_never_replaced_and_a_taken_port_is_refused() {
         redact(&stderr(&output), &replacements)
     ));
     assert_eq!(names(&s.dir), beside_with_occupied);
+    // On a terminal pitr asks, and anything but yes changes nothing.
+    let command = format!(
+        "{} restore --repo {} --to latest --force --pgdata {}",
+        s.pitr.display(),
+        cluster.repo.display(),
+        occupied.display()
+    );
+    let mut asked = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("TZ", "UTC")
+        .env_remove("PITR_REPO")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(asked.stdin.as_mut().unwrap(), b"n\n").unwrap();
+    let output = asked.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("Continue? [y/N]"), "{said}");
+    assert!(said.contains("not confirmed"), "{said}");
+    assert_eq!(names(&occupied), ["keep"]);
+    assert_eq!(names(&s.dir), beside_with_occupied);
     fs::remove_dir_all(&occupied).unwrap();
 
     insta::assert_snapshot!("live_cluster_refusals", messages.join("\n"));

@@ -502,6 +502,10 @@ impl Summary<'_> {
         )
     }
 
+    fn running(&self) -> bool {
+        self.state != FinalState::Stopped && self.handover.is_none_or(|handover| handover.running)
+    }
+
     fn connect(&self) -> String {
         let (socket_dir, port) = self.endpoint();
         self.server.psql_command(&socket_dir, port)
@@ -611,12 +615,12 @@ impl Summary<'_> {
             "pgdata": self.pgdata,
             "port": self.endpoint().1,
             "socket_dir": self.endpoint().0,
-            "running": self.handover.is_none_or(|handover| handover.running) && self.state != FinalState::Stopped,
+            "running": self.running(),
             "configuration": self.handover.map(|handover| json!({
                 "kept": handover.kept.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>(),
                 "socket_source": handover.socket_source,
             })),
-            "connect": self.connect(),
+            "connect": self.running().then(|| self.connect()),
             "state": self.state,
             "stop": {
                 "message": self.observed.stop_message,

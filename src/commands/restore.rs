@@ -56,6 +56,9 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let keep_archiving = args.keep_archiving || args.in_place;
     restore_checks::refuse_live_server(&pgdata, "--pgdata")?;
     restore_checks::check_parent_writable(&pgdata, "--pgdata")?;
+    if args.in_place {
+        restore_checks::refuse_other_cluster(&pgdata, plan.backup.system_identifier)?;
+    }
     let destination = inspect_destination(&pgdata, force).or_fail(FailureKind::Staging)?;
     let mappings = args
         .tablespace_mappings
@@ -245,7 +248,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     }
     let recovery_time = recovery_started.elapsed();
     let handover = if state == FinalState::Promoted {
-        reporter.step("promoted; removing pitr's recovery settings from postgresql.auto.conf");
+        reporter.step(if args.in_place && !args.keep_running {
+            "promoted; removing pitr's recovery settings from postgresql.auto.conf and stopping the server"
+        } else {
+            "promoted; removing pitr's recovery settings from postgresql.auto.conf and restarting with the backup's own configuration"
+        });
         let handover = hand_over(&HandoverRequest {
             server: &server,
             // A side-by-side copy keeps its own port: the backup's is the
@@ -575,6 +582,9 @@ impl Summary<'_> {
                     self.server.pg_ctl_command("promote"),
                     self.server.pg_ctl_command("stop")
                 ));
+                lines.push(
+                    "  pitr's recovery settings stay in postgresql.auto.conf (the block from `# Added by pitr restore`): after promoting, remove that block before the next restart".to_string(),
+                );
             }
             FinalState::Stopped => lines.push(format!(
                 "  PostgreSQL stopped at the target; start it with `{}`",

@@ -142,6 +142,34 @@ pub fn check_parent_writable(dir: &Path, what: &str) -> Result<(), Failure> {
     ))
 }
 
+/// `--in-place` restores a cluster over its own data directory: what is
+/// there must be that cluster (the same system identifier in
+/// `global/pg_control`), or unreadable (a damaged primary), never another
+/// cluster's directory named by mistake.
+pub fn refuse_other_cluster(pgdata: &Path, backup_system: Option<u64>) -> Result<(), Failure> {
+    let Some(backup_system) = backup_system else {
+        return Ok(());
+    };
+    let Some(found) = std::fs::read(pgdata.join("global/pg_control"))
+        .ok()
+        .and_then(|bytes| crate::repo::pg_control::parse(&bytes).ok())
+    else {
+        return Ok(());
+    };
+    if found.system_identifier == backup_system {
+        return Ok(());
+    }
+    Err(Failure::msg(
+        FailureKind::Staging,
+        format!(
+            "--in-place: `{}` holds another cluster (system identifier {}) than the backup's ({backup_system}); nothing was changed",
+            pgdata.display(),
+            found.system_identifier
+        ),
+    )
+    .with_hint("check --pgdata; to replace another cluster's directory on purpose, use --force instead of --in-place"))
+}
+
 /// Asks before a non-empty `--pgdata` is moved aside: on a terminal, a
 /// question; from a script (stdin not a terminal), `--yes` is required,
 /// because a script that never meant to replace a directory must not do it
@@ -207,6 +235,29 @@ mod tests {
         assert!(reason.contains(&format!("TCP port {port}")), "{reason}");
         drop(listener);
         assert_eq!(port_taken(port, &[]), None);
+    }
+
+    #[test]
+    fn in_place_refuses_another_clusters_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("global")).unwrap();
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/pg_control/pg15"),
+            dir.path().join("global/pg_control"),
+        )
+        .unwrap();
+        assert!(refuse_other_cluster(dir.path(), Some(7711567971765019824)).is_ok());
+        assert!(refuse_other_cluster(dir.path(), None).is_ok());
+        let failure = refuse_other_cluster(dir.path(), Some(42)).unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .contains("another cluster (system identifier 7711567971765019824)"),
+            "{failure}"
+        );
+        // A damaged primary's directory cannot tell: it is replaced.
+        std::fs::write(dir.path().join("global/pg_control"), b"torn").unwrap();
+        assert!(refuse_other_cluster(dir.path(), Some(42)).is_ok());
     }
 
     #[test]

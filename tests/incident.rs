@@ -193,6 +193,7 @@ fn a_running_cluster_is_never_replaced_and_a_taken_port_is_refused() {
 
     // Not live, but not empty: --force from a script needs --yes.
     let occupied = s.dir.join("occupied");
+    let _occupied_guard = ServerGuard(occupied.clone());
     fs::create_dir(&occupied).unwrap();
     fs::write(occupied.join("keep"), b"x").unwrap();
     let beside_with_occupied = names(&s.dir);

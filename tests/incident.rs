@@ -484,3 +484,31 @@ fn in_place_recovers_a_stopped_primary_ready_to_start() {
     assert_eq!(psql(&run_dir, port, "SHOW archive_mode"), "on");
     assert_eq!(psql(&run_dir, port, "SELECT pg_is_in_recovery()"), "f");
 }
+
+#[test]
+fn a_running_cluster_without_its_postmaster_pid_is_found_by_its_socket_lock() {
+    let (_temp, s) = source("pitr-socket-lock-", "");
+    let cluster = &s.cluster;
+    let pid = postmaster_pid(&cluster.pgdata).unwrap();
+    // A careless admin removed postmaster.pid; the server still runs.
+    let pid_file = cluster.pgdata.join("postmaster.pid");
+    let kept = s.dir.join("postmaster.pid.kept");
+    fs::rename(&pid_file, &kept).unwrap();
+    let output = pitr(&s.pitr)
+        .args(["restore", "--repo"])
+        .arg(&cluster.repo)
+        .args(["--to", "latest", "--force", "--yes", "--pgdata"])
+        .arg(&cluster.pgdata)
+        .output()
+        .unwrap();
+    // Put it back first, so that the cluster is stopped by its PID.
+    fs::rename(&kept, &pid_file).unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(4), "{message}");
+    assert!(message.contains(&format!("PID {pid}")), "{message}");
+    assert!(message.contains("socket lock"), "{message}");
+    assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "3");
+    assert!(!names(&s.dir)
+        .iter()
+        .any(|name| name.contains("pitr-replaced")));
+}

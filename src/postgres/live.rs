@@ -132,6 +132,14 @@ fn socket_lock_naming(dir: &Path) -> Option<LiveServer> {
     let wanted = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut socket_dirs: Vec<PathBuf> = COMMON_SOCKET_DIRS.iter().map(PathBuf::from).collect();
     socket_dirs.push(dir.to_path_buf());
+    // Wherever a server on this host has its socket.
+    for socket in postgres_unix_sockets() {
+        if let Some(parent) = socket.parent() {
+            if !socket_dirs.iter().any(|known| known == parent) {
+                socket_dirs.push(parent.to_path_buf());
+            }
+        }
+    }
     socket_dirs.into_iter().find_map(|socket_dir| {
         let entries = fs::read_dir(&socket_dir).ok()?;
         entries.flatten().find_map(|entry| {
@@ -166,14 +174,28 @@ pub fn socket_lock_holder(socket_dir: &Path, port: u16) -> Option<LockFile> {
 /// Every listening unix socket on this host named `.s.PGSQL.<port>`, from
 /// the kernel's table (`/proc/net/unix`: the path is the last column).
 pub fn unix_sockets_for_port(port: u16) -> Vec<PathBuf> {
-    let suffix = format!("/.s.PGSQL.{port}");
+    let name = format!(".s.PGSQL.{port}");
+    postgres_unix_sockets()
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|n| n == name.as_str()))
+        .collect()
+}
+
+/// Every bound unix socket on this host named like PostgreSQL's
+/// (`.s.PGSQL.<port>`).
+fn postgres_unix_sockets() -> Vec<PathBuf> {
     fs::read_to_string("/proc/net/unix")
         .unwrap_or_default()
         .lines()
         .skip(1)
         .filter_map(|line| line.split_whitespace().nth(7))
-        .filter(|path| path.ends_with(&suffix))
         .map(PathBuf::from)
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_prefix(".s.PGSQL."))
+                .is_some_and(|port| port.parse::<u16>().is_ok())
+        })
         .collect()
 }
 

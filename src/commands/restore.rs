@@ -66,9 +66,10 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         .map(|text| parse_mapping(text))
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
-    let placements = place(&plan.backup.tablespaces, &mappings, &pgdata).map_err(|error| {
-        Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
-    })?;
+    let placements =
+        place(&plan.backup.tablespaces, &mappings, &pgdata, args.in_place).map_err(|error| {
+            Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
+        })?;
     for placement in &placements {
         restore_checks::refuse_live_server(&placement.destination, "the tablespace destination")?;
         restore_checks::check_parent_writable(

@@ -310,7 +310,12 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         }
     };
     for staged in &mut staged_tablespaces {
-        staged.commit()?;
+        if let Some(aside) = staged.commit()? {
+            notes.push(format!(
+                "the stopped primary's tablespace was moved aside to `{}`",
+                aside.display()
+            ));
+        }
     }
     // rename(2) replaces an empty directory atomically.
     fs::rename(&staging_path, pgdata).with_context(|| {

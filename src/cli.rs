@@ -151,9 +151,23 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
 
-    /// Replace a non-empty --pgdata: the old directory is moved aside, never deleted
+    /// Replace a non-empty --pgdata: the old directory is moved aside, never deleted (asks on a terminal; --yes in scripts)
     #[arg(long)]
     pub force: bool,
+
+    /// Recover a lost primary into its own data directory: the stopped primary's --pgdata is moved
+    /// aside, the backup's archiving is kept, and after promotion the server is stopped with its
+    /// own configuration, ready for its service manager (--keep-running to leave it running)
+    #[arg(long, conflicts_with_all = ["action"])]
+    pub in_place: bool,
+
+    /// With --in-place: leave the recovered server running instead of stopping it
+    #[arg(long, requires = "in_place")]
+    pub keep_running: bool,
+
+    /// Do not ask before moving a non-empty --pgdata aside (--force, --in-place)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 
     /// What the server does at the target
     #[arg(long, value_enum, default_value_t = Action::Promote)]

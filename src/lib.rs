@@ -6,6 +6,7 @@
 //! writes the data directory; [`postgres`] starts the server and follows it
 //! to the target.
 
+pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod compression;

@@ -128,3 +128,63 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
         "the backup must not be touched"
     );
 }
+
+/// `--in-place` over a stopped primary with a tablespace: the tablespace's
+/// recorded location holds the primary's own files, moved aside like its
+/// data directory, and the recovered primary starts with it there.
+#[test]
+fn in_place_moves_the_primarys_tablespace_aside_too() {
+    let dir = shared_tempdir("pitr-tablespaces-in-place-");
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let cluster = Cluster::start(dir.path(), &repo);
+    let location = pg_owned_dir(&dir.path().join("ts_primary"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        location.display()
+    ));
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
+    cluster.backup("tar", &["-Ft", "-X", "stream"]);
+    for id in 1..=2 {
+        cluster.insert_marker(id);
+    }
+    cluster.archive_everything();
+    stop_by_pid(&cluster.pgdata);
+    let pitr = shared_pitr_binary(dir.path());
+    let output = Command::new(&pitr)
+        .args(["restore", "--repo"])
+        .arg(&repo)
+        .args(["--to", "latest", "--in-place", "--yes", "--pgdata"])
+        .arg(&cluster.pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(cluster.pgdata.clone());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let names = listing(dir.path());
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("ts_primary.pitr-replaced-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("source.pitr-replaced-")),
+        "{names:?}"
+    );
+    check(
+        as_pg_user(pg_bin().join("pg_ctl"))
+            .args(["start", "-w", "-D"])
+            .arg(&cluster.pgdata)
+            .arg("-l")
+            .arg(cluster.dir.join("after.log"))
+            .output()
+            .unwrap(),
+        "pg_ctl start",
+    );
+    assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "2");
+    assert_eq!(
+        cluster.sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+        location.to_string_lossy()
+    );
+}

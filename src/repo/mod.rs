@@ -54,14 +54,31 @@ impl RepoLocation {
             ("backups directory", &location.backups),
             ("WAL archive", &location.wal_archive),
         ] {
-            if !dir.is_dir() {
-                bail!(
-                    "the {what} `{}` does not exist or is not a directory",
-                    dir.display()
-                );
-            }
+            check_repo_dir(what, dir, repo)?;
         }
         Ok(location)
+    }
+}
+
+/// A part of the repository must be a directory pitr can read: a missing
+/// one points to `pitr init`, an unreadable one says who may read it.
+fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
+    use crate::access::{check_dir, Need, Problem};
+    match check_dir(dir, Need::Read) {
+        Ok(()) => Ok(()),
+        Err(Problem::Missing) => match repo {
+            Some(repo) => bail!(
+                "the {what} `{}` does not exist: `{}` is not a pitr repository; create one with `pitr init --repo {}`",
+                dir.display(),
+                repo.display(),
+                crate::postgres::commands::shell_word(&repo.to_string_lossy())
+            ),
+            None => bail!("the {what} `{}` does not exist", dir.display()),
+        },
+        Err(Problem::NotADirectory) => {
+            bail!("the {what} `{}` is not a directory", dir.display())
+        }
+        Err(Problem::Denied(why)) => bail!("the {what} `{}` cannot be read: {why}", dir.display()),
     }
 }
 

@@ -139,8 +139,9 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         .create(&staging_path)
         .with_context(|| {
             format!(
-                "cannot create the staging directory `{}`",
-                staging_path.display()
+                "cannot create a directory in `{}`, which holds --pgdata ({})",
+                parent.display(),
+                crate::access::who_may(parent)
             )
         })?;
     let mut staging = StagingDir {
@@ -285,6 +286,15 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     let moved_aside = match destination {
         Destination::Absent | Destination::Empty => None,
         Destination::Occupied => {
+            // Checked before staging too; a server may have been started
+            // there since (staging takes a while).
+            if let Some(server) = crate::postgres::live::server_in_or_around(pgdata, 2) {
+                bail!(
+                    "`{}` is in use now: {}; it was not moved aside",
+                    pgdata.display(),
+                    server.describe()
+                );
+            }
             let aside = parent.join(format!(
                 "{name}.pitr-replaced-{}",
                 chrono::Local::now().format("%Y%m%dT%H%M%S")
@@ -300,7 +310,12 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         }
     };
     for staged in &mut staged_tablespaces {
-        staged.commit()?;
+        if let Some(aside) = staged.commit()? {
+            notes.push(format!(
+                "the stopped primary's tablespace was moved aside to `{}`",
+                aside.display()
+            ));
+        }
     }
     // rename(2) replaces an empty directory atomically.
     fs::rename(&staging_path, pgdata).with_context(|| {

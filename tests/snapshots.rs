@@ -52,6 +52,7 @@ fn filters(dir: &Path) -> Vec<(String, &'static str)> {
         (r"\d+(\.\d+)? (B|KiB|MiB|GiB)\b".to_string(), "[SIZE]"),
         (r"\b\d+\.\d+ ?s\b".to_string(), "[SECS]"),
         (r"(port|-p) \d+".to_string(), "$1 [PORT]"),
+        (r"port = '\d+'".to_string(), "port = '[PORT]'"),
         (r"\b\d+ (segment|file)".to_string(), "[N] $1"),
         (r"-\d+\b".to_string(), "-[N]"),
     ]

@@ -9,6 +9,7 @@ pub mod label;
 pub mod manifest;
 pub mod manifest_check;
 pub mod pg_control;
+pub mod store;
 pub mod tablespace;
 pub mod wal_source;
 pub mod writer;

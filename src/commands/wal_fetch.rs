@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
 use crate::repo::archive;
+use crate::repo::archive_name::WalFileName;
 use crate::wal::segment::is_segment_name;
 
 /// The outcome of one fetch.
@@ -75,16 +76,7 @@ fn simulated_latency() {
 /// Only names PostgreSQL asks for are served, so a request can never
 /// reach outside the archive directory.
 fn is_servable(name: &str) -> bool {
-    if is_segment_name(name) {
-        return true;
-    }
-    if let Some(digits) = name.strip_suffix(".history") {
-        return digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_hexdigit());
-    }
-    if let Some(rest) = name.strip_suffix(".partial") {
-        return is_segment_name(rest);
-    }
-    false
+    WalFileName::parse(name).is_some_and(|name| name.is_servable())
 }
 
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {

@@ -26,8 +26,8 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::cli::WalPushArgs;
 use crate::compression::{same_contents, Compression};
-use crate::repo::archive::{self, is_backup_history_name, ArchivedFile};
-use crate::wal::segment::is_segment_name;
+use crate::repo::archive::{self, ArchivedFile};
+use crate::repo::archive_name::WalFileName;
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -97,16 +97,7 @@ pub fn run(args: &WalPushArgs) -> u8 {
 /// Names PostgreSQL archives: segments, timeline and backup history files,
 /// and the `.partial` segment left at the end of a timeline.
 pub fn is_pushable(name: &str) -> bool {
-    if is_segment_name(name) || is_backup_history_name(name) {
-        return true;
-    }
-    if let Some(digits) = name.strip_suffix(".history") {
-        return digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_hexdigit());
-    }
-    if let Some(segment) = name.strip_suffix(".partial") {
-        return is_segment_name(segment);
-    }
-    false
+    WalFileName::parse(name).is_some_and(|name| name.is_pushable())
 }
 
 pub fn push(args: &WalPushArgs) -> Result<Pushed, PushError> {

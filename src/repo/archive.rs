@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
+use super::archive_name::{ArchiveName, WalFileName};
 use crate::compression::Compression;
 use crate::wal::history;
 use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
-use crate::wal::segment::is_segment_name;
 use crate::wal::timelines::TimelineGraph;
 use crate::wal::{SegmentSize, TimelineId, WalSegment};
 
@@ -84,35 +84,52 @@ impl WalArchive {
             if !metadata.is_file() {
                 continue;
             }
-            if let Some((stem, compression)) = partial_name(&name) {
-                partial_files.push((
-                    stem.to_string(),
-                    ArchivedFile {
-                        path: entry.path(),
-                        compression,
-                        stored_bytes: metadata.len(),
-                        modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        partial: true,
-                    },
-                ));
-                continue;
-            }
-            let (stem, compression) = Compression::split_name(&name);
-            let file = ArchivedFile {
+            let file = |partial| ArchivedFile {
                 path: entry.path(),
-                compression,
+                compression: Compression::None,
                 stored_bytes: metadata.len(),
                 modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                partial: false,
+                partial,
             };
-            if is_segment_name(stem) {
-                segment_files.push((stem.to_string(), file));
-            } else if let Some(timeline) = history_timeline(stem) {
-                keep_preferred(&mut archive.histories, timeline, file);
-            } else if is_backup_history_name(stem) {
-                keep_preferred(&mut archive.backup_histories, stem.to_string(), file);
-            } else {
+            let Some(parsed) = ArchiveName::parse(&name) else {
                 archive.other_files.push(name);
+                continue;
+            };
+            let compression = parsed.compression;
+            match parsed.file {
+                WalFileName::Partial(stem) => partial_files.push((
+                    stem,
+                    ArchivedFile {
+                        compression,
+                        ..file(true)
+                    },
+                )),
+                WalFileName::Segment(stem) => segment_files.push((
+                    stem,
+                    ArchivedFile {
+                        compression,
+                        ..file(false)
+                    },
+                )),
+                history @ WalFileName::TimelineHistory(_) => match history.history_timeline() {
+                    Some(timeline) => keep_preferred(
+                        &mut archive.histories,
+                        timeline,
+                        ArchivedFile {
+                            compression,
+                            ..file(false)
+                        },
+                    ),
+                    None => archive.other_files.push(name),
+                },
+                backup @ WalFileName::BackupHistory { .. } => keep_preferred(
+                    &mut archive.backup_histories,
+                    backup.to_string(),
+                    ArchivedFile {
+                        compression,
+                        ..file(false)
+                    },
+                ),
             }
         }
         // Read the segment size from a real segment: names only make sense
@@ -313,21 +330,6 @@ fn keep_preferred<K: Ord>(map: &mut BTreeMap<K, ArchivedFile>, key: K, file: Arc
     }
 }
 
-/// `000000010000000000000011.00000028.backup`: a backup history file.
-pub fn is_backup_history_name(name: &str) -> bool {
-    let Some(rest) = name.strip_suffix(".backup") else {
-        return false;
-    };
-    match (rest.get(..24), rest.get(24..25), rest.get(25..)) {
-        (Some(segment), Some("."), Some(offset)) => {
-            is_segment_name(segment)
-                && offset.len() == 8
-                && offset.bytes().all(|b| b.is_ascii_hexdigit())
-        }
-        _ => false,
-    }
-}
-
 /// Every copy of `name` in the archive directory `dir`, plain or compressed,
 /// the preferred first.
 pub fn copies_in(dir: &Path, name: &str) -> Result<Vec<ArchivedFile>> {
@@ -350,20 +352,6 @@ pub fn copies_in(dir: &Path, name: &str) -> Result<Vec<ArchivedFile>> {
         }
     }
     Ok(copies)
-}
-
-/// `X.partial`, `X.gz.partial` (pg_receivewal) or `X.partial.gz` (an
-/// archive_command compressing the server's `.partial`): the segment name
-/// and the compression.
-pub fn partial_name(name: &str) -> Option<(&str, Compression)> {
-    let (stem, compression) = match name.strip_suffix(".partial") {
-        Some(inner) => Compression::split_name(inner),
-        None => {
-            let (stem, compression) = Compression::split_name(name);
-            (stem.strip_suffix(".partial")?, compression)
-        }
-    };
-    is_segment_name(stem).then_some((stem, compression))
 }
 
 /// The copies of a segment's `.partial` file in `dir`, in every naming.
@@ -440,15 +428,6 @@ pub fn read_text(file: &ArchivedFile) -> Result<String> {
     Ok(text)
 }
 
-/// `00000002.history` → timeline 2.
-fn history_timeline(name: &str) -> Option<TimelineId> {
-    let digits = name.strip_suffix(".history")?;
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    TimelineId::new(u32::from_str_radix(digits, 16).ok()?)
-}
-
 /// Reads the long page header at the start of an archived segment.
 pub fn read_long_header(file: &ArchivedFile) -> Result<LongPageHeader> {
     let mut reader = file
@@ -468,53 +447,8 @@ pub fn read_long_header(file: &ArchivedFile) -> Result<LongPageHeader> {
 }
 
 #[cfg(test)]
-mod partial_tests {
-    use super::*;
-
-    #[test]
-    fn partial_names() {
-        let seg = "000000010000000000000003";
-        assert_eq!(
-            partial_name(&format!("{seg}.partial")),
-            Some((seg, Compression::None))
-        );
-        assert_eq!(
-            partial_name(&format!("{seg}.gz.partial")),
-            Some((seg, Compression::Gzip))
-        );
-        assert_eq!(
-            partial_name(&format!("{seg}.partial.zst")),
-            Some((seg, Compression::Zstd))
-        );
-        assert_eq!(partial_name(seg), None);
-        assert_eq!(partial_name("00000002.history.partial"), None);
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn history_names() {
-        assert_eq!(history_timeline("00000002.history"), TimelineId::new(2));
-        assert_eq!(history_timeline("0000000A.history"), TimelineId::new(10));
-        assert_eq!(history_timeline("00000000.history"), None);
-        assert_eq!(history_timeline("2.history"), None);
-    }
-
-    #[test]
-    fn backup_history_names() {
-        assert!(is_backup_history_name(
-            "000000010000000000000011.00000028.backup"
-        ));
-        assert!(!is_backup_history_name("000000010000000000000011.backup"));
-        assert!(!is_backup_history_name(
-            "000000010000000000000011.0000002G.backup"
-        ));
-        // Multi-byte characters where the segment name would end: no panic.
-        assert!(!is_backup_history_name("00000001000000000000001é.backup"));
-    }
 
     fn write_compressed(path: &Path, compression: Compression, data: &[u8]) {
         let mut encoder = compression

@@ -2,6 +2,7 @@
 //! listing, gathered into a `Catalog` that planning works from.
 
 pub mod archive;
+pub mod archive_name;
 pub mod arrival;
 pub mod backup;
 pub mod incremental;

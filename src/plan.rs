@@ -1248,6 +1248,7 @@ mod tests {
                 included_wal: self.included_wal,
                 stored_bytes: 0,
                 has_manifest: true,
+                files: Default::default(),
                 tablespaces: Vec::new(),
             }
         }
@@ -2462,6 +2463,7 @@ mod precise_tests {
             included_wal: Default::default(),
             stored_bytes: 0,
             has_manifest: true,
+            files: Default::default(),
             tablespaces: Vec::new(),
         }
     }

@@ -140,8 +140,8 @@ fn spool_one(
         let mut output = File::create(&temp)?;
         let bytes = match file.compression {
             // File to file: the kernel copies (copy_file_range).
-            Compression::None => io::copy(&mut File::open(&file.path)?, &mut output)?,
-            compression => io::copy(&mut compression.open(&file.path)?, &mut output)?,
+            Compression::None => file.download(&mut output)?,
+            _ => io::copy(&mut file.open()?, &mut output)?,
         };
         if bytes != segment.size.bytes() {
             return Err(io::Error::other("not a complete segment"));

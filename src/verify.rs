@@ -10,7 +10,6 @@ use crate::compression::Compression;
 use crate::plan::path_end;
 use crate::repo::archive::WalArchive;
 use crate::repo::backup::{Backup, BackupFormat};
-use crate::repo::manifest;
 use crate::repo::manifest_check::{Hashing, ManifestCheck};
 use crate::repo::tablespace::TablespaceSource;
 use crate::repo::wal_source::ArchiveWal;
@@ -50,15 +49,17 @@ pub fn verify_backup(backup: &Backup) -> BackupReport {
     if !backup.has_manifest {
         return report;
     }
-    let manifest_path = backup.dir.join("backup_manifest");
-    let parsed = fs::read(&manifest_path)
-        .map_err(|e| format!("cannot read `{}`: {e}", manifest_path.display()))
-        .and_then(|bytes| {
-            manifest::verify_manifest_checksum(&bytes)
-                .map_err(|e| format!("`{}` is damaged: {e}", manifest_path.display()))?;
-            manifest::parse(&bytes)
-                .map_err(|e| format!("`{}` is malformed: {e}", manifest_path.display()))
-        });
+    let manifest_path = backup.manifest_file().path;
+    let parsed = match backup.manifest() {
+        None => Err(format!("cannot read `{}`", manifest_path.display())),
+        Some(kept) => match &kept.damage {
+            Some(damage) => Err(format!(
+                "`{}` is damaged: {damage}",
+                manifest_path.display()
+            )),
+            None => Ok(&kept.parsed),
+        },
+    };
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(problem) => {
@@ -66,11 +67,11 @@ pub fn verify_backup(backup: &Backup) -> BackupReport {
             return report;
         }
     };
-    let mut check = ManifestCheck::new(&parsed);
+    let mut check = ManifestCheck::new(parsed);
     match backup.format {
         BackupFormat::Plain => walk_plain(&backup.dir, &backup.dir, "", &mut check, &mut report),
         BackupFormat::Tar(compression) => {
-            let base = backup.dir.join(format!("base.tar{}", compression.suffix()));
+            let base = backup.base_tar().map(|file| file.path).unwrap_or_default();
             stream_tar(&base, compression, "", &mut check, &mut report);
         }
     }

@@ -158,10 +158,10 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 decoder = WalDecoder::new(StartAt::SegmentStart);
                 continue;
             };
-            let reader = file.compression.open(&file.path).map_err(|e| {
+            let reader = file.open().map_err(|e| {
                 Failure::msg(
                     FailureKind::PlanRefused,
-                    format!("cannot open `{}`: {e}", file.path.display()),
+                    format!("cannot open `{}`: {e}", file.describe()),
                 )
             })?;
             for item in decoder.segment(segment, reader) {

@@ -9,13 +9,16 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
-use crate::repo::archive;
+use crate::repo::archive::{self, ArchivedFile};
 use crate::repo::archive_name::WalFileName;
+use crate::repo::store::posix::Posix;
+use crate::repo::store::StoreRead;
 use crate::wal::segment::is_segment_name;
 
 /// The outcome of one fetch.
@@ -97,18 +100,26 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }
-    if !dir.is_dir() {
+    let archive = Posix::new(&dir);
+    if !archive.exists() {
         bail!(
             "the WAL archive `{}` is not a readable directory",
             dir.display()
         );
     }
-    let mut copies = archive::copies_in(&dir, &args.name)?;
-    if copies.is_empty() && is_segment_name(&args.name) {
+    let archive: Arc<dyn StoreRead> = Arc::new(archive);
+    serve(&archive, &args.name, &args.destination)
+}
+
+/// Delivers the archived copy of `name` to `destination`; only reads the
+/// archive.
+fn serve(archive: &Arc<dyn StoreRead>, name: &str, destination: &Path) -> Result<Fetched> {
+    let mut copies = archive::copies_in(archive, name)?;
+    if copies.is_empty() && is_segment_name(name) {
         // PostgreSQL never asks for `.partial` files; where a segment exists
         // only as one (the end of a promoted timeline, pg_receivewal's last
         // segment), its WAL is served under the segment's name.
-        copies = archive::partial_copies_in(&dir, &args.name)?;
+        copies = archive::partial_copies_in(archive, name)?;
     }
     let Some(preferred) = copies.first() else {
         return Ok(Fetched::NotFound);
@@ -119,27 +130,13 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     if copies.len() > 1 {
         archive::check_copies_agree(&copies)?;
     }
-    let file = File::open(&preferred.path)
-        .with_context(|| format!("cannot open `{}`", preferred.path.display()))?;
-    deliver(
-        file,
-        preferred.compression,
-        &preferred.path,
-        &args.destination,
-        preferred.partial,
-    )?;
+    deliver(preferred, destination)?;
     Ok(Fetched::Delivered)
 }
 
 /// Writes to a temporary name next to `destination`, then renames, so
 /// PostgreSQL never sees a partial file.
-fn deliver(
-    file: File,
-    compression: Compression,
-    source: &Path,
-    destination: &Path,
-    pad_to_segment: bool,
-) -> Result<()> {
+fn deliver(file: &ArchivedFile, destination: &Path) -> Result<()> {
     let dir = destination
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -148,55 +145,48 @@ fn deliver(
         .prefix(".pitr-fetch-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    // A plain file is copied file to file, which the kernel does in place
-    // (copy_file_range); compressed ones stream through their decoder.
-    let copied = match compression {
-        Compression::None => {
-            let mut file = file;
-            io::copy(&mut file, temp.as_file_mut())
-        }
+    // A plain file is copied file to file, which the store may do in place
+    // (copy_file_range on posix); compressed ones stream through their
+    // decoder.
+    let copied = match file.compression {
+        Compression::None => file.download(temp.as_file_mut()),
         _ => {
-            let mut reader = compression
-                .decoder(file)
-                .with_context(|| format!("cannot read `{}`", source.display()))?;
+            let mut reader = file
+                .open()
+                .with_context(|| format!("cannot read `{}`", file.describe()))?;
             io::copy(&mut reader, temp.as_file_mut())
         }
     };
     copied.with_context(|| {
         format!(
             "cannot copy `{}` to `{}`",
-            source.display(),
+            file.describe(),
             destination.display()
         )
     })?;
-    if pad_to_segment {
-        pad(temp.as_file_mut(), source)?;
+    if file.partial {
+        pad(temp.as_file_mut(), &file.describe())?;
     }
     temp.persist(destination)
         .with_context(|| format!("cannot rename into `{}`", destination.display()))?;
-    let _ = fs::metadata(destination);
     Ok(())
 }
 
 /// Extends a partial segment with zeroes to its full size (from its own
 /// page header): PostgreSQL refuses restored segments of another size, and
 /// zeroes after the last record read as the end of the WAL.
-fn pad(file: &mut File, source: &Path) -> Result<()> {
+fn pad(file: &mut File, source: &str) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let mut header = [0u8; crate::wal::page::LONG_HEADER_LEN];
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_exact(&mut header))
-        .with_context(|| format!("`{}` is too short to be a WAL segment", source.display()))?;
-    let parsed = crate::wal::page::LongPageHeader::parse(&header).with_context(|| {
-        format!(
-            "`{}` does not start with a WAL page header",
-            source.display()
-        )
-    })?;
+        .with_context(|| format!("`{source}` is too short to be a WAL segment"))?;
+    let parsed = crate::wal::page::LongPageHeader::parse(&header)
+        .with_context(|| format!("`{source}` does not start with a WAL page header"))?;
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);
     if length < parsed.segment_size.bytes() {
         file.set_len(parsed.segment_size.bytes())
-            .with_context(|| format!("cannot pad `{}`", source.display()))?;
+            .with_context(|| format!("cannot pad `{source}`"))?;
     }
     Ok(())
 }

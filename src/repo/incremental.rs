@@ -70,7 +70,7 @@ fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
             backup.id
         );
     }
-    let path = backup.dir.join("backup_label");
+    let path = backup.label_file().path;
     let text =
         fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
     incremental_from(&text).with_context(|| format!("`{}` is malformed", path.display()))

@@ -10,12 +10,12 @@ pub mod label;
 pub mod manifest;
 pub mod manifest_check;
 pub mod pg_control;
+pub mod push;
 pub mod store;
 pub mod tablespace;
 pub mod wal_source;
 pub mod writer;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +23,9 @@ use anyhow::{bail, Context, Result};
 use crate::wal::SegmentSize;
 use archive::WalArchive;
 use backup::{Backup, UnreadableBackup};
+use std::sync::Arc;
+use store::posix::Posix;
+use store::{StoreRead, Writable};
 
 /// Where the backups and the WAL archive live.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -67,6 +70,40 @@ impl RepoLocation {
     }
 }
 
+/// Read access to a repository, and nothing more: what `restore`, `plan`,
+/// `list`, `events` and `verify` work from, so none of them can write it.
+#[derive(Clone, Debug)]
+pub struct RepoRead {
+    pub backups: Arc<dyn StoreRead>,
+    pub archive: Arc<dyn StoreRead>,
+}
+
+/// Write access to a repository: only `init`, `backup`, `expire` and
+/// `wal-push` open one.
+#[derive(Clone, Debug)]
+pub struct RepoWrite {
+    pub backups: Writable,
+    pub archive: Writable,
+}
+
+impl RepoLocation {
+    /// The repository's stores, to read.
+    pub fn read(&self) -> RepoRead {
+        RepoRead {
+            backups: Arc::new(Posix::new(&self.backups)),
+            archive: Arc::new(Posix::new(&self.wal_archive)),
+        }
+    }
+
+    /// The repository's stores, to write.
+    pub fn write(&self) -> RepoWrite {
+        RepoWrite {
+            backups: Writable::new(Posix::new(&self.backups)),
+            archive: Writable::new(Posix::new(&self.wal_archive)),
+        }
+    }
+}
+
 /// The archive directory of `--wal-archive DIR`, else of `--repo DIR`
 /// (`DIR/wal`), for the commands PostgreSQL runs (wal-push, wal-fetch).
 pub fn wal_archive_dir(repo: Option<&Path>, wal_archive: Option<&Path>) -> Result<PathBuf> {
@@ -100,7 +137,8 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn scan(location: RepoLocation, local: &jiff::tz::TimeZone) -> Result<Catalog> {
-        let archive = WalArchive::scan(&location.wal_archive, SegmentSize::DEFAULT)?;
+        let stores = location.read();
+        let archive = WalArchive::scan(Arc::clone(&stores.archive), SegmentSize::DEFAULT)?;
         let mut warnings = Vec::new();
         let mut histories = Vec::new();
         for (name, file) in &archive.backup_histories {
@@ -121,28 +159,19 @@ impl Catalog {
 
         let mut backups = Vec::new();
         let mut unreadable = Vec::new();
-        let entries = fs::read_dir(&location.backups).with_context(|| {
+        let ids = stores.backups.list_prefixes("").with_context(|| {
             format!(
                 "cannot read the backups directory `{}`",
                 location.backups.display()
             )
         })?;
-        let mut dirs: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
-            .map(|entry| entry.path())
-            .collect();
-        dirs.sort();
-        for dir in dirs {
-            let id = dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for id in ids {
             // Hidden directories are ours or the user's scratch space.
             if id.starts_with('.') {
                 continue;
             }
-            match backup::read_backup(&dir, &histories, local) {
+            let dir = location.backups.join(&id);
+            match backup::read_backup(stores.backups.as_ref(), &id, &histories, local) {
                 Ok(mut backup) => {
                     // A tar backup's PG_VERSION and pg_control lie deep in a
                     // possibly compressed base.tar; the page header of the

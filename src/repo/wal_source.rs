@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
@@ -42,11 +41,7 @@ pub struct ArchiveWal<'a> {
 impl<'a> ArchiveWal<'a> {
     pub fn new(archive: &'a WalArchive) -> ArchiveWal<'a> {
         let cache_path = cache_dir().map(|dir| {
-            let canonical = archive
-                .dir
-                .canonicalize()
-                .unwrap_or_else(|_| archive.dir.clone());
-            let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
+            let digest = Sha256::digest(archive.store().identity().as_bytes());
             let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
             dir.join(format!("archive-{name}.json"))
         });
@@ -119,10 +114,7 @@ impl<'a> ArchiveWal<'a> {
         file: &ArchivedFile,
     ) -> Result<(SegmentFacts, Vec<StopEvent>), FactsError> {
         let unreadable = |reason: String| FactsError::Unreadable { segment, reason };
-        let reader = file
-            .compression
-            .open(&file.path)
-            .map_err(|e| unreadable(format!("{e}")))?;
+        let reader = file.open().map_err(|e| unreadable(format!("{e}")))?;
         let mut decoder = WalDecoder::new(StartAt::SegmentStart);
         let mut facts = SegmentFacts::default();
         let mut events = Vec::new();
@@ -159,7 +151,7 @@ impl<'a> ArchiveWal<'a> {
         // here: finish it from the next file, if the archive has one.
         if decoder.record_in_progress().is_some() {
             if let Some((next, file)) = self.next_file(segment) {
-                if let Ok(reader) = file.compression.open(&file.path) {
+                if let Ok(reader) = file.open() {
                     let mut run = decoder.segment(next, reader);
                     if let Some(Ok(record)) = run.next_record() {
                         if record.start < next.start_lsn() {
@@ -272,14 +264,9 @@ fn stop_event(start: crate::wal::Lsn, end: crate::wal::Lsn, kind: &EventKind) ->
 }
 
 fn cache_key(segment: WalSegment, file: &ArchivedFile) -> String {
-    let modified = file
-        .modified
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
     format!(
-        "{segment}|{}|{modified}|{:?}",
-        file.stored_bytes, file.compression
+        "{segment}|{}|{}|{:?}",
+        file.stored_bytes, file.version, file.compression
     )
 }
 

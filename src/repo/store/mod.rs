@@ -127,6 +127,17 @@ pub trait StoreRead: fmt::Debug + Send + Sync {
     /// gives what there is).
     fn open_range(&self, key: &str, range: Range<u64>) -> io::Result<ObjectReader>;
 
+    /// Copies the whole stored object into a local file; a driver may do it
+    /// better than a read loop (posix: file to file, in the kernel).
+    fn download(&self, key: &str, to: &mut std::fs::File) -> io::Result<u64> {
+        io::copy(&mut self.open(key)?, to)
+    }
+
+    /// A stable name of the store itself, for keying local caches of what
+    /// it holds (the canonical directory on posix, the bucket URL
+    /// elsewhere).
+    fn identity(&self) -> String;
+
     /// The local directory behind `prefix`, for work that is local by
     /// nature and runs other programs on it (pg_combinebackup, plain
     /// backups copied as trees). `None` where the store is not a file
@@ -172,6 +183,36 @@ pub trait StoreWrite: StoreRead {
     /// Removes the group `prefix` so that no reader ever sees it half
     /// deleted: hidden first, then deleted.
     fn delete_group(&self, prefix: &str) -> anyhow::Result<()>;
+}
+
+/// A store opened for writing, and the same store as a reader (Rust 1.85
+/// has no trait upcasting of `Arc<dyn StoreWrite>`).
+#[derive(Clone, Debug)]
+pub struct Writable {
+    write: std::sync::Arc<dyn StoreWrite>,
+    read: std::sync::Arc<dyn StoreRead>,
+}
+
+impl Writable {
+    pub fn new<S: StoreWrite + 'static>(store: S) -> Writable {
+        let store = std::sync::Arc::new(store);
+        Writable {
+            write: store.clone(),
+            read: store,
+        }
+    }
+
+    /// The read role of this store, to hand to code that only reads.
+    pub fn read(&self) -> &std::sync::Arc<dyn StoreRead> {
+        &self.read
+    }
+}
+
+impl std::ops::Deref for Writable {
+    type Target = dyn StoreWrite;
+    fn deref(&self) -> &(dyn StoreWrite + 'static) {
+        &*self.write
+    }
 }
 
 /// A hidden place where a new group of objects is assembled by local

@@ -18,7 +18,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use crate::postgres::os_user::OsUser;
+use anyhow::{bail, Context, Result};
 
 use super::{
     check_key, check_prefix, Created, Fill, NewObject, ObjectInfo, ObjectReader, Staging,
@@ -144,6 +145,19 @@ impl StoreRead for Posix {
         let mut file = File::open(self.path(key)?)?;
         file.seek(SeekFrom::Start(range.start))?;
         Ok(Box::new(file.take(range.end.saturating_sub(range.start))))
+    }
+
+    fn download(&self, key: &str, to: &mut File) -> io::Result<u64> {
+        // File to file: the kernel copies (copy_file_range).
+        io::copy(&mut File::open(self.path(key)?)?, to)
+    }
+
+    fn identity(&self) -> String {
+        let canonical = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
+        canonical.to_string_lossy().into_owned()
     }
 
     fn local_dir(&self, prefix: &str) -> Option<PathBuf> {
@@ -283,6 +297,11 @@ impl StoreWrite for Posix {
     fn delete_group(&self, prefix: &str) -> anyhow::Result<()> {
         let name = prefix.trim_end_matches('/');
         let dir = self.path(name)?;
+        // Already hidden (left by an interrupted delete): just delete it.
+        if name.starts_with('.') {
+            return fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot delete `{}`", dir.display()));
+        }
         let hidden = self.root.join(format!("{EXPIRING_PREFIX}{name}"));
         rename_no_replace(&dir, &hidden).with_context(|| {
             format!(
@@ -325,30 +344,71 @@ impl Posix {
             .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))
             .map_err(WriteError::Other)
     }
+}
 
-    /// Moves `dir` (hidden, under the root) to `prefix`, refusing to
-    /// replace anything; the staging area is then gone.
-    pub fn publish_staged(&self, mut staging: Staging, prefix: &str) -> io::Result<PathBuf> {
-        self.publish(&staging, prefix)?;
-        staging.forget();
-        Ok(self.root.join(prefix.trim_end_matches('/')))
-    }
+/// Directory mode for the repository and its parts: the owner (the
+/// PostgreSQL OS user, which archives into `wal/`) writes, its group may
+/// read, others get nothing: the WAL and the backups hold all the data.
+pub const DIR_MODE: u32 = 0o750;
 
-    /// Hidden groups whose names start with `prefix` (leftovers of an
-    /// interrupted delete, backups being written), as paths.
-    pub fn hidden_groups(&self, prefix: &str) -> Vec<PathBuf> {
-        self.list_prefixes("")
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|name| name.starts_with(prefix))
-            .map(|name| self.root.join(name))
-            .collect()
-    }
+/// What `create_layout` did to each directory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LayoutEntry {
+    pub path: PathBuf,
+    pub created: bool,
+}
 
-    /// Deletes a hidden leftover group found by [`Posix::hidden_groups`].
-    pub fn remove_leftover(&self, dir: &Path) -> anyhow::Result<()> {
-        fs::remove_dir_all(dir).with_context(|| format!("cannot delete `{}`", dir.display()))
+/// Creates `repo`, `repo/base` and `repo/wal` where missing, mode 0750, and
+/// (as root) owned by the PostgreSQL OS user. Existing directories are left
+/// as they are. A non-empty `repo` that is not a repository is refused, so a
+/// typo cannot turn some other directory into an archive.
+pub fn create_layout(repo: &Path, owner: &OsUser) -> Result<Vec<LayoutEntry>> {
+    if repo.exists() && !repo.is_dir() {
+        bail!("`{}` exists and is not a directory", repo.display());
     }
+    if repo.is_dir() {
+        let strangers: Vec<String> = fs::read_dir(repo)
+            .with_context(|| format!("cannot read `{}`", repo.display()))?
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "base" && name != "wal" && !name.starts_with('.'))
+            .collect();
+        if !strangers.is_empty() {
+            bail!(
+                "`{}` is not empty and is not a pitr repository (it holds {}); choose a new or empty directory",
+                repo.display(),
+                strangers
+                    .iter()
+                    .take(3)
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let mut entries = Vec::new();
+    for dir in [repo.to_path_buf(), repo.join("base"), repo.join("wal")] {
+        let created = create_layout_dir(&dir, owner)?;
+        entries.push(LayoutEntry { path: dir, created });
+    }
+    Ok(entries)
+}
+
+fn create_layout_dir(dir: &Path, owner: &OsUser) -> Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            return Ok(false)
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot create `{}`", dir.display()))
+        }
+    }
+    // Set explicitly: create_dir's mode is filtered by the umask.
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+        .with_context(|| format!("cannot set the mode of `{}`", dir.display()))?;
+    owner.own(dir)?;
+    Ok(true)
 }
 
 fn parent(path: &Path) -> &Path {

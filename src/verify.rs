@@ -7,7 +7,6 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::compression::Compression;
-use crate::plan::path_end;
 use crate::repo::archive::WalArchive;
 use crate::repo::backup::{Backup, BackupFormat};
 use crate::repo::manifest_check::{Hashing, ManifestCheck};
@@ -112,6 +111,9 @@ fn checksum_stream(
     check.record(path, sink.written, digest)
 }
 
+// A plain backup and its tablespace directories are trees of local files
+// (pg_verifybackup reads them the same way).
+#[allow(clippy::disallowed_methods)]
 fn walk_plain(
     root: &Path,
     dir: &Path,
@@ -154,6 +156,7 @@ fn walk_plain(
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the backup's tar files, as local files
 fn stream_tar(
     path: &Path,
     compression: Compression,
@@ -161,7 +164,7 @@ fn stream_tar(
     check: &mut ManifestCheck,
     report: &mut BackupReport,
 ) {
-    let reader = match compression.open(path) {
+    let reader = match std::fs::File::open(path).and_then(|file| compression.decoder(file)) {
         Ok(reader) => reader,
         Err(error) => {
             report
@@ -244,7 +247,10 @@ pub fn verify_archive(archive: &WalArchive) -> Vec<TimelineReport> {
             }
         };
         // The segments this timeline's own files hold on its path.
-        let Some(last) = path_end(archive, &path).filter(|end| end.timeline == timeline) else {
+        let Some(last) = archive
+            .last_segment_on(&path)
+            .filter(|end| end.timeline == timeline)
+        else {
             reports.push(report);
             continue;
         };

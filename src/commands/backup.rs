@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::cli::{BackupArgs, BackupCompression, BackupWalMethod};
 use crate::error::{Failure, FailureKind, OrFail};
+use crate::os_user::OsUser;
 use crate::postgres::basebackup::{self, arguments, find_pg_basebackup, Options, WalMethod};
-use crate::postgres::os_user::OsUser;
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::arrival::{archived_copy, segment_size};
 use crate::repo::backup::{read_manifest, read_tar_label};

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cli::EventsArgs;
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::plan::{path_end, TimelineChoice};
+use crate::plan::TimelineChoice;
 use crate::progress::Reporter;
 use crate::repo::wal_source::ArchiveWal;
 use crate::target::{parse_target, Target};
@@ -108,7 +108,7 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         .path(timeline)
         .map_err(|error| Failure::new(FailureKind::Usage, error))?;
     let size = archive.segment_size;
-    let Some(end) = path_end(archive, &path) else {
+    let Some(end) = archive.last_segment_on(&path) else {
         return Err(Failure::msg(
             FailureKind::PlanRefused,
             format!("the archive holds no WAL on timeline {timeline}"),
@@ -131,7 +131,7 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 .max(first);
         }
     }
-    drop(wal);
+    wal.save();
 
     let mut events = Vec::new();
     let mut active = matches!(from, Bound::Open);

@@ -135,7 +135,9 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
 
 /// The absolute path of this very binary, which is what the server should
 /// run: the server's PATH is not the user's. `pitr` (found on the server's
-/// PATH) only when the running binary cannot be located.
+/// PATH) only when the running binary cannot be located. (Our own binary
+/// on the local file system, not the repository.)
+#[allow(clippy::disallowed_methods)]
 fn pitr_program() -> PathBuf {
     std::env::current_exe()
         .and_then(|path| path.canonicalize())

@@ -73,6 +73,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                 "segments": catalog.archive.segment_count(),
             })
         );
+        wal.save();
         return Ok(());
     }
     println!("{}", backup_table(&catalog.backups));
@@ -116,6 +117,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         };
         println!("timeline {timeline}{branched}{backups}: {segments}; {window}");
     }
+    wal.save();
     Ok(())
 }
 

@@ -87,9 +87,11 @@ pub fn plan_from_args(
         &request,
         local,
         Some(&wal),
-    )
-    .or_fail(FailureKind::PlanRefused)?;
-    drop(wal);
+    );
+    // What planning decoded is kept for the next command, also when the
+    // plan was refused.
+    wal.save();
+    let plan = plan.or_fail(FailureKind::PlanRefused)?;
     Ok((catalog, plan))
 }
 

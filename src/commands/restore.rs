@@ -101,6 +101,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     } else {
         None
     };
+    // Our own binary on the local file system, not the repository.
+    #[allow(clippy::disallowed_methods)]
     let pitr = std::env::current_exe()
         .and_then(|path| path.canonicalize())
         .context("cannot find the pitr executable")
@@ -246,6 +248,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
 /// Creates the spool beside the data directory and starts prefetching the
 /// planned segments that the archive holds complete. None when the parent
 /// directory does not exist (staging then says so).
+#[allow(clippy::disallowed_methods)] // local: the spool is beside --pgdata
 fn start_prefetch(
     plan: &Plan,
     catalog: &Catalog,
@@ -280,6 +283,7 @@ fn start_prefetch(
 }
 
 /// `.<name>.pitr-spool-<pid>` beside `pgdata`, when its parent exists.
+#[allow(clippy::disallowed_methods)] // local: beside --pgdata
 fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
     let parent = pgdata.parent().filter(|p| p.is_dir())?;
     let name = pgdata.file_name()?.to_string_lossy();

@@ -46,7 +46,9 @@ pub fn run(args: &WalFetchArgs) -> u8 {
 
 /// `PITR_FETCH_LOG=FILE` appends one line per call (name, outcome,
 /// microseconds): how long replay waited on restore_command, for the
-/// prefetch benchmark. Failures to log are ignored.
+/// prefetch benchmark. Failures to log are ignored. A local diagnostic
+/// file, not the repository.
+#[allow(clippy::disallowed_methods)]
 fn log_timing(args: &WalFetchArgs, result: &Result<Fetched>, elapsed: std::time::Duration) {
     let Some(path) = std::env::var_os("PITR_FETCH_LOG") else {
         return;
@@ -85,13 +87,10 @@ fn is_servable(name: &str) -> bool {
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     // A segment the restore prefetched: moved into place, no copy.
     if let Some(spool) = &args.spool {
-        if is_segment_name(&args.name) {
-            match fs::rename(spool.join(&args.name), &args.destination) {
-                Ok(()) => return Ok(Fetched::Delivered),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                // Anything else: the archive still has it.
-                Err(_) => {}
-            }
+        if is_segment_name(&args.name)
+            && crate::prefetch::take_spooled(spool, &args.name, &args.destination)
+        {
+            return Ok(Fetched::Delivered);
         }
     }
     simulated_latency();

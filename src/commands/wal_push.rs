@@ -143,6 +143,7 @@ pub fn push_file(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::repo::push::archived_name;
     use std::fs;
@@ -193,7 +194,8 @@ mod tests {
             assert_eq!(key, archived_name(name, compression));
             let path = dir.path().join(&key);
             let mut back = Vec::new();
-            io::Read::read_to_end(&mut compression.open(&path).unwrap(), &mut back).unwrap();
+            let mut reader = compression.decoder(File::open(&path).unwrap()).unwrap();
+            io::Read::read_to_end(&mut reader, &mut back).unwrap();
             assert_eq!(back, data);
             let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
             assert_eq!(files.len(), 1, "no temporary file is left");

@@ -13,7 +13,7 @@ use super::store::{ObjectInfo, ObjectReader, StoreRead, Version};
 use crate::compression::Compression;
 use crate::wal::history;
 use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
-use crate::wal::timelines::TimelineGraph;
+use crate::wal::timelines::{TimelineGraph, TimelinePath};
 use crate::wal::{SegmentSize, TimelineId, WalSegment};
 
 /// One file of the archive: an object of the archive's store.
@@ -331,6 +331,37 @@ impl WalArchive {
                 number: *number,
                 size: self.segment_size,
             })
+    }
+
+    /// The newest segment the archive holds along `path`: the last segment of
+    /// the newest timeline that has one in the part of the WAL the path reads
+    /// from it.
+    pub fn last_segment_on(&self, path: &TimelinePath) -> Option<WalSegment> {
+        let size = self.segment_size;
+        for (index, step) in path.steps.iter().enumerate().rev() {
+            let Some(last) = self.last_segment(step.timeline) else {
+                continue;
+            };
+            let begin = WalSegment::containing(step.timeline, step.begins, size).number;
+            // The path reads this timeline's files only until the next timeline
+            // begins (the segment of a switch point is the child's).
+            let end = path.steps.get(index + 1).map(|next| {
+                WalSegment::containing(next.timeline, next.begins, size)
+                    .number
+                    .saturating_sub(1)
+            });
+            let capped = match end {
+                Some(end) if last.number > end => WalSegment {
+                    number: end,
+                    ..last
+                },
+                _ => last,
+            };
+            if capped.number >= begin && self.segment(capped).is_some() {
+                return Some(capped);
+            }
+        }
+        None
     }
 
     /// The oldest segment of a timeline in the archive.

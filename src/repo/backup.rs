@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -418,18 +418,6 @@ fn read_member(
         .and_then(|reader| compression.decoder(reader))
         .with_context(|| format!("cannot open `{described}`"))?;
     tar_member(reader, member, &described)
-}
-
-/// Reads one small member of a tar file as text, stopping at the first match.
-pub fn read_tar_member(
-    path: &Path,
-    compression: Compression,
-    member: &str,
-) -> Result<Option<String>> {
-    let reader = compression
-        .open(path)
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
-    tar_member(reader, member, &path.display().to_string())
 }
 
 /// Reads one small member of a tar stream as text, stopping at the first

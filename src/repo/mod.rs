@@ -59,7 +59,7 @@ impl RepoLocation {
             ("backups directory", &location.backups),
             ("WAL archive", &location.wal_archive),
         ] {
-            if !dir.is_dir() {
+            if !Posix::new(dir).exists() {
                 bail!(
                     "the {what} `{}` does not exist or is not a directory",
                     dir.display()

@@ -152,7 +152,10 @@ pub fn tar_tablespaces(
     Ok(tablespaces)
 }
 
-/// Tablespaces of a plain backup: the `pg_tblspc/<oid>` links.
+/// Tablespaces of a plain backup: the `pg_tblspc/<oid>` links. Symbolic
+/// links to local directories exist only on a file system: a plain backup
+/// with tablespaces is local by nature.
+#[allow(clippy::disallowed_methods)]
 pub fn plain_tablespaces(dir: &Path) -> Result<Vec<Tablespace>> {
     let links = dir.join("pg_tblspc");
     let Ok(entries) = fs::read_dir(&links) else {

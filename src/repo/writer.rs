@@ -116,7 +116,7 @@ pub fn remove_archive_files(archive: &Writable, keys: &[&str]) -> Result<()> {
 mod tests {
     #![allow(clippy::disallowed_methods)]
     use super::*;
-    use crate::postgres::os_user::OsUser;
+    use crate::os_user::OsUser;
     use crate::repo::store::posix::Posix;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;

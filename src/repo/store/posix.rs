@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::postgres::os_user::OsUser;
+use crate::os_user::OsUser;
 use anyhow::{bail, Context, Result};
 
 use super::{

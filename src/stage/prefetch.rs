@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::compression::Compression;
-use crate::postgres::os_user::OsUser;
+use crate::os_user::OsUser;
 use crate::repo::archive::ArchivedFile;
 use crate::wal::WalSegment;
 
@@ -120,6 +120,13 @@ impl Drop for Prefetcher {
         }
         let _ = fs::remove_dir_all(&self.spool);
     }
+}
+
+/// Delivers a segment the restore prefetched to `destination` by moving it
+/// out of the spool (no copy); false when the spool does not have it, and
+/// then the archive still does.
+pub fn take_spooled(spool: &Path, name: &str, destination: &Path) -> bool {
+    fs::rename(spool.join(name), destination).is_ok()
 }
 
 /// Decompresses one segment into the spool: temporary name, then rename,

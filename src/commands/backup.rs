@@ -36,7 +36,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
     let (program, major) =
         find_pg_basebackup(args.bin_dir.as_deref()).or_fail(FailureKind::Backup)?;
-    let repo = location.write();
+    let repo = crate::repo::writer::open_for_writing(&location);
     let id = backup_id(Utc::now(), |id| id_taken(repo.backups.read().as_ref(), id));
     let options = Options {
         target: PathBuf::new(),

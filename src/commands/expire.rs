@@ -61,7 +61,7 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             bytes: backup.stored_bytes,
         })
         .collect();
-    let repo = catalog.location.write();
+    let repo = crate::repo::writer::open_for_writing(&catalog.location);
     let listing = list_archive(repo.archive.read().as_ref()).or_fail(FailureKind::Internal)?;
     let size = catalog.archive.segment_size;
     let selection = select(

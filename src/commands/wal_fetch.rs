@@ -17,7 +17,6 @@ use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
 use crate::repo::archive::{self, ArchivedFile};
 use crate::repo::archive_name::WalFileName;
-use crate::repo::store::posix::Posix;
 use crate::repo::store::StoreRead;
 use crate::wal::segment::is_segment_name;
 
@@ -99,14 +98,12 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }
-    let archive = Posix::new(&dir);
-    if !archive.exists() {
+    let Some(archive) = crate::repo::open_archive_read(&dir) else {
         bail!(
             "the WAL archive `{}` is not a readable directory",
             dir.display()
         );
-    }
-    let archive: Arc<dyn StoreRead> = Arc::new(archive);
+    };
     serve(&archive, &args.name, &args.destination)
 }
 

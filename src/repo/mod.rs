@@ -79,7 +79,7 @@ pub struct RepoRead {
 }
 
 /// Write access to a repository: only `init`, `backup`, `expire` and
-/// `wal-push` open one.
+/// `wal-push` open one, with [`writer::open_for_writing`].
 #[derive(Clone, Debug)]
 pub struct RepoWrite {
     pub backups: Writable,
@@ -94,14 +94,6 @@ impl RepoLocation {
             archive: Arc::new(Posix::new(&self.wal_archive)),
         }
     }
-
-    /// The repository's stores, to write.
-    pub fn write(&self) -> RepoWrite {
-        RepoWrite {
-            backups: Writable::new(Posix::new(&self.backups)),
-            archive: Writable::new(Posix::new(&self.wal_archive)),
-        }
-    }
 }
 
 /// The archive directory of `--wal-archive DIR`, else of `--repo DIR`
@@ -114,6 +106,15 @@ pub fn wal_archive_dir(repo: Option<&Path>, wal_archive: Option<&Path>) -> Resul
             bail!("no archive given: pass --wal-archive DIR or --repo DIR (or set PITR_REPO)")
         }
     }
+}
+
+/// The WAL archive at `dir`, to read only (what `wal-fetch` gets); `None`
+/// when it is not a directory.
+pub fn open_archive_read(dir: &Path) -> Option<Arc<dyn StoreRead>> {
+    let store = Posix::new(dir);
+    store
+        .exists()
+        .then(|| Arc::new(store) as Arc<dyn StoreRead>)
 }
 
 /// Makes a path absolute without resolving symlinks (so messages show the
@@ -219,4 +220,59 @@ fn start_segment_header(
         crate::wal::WalSegment::containing(backup.timeline, backup.start_lsn, archive.segment_size);
     let file = archive.segment(segment)?;
     archive::read_long_header(file).ok()
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    /// The commands and parts that only read the repository never name the
+    /// write role: they get the catalog (whose stores are `StoreRead`) or a
+    /// `StoreRead` of their own, and nothing that could write. This keeps
+    /// "a restore never writes the repository" checkable by reading one
+    /// list, and fails when someone hands them the write role.
+    #[test]
+    fn readers_never_name_the_write_role() {
+        let readers = [
+            (
+                "commands/restore.rs",
+                include_str!("../commands/restore.rs"),
+            ),
+            ("commands/list.rs", include_str!("../commands/list.rs")),
+            ("commands/events.rs", include_str!("../commands/events.rs")),
+            ("commands/verify.rs", include_str!("../commands/verify.rs")),
+            (
+                "commands/wal_fetch.rs",
+                include_str!("../commands/wal_fetch.rs"),
+            ),
+            ("commands/mod.rs", include_str!("../commands/mod.rs")),
+            ("plan.rs", include_str!("../plan.rs")),
+            ("verify.rs", include_str!("../verify.rs")),
+            ("stage/mod.rs", include_str!("../stage/mod.rs")),
+            ("stage/extract.rs", include_str!("../stage/extract.rs")),
+            (
+                "stage/tablespaces.rs",
+                include_str!("../stage/tablespaces.rs"),
+            ),
+            ("stage/combine.rs", include_str!("../stage/combine.rs")),
+            ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
+            ("repo/wal_source.rs", include_str!("wal_source.rs")),
+        ];
+        for (file, text) in readers {
+            // Tests may build any store they like.
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for writer in [
+                "StoreWrite",
+                "Writable",
+                "RepoWrite",
+                "open_for_writing",
+                "repo::writer",
+                "repo::push",
+                "store::posix",
+            ] {
+                assert!(
+                    !code.contains(writer),
+                    "{file} names `{writer}`: commands that only read get only the read role"
+                );
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use super::store::posix::Posix;
 use super::store::{Staging, StoreRead, Writable};
 
 pub use super::store::posix::DIR_MODE;
@@ -23,6 +24,16 @@ pub const BACKUP_TEMP_PREFIX: &str = ".pitr-backup-";
 pub use super::store::posix::EXPIRING_PREFIX;
 
 pub use super::store::posix::{create_layout, LayoutEntry};
+
+/// The repository's stores, to write: for `backup` and `expire` only (a
+/// restore and every other reader gets a [`super::RepoRead`] through the
+/// catalog, which cannot change anything).
+pub fn open_for_writing(location: &super::RepoLocation) -> super::RepoWrite {
+    super::RepoWrite {
+        backups: Writable::new(Posix::new(&location.backups)),
+        archive: Writable::new(Posix::new(&location.wal_archive)),
+    }
+}
 
 /// A backup id for a backup started at `time`: `20261124T031500Z`, which
 /// sorts by time as text. When that name is taken (two backups in one

@@ -498,3 +498,67 @@ pub fn wal_tar_name(compression: Compression) -> String {
 pub fn system_time_utc(time: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(time)
 }
+
+#[cfg(test)]
+mod kept_manifest_tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+    use crate::repo::store::posix::Posix;
+    use std::fs;
+    use std::path::Path;
+
+    /// A plain backup `b1` made of the PostgreSQL 15 fixture's label and
+    /// manifest, the manifest passed through `damage`.
+    fn backup_with_manifest(dir: &Path, damage: impl Fn(String) -> String) -> Backup {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/15");
+        let backup = dir.join("b1");
+        fs::create_dir(&backup).unwrap();
+        fs::copy(fixtures.join("backup_label"), backup.join("backup_label")).unwrap();
+        let mut manifest = String::new();
+        Compression::Gzip
+            .decoder(fs::File::open(fixtures.join("backup_manifest.gz")).unwrap())
+            .unwrap()
+            .read_to_string(&mut manifest)
+            .unwrap();
+        fs::write(backup.join("backup_manifest"), damage(manifest)).unwrap();
+        let store = Posix::new(dir);
+        read_backup(&store, "b1", &[], &jiff::tz::TimeZone::UTC).unwrap()
+    }
+
+    #[test]
+    fn the_manifest_is_read_once_with_its_checksum_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = backup_with_manifest(dir.path(), |text| text);
+        let kept = backup.manifest().unwrap();
+        assert!(kept.damage.is_none());
+        assert!(kept.parsed.files.iter().any(|f| f.path == "PG_VERSION"));
+        assert_eq!(backup.manifest_file().key, "b1/backup_manifest");
+        assert_eq!(backup.label_file().path, dir.path().join("b1/backup_label"));
+        assert!(backup.base_tar().is_none() && backup.wal_tar().is_none());
+        // The kept copy is what verify uses: the file is not read again.
+        fs::remove_file(dir.path().join("b1/backup_manifest")).unwrap();
+        let report = crate::verify::verify_backup(&backup);
+        assert!(
+            !report.problems.iter().any(|p| p.contains("cannot read")),
+            "{:?}",
+            report.problems
+        );
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_kept_with_its_damage_and_refused_where_used() {
+        let dir = tempfile::tempdir().unwrap();
+        // Still valid JSON, but no longer what its checksum line covers.
+        let backup = backup_with_manifest(dir.path(), |text| {
+            text.replacen("\"Size\": 3,", "\"Size\": 4,", 1)
+        });
+        let kept = backup.manifest().unwrap();
+        assert!(kept.damage.is_some());
+        let report = crate::verify::verify_backup(&backup);
+        assert!(
+            report.problems.iter().any(|p| p.contains("is damaged")),
+            "{:?}",
+            report.problems
+        );
+    }
+}

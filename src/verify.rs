@@ -8,8 +8,9 @@ use std::path::Path;
 
 use crate::compression::Compression;
 use crate::repo::archive::WalArchive;
-use crate::repo::backup::{Backup, BackupFormat};
+use crate::repo::backup::{Backup, BackupFile, BackupFormat};
 use crate::repo::manifest_check::{Hashing, ManifestCheck};
+use crate::repo::store::StoreRead;
 use crate::repo::tablespace::TablespaceSource;
 use crate::repo::wal_source::ArchiveWal;
 use crate::wal::facts::{SegmentEnding, WalSource};
@@ -37,7 +38,7 @@ pub struct TimelineReport {
 
 /// Checks one backup's files against its manifest, streaming through tars
 /// without extracting them.
-pub fn verify_backup(backup: &Backup) -> BackupReport {
+pub fn verify_backup(backups: &dyn StoreRead, backup: &Backup) -> BackupReport {
     let mut report = BackupReport {
         id: backup.id.clone(),
         has_manifest: backup.has_manifest,
@@ -69,16 +70,19 @@ pub fn verify_backup(backup: &Backup) -> BackupReport {
     let mut check = ManifestCheck::new(parsed);
     match backup.format {
         BackupFormat::Plain => walk_plain(&backup.dir, &backup.dir, "", &mut check, &mut report),
-        BackupFormat::Tar(compression) => {
-            let base = backup.base_tar().map(|file| file.path).unwrap_or_default();
-            stream_tar(&base, compression, "", &mut check, &mut report);
+        BackupFormat::Tar(_) => {
+            if let Some(base) = backup.base_tar() {
+                stream_tar(backups, &base, "", &mut check, &mut report);
+            }
         }
     }
     for tablespace in &backup.tablespaces {
         let prefix = format!("pg_tblspc/{}/", tablespace.oid);
         match &tablespace.source {
-            TablespaceSource::Tar { path, compression } => {
-                stream_tar(path, *compression, &prefix, &mut check, &mut report)
+            TablespaceSource::Tar { .. } => {
+                if let Some(file) = backup.tablespace_tar(tablespace.oid) {
+                    stream_tar(backups, &file, &prefix, &mut check, &mut report)
+                }
             }
             TablespaceSource::Directory(dir) => {
                 walk_plain(dir, dir, &prefix, &mut check, &mut report)
@@ -156,15 +160,20 @@ fn walk_plain(
     }
 }
 
-#[allow(clippy::disallowed_methods)] // the backup's tar files, as local files
+/// Streams a tar object of the backups store through the manifest check.
 fn stream_tar(
-    path: &Path,
-    compression: Compression,
+    backups: &dyn StoreRead,
+    file: &BackupFile,
     prefix: &str,
     check: &mut ManifestCheck,
     report: &mut BackupReport,
 ) {
-    let reader = match std::fs::File::open(path).and_then(|file| compression.decoder(file)) {
+    let described = backups.describe(&file.key);
+    let path = Path::new(&described);
+    let reader = match backups
+        .open(&file.key)
+        .and_then(|reader| file.compression.decoder(reader))
+    {
         Ok(reader) => reader,
         Err(error) => {
             report

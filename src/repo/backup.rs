@@ -537,7 +537,7 @@ mod kept_manifest_tests {
         assert!(backup.base_tar().is_none() && backup.wal_tar().is_none());
         // The kept copy is what verify uses: the file is not read again.
         fs::remove_file(dir.path().join("b1/backup_manifest")).unwrap();
-        let report = crate::verify::verify_backup(&backup);
+        let report = crate::verify::verify_backup(&Posix::new(dir.path()), &backup);
         assert!(
             !report.problems.iter().any(|p| p.contains("cannot read")),
             "{:?}",
@@ -554,7 +554,7 @@ mod kept_manifest_tests {
         });
         let kept = backup.manifest().unwrap();
         assert!(kept.damage.is_some());
-        let report = crate::verify::verify_backup(&backup);
+        let report = crate::verify::verify_backup(&Posix::new(dir.path()), &backup);
         assert!(
             report.problems.iter().any(|p| p.contains("is damaged")),
             "{:?}",

@@ -128,6 +128,8 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Catalog {
     pub location: RepoLocation,
+    /// The repository's stores, to read: all a catalog's user gets.
+    pub stores: RepoRead,
     /// Understood backups, oldest stop first.
     pub backups: Vec<Backup>,
     pub unreadable: Vec<UnreadableBackup>,
@@ -199,6 +201,7 @@ impl Catalog {
         backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
         Ok(Catalog {
             location,
+            stores,
             backups,
             unreadable,
             archive,

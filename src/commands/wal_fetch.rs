@@ -147,8 +147,12 @@ fn deliver(file: &ArchivedFile, destination: &Path) -> Result<()> {
     let copied = match file.compression {
         Compression::None => file.download(temp.as_file_mut()),
         _ => {
+            let stored = file
+                .open_stored()
+                .with_context(|| format!("cannot open `{}`", file.describe()))?;
             let mut reader = file
-                .open()
+                .compression
+                .decoder(stored)
                 .with_context(|| format!("cannot read `{}`", file.describe()))?;
             io::copy(&mut reader, temp.as_file_mut())
         }

@@ -1,5 +1,11 @@
 //! Repository scanning: backups (label, manifest, formats) and the archive
 //! listing, gathered into a `Catalog` that planning works from.
+//!
+//! Every read and write of a repository goes through [`store`]: readers
+//! (the catalog, and so restore, list, events, verify; wal-fetch) hold
+//! only the read role, [`RepoRead`]; `init`, `backup`, `expire` and
+//! `wal-push` open the write role ([`writer::open_for_writing`],
+//! [`push`]).
 
 pub mod archive;
 pub mod archive_name;

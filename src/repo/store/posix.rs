@@ -204,7 +204,7 @@ impl StoreWrite for Posix {
             }
             Err(error) => Err(WriteError::Other(anyhow::Error::new(error.error).context(
                 format!(
-                    "cannot move the new file into place as `{}`",
+                    "cannot move the archived copy into place as `{}`",
                     path.display()
                 ),
             ))),

@@ -1,6 +1,11 @@
 //! Saying why a path cannot be used: which directory refuses, its owner and
 //! mode, and the user pitr runs as, so that a permission problem is never
 //! mistaken for a missing file.
+//!
+//! Like `os_user`, this is the operating system's view of local paths the
+//! user named (`--pgdata`'s parent, a repository directory), so it may ask
+//! the file system directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs;
 use std::io;

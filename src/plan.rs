@@ -328,7 +328,7 @@ pub fn make_plan(
         None => eligible.clone(),
     };
     let timeline = path.target();
-    let end = path_end(archive, &path);
+    let end = archive.last_segment_on(&path);
 
     let precise = match wal {
         Some(wal) => Some(choose_with_wal(
@@ -515,7 +515,8 @@ fn choose_with_wal(
     let timeline = path.target();
     let start_of = |b: &Backup| WalSegment::containing(b.timeline, b.start_lsn, size).number;
     let first = eligible.iter().map(start_of).min().unwrap_or(0);
-    let last = path_end(archive, path)
+    let last = archive
+        .last_segment_on(path)
         .map(|s| s.number)
         .unwrap_or(first)
         .max(first);
@@ -866,37 +867,6 @@ fn check_backup_reaches(
     }
 }
 
-/// The newest segment the archive holds along `path`: the last segment of
-/// the newest timeline that has one in the part of the WAL the path reads
-/// from it.
-pub fn path_end(archive: &WalArchive, path: &TimelinePath) -> Option<WalSegment> {
-    let size = archive.segment_size;
-    for (index, step) in path.steps.iter().enumerate().rev() {
-        let Some(last) = archive.last_segment(step.timeline) else {
-            continue;
-        };
-        let begin = WalSegment::containing(step.timeline, step.begins, size).number;
-        // The path reads this timeline's files only until the next timeline
-        // begins (the segment of a switch point is the child's).
-        let end = path.steps.get(index + 1).map(|next| {
-            WalSegment::containing(next.timeline, next.begins, size)
-                .number
-                .saturating_sub(1)
-        });
-        let capped = match end {
-            Some(end) if last.number > end => WalSegment {
-                number: end,
-                ..last
-            },
-            _ => last,
-        };
-        if capped.number >= begin && archive.segment(capped).is_some() {
-            return Some(capped);
-        }
-    }
-    None
-}
-
 /// The WAL from the backup's start up to where the target is reached,
 /// checked segment by segment along the timeline path.
 fn wal_range(
@@ -1006,7 +976,9 @@ pub fn window_on_path(
         .map(|b| b.consistent_by())
         .min()
         .unwrap_or_default();
-    let until = path_end(archive, path).and_then(|segment| archive_time(archive, segment));
+    let until = archive
+        .last_segment_on(path)
+        .and_then(|segment| archive_time(archive, segment));
     RecoverableWindow {
         from,
         until,
@@ -1050,7 +1022,8 @@ pub fn exact_window(
     };
     let size = wal.segment_size();
     let first = WalSegment::containing(earliest.timeline, earliest.start_lsn, size).number;
-    let last = path_end(archive, path)
+    let last = archive
+        .last_segment_on(path)
         .map(|s| s.number)
         .unwrap_or(first)
         .max(first);
@@ -1267,6 +1240,7 @@ mod tests {
                 included_wal: self.included_wal,
                 stored_bytes: 0,
                 has_manifest: true,
+                files: Default::default(),
                 tablespaces: Vec::new(),
             }
         }
@@ -2481,6 +2455,7 @@ mod precise_tests {
             included_wal: Default::default(),
             stored_bytes: 0,
             has_manifest: true,
+            files: Default::default(),
             tablespaces: Vec::new(),
         }
     }

@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::compression::Compression;
-use crate::wal::segment::is_segment_name;
+use crate::repo::archive_name::{ArchiveName, WalFileName};
 use crate::wal::timelines::TimelineGraph;
 use crate::wal::{Lsn, SegmentSize, TimelineId, WalSegment};
 
@@ -79,34 +78,22 @@ pub enum WalFileKind {
 /// Classifies an archive file name. `.partial` may come before or after a
 /// compression suffix (`pg_receivewal` writes `<seg>.gz.partial`).
 pub fn classify(name: &str, size: SegmentSize) -> WalFileKind {
-    let name = name.strip_suffix(".partial").unwrap_or(name);
-    let (stem, _) = Compression::split_name(name);
-    let stem = stem.strip_suffix(".partial").unwrap_or(stem);
-    if let Some(segment) = WalSegment::parse(stem, size) {
-        return WalFileKind::Segment(segment);
+    let Some(parsed) = ArchiveName::parse(name) else {
+        return WalFileKind::Other;
+    };
+    match parsed.file {
+        WalFileName::Segment(_) | WalFileName::Partial(_) => parsed
+            .file
+            .segment(size)
+            .map_or(WalFileKind::Other, WalFileKind::Segment),
+        WalFileName::TimelineHistory(_) => WalFileKind::TimelineHistory,
+        WalFileName::BackupHistory { .. } => parsed
+            .file
+            .backup_start(size)
+            .map_or(WalFileKind::Other, |start| WalFileKind::BackupHistory {
+                start,
+            }),
     }
-    if let Some(digits) = stem.strip_suffix(".history") {
-        if digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return WalFileKind::TimelineHistory;
-        }
-    }
-    if let Some(rest) = stem.strip_suffix(".backup") {
-        if let Some((segment, offset)) = rest.split_once('.') {
-            let offset = (offset.len() == 8)
-                .then(|| u64::from_str_radix(offset, 16).ok())
-                .flatten();
-            if let (true, Some(segment), Some(offset)) = (
-                is_segment_name(segment),
-                WalSegment::parse(segment, size),
-                offset,
-            ) {
-                return WalFileKind::BackupHistory {
-                    start: Lsn::new(segment.start_lsn().value() + offset),
-                };
-            }
-        }
-    }
-    WalFileKind::Other
 }
 
 /// Why a backup is kept, or that it goes.

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{EventKindFilter, EventsArgs};
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::plan::{path_end, TimelineChoice};
+use crate::plan::TimelineChoice;
 use crate::progress::{count, human_bytes, Reporter};
 use crate::repo::wal_source::ArchiveWal;
 use crate::target::{parse_target, Target};
@@ -174,7 +174,7 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         .path(timeline)
         .map_err(|error| Failure::new(FailureKind::Usage, error))?;
     let size = archive.segment_size;
-    let Some(end) = path_end(archive, &path) else {
+    let Some(end) = archive.last_segment_on(&path) else {
         return Err(Failure::msg(
             FailureKind::PlanRefused,
             format!("the archive holds no WAL on timeline {timeline}"),
@@ -203,7 +203,7 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 .max(first);
         }
     }
-    drop(wal);
+    wal.save();
 
     let mut shown = Vec::new();
     let mut hidden = 0usize;
@@ -232,10 +232,10 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 decoder = WalDecoder::new(StartAt::SegmentStart);
                 continue;
             };
-            let reader = file.compression.open(&file.path).map_err(|e| {
+            let reader = file.open().map_err(|e| {
                 Failure::msg(
                     FailureKind::PlanRefused,
-                    format!("cannot open `{}`: {e}", file.path.display()),
+                    format!("cannot open `{}`: {e}", file.describe()),
                 )
             })?;
             let mut records = decoder.segment(segment, reader);

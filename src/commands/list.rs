@@ -74,6 +74,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                 "segments": catalog.archive.segment_count(),
             })
         );
+        wal.save();
         return Ok(());
     }
     let restorable: Vec<String> = catalog
@@ -125,6 +126,7 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         };
         println!("timeline {timeline}{branched}{backups}: {segments}; {window}");
     }
+    wal.save();
     Ok(())
 }
 

@@ -4,12 +4,10 @@ pub mod backup;
 pub mod events;
 pub mod expire;
 pub mod generate;
-mod handover;
 pub mod init;
 pub mod list;
 pub mod plan;
 pub mod restore;
-mod restore_checks;
 pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;
@@ -89,9 +87,11 @@ pub fn plan_from_args(
         &request,
         local,
         Some(&wal),
-    )
-    .or_fail(FailureKind::PlanRefused)?;
-    drop(wal);
+    );
+    // What planning decoded is kept for the next command, also when the
+    // plan was refused.
+    wal.save();
+    let plan = plan.or_fail(FailureKind::PlanRefused)?;
     Ok((catalog, plan))
 }
 

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use super::handover::{hand_over, Handover, Request as HandoverRequest, Then};
-use super::restore_checks;
 use crate::cli::{Action, RestoreArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
+use crate::postgres::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
@@ -24,6 +23,7 @@ use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::repo::Catalog;
 use crate::stage::combine::Combine;
+use crate::stage::destination as restore_checks;
 use crate::stage::tablespaces::{parse_mapping, place};
 use crate::stage::{
     inspect_destination, stage, work_dir_beside, Destination, Interrupted, StageRequest,
@@ -121,6 +121,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     } else {
         None
     };
+    // Our own binary on the local file system, not the repository.
+    #[allow(clippy::disallowed_methods)]
     let pitr = std::env::current_exe()
         .and_then(|path| path.canonicalize())
         .context("cannot find the pitr executable")
@@ -306,6 +308,7 @@ fn replayed_count(segment: WalSegment, first: WalSegment, planned: u64) -> u64 {
 /// Creates the spool beside the data directory and starts prefetching the
 /// planned segments that the archive holds complete. None when the parent
 /// directory does not exist (staging then says so).
+#[allow(clippy::disallowed_methods)] // local: the spool is beside --pgdata
 fn start_prefetch(
     plan: &Plan,
     catalog: &Catalog,
@@ -347,6 +350,7 @@ fn start_prefetch(
 }
 
 /// `.<name>.pitr-spool-<pid>` beside `pgdata`, when its parent exists.
+#[allow(clippy::disallowed_methods)] // local: beside --pgdata
 fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
     let parent = pgdata.parent().filter(|p| p.is_dir())?;
     let name = pgdata.file_name()?.to_string_lossy();
@@ -511,9 +515,7 @@ impl Summary<'_> {
                 handover.port.unwrap_or(self.port),
             );
         }
-        let lock = std::fs::read_to_string(self.pgdata.join("postmaster.pid"))
-            .ok()
-            .and_then(|text| crate::postgres::live::LockFile::parse(&text));
+        let lock = crate::postgres::live::LockFile::read(self.pgdata);
         (
             lock.as_ref()
                 .and_then(|l| l.socket_dir.clone())

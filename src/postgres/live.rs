@@ -46,6 +46,12 @@ pub struct LockFile {
 }
 
 impl LockFile {
+    /// The data directory's `postmaster.pid`, when it is there and readable.
+    pub fn read(pgdata: &Path) -> Option<LockFile> {
+        let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+        LockFile::parse(&text)
+    }
+
     pub fn parse(text: &str) -> Option<LockFile> {
         let lines: Vec<&str> = text.lines().collect();
         let pid: i32 = lines.first()?.trim().parse().ok()?;

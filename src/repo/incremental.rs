@@ -60,6 +60,9 @@ pub fn incremental_from(label_text: &str) -> Result<Option<IncrementalFrom>> {
 
 /// Where an incremental backup comes from, read from its plain-format
 /// `backup_label` (pg_combinebackup reads plain backups only).
+// pg_combinebackup reads the chain as local plain directories, so the
+// label is read from the same place.
+#[allow(clippy::disallowed_methods)]
 fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
     if backup.label.incremental_from.is_none() {
         return Ok(None);
@@ -70,7 +73,7 @@ fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
             backup.id
         );
     }
-    let path = backup.dir.join("backup_label");
+    let path = backup.label_file().path;
     let text =
         fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
     incremental_from(&text).with_context(|| format!("`{}` is malformed", path.display()))

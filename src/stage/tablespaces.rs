@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::extract::{copy_tree, extract_tar, FileWriter, Verify};
-use crate::postgres::os_user::OsUser;
+use crate::os_user::OsUser;
 use crate::progress::Progress;
 use crate::repo::absolute;
 use crate::repo::manifest_check::ManifestCheck;

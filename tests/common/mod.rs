@@ -439,6 +439,27 @@ pub fn process_alive(pid: Pid) -> bool {
         .unwrap_or(false)
 }
 
+/// Every live process whose working directory is `dir` (the postmaster and
+/// all its children chdir into the data directory), found through /proc,
+/// so a server whose postmaster.pid is gone is found too.
+pub fn processes_working_in(dir: &Path) -> Vec<Pid> {
+    let Ok(wanted) = fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Pid> = fs::read_dir("/proc")
+        .expect("/proc must be readable")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == wanted)
+                && process_alive(*pid)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// Stops whatever server runs on a data directory when dropped.
 pub struct ServerGuard(pub PathBuf);
 

@@ -41,7 +41,12 @@ fn a_chain_of_incremental_backups_restores_exactly() {
     if !use_pg_bin_of_major_at_least(test, 17) {
         return;
     }
-    assert!(pg_major() >= 17, "{} is PostgreSQL {}", pg_bin().display(), pg_major());
+    assert!(
+        pg_major() >= 17,
+        "{} is PostgreSQL {}",
+        pg_bin().display(),
+        pg_major()
+    );
     let dir = shared_tempdir("pitr-incremental-");
     let repo = dir.path().join("repo");
     fs::create_dir_all(&repo).unwrap();

@@ -214,7 +214,8 @@ fn a_truncated_backup_is_refused_and_leaves_nothing() {
     // The reason is the damaged compressed stream. (The message names the
     // member being written, not `base.tar.gz`: `verify` below names that.)
     assert!(
-        stderr(&output).contains("cannot extract") && stderr(&output).contains("incomplete deflate stream"),
+        stderr(&output).contains("cannot extract")
+            && stderr(&output).contains("incomplete deflate stream"),
         "the truncation must be the reason given: {}",
         stderr(&output)
     );

@@ -355,7 +355,8 @@ fn plan_json_names_the_backup_and_the_wal_range() {
     let last = plan["wal"]["last"].as_str().unwrap();
     assert_eq!(first, start_file, "{plan}");
     let segment_number = |name: &str| {
-        u64::from_str_radix(&name[8..16], 16).unwrap() * 0x100 + u64::from_str_radix(&name[16..24], 16).unwrap()
+        u64::from_str_radix(&name[8..16], 16).unwrap() * 0x100
+            + u64::from_str_radix(&name[16..24], 16).unwrap()
     };
     assert_eq!(
         plan["wal"]["segments"].as_u64().unwrap(),

@@ -125,6 +125,10 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
         );
     }
     assert_same_tree("the live tablespace", &live_before, &tree_snapshot(&live));
-    assert_same_tree("the backup's tablespace copy", &copy_before, &tree_snapshot(&plain_copy));
+    assert_same_tree(
+        "the backup's tablespace copy",
+        &copy_before,
+        &tree_snapshot(&plain_copy),
+    );
     assert_same_tree("the repository", &repo_before, &tree_snapshot(&repo));
 }

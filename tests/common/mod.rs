@@ -176,8 +176,8 @@ pub fn use_pg_bin_of_major_at_least(test: &str, major: u32) -> bool {
 
 /// The sorted names in `dir`; panics when `dir` cannot be read.
 pub fn names_in(dir: &Path) -> Vec<String> {
-    let entries = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list `{}`: {e}", dir.display()));
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list `{}`: {e}", dir.display()));
     let mut names: Vec<String> = entries
         .map(|entry| {
             entry
@@ -194,9 +194,17 @@ pub fn names_in(dir: &Path) -> Vec<String> {
 /// What a tree entry is, with what identifies its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TreeEntry {
-    Dir { mode: u32 },
-    File { mode: u32, size: u64, sha256: String },
-    Symlink { target: PathBuf },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        size: u64,
+        sha256: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 /// Every entry under `root` (recursively, relative paths), with mode, size
@@ -252,9 +260,10 @@ pub fn assert_same_tree(
     for (path, entry) in before {
         match after.get(path) {
             None => differences.push(format!("removed: {}", path.display())),
-            Some(now) if now != entry => {
-                differences.push(format!("changed: {} ({entry:?} -> {now:?})", path.display()))
-            }
+            Some(now) if now != entry => differences.push(format!(
+                "changed: {} ({entry:?} -> {now:?})",
+                path.display()
+            )),
             Some(_) => {}
         }
     }

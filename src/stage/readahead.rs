@@ -256,6 +256,10 @@ mod tests {
             .expect("dropping the reader must stop its thread, not hang");
         // Drop returned only after the thread had ended (joined, not
         // leaked): its clone of the counter is gone.
-        assert_eq!(Arc::strong_count(&consumed), 1, "the thread outlived the reader");
+        assert_eq!(
+            Arc::strong_count(&consumed),
+            1,
+            "the thread outlived the reader"
+        );
     }
 }

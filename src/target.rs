@@ -473,21 +473,24 @@ mod tests {
         // Relative to now (seconds to hours reach back across the DST
         // change of 2026-10-25); days stay after it, as a day back is a
         // calendar day (tested across DST on its own).
+        // All within 2026 (up to 7,000 hours back), whose DST rule is below.
+        // At most four digits: this property found that a count of five or
+        // more digits that looks like a date is read as one ("10201
+        // seconds ago" is 0001-01-31 23:59:59, "850601 seconds ago" is
+        // 1985-05-31; 4,017 of the counts 1 to 120,000 go wrong). That is a
+        // parser defect to mend in the product; until then the property
+        // keeps to the counts it reads right.
         let relative = (
-            1i64..10_000,
+            1i64..10_000_000,
             prop::sample::select(vec![
-                ("seconds", 1i64),
-                ("minutes", 60),
-                ("hours", 3600),
-                ("days", 86_400),
+                ("seconds", 1i64, 9_999),
+                ("minutes", 60, 9_999),
+                ("hours", 3600, 7_000),
+                ("days", 86_400, 28),
             ]),
         )
-            .prop_map(move |(count, (unit, seconds))| {
-                let count = if unit == "days" {
-                    count % 28 + 1
-                } else {
-                    count
-                };
+            .prop_map(move |(count, (unit, seconds, most))| {
+                let count = count % most + 1;
                 let instant = micros(now - chrono::Duration::seconds(count * seconds));
                 // Written in Berlin's offset of that instant: summer time
                 // (+02:00) from 2026-03-29 to 2026-10-25, 01:00 UTC each.

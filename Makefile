@@ -58,6 +58,7 @@ test: postgres other-postgres
 	PITR_TEST_PG_BIN=$(PG_BIN) \
 	PITR_TEST_OTHER_PG_BIN="$$(./scripts/pg-matrix.sh bin $(OTHER_PG_MAJOR))" \
 	$(CARGO) test --all-targets -- --test-threads=4
+	$(CARGO) test --doc
 
 # Each major with its own programs; `make test` stays on the installed 15.
 test-matrix:

@@ -470,9 +470,30 @@ mod tests {
 
     #[test]
     fn levels_are_checked() {
-        assert!(Compression::Zstd.encoder(Vec::new(), Some(23)).is_err());
-        assert!(Compression::Gzip.encoder(Vec::new(), Some(0)).is_err());
-        assert!(Compression::Lz4.encoder(Vec::new(), Some(1)).is_err());
+        {
+            let error = Compression::Zstd
+                .encoder(Vec::new(), Some(23))
+                .err()
+                .expect("must fail")
+                .to_string();
+            assert!(error.contains("level 23 is out of range"), "{error}");
+        }
+        {
+            let error = Compression::Gzip
+                .encoder(Vec::new(), Some(0))
+                .err()
+                .expect("must fail")
+                .to_string();
+            assert!(error.contains("level 0 is out of range"), "{error}");
+        }
+        {
+            let error = Compression::Lz4
+                .encoder(Vec::new(), Some(1))
+                .err()
+                .expect("must fail")
+                .to_string();
+            assert!(error.contains("has no levels"), "{error}");
+        }
         assert!(Compression::Zstd.encoder(Vec::new(), Some(19)).is_ok());
     }
 

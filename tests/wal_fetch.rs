@@ -187,7 +187,10 @@ fn every_suffix_is_served_and_differing_copies_are_refused() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(fs::read(&agreeing).unwrap() == segment, "the agreed content");
+    assert!(
+        fs::read(&agreeing).unwrap() == segment,
+        "the agreed content"
+    );
 
     // Plain and compressed with different contents: 126, naming both files,
     // and nothing delivered.

@@ -2571,7 +2571,9 @@ mod precise_tests {
         let just_before = plan(time(at(0x18, 9)), true).unwrap();
         assert_eq!(just_before.stop.unwrap().time, at(0x18, 10));
         // Exclusive at exactly the last commit stops before it: reachable.
-        assert!(plan(time(at(0x18, 10)), false).is_ok());
+        let exclusive = plan(time(at(0x18, 10)), false).unwrap();
+        assert_eq!(exclusive.backup.id, just_before.backup.id);
+        assert_eq!(exclusive.wal.last, just_before.wal.last);
         let early = plan(time(at(1, 0)), true).unwrap_err();
         assert!(
             matches!(early, PlanError::TargetBeforeWindow { .. }),
@@ -2604,7 +2606,11 @@ mod precise_tests {
 
     #[test]
     fn lsn_targets_must_lie_inside_the_wal() {
-        assert!(plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).is_ok());
+        // b2 is the newest backup that ends before segment 0x12 (it ends
+        // before 0x10, where the restore point is); the WAL runs to 0x12.
+        let inside = plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).unwrap();
+        assert_eq!(inside.backup.id, "b2");
+        assert_eq!(inside.wal.last.number, 0x12);
         let beyond = plan(Target::Lsn(Lsn::new(0x30 * SEG)), true).unwrap_err();
         assert!(
             matches!(beyond, PlanError::TargetNotInWal { .. }),

@@ -565,7 +565,11 @@ mod tests {
             files.join(",\n")
         );
         body.push_str(&format!("\"WAL-Ranges\": [\n{}\n],\n", ranges.join(",\n")));
-        let checksum = hex(&sha2::Sha256::digest(body.as_bytes()));
+        // format!, not the module's own `hex`: a shared bug must not pass.
+        let checksum: String = sha2::Sha256::digest(body.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         format!("{body}\"Manifest-Checksum\": \"{checksum}\"}}\n")
     }
 

@@ -2298,16 +2298,33 @@ mod tests {
                 backup_id: None,
                 timeline: TimelineChoice::Current,
             };
-            let reachable = backups.iter().any(|b| b.consistent_by() <= target);
+            // The oracle's consistent points, from the generated parts and
+            // not from Backup::consistent_by: a backup history file's STOP
+            // TIME is truncated to the second, so the backup is certainly
+            // consistent only one second later; a manifest's time is exact.
+            let consistent: std::collections::BTreeMap<String, DateTime<FixedOffset>> = specs
+                .iter()
+                .enumerate()
+                .map(|(index, (_, _, _, ms, manifest, _))| {
+                    let at = if *manifest {
+                        base_time() + Duration::milliseconds(*ms)
+                    } else {
+                        base_time() + Duration::milliseconds(ms - ms % 1000) + Duration::seconds(1)
+                    };
+                    (format!("r{index}"), at)
+                })
+                .collect();
+            let consistent_by = |b: &Backup| consistent[&b.id];
+            let reachable = backups.iter().any(|b| consistent_by(b) <= target);
             match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC, None) {
                 Ok(plan) => {
-                    let chosen = plan.backup.consistent_by();
+                    let chosen = consistent_by(&plan.backup);
                     prop_assert!(chosen <= target);
                     for other in &backups {
                         prop_assert!(
-                            other.consistent_by() > target || other.consistent_by() <= chosen,
+                            consistent_by(other) > target || consistent_by(other) <= chosen,
                             "`{}` is consistent by {} <= {target}, later than the chosen `{}` ({chosen})",
-                            other.id, other.consistent_by(), plan.backup.id
+                            other.id, consistent_by(other), plan.backup.id
                         );
                     }
                     prop_assert_eq!(

@@ -2268,7 +2268,14 @@ mod tests {
             lead in 0u64..3,
             tail in 0u64..6,
             target_ms in -600_000i64..20_000_000,
+            near_a_stop in proptest::option::of((any::<prop::sample::Index>(), -1500i64..1500)),
         ) {
+            // Half the cases aim within 1.5 s of a backup's stop time, where
+            // the whole-second rule decides.
+            let target_ms = match near_a_stop {
+                Some((which, delta)) => specs[which.index(specs.len())].3 + delta,
+                None => target_ms,
+            };
             let backups: Vec<Backup> = specs
                 .iter()
                 .enumerate()

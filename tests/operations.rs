@@ -123,22 +123,12 @@ fn with_pg_env<'a>(command: &'a mut Command, run_dir: &Path, port: u16) -> &'a m
 
 /// Names of the files in the archive.
 fn archive_names(repo: &Path) -> BTreeSet<String> {
-    fs::read_dir(repo.join("wal"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect()
+    names_in(&repo.join("wal")).into_iter().collect()
 }
 
 /// Entries of `base/`, hidden ones included.
 fn base_entries(repo: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(repo.join("base"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    names_in(&repo.join("base"))
 }
 
 /// A backup's start LSN as PostgreSQL recorded it in its backup_manifest
@@ -331,11 +321,7 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     assert_eq!(base_entries(&repo), [first.clone(), second.clone()]);
 
     // The backups are what was asked for: tar, compressed, with a manifest.
-    let files: Vec<String> = fs::read_dir(repo.join("base").join(&first))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let files = names_in(&repo.join("base").join(&first));
     assert!(files.contains(&"base.tar.zst".to_string()), "{files:?}");
     assert!(files.contains(&"backup_manifest".to_string()), "{files:?}");
 

@@ -497,8 +497,19 @@ mod tests {
 
     #[test]
     fn expire_needs_a_policy_and_a_positive_keep() {
-        assert!(parse(&["expire", "--repo", "/r"]).is_err());
-        assert!(parse(&["expire", "--repo", "/r", "--keep", "0"]).is_err());
+        {
+            let error = parse(&["expire", "--repo", "/r"]).unwrap_err().to_string();
+            assert!(
+                error.contains("required arguments were not provided"),
+                "{error}"
+            );
+        }
+        {
+            let error = parse(&["expire", "--repo", "/r", "--keep", "0"])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("invalid value '0' for '--keep"), "{error}");
+        }
         let cli = parse(&[
             "expire",
             "--repo",
@@ -550,7 +561,12 @@ mod tests {
 
     #[test]
     fn quiet_and_verbose_exclude_each_other() {
-        assert!(parse(&["list", "--repo", "/r", "-q", "-v"]).is_err());
+        {
+            let error = parse(&["list", "--repo", "/r", "-q", "-v"])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("cannot be used with"), "{error}");
+        }
         assert!(parse(&["list", "--repo", "/r", "-v"]).unwrap().verbose);
     }
 }

@@ -2261,7 +2261,14 @@ mod tests {
             lead in 0u64..3,
             tail in 0u64..6,
             target_ms in -600_000i64..20_000_000,
+            near_a_stop in proptest::option::of((any::<prop::sample::Index>(), -1500i64..1500)),
         ) {
+            // Half the cases aim within 1.5 s of a backup's stop time, where
+            // the whole-second rule decides.
+            let target_ms = match near_a_stop {
+                Some((which, delta)) => specs[which.index(specs.len())].3 + delta,
+                None => target_ms,
+            };
             let backups: Vec<Backup> = specs
                 .iter()
                 .enumerate()
@@ -2291,16 +2298,33 @@ mod tests {
                 backup_id: None,
                 timeline: TimelineChoice::Current,
             };
-            let reachable = backups.iter().any(|b| b.consistent_by() <= target);
+            // The oracle's consistent points, from the generated parts and
+            // not from Backup::consistent_by: a backup history file's STOP
+            // TIME is truncated to the second, so the backup is certainly
+            // consistent only one second later; a manifest's time is exact.
+            let consistent: std::collections::BTreeMap<String, DateTime<FixedOffset>> = specs
+                .iter()
+                .enumerate()
+                .map(|(index, (_, _, _, ms, manifest, _))| {
+                    let at = if *manifest {
+                        base_time() + Duration::milliseconds(*ms)
+                    } else {
+                        base_time() + Duration::milliseconds(ms - ms % 1000) + Duration::seconds(1)
+                    };
+                    (format!("r{index}"), at)
+                })
+                .collect();
+            let consistent_by = |b: &Backup| consistent[&b.id];
+            let reachable = backups.iter().any(|b| consistent_by(b) <= target);
             match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC, None) {
                 Ok(plan) => {
-                    let chosen = plan.backup.consistent_by();
+                    let chosen = consistent_by(&plan.backup);
                     prop_assert!(chosen <= target);
                     for other in &backups {
                         prop_assert!(
-                            other.consistent_by() > target || other.consistent_by() <= chosen,
+                            consistent_by(other) > target || consistent_by(other) <= chosen,
                             "`{}` is consistent by {} <= {target}, later than the chosen `{}` ({chosen})",
-                            other.id, other.consistent_by(), plan.backup.id
+                            other.id, consistent_by(other), plan.backup.id
                         );
                     }
                     prop_assert_eq!(
@@ -2565,7 +2589,9 @@ mod precise_tests {
         let just_before = plan(time(at(0x18, 9)), true).unwrap();
         assert_eq!(just_before.stop.unwrap().time, at(0x18, 10));
         // Exclusive at exactly the last commit stops before it: reachable.
-        assert!(plan(time(at(0x18, 10)), false).is_ok());
+        let exclusive = plan(time(at(0x18, 10)), false).unwrap();
+        assert_eq!(exclusive.backup.id, just_before.backup.id);
+        assert_eq!(exclusive.wal.last, just_before.wal.last);
         let early = plan(time(at(1, 0)), true).unwrap_err();
         assert!(
             matches!(early, PlanError::TargetBeforeWindow { .. }),
@@ -2598,7 +2624,11 @@ mod precise_tests {
 
     #[test]
     fn lsn_targets_must_lie_inside_the_wal() {
-        assert!(plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).is_ok());
+        // b2 is the newest backup that ends before segment 0x12 (it ends
+        // before 0x10, where the restore point is); the WAL runs to 0x12.
+        let inside = plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).unwrap();
+        assert_eq!(inside.backup.id, "b2");
+        assert_eq!(inside.wal.last.number, 0x12);
         let beyond = plan(Target::Lsn(Lsn::new(0x30 * SEG)), true).unwrap_err();
         assert!(
             matches!(beyond, PlanError::TargetNotInWal { .. }),

@@ -201,7 +201,12 @@ fn the_drop_is_found_and_undone() {
         .args(["--to", "name:no_such_point"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("no restore point named"));
     // An xid that never committed, too.
     let output = Command::new(&pitr)
@@ -210,7 +215,12 @@ fn the_drop_is_found_and_undone() {
         .args(["--to", "xid:999999"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(3));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{message}");
+    assert!(
+        message.contains("no commit or abort of transaction 999999"),
+        "refused for the wrong reason: {message}"
+    );
     // An LSN after the end of the WAL.
     let output = Command::new(&pitr)
         .args(["plan", "--repo"])
@@ -218,7 +228,13 @@ fn the_drop_is_found_and_undone() {
         .args(["--to", "lsn:FF/0"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(3));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{message}");
+    assert!(
+        message.contains("the target LSN FF/0 cannot be reached")
+            && message.contains("ends with the record at"),
+        "refused for the wrong reason: {message}"
+    );
 
     // Events in a window of time: only the range asked for.
     let restore_point_time = events

@@ -51,12 +51,6 @@ fn run_ok(command: &mut Command, what: &str) -> Output {
     output
 }
 
-/// True once `pitr wal-push` exists in this branch.
-fn wal_push_available(binary: &Path) -> bool {
-    let output = pitr(binary).arg("--help").output().unwrap();
-    stdout(&output).contains("wal-push")
-}
-
 /// initdb a cluster in `dir/source` (not started), with its socket in
 /// `dir/run`; returns (pgdata, socket dir, port).
 fn initdb(dir: &Path) -> (PathBuf, PathBuf, u16) {
@@ -129,22 +123,23 @@ fn with_pg_env<'a>(command: &'a mut Command, run_dir: &Path, port: u16) -> &'a m
 
 /// Names of the files in the archive.
 fn archive_names(repo: &Path) -> BTreeSet<String> {
-    fs::read_dir(repo.join("wal"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect()
+    names_in(&repo.join("wal")).into_iter().collect()
 }
 
 /// Entries of `base/`, hidden ones included.
 fn base_entries(repo: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(repo.join("base"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    names_in(&repo.join("base"))
+}
+
+/// A backup's start LSN as PostgreSQL recorded it in its backup_manifest
+/// (`WAL-Ranges[0].Start-LSN`), independent of pitr's reading of it.
+fn manifest_start_lsn(repo: &Path, id: &str) -> String {
+    let path = repo.join("base").join(id).join("backup_manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ranges = manifest["WAL-Ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 1, "one timeline: {ranges:?}");
+    ranges[0]["Start-LSN"].as_str().unwrap().to_string()
 }
 
 /// The segment number (16 MiB segments) of an LSN such as `0/5000028`.
@@ -220,8 +215,10 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     for sub in ["", "base", "wal"] {
         let metadata = fs::metadata(repo.join(sub)).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o777, 0o750, "{sub}");
-        if let Some(user) = pg_user() {
+        // As root, init gives the repository to the postgres user.
+        if require_root("init_backup_restore_and_expire_on_a_cluster_set_up_by_init") {
             use std::os::unix::fs::MetadataExt;
+            let user = pg_user().expect("root has a postgres user");
             assert_eq!(metadata.uid(), user.uid.as_raw(), "{sub}");
         }
     }
@@ -251,26 +248,8 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     assert!(!messages.contains("problem: wal_level"), "{messages}");
 
     // 3. The printed lines, appended to postgresql.conf, archive into the
-    // repository.
+    // repository, through `pitr wal-push` (the command init prints).
     append_conf(&pgdata, &conf);
-    let through_wal_push = wal_push_available(&binary);
-    if !through_wal_push {
-        // TODO(wal-push): drop this override once `pitr wal-push` is merged
-        // into this branch; until then the archive is filled by `cp`, with
-        // the same quoting problems solved by hand.
-        let wal = repo.join("wal").to_string_lossy().replace('%', "%%");
-        append_conf(
-            &pgdata,
-            &format!(
-                "archive_command = {}\n",
-                conf_quote(&format!(
-                    "test ! -f {wal}/%f && cp %p {wal}/%f",
-                    wal = shell_quote(&wal)
-                ))
-            ),
-        );
-        eprintln!("note: pitr wal-push is not in this branch; archiving through cp");
-    }
     pg_ctl(&pgdata, &run_dir, "start");
     let _server = ServerGuard(pgdata.clone());
     let output = run_ok(
@@ -288,25 +267,26 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     );
 
     // 4. Two backups with markers around them. The first connects through
-    // PG* variables, the second through -d.
-    // TODO(wal-push): zstd (the default) once the zstd reader of the
-    // wal-push branch is merged; this branch reads gzip only.
-    let compress: &[&str] = if through_wal_push {
-        &[]
-    } else {
-        &["--compress", "gzip"]
-    };
+    // PG* variables, the second through -d; both with the default
+    // compression (zstd).
     psql(&run_dir, port, "CREATE TABLE markers (id int PRIMARY KEY)");
     let output = run_ok(
         with_pg_env(&mut pitr(&binary), &run_dir, port)
             .args(["backup", "--fast", "--repo"])
-            .arg(&repo)
-            .args(compress),
+            .arg(&repo),
         "first pitr backup",
     );
     let first = stdout(&output).trim().to_string();
     let first_output = output;
-    assert_eq!(first.len(), "20261124T031500Z".len(), "{first}");
+    // The id is the backup's start in UTC, `YYYYMMDDTHHMMSSZ`.
+    let started = chrono::NaiveDateTime::parse_from_str(&first, "%Y%m%dT%H%M%SZ")
+        .unwrap_or_else(|e| panic!("backup id {first:?} is not a UTC time stamp: {e}"))
+        .and_utc();
+    let age = chrono::Utc::now() - started;
+    assert!(
+        age >= chrono::Duration::zero() && age < chrono::Duration::minutes(5),
+        "backup id {first} is not the time of the backup"
+    );
     assert!(
         stderr(&first_output).contains("its WAL is archived"),
         "{}",
@@ -322,7 +302,6 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
         pitr(&binary)
             .args(["--json", "backup", "--fast", "--repo"])
             .arg(&repo)
-            .args(compress)
             .arg("-d")
             .arg(format!(
                 "host='{}' port={port} user=postgres",
@@ -395,17 +374,8 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     assert_eq!(base_entries(&repo), [first.clone(), second.clone()]);
 
     // The backups are what was asked for: tar, compressed, with a manifest.
-    let files: Vec<String> = fs::read_dir(repo.join("base").join(&first))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let expected_base = if through_wal_push {
-        "base.tar.zst"
-    } else {
-        "base.tar.gz"
-    };
-    assert!(files.contains(&expected_base.to_string()), "{files:?}");
+    let files = names_in(&repo.join("base").join(&first));
+    assert!(files.contains(&"base.tar.zst".to_string()), "{files:?}");
     assert!(files.contains(&"backup_manifest".to_string()), "{files:?}");
 
     // 5. A restore from the first backup is exact.
@@ -440,8 +410,23 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
         decisions,
         [(first.as_str(), false), (second.as_str(), true)]
     );
-    let first_start = backups[0]["start_lsn"].as_str().unwrap().to_string();
-    let second_start = segment_number(backups[1]["start_lsn"].as_str().unwrap());
+    // The expectation comes from PostgreSQL's own files, not from pitr's
+    // catalog: each backup's start LSN is in the backup_manifest the server
+    // wrote (`WAL-Ranges`), and its history file in the archive is named
+    // after that LSN by the server.
+    let first_start = manifest_start_lsn(&repo, &first);
+    let second_start_lsn = manifest_start_lsn(&repo, &second);
+    let second_start = segment_number(&second_start_lsn);
+    assert_eq!(
+        backups[0]["start_lsn"],
+        first_start.as_str(),
+        "pitr's catalog"
+    );
+    assert_eq!(
+        backups[1]["start_lsn"],
+        second_start_lsn.as_str(),
+        "pitr's catalog"
+    );
 
     // What must go: every segment before the kept backup's start segment,
     // and the first backup's history file.

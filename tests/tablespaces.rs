@@ -12,12 +12,7 @@ use std::time::Duration;
 use common::*;
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    names_in(dir)
 }
 
 #[test]
@@ -53,10 +48,21 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
     let m2 = cluster.insert_marker(2);
     std::thread::sleep(Duration::from_millis(1000));
     cluster.archive_everything();
+    // Stopped, so that its tablespace changes only if pitr writes to it:
+    // then every file of it (and of the backup's copy, and of the
+    // repository) can be compared by content, mode and size afterwards.
+    drop(cluster);
     let pitr = shared_pitr_binary(dir.path());
     let target = between(&m1, &m2).to_rfc3339();
-    let live_before = listing(&live);
-    let copy_before = listing(&plain_copy);
+    let live_before = tree_snapshot(&live);
+    let copy_before = tree_snapshot(&plain_copy);
+    let repo_before = tree_snapshot(&repo);
+    assert!(
+        live_before
+            .values()
+            .any(|entry| matches!(entry, TreeEntry::File { size, .. } if *size > 0)),
+        "the live tablespace holds the markers table: {live_before:?}"
+    );
 
     // The recorded location is the live cluster's: refused, nothing written.
     let refused_pgdata = dir.path().join("refused");
@@ -113,20 +119,18 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
         assert!(
             listing(&new_location)
                 .iter()
-                .any(|name| name.starts_with("PG_15_")),
-            "{id}"
+                .any(|name| name.starts_with(&format!("PG_{}_", pg_major()))),
+            "{id}: {:?}",
+            listing(&new_location)
         );
     }
-    assert_eq!(
-        listing(&live),
-        live_before,
-        "the live tablespace must not be touched"
+    assert_same_tree("the live tablespace", &live_before, &tree_snapshot(&live));
+    assert_same_tree(
+        "the backup's tablespace copy",
+        &copy_before,
+        &tree_snapshot(&plain_copy),
     );
-    assert_eq!(
-        listing(&plain_copy),
-        copy_before,
-        "the backup must not be touched"
-    );
+    assert_same_tree("the repository", &repo_before, &tree_snapshot(&repo));
 }
 
 /// `--in-place` over a stopped primary with a tablespace: the tablespace's

@@ -186,7 +186,17 @@ mod tests {
     fn half_a_link_is_malformed() {
         let error = incremental_from("INCREMENTAL FROM LSN: 0/600028\n").unwrap_err();
         assert!(error.to_string().contains("only one of"), "{error}");
-        assert!(incremental_from("INCREMENTAL FROM LSN: x\nINCREMENTAL FROM TLI: 1\n").is_err());
-        assert!(incremental_from("INCREMENTAL FROM LSN: 0/1\nINCREMENTAL FROM TLI: 0\n").is_err());
+        {
+            let error = incremental_from("INCREMENTAL FROM LSN: x\nINCREMENTAL FROM TLI: 1\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("is not an LSN"), "{error}");
+        }
+        {
+            let error = incremental_from("INCREMENTAL FROM LSN: 0/1\nINCREMENTAL FROM TLI: 0\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("is not a timeline"), "{error}");
+        }
     }
 }

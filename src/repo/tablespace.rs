@@ -211,9 +211,20 @@ mod tests {
 
     #[test]
     fn malformed_maps() {
-        assert!(parse_tablespace_map("16384\n").is_err());
-        assert!(parse_tablespace_map("abc /x\n").is_err());
-        assert!(parse_tablespace_map("16384 relative/path\n").is_err());
+        {
+            let error = parse_tablespace_map("16384\n").unwrap_err().to_string();
+            assert!(error.contains("is not `<oid> <path>`"), "{error}");
+        }
+        {
+            let error = parse_tablespace_map("abc /x\n").unwrap_err().to_string();
+            assert!(error.contains("no numeric OID"), "{error}");
+        }
+        {
+            let error = parse_tablespace_map("16384 relative/path\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("no absolute path"), "{error}");
+        }
         assert_eq!(parse_tablespace_map("").unwrap(), vec![]);
     }
 }

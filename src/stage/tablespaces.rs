@@ -291,7 +291,10 @@ mod tests {
             (PathBuf::from("/old/a=b"), PathBuf::from("/new"))
         );
         for bad in ["/old", "=/new", "/old=", "rel=/new", "/old=rel", "/a=/b=/c"] {
-            assert!(parse_mapping(bad).is_err(), "{bad}");
+            {
+                let error = parse_mapping(bad).unwrap_err().to_string();
+                assert!(error.contains(&format!("`{bad}`")), "{error}");
+            }
         }
     }
 

@@ -307,24 +307,59 @@ pub(super) mod tests {
         );
         // In 12–14, 0x05 is "has hole, not compressed": no hole length, so
         // the walk reads two bytes less and the lengths no longer add up.
-        assert!(main_data(&bytes, 14).is_err());
+        {
+            let error = main_data(&bytes, 14).unwrap_err().to_string();
+            assert!(error.contains("block ids out of order"), "{error}");
+        }
     }
 
     #[test]
     fn lengths_must_add_up() {
         let mut fragments = with_main_data(&[1, 2, 3]);
         fragments.push(0);
-        assert!(main_data(&record(1, 0, 1, 0, &fragments), 15).is_err());
-        assert!(main_data(&record(1, 0, 1, 0, &[255, 4, 1, 2, 3]), 15).is_err());
-        assert!(main_data(&record(1, 0, 1, 0, &[40, 0, 0, 0]), 15).is_err());
-        assert!(main_data(&record(1, 0, 1, 0, &[0, 0x80, 0, 0, 0, 0, 0, 0]), 15).is_err());
+        {
+            let error = main_data(&record(1, 0, 1, 0, &fragments), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("fragment lengths do not add up"), "{error}");
+        }
+        {
+            let error = main_data(&record(1, 0, 1, 0, &[255, 4, 1, 2, 3]), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("fragment lengths do not add up"), "{error}");
+        }
+        {
+            let error = main_data(&record(1, 0, 1, 0, &[40, 0, 0, 0]), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("invalid block id"), "{error}");
+        }
+        {
+            let error = main_data(&record(1, 0, 1, 0, &[0, 0x80, 0, 0, 0, 0, 0, 0]), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("BKPBLOCK_SAME_REL without an earlier relation"),
+                "{error}"
+            );
+        }
         assert_eq!(main_data(&record(0, 0x40, 0, 0, &[]), 15).unwrap(), 24..24);
     }
 
     #[test]
     fn record_lengths() {
-        assert!(check_length(23).is_err());
+        {
+            let error = check_length(23).unwrap_err().to_string();
+            assert!(error.contains("invalid record length 23"), "{error}");
+        }
         assert!(check_length(24).is_ok());
-        assert!(check_length(0x4000_0000).is_err());
+        {
+            let error = check_length(0x4000_0000).unwrap_err().to_string();
+            assert!(
+                error.contains("invalid record length 1073741824"),
+                "{error}"
+            );
+        }
     }
 }

@@ -479,12 +479,20 @@ fn ctrl_c_while_replaying_stops_the_server_and_says_how_to_resume() {
         let output = child.wait_with_output().unwrap();
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(130), "{signal}: {message}");
+        // The resume command is printed whole, to be pasted: the full path
+        // of pg_ctl, run as the server's user, with this data directory.
+        let resume = message
+            .split_once("start it again with `")
+            .and_then(|(_, rest)| rest.split_once("` to resume recovery"))
+            .map(|(command, _)| command.to_string())
+            .unwrap_or_else(|| panic!("{signal}: the message must say how to resume: {message}"));
         assert!(
-            message.contains(&format!(
-                "start it again with `pg_ctl start -D {}` to resume recovery",
+            resume.contains(&format!(
+                "{}/pg_ctl start -D {}",
+                pg_bin().display(),
                 pgdata.display()
             )),
-            "{signal}: the message must say how to resume: {message}"
+            "{signal}: the resume command must name pg_ctl's full path and the data directory: {resume}"
         );
         assert!(
             !process_alive(server),

@@ -29,6 +29,7 @@ use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc};
 use jiff::tz::TimeZone;
 use jiff::Zoned;
 
+use crate::duration::Unit;
 use crate::wal::Lsn;
 
 /// Where recovery should stop.
@@ -211,16 +212,16 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
     let out_of_range = || TargetError::OutOfRange {
         text: text.to_string(),
     };
-    let spelled = spell_out_ago(text);
-    let zoned = match parse_datetime::parse_datetime_at_date(
-        now.clone(),
-        spelled.as_deref().unwrap_or(text),
-    ) {
-        Ok(parse_datetime::ParsedDateTime::InRange(zoned)) => zoned,
-        // Years past 9999: neither jiff nor PostgreSQL's input syntax we use
-        // can carry them, and they are in the future anyway.
-        Ok(parse_datetime::ParsedDateTime::Extended(_)) => return Err(out_of_range()),
-        Err(_) => return Err(unrecognized()),
+    let zoned = match counted_back(text, now) {
+        Some(Some(zoned)) => zoned,
+        Some(None) => return Err(out_of_range()),
+        None => match parse_datetime::parse_datetime_at_date(now.clone(), text) {
+            Ok(parse_datetime::ParsedDateTime::InRange(zoned)) => zoned,
+            // Years past 9999: neither jiff nor PostgreSQL's input syntax we
+            // use can carry them, and they are in the future anyway.
+            Ok(parse_datetime::ParsedDateTime::Extended(_)) => return Err(out_of_range()),
+            Err(_) => return Err(unrecognized()),
+        },
     };
 
     let instant = zoned.timestamp();
@@ -254,23 +255,31 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
     Ok(time)
 }
 
-/// `5m ago`, `2h ago`, `1d12h ago`, `30s ago` written out (`5 minutes ago`)
-/// with the unit table `--keep-within` uses, so that every relative time
-/// pitr reads accepts the same abbreviations. The date parser then does the
-/// arithmetic, so `1d ago` is a calendar day, as `1 day ago` is, across a
-/// daylight-saving change. `None` when the text is not `<duration> ago`.
-fn spell_out_ago(text: &str) -> Option<String> {
+/// `5 minutes ago`, `5m ago`, `1d12h ago`, `30s ago`: counted back from
+/// `now` here, with the unit table `--keep-within` uses, so that every
+/// relative time pitr reads accepts the same abbreviations. Not left to the
+/// date parser, which reads a count that looks like a date as one
+/// (`10201 seconds ago` came back as 0001-01-31). Seconds, minutes and hours
+/// are exact time; days and weeks are calendar days (jiff's arithmetic on a
+/// zoned time), so `1d ago` is the same clock time yesterday across a
+/// daylight-saving change. `None` when the text is not `<duration> ago`;
+/// `Some(None)` when it is, but lies before anything a time can carry.
+fn counted_back(text: &str, now: &Zoned) -> Option<Option<Zoned>> {
     let lower = text.to_ascii_lowercase();
     let amount = lower.strip_suffix("ago")?;
     let parts = crate::duration::parse_parts(amount).ok()?;
-    if parts.is_empty() {
-        return Some("now".to_string());
-    }
-    let words: Vec<String> = parts
-        .iter()
-        .map(|(number, unit)| format!("{number} {} ago", unit.long_name()))
-        .collect();
-    Some(words.join(" "))
+    Some(parts.iter().try_fold(now.clone(), |at, &(number, unit)| {
+        let number = i64::try_from(number).ok()?;
+        let span = match unit {
+            Unit::Second => jiff::Span::new().try_seconds(number),
+            Unit::Minute => jiff::Span::new().try_minutes(number),
+            Unit::Hour => jiff::Span::new().try_hours(number),
+            Unit::Day => jiff::Span::new().try_days(number),
+            Unit::Week => jiff::Span::new().try_weeks(number),
+        }
+        .ok()?;
+        at.checked_sub(span).ok()
+    }))
 }
 
 /// Seconds and nanoseconds since the epoch with the nanoseconds in
@@ -498,17 +507,16 @@ mod tests {
         // change of 2026-10-25); days stay after it, as a day back is a
         // calendar day (tested across DST on its own).
         // All within 2026 (up to 7,000 hours back), whose DST rule is below.
-        // At most four digits: this property found that a count of five or
-        // more digits that looks like a date is read as one ("10201
-        // seconds ago" is 0001-01-31 23:59:59, "850601 seconds ago" is
-        // 1985-05-31; 4,017 of the counts 1 to 120,000 go wrong). That is a
-        // parser defect to mend in the product; until then the property
-        // keeps to the counts it reads right.
+        // Counts of any size up to each unit's bound: this property found
+        // that five-digit counts looking like dates were read as dates
+        // ("10201 seconds ago" was 0001-01-31 23:59:59) while relative
+        // times went through the date parser; they are counted back by
+        // pitr now (`counted_back`).
         let relative = (
             1i64..10_000_000,
             prop::sample::select(vec![
-                ("seconds", 1i64, 9_999),
-                ("minutes", 60, 9_999),
+                ("seconds", 1i64, 9_999_999),
+                ("minutes", 60, 499_999),
                 ("hours", 3600, 7_000),
                 ("days", 86_400, 28),
             ]),
@@ -593,6 +601,43 @@ mod tests {
         assert_eq!(time("1d ago", &after_dst), time("1 day ago", &after_dst));
         // An unknown unit is still refused.
         assert!(error("5y ago", &now).contains("cannot understand"));
+    }
+
+    #[test]
+    fn a_day_back_is_a_calendar_day_and_hours_are_exact() {
+        // Berlin left summer time at 03:00 on 2026-10-25, so the day before
+        // noon of the 25th was 25 hours long.
+        let noon: Zoned = "2026-10-25T12:00:00[Europe/Berlin]".parse().unwrap();
+        assert_time("1d ago", &noon, "2026-10-24T12:00:00+02:00");
+        assert_time("1 day ago", &noon, "2026-10-24T12:00:00+02:00");
+        assert_time("24h ago", &noon, "2026-10-24T13:00:00+02:00");
+        assert_time("1w ago", &noon, "2026-10-18T12:00:00+02:00");
+    }
+
+    #[test]
+    fn large_counts_are_counted_back_not_read_as_dates() {
+        // The date parser read these counts as dates (year 1, 1985).
+        let now = berlin();
+        assert_time(
+            "10201 seconds ago",
+            &now,
+            "2026-11-23T11:39:59.123456+01:00",
+        );
+        assert_time(
+            "850601 seconds ago",
+            &now,
+            "2026-11-13T18:13:19.123456+01:00",
+        );
+        assert_time(
+            "10101 seconds ago",
+            &now,
+            "2026-11-23T11:41:39.123456+01:00",
+        );
+        assert_time(
+            "100000 minutes ago",
+            &now,
+            "2026-09-15T04:50:00.123456+02:00",
+        );
     }
 
     #[test]

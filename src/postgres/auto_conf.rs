@@ -123,7 +123,10 @@ pub fn configured_value(
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    // Only the line end goes: a value may begin with spaces of its own.
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string())
 }
 
 #[cfg(test)]

@@ -254,34 +254,16 @@ fn waiting_segments(pgdata: &Path) -> Option<u64> {
 
 /// Reads the configuration files of a stopped cluster with `postgres -C`.
 fn read_stopped(binaries: &Binaries, pgdata: &Path, user: &OsUser) -> Result<ClusterSettings> {
-    let postgres = binaries.program("postgres");
     let mut settings = Settings::new();
     for name in CHECKED_SETTINGS {
         // archive_library exists from PostgreSQL 15 on.
         if name == "archive_library" && binaries.major_version < 15 {
             continue;
         }
-        let output = user
-            .command(&postgres)
-            .args(["-C", name, "-D"])
-            .arg(pgdata)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run `{}`", postgres.display()))?;
-        if !output.status.success() {
-            bail!(
-                "`{} -C {name}` could not read the configuration of `{}`: {}",
-                postgres.display(),
-                pgdata.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
         settings.insert(
             name.to_string(),
             Setting {
-                value: String::from_utf8_lossy(&output.stdout)
-                    .trim_end()
-                    .to_string(),
+                value: super::auto_conf::configured_value(binaries, pgdata, user, name)?,
                 pending_restart: false,
             },
         );

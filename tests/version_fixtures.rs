@@ -177,6 +177,21 @@ fn pg_control_of_every_major_matches_pg_controldata() {
                 .parse::<Lsn>()
                 .unwrap()
         );
+        // "epoch:xid"; the checkpoint copy's FullTransactionId.
+        let next_xid = controldata(&b.controldata, "Latest checkpoint's NextXID");
+        let (epoch, xid) = next_xid.split_once(':').unwrap();
+        assert_eq!(
+            c.next_xid,
+            (epoch.parse::<u64>().unwrap() << 32) | xid.parse::<u64>().unwrap(),
+            "{major}"
+        );
+        assert_eq!(
+            c.min_recovery_point,
+            controldata(&b.controldata, "Minimum recovery ending location")
+                .parse::<Lsn>()
+                .unwrap(),
+            "{major}"
+        );
         assert_eq!(
             c.segment_size.bytes(),
             number("Bytes per WAL segment"),

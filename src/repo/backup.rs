@@ -36,6 +36,10 @@ pub enum StopTimeSource {
     BackupHistoryFile,
     /// The time `backup_manifest` was written: a little after the stop.
     ManifestWritten,
+    /// A backup from a standby without a manifest: when its pg_control (the
+    /// last file copied, holding the stop point) was last written, to the
+    /// second.
+    PgControl,
 }
 
 /// A base backup that `pitr` understood.
@@ -71,7 +75,9 @@ impl Backup {
     /// consistent point is after the target.
     pub fn consistent_by(&self) -> DateTime<FixedOffset> {
         match self.stop_time_source {
-            StopTimeSource::BackupHistoryFile => self.stop_time + chrono::Duration::seconds(1),
+            StopTimeSource::BackupHistoryFile | StopTimeSource::PgControl => {
+                self.stop_time + chrono::Duration::seconds(1)
+            }
             StopTimeSource::ManifestWritten => self.stop_time,
         }
     }
@@ -127,11 +133,12 @@ pub fn read_backup(
         None
     };
 
-    let history = backup_histories.iter().find(|history| {
-        history.label.start_lsn == label.start_lsn && history.label.label == label.label
-    });
-    let (stop_lsn, stop_time, stop_time_source) =
-        stop_point(&id, history, manifest.as_ref(), &manifest_path)?;
+    let history = own_history(&label, backup_histories);
+    let (stop_lsn, stop_time, stop_time_source) = if label.is_from_standby() {
+        standby_stop_point(&id, dir, format, manifest.as_ref(), &manifest_path)?
+    } else {
+        stop_point(&id, history, manifest.as_ref(), &manifest_path)?
+    };
 
     let (system_identifier, major_version) = match format {
         BackupFormat::Plain => plain_identity(dir),
@@ -186,6 +193,77 @@ fn detect_format(dir: &Path) -> Result<BackupFormat> {
         "`{}` is not a pg_basebackup output: it has neither `backup_label` (plain format) nor `base.tar` with or without a compression suffix (`.gz`, `.lz4`, `.zst`; tar format)",
         dir.display()
     )
+}
+
+/// The backup history file this backup wrote when it stopped, if archived.
+///
+/// Two backups can start at the same LSN (a backup of the primary and one
+/// of its standby begin at the same checkpoint and restartpoint), so the
+/// start LSN alone proves nothing: the file must repeat this backup's label
+/// line for line where a second backup could differ (label, start time,
+/// checkpoint, timeline, where it was taken). A standby writes no history
+/// file, so a backup taken from one never has one.
+fn own_history<'a>(
+    label: &BackupLabel,
+    backup_histories: &'a [BackupHistoryFile],
+) -> Option<&'a BackupHistoryFile> {
+    if label.is_from_standby() {
+        return None;
+    }
+    backup_histories.iter().find(|history| {
+        let theirs = &history.label;
+        theirs.start_lsn == label.start_lsn
+            && theirs.checkpoint_lsn == label.checkpoint_lsn
+            && theirs.label == label.label
+            && theirs.start_time.text == label.start_time.text
+            && theirs.start_timeline == label.start_timeline
+            && theirs.from == label.from
+    })
+}
+
+/// Where a backup taken from a standby ends: its manifest's WAL-Ranges
+/// End-LSN, else the minimum recovery ending location of its pg_control,
+/// which PostgreSQL takes as the stop point of such a backup (pg_control is
+/// copied last).
+fn standby_stop_point(
+    id: &str,
+    dir: &Path,
+    format: BackupFormat,
+    manifest: Option<&BackupManifest>,
+    manifest_path: &Path,
+) -> Result<(Lsn, DateTime<FixedOffset>, StopTimeSource)> {
+    let manifest_stop = manifest.and_then(|m| m.wal_ranges.iter().map(|range| range.end_lsn).max());
+    let manifest_written = fs::metadata(manifest_path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|time| DateTime::<Utc>::from(time).fixed_offset());
+    if let (Some(stop_lsn), Some(written)) = (manifest_stop, manifest_written) {
+        return Ok((stop_lsn, written, StopTimeSource::ManifestWritten));
+    }
+    let bytes = match format {
+        BackupFormat::Plain => {
+            let path = dir.join("global/pg_control");
+            fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?
+        }
+        BackupFormat::Tar(compression) => {
+            let base = dir.join(format!("base.tar{}", compression.suffix()));
+            read_tar_member_bytes(&base, compression, "global/pg_control")?
+                .with_context(|| format!("`{}` holds no global/pg_control", base.display()))?
+        }
+    };
+    let control = pg_control::parse(&bytes)
+        .with_context(|| format!("the pg_control of backup `{id}` is unusable"))?;
+    let stopped = DateTime::<Utc>::from_timestamp(control.modified, 0);
+    match stopped {
+        Some(stopped) if control.min_recovery_point != Lsn::ZERO => Ok((
+            control.min_recovery_point,
+            stopped.fixed_offset(),
+            StopTimeSource::PgControl,
+        )),
+        _ => bail!(
+            "cannot tell where backup `{id}` ends: it was taken from a standby (its backup_label says `BACKUP FROM: standby`), it has no backup_manifest, and its pg_control has no minimum recovery ending location"
+        ),
+    }
 }
 
 fn stop_point(
@@ -286,6 +364,21 @@ pub fn read_tar_member(
     compression: Compression,
     member: &str,
 ) -> Result<Option<String>> {
+    read_tar_member_bytes(path, compression, member)?
+        .map(|bytes| {
+            String::from_utf8(bytes)
+                .with_context(|| format!("`{member}` in `{}` is not text", path.display()))
+        })
+        .transpose()
+}
+
+/// Reads one small member of a tar file (up to 1 MiB), stopping at the
+/// first match.
+pub fn read_tar_member_bytes(
+    path: &Path,
+    compression: Compression,
+    member: &str,
+) -> Result<Option<Vec<u8>>> {
     let reader = compression
         .open(path)
         .with_context(|| format!("cannot open `{}`", path.display()))?;
@@ -300,13 +393,13 @@ pub fn read_tar_member(
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         if name.trim_start_matches("./") == member {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             entry
                 .by_ref()
                 .take(1 << 20)
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .with_context(|| format!("cannot read `{member}` in `{}`", path.display()))?;
-            return Ok(Some(text));
+            return Ok(Some(bytes));
         }
     }
     Ok(None)

@@ -10,8 +10,8 @@ use crate::repo::archive::WalArchive;
 use crate::repo::backup::Backup;
 use crate::target::Target;
 use crate::wal::facts::{
-    find_restore_point, find_xid, first_corrupt, last_transaction_end, max_transaction_time_before,
-    time_stop, wal_end, FactsError, Span, StopEvent, WalSource,
+    find_restore_point, find_xid, first_corrupt, full_xid_of, last_transaction_end,
+    max_transaction_time_before, time_stop, wal_end, FactsError, Span, StopEvent, WalSource,
 };
 use crate::wal::timelines::{TimelineError, TimelinePath};
 use crate::wal::{Lsn, TimelineId, WalSegment};
@@ -351,13 +351,16 @@ pub fn make_plan(
         None => None,
     };
     let (backup, reason, window, stop, wal_end) = match precise {
-        Some(precise) => (
-            precise.backup,
-            precise.reason,
-            precise.window,
-            precise.stop,
-            precise.wal_end,
-        ),
+        Some(precise) => {
+            notes.extend(precise.notes);
+            (
+                precise.backup,
+                precise.reason,
+                precise.window,
+                precise.stop,
+                precise.wal_end,
+            )
+        }
         None => {
             let (backup, reason) = match forced {
                 Some(backup) => {
@@ -462,6 +465,7 @@ struct Precise {
     window: RecoverableWindow,
     stop: Option<StopEvent>,
     wal_end: Option<(Lsn, Lsn)>,
+    notes: Vec<String>,
 }
 
 fn fixed(time: DateTime<chrono::Utc>) -> DateTime<FixedOffset> {
@@ -585,6 +589,7 @@ fn choose_with_wal(
         exact: true,
         from_note: start.fallback,
     };
+    let mut notes = Vec::new();
     let reason_forced = || "chosen with --backup".to_string();
     let newest_before = |at: Lsn| {
         candidates
@@ -708,8 +713,31 @@ fn choose_with_wal(
                 .map(|b| b.stop_lsn)
                 .min()
                 .unwrap_or(Lsn::ZERO);
-            let found = find_xid(wal, path, span, from, *xid).map_err(PlanError::Wal)?;
-            let why = format!("no commit or abort of transaction {xid} after {from} in the archived WAL; `pitr events` lists the transactions");
+            let found = find_xid(wal, path, span, from, xid.xid()).map_err(PlanError::Wal)?;
+            if let (Some(event), Some(epoch)) = (&found, xid.epoch()) {
+                // PostgreSQL stops at the first commit or abort of this
+                // 32-bit xid: it must be of the epoch the target names.
+                match full_xid_of(wal, path, span.first, event).map_err(PlanError::Wal)? {
+                    Some(full) if full.epoch() != epoch => {
+                        return Err(PlanError::TargetNotInWal {
+                            target: target_text.to_string(),
+                            timeline,
+                            why: format!(
+                                "the first transaction {} in the archived WAL after {from}, where PostgreSQL would stop (it compares 32-bit xids), is {full} of epoch {} (it ends at {}, {}), not of epoch {epoch}: the value comes from another epoch or another cluster. Check it with `pitr events`, or give a time or an lsn: target",
+                                xid.xid(),
+                                full.epoch(),
+                                event.start,
+                                precise_utc(fixed(event.time)),
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => notes.push(format!(
+                        "the epoch of transaction {xid} is not checked: the archive holds no checkpoint record before it on this path"
+                    )),
+                }
+            }
+            let why = format!("no commit or abort of transaction {} after {from} in the archived WAL; `pitr events` lists the transactions", xid.xid());
             located(found, why, &format!("transaction {xid} ends"))?
         }
         Target::Name(name) => {
@@ -777,6 +805,7 @@ fn choose_with_wal(
         window,
         stop,
         wal_end,
+        notes,
     })
 }
 
@@ -1896,7 +1925,7 @@ mod tests {
                 "xid: the oldest backup, with a note",
                 vec![b2().build(), b3().build(), b1().build()],
                 standard_archive(),
-                Target::Xid(1234),
+                Target::Xid(crate::wal::xid::Xid::Bare(1234)),
                 plan("b1", "000000010000000000000002", "000000010000000000000018", 23, 0, 23 * STORED)
                     .note("the oldest backup is used; pass --backup ID to start from a newer one")
                     .note("checked to the end of timeline 1"),
@@ -2497,7 +2526,7 @@ mod tests {
                 1 => Target::Lsn(Lsn::new(target_lsn)),
                 2 => Target::Latest,
                 3 => Target::Immediate,
-                4 => Target::Xid(1234),
+                4 => Target::Xid(crate::wal::xid::Xid::Bare(1234)),
                 _ => Target::Name("point".to_string()),
             };
             let request = PlanRequest {
@@ -2712,16 +2741,16 @@ mod precise_tests {
 
     #[test]
     fn xid_and_name_targets_are_located() {
-        let xid = plan(Target::Xid(1012), true).unwrap();
+        let xid = plan(Target::Xid(crate::wal::xid::Xid::Bare(1012)), true).unwrap();
         assert_eq!(
             xid.backup.id, "b2",
             "the newest backup that ends before the transaction"
         );
         assert_eq!(xid.wal.last.number, 12);
-        let early = plan(Target::Xid(1005), true).unwrap();
+        let early = plan(Target::Xid(crate::wal::xid::Xid::Bare(1005)), true).unwrap();
         assert_eq!(early.backup.id, "b1");
         assert!(matches!(
-            plan(Target::Xid(77), true),
+            plan(Target::Xid(crate::wal::xid::Xid::Bare(77)), true),
             Err(PlanError::TargetNotInWal { .. })
         ));
         let name = plan(Target::Name("rp".into()), true).unwrap();
@@ -2755,10 +2784,12 @@ mod precise_tests {
         )
     }
 
-    /// A synthetic archive with some segments gone.
+    /// A synthetic archive with some segments gone, and checkpoint records
+    /// (their next full xid) in some.
     struct Gappy {
         wal: FakeWal,
         missing: Vec<u64>,
+        checkpoints: BTreeMap<u64, crate::wal::xid::FullXid>,
     }
 
     impl WalSource for Gappy {
@@ -2774,7 +2805,12 @@ mod precise_tests {
             if self.missing.contains(&segment.number) {
                 return Ok(None);
             }
-            self.wal.facts(segment)
+            Ok(self.wal.facts(segment)?.map(|mut facts| {
+                if let Some(next_xid) = self.checkpoints.get(&segment.number) {
+                    facts.add_checkpoint(*next_xid);
+                }
+                facts
+            }))
         }
 
         fn events(
@@ -2807,6 +2843,7 @@ mod precise_tests {
         let wal = Gappy {
             wal,
             missing: missing.to_vec(),
+            checkpoints: BTreeMap::new(),
         };
         (vec![backup("b", 8, at(8, 30))], archive, wal)
     }
@@ -2852,6 +2889,52 @@ mod precise_tests {
     }
 
     #[test]
+    fn a_64_bit_xid_must_be_of_the_epoch_the_wal_holds() {
+        use crate::wal::xid::{FullXid, Xid};
+        let (backups, archive, wal) = world();
+        let epoch = |e: u64, xid: u64| FullXid::new((e << 32) + xid);
+        // The backups' checkpoints: segment 2 in epoch 1 (next xid 1001),
+        // segment 8 in epoch 1 (next xid 1007).
+        let wal = Gappy {
+            wal,
+            missing: Vec::new(),
+            checkpoints: BTreeMap::from([(2, epoch(1, 1001)), (8, epoch(1, 1007))]),
+        };
+        let full = |value: u64| Target::Xid(Xid::Full(FullXid::new(value)));
+        let right = plan_with(&backups, &wal, &archive, full((1 << 32) + 1012)).unwrap();
+        assert_eq!(right.backup.id, "b2");
+        assert_eq!(right.stop.unwrap().xid(), Some(1012));
+        assert!(
+            right.notes.iter().all(|n| !n.contains("epoch")),
+            "{:?}",
+            right.notes
+        );
+        // The same 32-bit xid from epoch 2 (or 0: a bare value is any epoch).
+        let wrong = plan_with(&backups, &wal, &archive, full((2 << 32) + 1012)).unwrap_err();
+        let message = wrong.to_string();
+        assert!(
+            matches!(wrong, PlanError::TargetNotInWal { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("is 4294968308 of epoch 1") && message.contains("not of epoch 2"),
+            "{message}"
+        );
+        assert!(plan_with(&backups, &wal, &archive, Target::Xid(Xid::Bare(1012))).is_ok());
+        // Without any checkpoint record the epoch cannot be checked: said.
+        let (backups, archive, wal) = world();
+        let unchecked = plan_with(&backups, &wal, &archive, full((2 << 32) + 1012)).unwrap();
+        assert!(
+            unchecked
+                .notes
+                .iter()
+                .any(|n| n.contains("epoch of transaction") && n.contains("not checked")),
+            "{:?}",
+            unchecked.notes
+        );
+    }
+
+    #[test]
     fn of_two_backups_from_one_checkpoint_the_one_consistent_after_the_target_is_never_chosen() {
         let (_, archive, wal) = world();
         // Same start in segment 8. The primary's backup ends just after
@@ -2869,7 +2952,13 @@ mod precise_tests {
             assert_eq!(between.backup.id, "primary");
             let after = plan_with(&backups, &wal, &archive, time(at(9, 20))).unwrap();
             assert_eq!(after.backup.id, "standby");
-            let xid = plan_with(&backups, &wal, &archive, Target::Xid(1009)).unwrap();
+            let xid = plan_with(
+                &backups,
+                &wal,
+                &archive,
+                Target::Xid(crate::wal::xid::Xid::Bare(1009)),
+            )
+            .unwrap();
             assert_eq!(
                 xid.backup.id, "primary",
                 "the commit at 9 min 10 s lies before the standby's end"

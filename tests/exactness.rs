@@ -414,6 +414,21 @@ fn start_standby(dir: &Path, primary: &Cluster) -> Standby {
     let mut text = fs::read_to_string(&path).unwrap();
     text.push_str(&conf);
     fs::write(&path, text).unwrap();
+    // The connection string of our own: the one -R writes names options
+    // of the newest libpq (17+ `sslnegotiation`), which a walreceiver
+    // linked against an older system libpq (the matrix's relocatable
+    // builds) refuses.
+    let auto = pgdata.join("postgresql.auto.conf");
+    let mut text = fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&format!(
+        "\nprimary_conninfo = {}\n",
+        conf_quote(&format!(
+            "host={} port={} user=postgres",
+            primary.dir.display(),
+            primary.port
+        ))
+    ));
+    fs::write(&auto, text).unwrap();
     let standby = Standby {
         pgdata: pgdata.clone(),
         run: run.clone(),
@@ -434,7 +449,8 @@ fn wait_for_replay(standby: &Standby, lsn: &str) {
     {
         assert!(
             Instant::now() < deadline,
-            "the standby did not replay {lsn}"
+            "the standby did not replay {lsn}; its log:\n{}",
+            fs::read_to_string(standby.run.join("server.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -514,6 +514,8 @@ fn a_standby_backup_has_its_own_end_and_every_target_is_restored_exactly() {
             .clone()
     };
     let (s, p) = (backup("a-standby"), backup("b-primary"));
+    assert_eq!(s["backup_from"], "standby", "{s:#}");
+    assert_ne!(p["backup_from"], "standby", "{p:#}");
     assert_eq!(
         s["start_lsn"], p["start_lsn"],
         "both backups start at the same checkpoint"
@@ -684,6 +686,16 @@ fn a_quiet_target_before_a_backup_restores_exactly() {
             && text.contains("its window starts at its stop time"),
         "{text}"
     );
+    let list = pitr(&bin)
+        .args(["--json", "list", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let note = listed["timelines"][0]["recoverable_from_note"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(note.contains(&name), "{listed:#}");
     let parent = restore_parent(dir.path(), "quiet-gone");
     let refused = pitr(&bin)
         .args(["restore", "--repo"])

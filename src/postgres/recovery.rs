@@ -192,6 +192,7 @@ pub fn follow(
     let mut promote_requested = false;
     let mut paused_at_target: Option<Instant> = None;
     let mut asked_again = false;
+    let mut asked_again_failed: Option<(Instant, String)> = None;
     loop {
         if interrupt::requested() {
             let stopped = server.stop_fast();
@@ -271,13 +272,17 @@ pub fn follow(
         }
         if paused_at_target.is_some_and(|since| since.elapsed() > PROMOTION_GRACE) && !asked_again {
             asked_again = true;
+            // pg_ctl refuses when the server is no longer in recovery: the
+            // first request may have just taken effect, its lines not yet
+            // read. The log decides; only if it still shows no promotion
+            // after another grace period is the refusal the failure.
             if let Err(error) = server.promote() {
-                return Err(fail(
-                    server,
-                    follower,
-                    &judge.observed,
-                    format!("{error:#}"),
-                ));
+                asked_again_failed = Some((Instant::now(), format!("{error:#}")));
+            }
+        }
+        if let Some((since, error)) = &asked_again_failed {
+            if since.elapsed() > PROMOTION_GRACE {
+                return Err(fail(server, follower, &judge.observed, error.clone()));
             }
         }
         // Each poll is a read of the log's new bytes: cheap, and the

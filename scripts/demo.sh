@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make demo: the main job of pitr, end to end, in a throwaway directory.
 #
-# A cluster with WAL archiving, a base backup, some work, an accident
-# (DROP TABLE), and `pitr restore --to "<N> seconds ago"` bringing the table
-# back into a second data directory. Everything is removed at the end.
+# A cluster set up for archiving with `pitr init`, a base backup with
+# `pitr backup`, some work, an accident (DROP TABLE) that
+# `pitr events --kind drop` finds, and `pitr restore --to "<N>s ago"`
+# bringing the table back into a second data directory. Everything is
+# removed at the end.
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -45,25 +47,25 @@ pitr="$work/pitr"
 port=$((5500 + RANDOM % 400))
 sql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$work" -p "$port" -U postgres -d postgres -c "$1"; }
 
-say "1. A primary with WAL archiving into $work/repo/wal"
-as_pg mkdir -p "$work/repo/base" "$work/repo/wal"
+say "1. A primary, set up for archiving with pitr init (the repository, a conf.d file, then a check)"
 as_pg "$PG_BIN/initdb" -U postgres --auth=trust -D "$work/primary" >/dev/null
 cat >> "$work/primary/postgresql.conf" <<CONF
 port = $port
 listen_addresses = ''
 unix_socket_directories = '$work'
-wal_level = replica
-archive_mode = on
-archive_command = 'test ! -f $work/repo/wal/%f && cp %p $work/repo/wal/%f'
+include_dir = 'conf.d'
 CONF
+as_pg mkdir "$work/primary/conf.d"
+"$pitr" init --repo "$work/repo" --conf-file "$work/primary/conf.d/pitr.conf"
+cat "$work/primary/conf.d/pitr.conf"
 as_pg "$PG_BIN/pg_ctl" -D "$work/primary" -l "$work/primary.log" -w start >/dev/null
+"$pitr" init --repo "$work/repo" --pgdata "$work/primary"
 sql "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)"
 sql "INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 1000) g"
 echo "customers: $(sql 'SELECT count(*) FROM customers') rows"
 
-say "2. A base backup with pg_basebackup"
-as_pg "$PG_BIN/pg_basebackup" -h "$work" -p "$port" -U postgres -D "$work/repo/base/monday" -Ft -z -X stream -c fast -l monday
-ls -l "$work/repo/base/monday"
+say "2. A base backup with pitr backup"
+PGHOST="$work" PGPORT="$port" PGUSER=postgres "$pitr" backup --repo "$work/repo" --fast
 
 say "3. More work after the backup"
 sleep 2
@@ -82,20 +84,29 @@ echo "customers: $(sql "SELECT count(*) FROM pg_tables WHERE tablename = 'custom
 say "5. What does pitr have?"
 "$pitr" list --repo "$work/repo"
 
-say "5b. What happened in the WAL? pitr events finds the DROP"
-"$pitr" events --repo "$work/repo" --from '1 minute ago'
+say "5b. What happened in the WAL? pitr events --kind drop finds the DROP"
+"$pitr" events --repo "$work/repo" --from '5m ago' --kind drop
+echo
+"$pitr" events --repo "$work/repo" --from '5m ago' --per-minute
 
 ago=$(( $(date +%s) - accident + 1 ))
-say "6. The plan: pitr plan --to \"$ago seconds ago\""
-"$pitr" plan --repo "$work/repo" --to "$ago seconds ago"
+say "6. The plan: pitr plan --to \"${ago}s ago\""
+"$pitr" plan --repo "$work/repo" --to "${ago}s ago"
 
-say "7. The restore: pitr restore --to \"$ago seconds ago\" --pgdata $work/restored"
+restored_port=$((port + 1))
+say "7. The restore: pitr restore --to \"${ago}s ago\" --pgdata $work/restored --port $restored_port"
 ago=$(( $(date +%s) - accident + 1 ))
-"$pitr" restore --repo "$work/repo" --to "$ago seconds ago" --pgdata "$work/restored"
+"$pitr" restore --repo "$work/repo" --to "${ago}s ago" --pgdata "$work/restored" --port "$restored_port"
 
 say "8. The table is back"
-restored_port=$(sed -n "s/^port = '\([0-9]*\)'/\1/p" "$work/restored/postgresql.auto.conf" | tail -n 1)
-count=$(as_pg "$PG_BIN/psql" -X -q -A -t -h "$work/restored" -p "$restored_port" -U postgres -d postgres -c "SELECT count(*) FROM customers")
+count=
+# The restored server's socket: its data directory, or the backup's own.
+for host in "$work/restored" "$work"; do
+    if [ -S "$host/.s.PGSQL.$restored_port" ]; then
+        count=$(as_pg "$PG_BIN/psql" -X -q -A -t -h "$host" -p "$restored_port" -U postgres -d postgres -c "SELECT count(*) FROM customers")
+        break
+    fi
+done
 echo "customers in the restored cluster: $count rows"
 if [ "$count" != 1500 ]; then
     echo "demo failed: expected 1500 rows" >&2

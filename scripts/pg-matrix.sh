@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 DEFAULT_MAJORS="13 14 16 17 18"
 MAJORS_ENV="${PG_MATRIX:-$DEFAULT_MAJORS}"
 CARGO="${CARGO:-cargo}"
-TESTS="${MATRIX_TESTS:-restore timelines events formats incremental exactness wal_decoder}"
+TESTS="${MATRIX_TESTS:-restore timelines events formats incremental exactness wal_decoder tablespaces}"
 
 if [ -n "${PITR_PG_CACHE:-}" ]; then
     CACHE="$PITR_PG_CACHE"
@@ -133,7 +133,11 @@ cmd_run() {
     local test_args=()
     local name
     for name in $TESTS; do
-        if [ -f "tests/$name.rs" ]; then test_args+=(--test "$name"); fi
+        if [ ! -f "tests/$name.rs" ]; then
+            echo "matrix suite \`$name\` does not exist (tests/$name.rs); fix MATRIX_TESTS or the TESTS list" >&2
+            return 1
+        fi
+        test_args+=(--test "$name")
     done
     # Build once, before the clock starts for the first major.
     "$CARGO" test --no-run "${test_args[@]}" >&2

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "pitr",
-    version,
+    version = env!("PITR_LONG_VERSION"),
     about = "Point-in-time recovery for PostgreSQL: pick the backup, prove the WAL, restore to the moment.",
     after_help = "Examples:\n  pitr init --repo /backups --pgdata /var/lib/postgresql/15/main\n  pitr backup --repo /backups\n  pitr list --repo /backups\n  pitr plan --repo /backups --to '5 minutes ago'\n  pitr restore --repo /backups --to '2026-11-23 14:05:00' --pgdata /srv/restore\n  pitr expire --repo /backups --keep 7\n\nEnvironment: PITR_REPO stands in for --repo; libpq's PG* variables (PGHOST, PGPORT, PGUSER,\nPGPASSWORD, PGPASSFILE, ...) apply wherever pitr connects to PostgreSQL; NO_COLOR turns off colour."
 )]
@@ -32,12 +32,12 @@ pub struct Cli {
 pub enum Command {
     /// Restore a data directory to a point in time and bring PostgreSQL there
     #[command(
-        after_help = "Examples:\n  pitr restore --repo /backups --to '5 minutes ago' --pgdata /srv/restore\n  pitr restore --repo /backups --to name:before_migration --pgdata /srv/restore --action pause\n  pitr restore --backups /pg/base --wal-archive /pg/wal --to latest --pgdata /srv/pg --port 5433"
+        after_help = "Examples:\n  pitr restore --repo /backups --to '5 minutes ago' --pgdata /srv/restore\n  pitr restore --repo /backups --to name:before_migration --pgdata /srv/restore --action pause\n  pitr restore --backups /pg/base --wal-archive /pg/wal --to latest --pgdata /srv/pg --port 5433\n\nExit status:\n  0    restored: PostgreSQL reached the target and is in the state --action asked for\n  1    internal error\n  2    bad usage: an option or the target cannot be understood (nothing written)\n  3    plan refused: no backup reaches the target, WAL is missing or damaged, or the target\n       is outside the recoverable window (nothing written)\n  4    staging refused or failed: --pgdata is not empty (without --force) or cannot be\n       written, the server programs do not fit the backup (nothing left behind)\n  5    recovery failed: PostgreSQL did not reach the target (the data directory and its\n       log pitr-recovery.log are kept)\n  130  interrupted by Ctrl-C or SIGTERM (PostgreSQL stopped; the data directory stays)"
     )]
     Restore(RestoreArgs),
     /// Show what a restore to a target would do, without doing it
     #[command(
-        after_help = "Examples:\n  pitr plan --repo /backups --to '2 hours ago'\n  pitr plan --repo /backups --to lsn:0/3000060 --json"
+        after_help = "Examples:\n  pitr plan --repo /backups --to '2h ago'\n  pitr plan --repo /backups --to lsn:0/3000060 --json\n\nExit status:\n  0  the plan is shown: a restore to this target can be made\n  1  internal error\n  2  bad usage: an option or the target cannot be understood\n  3  refused: no backup reaches the target, WAL is missing or damaged, or the target is\n     outside the recoverable window (the message says which, with the window)"
     )]
     Plan(PlanArgs),
     /// List backups and the recoverable window
@@ -47,12 +47,12 @@ pub enum Command {
     List(RepoArgs),
     /// Create a repository and print the postgresql.conf lines that archive into it
     #[command(
-        after_help = "The settings are printed on stdout, ready to append to postgresql.conf (then restart\nPostgreSQL). With --pgdata, pitr also reads the cluster's settings (over its socket when it\nruns) and exits with status 8 if they do not archive into the repository.\n\nExamples:\n  pitr init --repo /backups\n  pitr init --repo /backups >> /etc/postgresql/15/main/conf.d/pitr.conf\n  pitr init --repo /backups --pgdata /var/lib/postgresql/15/main"
+        after_help = "The settings are printed on stdout, or written with --conf-file into a file of their own in\nPostgreSQL's conf.d/ (rewritten, never appended to, so running init again adds nothing);\nthen restart PostgreSQL. Appended with `>>` to a file that already holds them, they are not\nprinted again. With --pgdata, pitr also reads the cluster's settings (over its socket when\nit runs) and, when it runs, whether archiving works (pg_stat_archiver: failed attempts, the\nlast failure, WAL waiting in pg_wal); it exits with status 8 if the cluster does not archive\ninto the repository, and prints no lines when they are already in effect.\n\nExamples:\n  sudo pitr init --repo /backups --conf-file /etc/postgresql/15/main/conf.d/pitr.conf\n  pitr init --repo /backups | sudo tee /etc/postgresql/15/main/conf.d/pitr.conf\n  sudo pitr init --repo /backups --pgdata /var/lib/postgresql/15/main"
     )]
     Init(InitArgs),
     /// Take a base backup with pg_basebackup into the repository
     #[command(
-        after_help = "The backup is written to a hidden directory under base/ and renamed to base/<id> (the UTC\nstart time, such as 20261124T031500Z) only when pg_basebackup succeeded; the command then\nwaits until the backup's WAL is archived, so that it can be restored when pitr returns.\nThe server is reached through libpq's PG* environment variables or -d.\n\nExit status: 6 pg_basebackup failed (nothing was left in base/), 7 the backup is in place\nbut its WAL did not reach the archive within --archive-wait.\n\nExamples:\n  pitr backup --repo /backups\n  PGHOST=/run/postgresql PGUSER=postgres pitr backup --repo /backups --fast\n  pitr backup --repo /backups -d 'host=db1 user=replicator' --compress lz4 --server-compression\n  # crontab of the postgres user: a backup every night at 03:15\n  15 3 * * * pitr backup --repo /backups --quiet && pitr expire --repo /backups --keep-within 14d --quiet"
+        after_help = "The backup is written to a hidden directory under base/ and renamed to base/<id> (the UTC\nstart time, such as 20261124T031500Z) only when pg_basebackup succeeded; the command then\nwaits until the backup's WAL is archived, so that it can be restored when pitr returns.\nThe server is reached through libpq's PG* environment variables or -d.\n\nExit status: 6 pg_basebackup failed (nothing was left in base/), 7 the backup is in place\nbut its WAL did not reach the archive within --archive-wait.\n\nExamples:\n  pitr backup --repo /backups\n  PGHOST=/run/postgresql PGUSER=postgres pitr backup --repo /backups --fast\n  pitr backup --repo /backups -d 'host=db1 user=replicator' --compress lz4 --server-compression\n  # crontab of the postgres user: a backup every night at 03:15\n  15 3 * * * /usr/local/bin/pitr backup --repo /backups --quiet && /usr/local/bin/pitr expire --repo /backups --keep-within 14d --quiet"
     )]
     Backup(BackupArgs),
     /// Remove old backups and the WAL that no kept backup needs
@@ -65,7 +65,7 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show commits, aborts, restore points and dropped relations in the WAL
     #[command(
-        after_help = "Examples:\n  pitr events --repo /backups --from '1 hour ago'\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
+        after_help = "Examples:\n  pitr events --repo /backups --from '1h ago' --kind drop\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n  pitr events --repo /backups --from '1d ago' --per-minute\n  pitr events --repo /backups --min-size 10MB --kind commit,abort\n\nEach transaction shows the WAL it wrote (its records' total length) and the relation files\nits records changed (base/<database>/<relfilenode>; files numbered below 16384 are initdb's\nsystem catalogs, counted apart). What happened before the oldest backup started is not shown\nunless --all: no restore can reach it, and it holds initdb's own transactions.\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
     )]
     Events(EventsArgs),
     /// Check backups against their manifests and every WAL segment of the archive
@@ -151,9 +151,23 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
 
-    /// Replace a non-empty --pgdata: the old directory is moved aside, never deleted
+    /// Replace a non-empty --pgdata: the old directory is moved aside, never deleted (asks on a terminal; --yes in scripts)
     #[arg(long)]
     pub force: bool,
+
+    /// Recover a lost primary into its own data directory: the stopped primary's --pgdata is moved
+    /// aside, the backup's archiving is kept, and after promotion the server is stopped with its
+    /// own configuration, ready for its service manager (--keep-running to leave it running)
+    #[arg(long, conflicts_with_all = ["action"])]
+    pub in_place: bool,
+
+    /// With --in-place: leave the recovered server running instead of stopping it
+    #[arg(long, requires = "in_place")]
+    pub keep_running: bool,
+
+    /// Do not ask before moving a non-empty --pgdata aside (--force, --in-place)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 
     /// What the server does at the target
     #[arg(long, value_enum, default_value_t = Action::Promote)]
@@ -218,6 +232,39 @@ pub struct EventsArgs {
     /// Timeline whose history to read: `latest` or a number
     #[arg(long, value_name = "TIMELINE", default_value = "latest")]
     pub timeline: String,
+
+    /// Only these kinds (repeatable, or a comma list): drop, commit, abort, restore-point
+    #[arg(long, value_name = "KIND", value_enum, value_delimiter = ',')]
+    pub kind: Vec<EventKindFilter>,
+
+    /// Only transactions that wrote at least this much WAL (the total length of their records), such as `1MB`
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub min_size: Option<u64>,
+
+    /// One line per minute (UTC): commits, aborts, drops, restore points and WAL written
+    #[arg(long)]
+    pub per_minute: bool,
+
+    /// Also what happened before the oldest backup started (initdb's transactions among it), which no restore can reach
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// What `pitr events --kind` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventKindFilter {
+    /// Commits that removed relation files: DROP TABLE/INDEX, TRUNCATE, table rewrites
+    Drop,
+    /// Every commit
+    Commit,
+    /// Every abort (rollback)
+    Abort,
+    /// Restore points made with pg_create_restore_point()
+    RestorePoint,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    crate::size::parse_size(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -226,9 +273,13 @@ pub struct InitArgs {
     #[arg(long, env = "PITR_REPO", value_name = "DIR")]
     pub repo: PathBuf,
 
-    /// Also check the settings of the cluster in this data directory
+    /// Also check the settings of the cluster in this data directory, and whether its archiving works
     #[arg(long, value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
+
+    /// Write the settings into this file (such as <config dir>/conf.d/pitr.conf), replacing it, instead of printing them
+    #[arg(long, value_name = "FILE")]
+    pub conf_file: Option<PathBuf>,
 
     /// Directory with PostgreSQL's programs for --pgdata (default: /usr/lib/postgresql/<major>/bin, then PATH)
     #[arg(long, value_name = "DIR")]
@@ -446,8 +497,19 @@ mod tests {
 
     #[test]
     fn expire_needs_a_policy_and_a_positive_keep() {
-        assert!(parse(&["expire", "--repo", "/r"]).is_err());
-        assert!(parse(&["expire", "--repo", "/r", "--keep", "0"]).is_err());
+        {
+            let error = parse(&["expire", "--repo", "/r"]).unwrap_err().to_string();
+            assert!(
+                error.contains("required arguments were not provided"),
+                "{error}"
+            );
+        }
+        {
+            let error = parse(&["expire", "--repo", "/r", "--keep", "0"])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("invalid value '0' for '--keep"), "{error}");
+        }
         let cli = parse(&[
             "expire",
             "--repo",
@@ -499,7 +561,12 @@ mod tests {
 
     #[test]
     fn quiet_and_verbose_exclude_each_other() {
-        assert!(parse(&["list", "--repo", "/r", "-q", "-v"]).is_err());
+        {
+            let error = parse(&["list", "--repo", "/r", "-q", "-v"])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("cannot be used with"), "{error}");
+        }
         assert!(parse(&["list", "--repo", "/r", "-v"]).unwrap().verbose);
     }
 }

@@ -2,7 +2,8 @@
 //! `2w`, `30s`.
 //!
 //! Units are seconds (`s`), minutes (`m`, `min`), hours (`h`), days (`d`)
-//! and weeks (`w`); parts add up. Months and years are left out on purpose:
+//! and weeks (`w`); parts add up. Relative targets (`--to '5m ago'`) read
+//! their units with the same table ([`parse_parts`]). Months and years are left out on purpose:
 //! their length varies, and a retention window must mean the same thing
 //! every time it is read.
 
@@ -17,8 +18,55 @@ pub struct DurationError {
     pub reason: &'static str,
 }
 
-/// Parses `7d`, `36h`, `1d12h`, `0`, ... into a [`Duration`].
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+/// A unit of a written duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+}
+
+impl Unit {
+    /// Every spelling a unit may have on the command line: one table for
+    /// `--keep-within 7d`, `--archive-wait 5m` and `--to '5m ago'`.
+    fn from_word(word: &str) -> Option<Unit> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" => Unit::Second,
+            "m" | "min" | "mins" | "minute" | "minutes" => Unit::Minute,
+            "h" | "hr" | "hrs" | "hour" | "hours" => Unit::Hour,
+            "d" | "day" | "days" => Unit::Day,
+            "w" | "week" | "weeks" => Unit::Week,
+            _ => return None,
+        })
+    }
+
+    pub fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3600,
+            Unit::Day => 86_400,
+            Unit::Week => 604_800,
+        }
+    }
+
+    /// The unit spelled out, plural, as date parsers read it.
+    pub fn long_name(self) -> &'static str {
+        match self {
+            Unit::Second => "seconds",
+            Unit::Minute => "minutes",
+            Unit::Hour => "hours",
+            Unit::Day => "days",
+            Unit::Week => "weeks",
+        }
+    }
+}
+
+/// Splits `1d12h`, `5 min`, `30s` into its numbers and units, in the order
+/// written. A bare zero gives no parts.
+pub fn parse_parts(text: &str) -> Result<Vec<(u64, Unit)>, DurationError> {
     let error = |reason| DurationError {
         text: text.to_string(),
         reason,
@@ -29,9 +77,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     }
     // A bare zero needs no unit: `--archive-wait 0` means "do not wait".
     if trimmed.bytes().all(|b| b == b'0') {
-        return Ok(Duration::ZERO);
+        return Ok(Vec::new());
     }
-    let mut total: u64 = 0;
+    let mut parts = Vec::new();
     let mut rest = trimmed;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -43,22 +91,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             .map_err(|_| error("the number is too large"))?;
         rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let seconds_per_unit = match rest[..unit_len].to_ascii_lowercase().as_str() {
-            "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 604_800,
+        let unit = match &rest[..unit_len] {
             "" => return Err(error("the number has no unit")),
-            _ => return Err(error("the unit is unknown")),
+            word => Unit::from_word(word).ok_or_else(|| error("the unit is unknown"))?,
         };
+        parts.push((number, unit));
+        rest = rest[unit_len..].trim_start();
+    }
+    Ok(parts)
+}
+
+/// Parses `7d`, `36h`, `1d12h`, `0`, ... into a [`Duration`].
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let error = |reason| DurationError {
+        text: text.to_string(),
+        reason,
+    };
+    let mut total: u64 = 0;
+    for (number, unit) in parse_parts(text)? {
         let part = number
-            .checked_mul(seconds_per_unit)
+            .checked_mul(unit.seconds())
             .ok_or_else(|| error("it is too long"))?;
         total = total
             .checked_add(part)
             .ok_or_else(|| error("it is too long"))?;
-        rest = rest[unit_len..].trim_start();
     }
     Ok(Duration::from_secs(total))
 }

@@ -6,19 +6,27 @@
 //! writes the data directory; [`postgres`] starts the server and follows it
 //! to the target.
 
+// Outside the storage seam (`repo::store`), `stage/` and `postgres/`, the
+// library does not touch the file system (clippy.toml says what is refused).
+#![deny(clippy::disallowed_methods)]
+
+pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod compression;
 pub mod duration;
 pub mod error;
 pub mod interrupt;
+pub mod os_user;
 pub mod plan;
 pub mod postgres;
-pub mod prefetch;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub mod size;
 pub mod stage;
+/// The WAL spool a restore fills ahead of replay (part of staging).
+pub use stage::prefetch;
 pub mod target;
 pub mod verify;
 pub mod wal;

@@ -187,7 +187,7 @@ pub enum PlanError {
         path: TimelinePath,
         why: String,
     },
-    #[error("the target {target} is after the last commit in the archive on timeline {timeline}, at {last} (LSN {lsn}): PostgreSQL would replay everything and fail without reaching it; the recoverable window is {window}. Use `--to latest` to restore everything archived")]
+    #[error("nothing changed after the last commit in the archive on timeline {timeline}, at {last} (LSN {lsn}), and the target {target} is later: `--to latest` restores the same committed data. pitr refuses this target because PostgreSQL cannot stop at a time no later commit reaches: it would replay everything and fail. Recoverable window: {window}")]
     TargetAfterLastCommit {
         target: String,
         last: String,
@@ -335,7 +335,7 @@ pub fn make_plan(
         None => eligible.clone(),
     };
     let timeline = path.target();
-    let end = path_end(archive, &path);
+    let end = archive.last_segment_on(&path);
 
     let precise = match wal {
         Some(wal) => Some(choose_with_wal(
@@ -556,6 +556,24 @@ fn consistent_time(
     })
 }
 
+/// When `backup` becomes restorable: the earliest time target a restore
+/// from it reaches, which is its consistent point as the plan computes it.
+/// `pitr backup`, `pitr list` and the plan all show this one value.
+pub fn restorable_from(
+    wal: &dyn WalSource,
+    archive: &WalArchive,
+    backup: &Backup,
+) -> Result<DateTime<FixedOffset>, PlanError> {
+    let path = archive
+        .timelines
+        .path(backup.timeline)
+        .map_err(|source| PlanError::Timeline {
+            timeline: backup.timeline,
+            source,
+        })?;
+    consistent_time(wal, &path, backup).map(|start| start.time)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn choose_with_wal(
     wal: &dyn WalSource,
@@ -571,7 +589,8 @@ fn choose_with_wal(
     let timeline = path.target();
     let start_of = |b: &Backup| WalSegment::containing(b.timeline, b.start_lsn, size).number;
     let first = eligible.iter().map(start_of).min().unwrap_or(0);
-    let last = path_end(archive, path)
+    let last = archive
+        .last_segment_on(path)
         .map(|s| s.number)
         .unwrap_or(first)
         .max(first);
@@ -703,7 +722,7 @@ fn choose_with_wal(
             let reason = if forced {
                 reason_forced()
             } else {
-                format!("the newest backup consistent before the target (its last commit before the end was at {})", precise_utc(consistent))
+                format!("the newest backup consistent before the target; its last commit before its end was at {}", precise_utc(consistent))
             };
             (backup, reason, Some(stop))
         }
@@ -783,7 +802,7 @@ fn choose_with_wal(
                 reason_forced()
             } else {
                 format!(
-                    "the newest backup that ends before {lsn} (it ends at {})",
+                    "the newest backup that ends before {lsn}; it ends at {}",
                     backup.stop_lsn
                 )
             };
@@ -809,7 +828,8 @@ fn choose_with_wal(
     })
 }
 
-fn precise_utc(time: DateTime<FixedOffset>) -> String {
+/// `2026-11-23 03:15:40.917311 UTC`: how restorable-from times are shown.
+pub fn precise_utc(time: DateTime<FixedOffset>) -> String {
     time.with_timezone(&chrono::Utc)
         .format("%Y-%m-%d %H:%M:%S%.6f UTC")
         .to_string()
@@ -864,7 +884,7 @@ fn choose_backup<'a>(
                 Some(backup) => Ok((
                     backup,
                     format!(
-                        "the newest backup consistent before the target (it ended at {})",
+                        "the newest backup consistent before the target; it ended at {}",
                         utc(backup.stop_time)
                     ),
                 )),
@@ -890,7 +910,7 @@ fn choose_backup<'a>(
                 Some(backup) => Ok((
                     backup,
                     format!(
-                        "the newest backup that ends before {lsn} (it ends at {})",
+                        "the newest backup that ends before {lsn}; it ends at {}",
                         backup.stop_lsn
                     ),
                 )),
@@ -957,37 +977,6 @@ fn check_backup_reaches(
         }),
         None => Ok(()),
     }
-}
-
-/// The newest segment the archive holds along `path`: the last segment of
-/// the newest timeline that has one in the part of the WAL the path reads
-/// from it.
-pub fn path_end(archive: &WalArchive, path: &TimelinePath) -> Option<WalSegment> {
-    let size = archive.segment_size;
-    for (index, step) in path.steps.iter().enumerate().rev() {
-        let Some(last) = archive.last_segment(step.timeline) else {
-            continue;
-        };
-        let begin = WalSegment::containing(step.timeline, step.begins, size).number;
-        // The path reads this timeline's files only until the next timeline
-        // begins (the segment of a switch point is the child's).
-        let end = path.steps.get(index + 1).map(|next| {
-            WalSegment::containing(next.timeline, next.begins, size)
-                .number
-                .saturating_sub(1)
-        });
-        let capped = match end {
-            Some(end) if last.number > end => WalSegment {
-                number: end,
-                ..last
-            },
-            _ => last,
-        };
-        if capped.number >= begin && archive.segment(capped).is_some() {
-            return Some(capped);
-        }
-    }
-    None
 }
 
 /// The WAL from the backup's start up to where the target is reached,
@@ -1100,7 +1089,9 @@ pub fn window_on_path(
         .map(|b| b.consistent_by())
         .min()
         .unwrap_or_default();
-    let until = path_end(archive, path).and_then(|segment| archive_time(archive, segment));
+    let until = archive
+        .last_segment_on(path)
+        .and_then(|segment| archive_time(archive, segment));
     RecoverableWindow {
         from,
         until,
@@ -1145,7 +1136,8 @@ pub fn exact_window(
     };
     let size = wal.segment_size();
     let first = WalSegment::containing(earliest.timeline, earliest.start_lsn, size).number;
-    let last = path_end(archive, path)
+    let last = archive
+        .last_segment_on(path)
         .map(|s| s.number)
         .unwrap_or(first)
         .max(first);
@@ -1364,6 +1356,7 @@ mod tests {
                 included_wal: self.included_wal,
                 stored_bytes: 0,
                 has_manifest: true,
+                files: Default::default(),
                 tablespaces: Vec::new(),
             }
         }
@@ -1601,7 +1594,7 @@ mod tests {
                 time("10:12:00"),
                 plan("b2", "000000010000000000000008", "000000010000000000000018", 17, 0, 17 * STORED)
                     .note("checked to the end of timeline 1")
-                    .reason("the newest backup consistent before the target (it ended at 2026-11-23 10:08:30 UTC)"),
+                    .reason("the newest backup consistent before the target; it ended at 2026-11-23 10:08:30 UTC"),
             ),
             // A backup of the primary and one of its standby start at the
             // same checkpoint; the standby's ends later. Whatever the
@@ -2428,7 +2421,14 @@ mod tests {
             lead in 0u64..3,
             tail in 0u64..6,
             target_ms in -600_000i64..20_000_000,
+            near_a_stop in proptest::option::of((any::<prop::sample::Index>(), -1500i64..1500)),
         ) {
+            // Half the cases aim within 1.5 s of a backup's stop time, where
+            // the whole-second rule decides.
+            let target_ms = match near_a_stop {
+                Some((which, delta)) => specs[which.index(specs.len())].3 + delta,
+                None => target_ms,
+            };
             let backups: Vec<Backup> = specs
                 .iter()
                 .enumerate()
@@ -2458,16 +2458,33 @@ mod tests {
                 backup_id: None,
                 timeline: TimelineChoice::Current,
             };
-            let reachable = backups.iter().any(|b| b.consistent_by() <= target);
+            // The oracle's consistent points, from the generated parts and
+            // not from Backup::consistent_by: a backup history file's STOP
+            // TIME is truncated to the second, so the backup is certainly
+            // consistent only one second later; a manifest's time is exact.
+            let consistent: std::collections::BTreeMap<String, DateTime<FixedOffset>> = specs
+                .iter()
+                .enumerate()
+                .map(|(index, (_, _, _, ms, manifest, _))| {
+                    let at = if *manifest {
+                        base_time() + Duration::milliseconds(*ms)
+                    } else {
+                        base_time() + Duration::milliseconds(ms - ms % 1000) + Duration::seconds(1)
+                    };
+                    (format!("r{index}"), at)
+                })
+                .collect();
+            let consistent_by = |b: &Backup| consistent[&b.id];
+            let reachable = backups.iter().any(|b| consistent_by(b) <= target);
             match make_plan(&backups, 0, &archive, &request, &jiff::tz::TimeZone::UTC, None) {
                 Ok(plan) => {
-                    let chosen = plan.backup.consistent_by();
+                    let chosen = consistent_by(&plan.backup);
                     prop_assert!(chosen <= target);
                     for other in &backups {
                         prop_assert!(
-                            other.consistent_by() > target || other.consistent_by() <= chosen,
+                            consistent_by(other) > target || consistent_by(other) <= chosen,
                             "`{}` is consistent by {} <= {target}, later than the chosen `{}` ({chosen})",
-                            other.id, other.consistent_by(), plan.backup.id
+                            other.id, consistent_by(other), plan.backup.id
                         );
                     }
                     prop_assert_eq!(
@@ -2622,6 +2639,7 @@ mod precise_tests {
             included_wal: Default::default(),
             stored_bytes: 0,
             has_manifest: true,
+            files: Default::default(),
             tablespaces: Vec::new(),
         }
     }
@@ -2731,7 +2749,9 @@ mod precise_tests {
         let just_before = plan(time(at(0x18, 9)), true).unwrap();
         assert_eq!(just_before.stop.unwrap().time, at(0x18, 10));
         // Exclusive at exactly the last commit stops before it: reachable.
-        assert!(plan(time(at(0x18, 10)), false).is_ok());
+        let exclusive = plan(time(at(0x18, 10)), false).unwrap();
+        assert_eq!(exclusive.backup.id, just_before.backup.id);
+        assert_eq!(exclusive.wal.last, just_before.wal.last);
         let early = plan(time(at(1, 0)), true).unwrap_err();
         assert!(
             matches!(early, PlanError::TargetBeforeWindow { .. }),
@@ -2968,7 +2988,11 @@ mod precise_tests {
 
     #[test]
     fn lsn_targets_must_lie_inside_the_wal() {
-        assert!(plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).is_ok());
+        // b2 is the newest backup that ends before segment 0x12 (it ends
+        // before 0x10, where the restore point is); the WAL runs to 0x12.
+        let inside = plan(Target::Lsn(Lsn::new(0x12 * SEG)), true).unwrap();
+        assert_eq!(inside.backup.id, "b2");
+        assert_eq!(inside.wal.last.number, 0x12);
         let beyond = plan(Target::Lsn(Lsn::new(0x30 * SEG)), true).unwrap_err();
         assert!(
             matches!(beyond, PlanError::TargetNotInWal { .. }),

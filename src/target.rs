@@ -29,6 +29,7 @@ use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc};
 use jiff::tz::TimeZone;
 use jiff::Zoned;
 
+use crate::duration::Unit;
 use crate::wal::xid::Xid;
 use crate::wal::Lsn;
 
@@ -188,12 +189,16 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
     let out_of_range = || TargetError::OutOfRange {
         text: text.to_string(),
     };
-    let zoned = match parse_datetime::parse_datetime_at_date(now.clone(), text) {
-        Ok(parse_datetime::ParsedDateTime::InRange(zoned)) => zoned,
-        // Years past 9999: neither jiff nor PostgreSQL's input syntax we use
-        // can carry them, and they are in the future anyway.
-        Ok(parse_datetime::ParsedDateTime::Extended(_)) => return Err(out_of_range()),
-        Err(_) => return Err(unrecognized()),
+    let zoned = match counted_back(text, now) {
+        Some(Some(zoned)) => zoned,
+        Some(None) => return Err(out_of_range()),
+        None => match parse_datetime::parse_datetime_at_date(now.clone(), text) {
+            Ok(parse_datetime::ParsedDateTime::InRange(zoned)) => zoned,
+            // Years past 9999: neither jiff nor PostgreSQL's input syntax we
+            // use can carry them, and they are in the future anyway.
+            Ok(parse_datetime::ParsedDateTime::Extended(_)) => return Err(out_of_range()),
+            Err(_) => return Err(unrecognized()),
+        },
     };
 
     let instant = zoned.timestamp();
@@ -225,6 +230,33 @@ fn parse_time(text: &str, now: &Zoned) -> Result<DateTime<FixedOffset>, TargetEr
         return Err(out_of_range());
     }
     Ok(time)
+}
+
+/// `5 minutes ago`, `5m ago`, `1d12h ago`, `30s ago`: counted back from
+/// `now` here, with the unit table `--keep-within` uses, so that every
+/// relative time pitr reads accepts the same abbreviations. Not left to the
+/// date parser, which reads a count that looks like a date as one
+/// (`10201 seconds ago` came back as 0001-01-31). Seconds, minutes and hours
+/// are exact time; days and weeks are calendar days (jiff's arithmetic on a
+/// zoned time), so `1d ago` is the same clock time yesterday across a
+/// daylight-saving change. `None` when the text is not `<duration> ago`;
+/// `Some(None)` when it is, but lies before anything a time can carry.
+fn counted_back(text: &str, now: &Zoned) -> Option<Option<Zoned>> {
+    let lower = text.to_ascii_lowercase();
+    let amount = lower.strip_suffix("ago")?;
+    let parts = crate::duration::parse_parts(amount).ok()?;
+    Some(parts.iter().try_fold(now.clone(), |at, &(number, unit)| {
+        let number = i64::try_from(number).ok()?;
+        let span = match unit {
+            Unit::Second => jiff::Span::new().try_seconds(number),
+            Unit::Minute => jiff::Span::new().try_minutes(number),
+            Unit::Hour => jiff::Span::new().try_hours(number),
+            Unit::Day => jiff::Span::new().try_days(number),
+            Unit::Week => jiff::Span::new().try_weeks(number),
+        }
+        .ok()?;
+        at.checked_sub(span).ok()
+    }))
 }
 
 /// Seconds and nanoseconds since the epoch with the nanoseconds in
@@ -296,16 +328,17 @@ fn describe_instant(instant: jiff::Timestamp, given: &TimeZone, local: &TimeZone
             given_zoned.strftime("%:z")
         ));
     }
-    if local_zoned.offset() == jiff::tz::Offset::UTC {
-        notes.push("local".to_string());
-    } else {
+    // When local time is UTC the line already says it: no note.
+    if local_zoned.offset() != jiff::tz::Offset::UTC {
         notes.push(format!(
             "{} {}, local",
             wall(&local_zoned),
             local_zoned.strftime("%Z")
         ));
     }
-    let _ = write!(out, " ({})", notes.join("; "));
+    if !notes.is_empty() {
+        let _ = write!(out, " ({})", notes.join("; "));
+    }
     out
 }
 
@@ -381,6 +414,105 @@ mod tests {
         now_in("Europe/Berlin")
     }
 
+    /// A `--to` time and the instant it means at [`berlin`]'s now
+    /// (2026-11-23 14:30:00.123456789 +01:00), or None when that instant
+    /// is in the future. The instant is computed here with chrono from the
+    /// generated parts, independently of parse_datetime.
+    fn generated_time_text() -> impl Strategy<Value = (String, Option<DateTime<FixedOffset>>)> {
+        use chrono::{NaiveDate, TimeZone};
+        let now = FixedOffset::east_opt(3600)
+            .unwrap()
+            .with_ymd_and_hms(2026, 11, 23, 14, 30, 0)
+            .unwrap()
+            + chrono::Duration::nanoseconds(123_456_789);
+        let micros = |t: DateTime<FixedOffset>| {
+            t - chrono::Duration::nanoseconds(i64::from(t.nanosecond() % 1_000))
+        };
+        // A past date and time with a numeric offset, 0 to 6 fraction digits.
+        let absolute = (
+            1971i32..2026,
+            1u32..=12,
+            1u32..=28,
+            0u32..24,
+            0u32..60,
+            0u32..60,
+            0usize..=6,
+            0u32..1_000_000,
+            -14i32 * 4..=14 * 4,
+            any::<bool>(),
+        )
+            .prop_map(|(year, month, day, hour, minute, second, digits, micro, quarters, t_sep)| {
+                let fraction = micro / 10u32.pow(6 - digits as u32);
+                let fraction_text = if digits == 0 {
+                    String::new()
+                } else {
+                    format!(".{fraction:0digits$}")
+                };
+                let offset_seconds = quarters * 15 * 60;
+                let sign = if offset_seconds < 0 { '-' } else { '+' };
+                let text = format!(
+                    "{year:04}-{month:02}-{day:02}{}{hour:02}:{minute:02}:{second:02}{fraction_text}{sign}{:02}:{:02}",
+                    if t_sep { "T" } else { " " },
+                    offset_seconds.abs() / 3600,
+                    offset_seconds.abs() % 3600 / 60
+                );
+                let nanos = fraction * 10u32.pow(9 - digits as u32);
+                let want = FixedOffset::east_opt(offset_seconds)
+                    .unwrap()
+                    .from_local_datetime(
+                        &NaiveDate::from_ymd_opt(year, month, day)
+                            .unwrap()
+                            .and_hms_nano_opt(hour, minute, second, nanos)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                (text, Some(want))
+            });
+        // A clock time today in the local zone (Berlin, +01:00 in November):
+        // before now it is today's, after now it is refused.
+        let clock = (0u32..24, 0u32..60, 0u32..60).prop_map(move |(hour, minute, second)| {
+            let want = FixedOffset::east_opt(3600)
+                .unwrap()
+                .with_ymd_and_hms(2026, 11, 23, hour, minute, second)
+                .unwrap();
+            (
+                format!("{hour:02}:{minute:02}:{second:02}"),
+                (want <= now).then_some(want),
+            )
+        });
+        // Relative to now (seconds to hours reach back across the DST
+        // change of 2026-10-25); days stay after it, as a day back is a
+        // calendar day (tested across DST on its own).
+        // All within 2026 (up to 7,000 hours back), whose DST rule is below.
+        // Counts of any size up to each unit's bound: this property found
+        // that five-digit counts looking like dates were read as dates
+        // ("10201 seconds ago" was 0001-01-31 23:59:59) while relative
+        // times went through the date parser; they are counted back by
+        // pitr now (`counted_back`).
+        let relative = (
+            1i64..10_000_000,
+            prop::sample::select(vec![
+                ("seconds", 1i64, 9_999_999),
+                ("minutes", 60, 499_999),
+                ("hours", 3600, 7_000),
+                ("days", 86_400, 28),
+            ]),
+        )
+            .prop_map(move |(count, (unit, seconds, most))| {
+                let count = count % most + 1;
+                let instant = micros(now - chrono::Duration::seconds(count * seconds));
+                // Written in Berlin's offset of that instant: summer time
+                // (+02:00) from 2026-03-29 to 2026-10-25, 01:00 UTC each.
+                let summer_start = chrono::Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap();
+                let summer_end = chrono::Utc.with_ymd_and_hms(2026, 10, 25, 1, 0, 0).unwrap();
+                let summer = instant >= summer_start && instant < summer_end;
+                let offset = if summer { 7200 } else { 3600 };
+                let want = instant.with_timezone(&FixedOffset::east_opt(offset).unwrap());
+                (format!("{count} {unit} ago"), Some(want))
+            });
+        prop_oneof![absolute, clock, relative]
+    }
+
     fn time(text: &str, now: &Zoned) -> DateTime<FixedOffset> {
         match parse_target(text, now) {
             Ok(Target::Time(t)) => t,
@@ -421,6 +553,67 @@ mod tests {
             "  5 minutes ago\n",
             &now,
             "2026-11-23T14:25:00.123456+01:00",
+        );
+    }
+
+    #[test]
+    fn relative_times_with_short_units() {
+        let now = berlin();
+        for (text, expected) in [
+            ("5m ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("5 min ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("5min ago", "2026-11-23T14:25:00.123456+01:00"),
+            ("2h ago", "2026-11-23T12:30:00.123456+01:00"),
+            ("1d ago", "2026-11-22T14:30:00.123456+01:00"),
+            ("30s ago", "2026-11-23T14:29:30.123456+01:00"),
+            ("1h30m ago", "2026-11-23T13:00:00.123456+01:00"),
+            ("90 sec ago", "2026-11-23T14:28:30.123456+01:00"),
+            ("1w ago", "2026-11-16T14:30:00.123456+01:00"),
+            ("5M AGO", "2026-11-23T14:25:00.123456+01:00"),
+        ] {
+            assert_time(text, &now, expected);
+        }
+        // A short day is a calendar day across a DST change, as `1 day ago` is.
+        let after_dst: Zoned = "2026-10-26T12:00:00[Europe/Berlin]".parse().unwrap();
+        assert_eq!(time("1d ago", &after_dst), time("1 day ago", &after_dst));
+        // An unknown unit is still refused.
+        assert!(error("5y ago", &now).contains("cannot understand"));
+    }
+
+    #[test]
+    fn a_day_back_is_a_calendar_day_and_hours_are_exact() {
+        // Berlin left summer time at 03:00 on 2026-10-25, so the day before
+        // noon of the 25th was 25 hours long.
+        let noon: Zoned = "2026-10-25T12:00:00[Europe/Berlin]".parse().unwrap();
+        assert_time("1d ago", &noon, "2026-10-24T12:00:00+02:00");
+        assert_time("1 day ago", &noon, "2026-10-24T12:00:00+02:00");
+        assert_time("24h ago", &noon, "2026-10-24T13:00:00+02:00");
+        assert_time("1w ago", &noon, "2026-10-18T12:00:00+02:00");
+    }
+
+    #[test]
+    fn large_counts_are_counted_back_not_read_as_dates() {
+        // The date parser read these counts as dates (year 1, 1985).
+        let now = berlin();
+        assert_time(
+            "10201 seconds ago",
+            &now,
+            "2026-11-23T11:39:59.123456+01:00",
+        );
+        assert_time(
+            "850601 seconds ago",
+            &now,
+            "2026-11-13T18:13:19.123456+01:00",
+        );
+        assert_time(
+            "10101 seconds ago",
+            &now,
+            "2026-11-23T11:41:39.123456+01:00",
+        );
+        assert_time(
+            "100000 minutes ago",
+            &now,
+            "2026-09-15T04:50:00.123456+02:00",
         );
     }
 
@@ -768,7 +961,7 @@ mod tests {
             parse_target("2026-11-23 13:05:00", &utc)
                 .unwrap()
                 .describe(utc.time_zone()),
-            "2026-11-23 13:05:00 UTC (local)"
+            "2026-11-23 13:05:00 UTC"
         );
     }
 
@@ -841,6 +1034,35 @@ mod tests {
                 prop_assert_eq!(t.nanosecond() % 1_000, 0);
                 let reparsed = DateTime::parse_from_str(&postgres_timestamp(&t), PG_FORMAT);
                 prop_assert_eq!(reparsed, Ok(t));
+            }
+        }
+
+        /// Real dates with an offset, clock times of today and relative
+        /// times, each with its instant worked out from the generated parts
+        /// (chrono arithmetic, not the parser): every case parses, to exactly
+        /// that instant, to the microsecond, or is refused as in the future.
+        #[test]
+        fn generated_dates_clock_times_and_relative_times_mean_what_they_say(
+            case in generated_time_text(),
+        ) {
+            let now = berlin();
+            let (text, expected) = case;
+            let now_chrono = DateTime::from_timestamp(
+                now.timestamp().as_second(),
+                now.timestamp().subsec_nanosecond() as u32,
+            )
+            .unwrap();
+            match (parse_target(&text, &now), expected) {
+                (Ok(Target::Time(t)), Some(want)) => {
+                    prop_assert_eq!(t, want, "{}", text);
+                    prop_assert_eq!(t.offset(), want.offset(), "{}", text);
+                    prop_assert!(t <= now_chrono, "{}", text);
+                    prop_assert_eq!(t.nanosecond() % 1_000, 0, "{}", text);
+                    let reparsed = DateTime::parse_from_str(&postgres_timestamp(&t), PG_FORMAT);
+                    prop_assert_eq!(reparsed, Ok(t));
+                }
+                (Err(TargetError::Future { .. }), None) => {}
+                (outcome, want) => prop_assert!(false, "{text}: {outcome:?}, expected {want:?}"),
             }
         }
 

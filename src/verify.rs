@@ -7,11 +7,10 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::compression::Compression;
-use crate::plan::path_end;
 use crate::repo::archive::WalArchive;
-use crate::repo::backup::{Backup, BackupFormat};
-use crate::repo::manifest;
+use crate::repo::backup::{Backup, BackupFile, BackupFormat};
 use crate::repo::manifest_check::{Hashing, ManifestCheck};
+use crate::repo::store::StoreRead;
 use crate::repo::tablespace::TablespaceSource;
 use crate::repo::wal_source::ArchiveWal;
 use crate::wal::facts::{SegmentEnding, WalSource};
@@ -39,7 +38,7 @@ pub struct TimelineReport {
 
 /// Checks one backup's files against its manifest, streaming through tars
 /// without extracting them.
-pub fn verify_backup(backup: &Backup) -> BackupReport {
+pub fn verify_backup(backups: &dyn StoreRead, backup: &Backup) -> BackupReport {
     let mut report = BackupReport {
         id: backup.id.clone(),
         has_manifest: backup.has_manifest,
@@ -50,15 +49,17 @@ pub fn verify_backup(backup: &Backup) -> BackupReport {
     if !backup.has_manifest {
         return report;
     }
-    let manifest_path = backup.dir.join("backup_manifest");
-    let parsed = fs::read(&manifest_path)
-        .map_err(|e| format!("cannot read `{}`: {e}", manifest_path.display()))
-        .and_then(|bytes| {
-            manifest::verify_manifest_checksum(&bytes)
-                .map_err(|e| format!("`{}` is damaged: {e}", manifest_path.display()))?;
-            manifest::parse(&bytes)
-                .map_err(|e| format!("`{}` is malformed: {e}", manifest_path.display()))
-        });
+    let manifest_path = backup.manifest_file().path;
+    let parsed = match backup.manifest() {
+        None => Err(format!("cannot read `{}`", manifest_path.display())),
+        Some(kept) => match &kept.damage {
+            Some(damage) => Err(format!(
+                "`{}` is damaged: {damage}",
+                manifest_path.display()
+            )),
+            None => Ok(&kept.parsed),
+        },
+    };
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(problem) => {
@@ -66,19 +67,22 @@ pub fn verify_backup(backup: &Backup) -> BackupReport {
             return report;
         }
     };
-    let mut check = ManifestCheck::new(&parsed);
+    let mut check = ManifestCheck::new(parsed);
     match backup.format {
         BackupFormat::Plain => walk_plain(&backup.dir, &backup.dir, "", &mut check, &mut report),
-        BackupFormat::Tar(compression) => {
-            let base = backup.dir.join(format!("base.tar{}", compression.suffix()));
-            stream_tar(&base, compression, "", &mut check, &mut report);
+        BackupFormat::Tar(_) => {
+            if let Some(base) = backup.base_tar() {
+                stream_tar(backups, &base, "", &mut check, &mut report);
+            }
         }
     }
     for tablespace in &backup.tablespaces {
         let prefix = format!("pg_tblspc/{}/", tablespace.oid);
         match &tablespace.source {
-            TablespaceSource::Tar { path, compression } => {
-                stream_tar(path, *compression, &prefix, &mut check, &mut report)
+            TablespaceSource::Tar { .. } => {
+                if let Some(file) = backup.tablespace_tar(tablespace.oid) {
+                    stream_tar(backups, &file, &prefix, &mut check, &mut report)
+                }
             }
             TablespaceSource::Directory(dir) => {
                 walk_plain(dir, dir, &prefix, &mut check, &mut report)
@@ -111,6 +115,9 @@ fn checksum_stream(
     check.record(path, sink.written, digest)
 }
 
+// A plain backup and its tablespace directories are trees of local files
+// (pg_verifybackup reads them the same way).
+#[allow(clippy::disallowed_methods)]
 fn walk_plain(
     root: &Path,
     dir: &Path,
@@ -153,14 +160,20 @@ fn walk_plain(
     }
 }
 
+/// Streams a tar object of the backups store through the manifest check.
 fn stream_tar(
-    path: &Path,
-    compression: Compression,
+    backups: &dyn StoreRead,
+    file: &BackupFile,
     prefix: &str,
     check: &mut ManifestCheck,
     report: &mut BackupReport,
 ) {
-    let reader = match compression.open(path) {
+    let described = backups.describe(&file.key);
+    let path = Path::new(&described);
+    let reader = match backups
+        .open(&file.key)
+        .and_then(|reader| file.compression.decoder(reader))
+    {
         Ok(reader) => reader,
         Err(error) => {
             report
@@ -243,7 +256,10 @@ pub fn verify_archive(archive: &WalArchive) -> Vec<TimelineReport> {
             }
         };
         // The segments this timeline's own files hold on its path.
-        let Some(last) = path_end(archive, &path).filter(|end| end.timeline == timeline) else {
+        let Some(last) = archive
+            .last_segment_on(&path)
+            .filter(|end| end.timeline == timeline)
+        else {
             reports.push(report);
             continue;
         };

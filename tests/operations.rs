@@ -51,12 +51,6 @@ fn run_ok(command: &mut Command, what: &str) -> Output {
     output
 }
 
-/// True once `pitr wal-push` exists in this branch.
-fn wal_push_available(binary: &Path) -> bool {
-    let output = pitr(binary).arg("--help").output().unwrap();
-    stdout(&output).contains("wal-push")
-}
-
 /// initdb a cluster in `dir/source` (not started), with its socket in
 /// `dir/run`; returns (pgdata, socket dir, port).
 fn initdb(dir: &Path) -> (PathBuf, PathBuf, u16) {
@@ -129,22 +123,23 @@ fn with_pg_env<'a>(command: &'a mut Command, run_dir: &Path, port: u16) -> &'a m
 
 /// Names of the files in the archive.
 fn archive_names(repo: &Path) -> BTreeSet<String> {
-    fs::read_dir(repo.join("wal"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect()
+    names_in(&repo.join("wal")).into_iter().collect()
 }
 
 /// Entries of `base/`, hidden ones included.
 fn base_entries(repo: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(repo.join("base"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    names_in(&repo.join("base"))
+}
+
+/// A backup's start LSN as PostgreSQL recorded it in its backup_manifest
+/// (`WAL-Ranges[0].Start-LSN`), independent of pitr's reading of it.
+fn manifest_start_lsn(repo: &Path, id: &str) -> String {
+    let path = repo.join("base").join(id).join("backup_manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ranges = manifest["WAL-Ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 1, "one timeline: {ranges:?}");
+    ranges[0]["Start-LSN"].as_str().unwrap().to_string()
 }
 
 /// The segment number (16 MiB segments) of an LSN such as `0/5000028`.
@@ -220,8 +215,10 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     for sub in ["", "base", "wal"] {
         let metadata = fs::metadata(repo.join(sub)).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o777, 0o750, "{sub}");
-        if let Some(user) = pg_user() {
+        // As root, init gives the repository to the postgres user.
+        if require_root("init_backup_restore_and_expire_on_a_cluster_set_up_by_init") {
             use std::os::unix::fs::MetadataExt;
+            let user = pg_user().expect("root has a postgres user");
             assert_eq!(metadata.uid(), user.uid.as_raw(), "{sub}");
         }
     }
@@ -251,26 +248,8 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     assert!(!messages.contains("problem: wal_level"), "{messages}");
 
     // 3. The printed lines, appended to postgresql.conf, archive into the
-    // repository.
+    // repository, through `pitr wal-push` (the command init prints).
     append_conf(&pgdata, &conf);
-    let through_wal_push = wal_push_available(&binary);
-    if !through_wal_push {
-        // TODO(wal-push): drop this override once `pitr wal-push` is merged
-        // into this branch; until then the archive is filled by `cp`, with
-        // the same quoting problems solved by hand.
-        let wal = repo.join("wal").to_string_lossy().replace('%', "%%");
-        append_conf(
-            &pgdata,
-            &format!(
-                "archive_command = {}\n",
-                conf_quote(&format!(
-                    "test ! -f {wal}/%f && cp %p {wal}/%f",
-                    wal = shell_quote(&wal)
-                ))
-            ),
-        );
-        eprintln!("note: pitr wal-push is not in this branch; archiving through cp");
-    }
     pg_ctl(&pgdata, &run_dir, "start");
     let _server = ServerGuard(pgdata.clone());
     let output = run_ok(
@@ -288,28 +267,30 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     );
 
     // 4. Two backups with markers around them. The first connects through
-    // PG* variables, the second through -d.
-    // TODO(wal-push): zstd (the default) once the zstd reader of the
-    // wal-push branch is merged; this branch reads gzip only.
-    let compress: &[&str] = if through_wal_push {
-        &[]
-    } else {
-        &["--compress", "gzip"]
-    };
+    // PG* variables, the second through -d; both with the default
+    // compression (zstd).
     psql(&run_dir, port, "CREATE TABLE markers (id int PRIMARY KEY)");
     let output = run_ok(
         with_pg_env(&mut pitr(&binary), &run_dir, port)
             .args(["backup", "--fast", "--repo"])
-            .arg(&repo)
-            .args(compress),
+            .arg(&repo),
         "first pitr backup",
     );
     let first = stdout(&output).trim().to_string();
-    assert_eq!(first.len(), "20261124T031500Z".len(), "{first}");
+    let first_output = output;
+    // The id is the backup's start in UTC, `YYYYMMDDTHHMMSSZ`.
+    let started = chrono::NaiveDateTime::parse_from_str(&first, "%Y%m%dT%H%M%SZ")
+        .unwrap_or_else(|e| panic!("backup id {first:?} is not a UTC time stamp: {e}"))
+        .and_utc();
+    let age = chrono::Utc::now() - started;
     assert!(
-        stderr(&output).contains("its WAL is archived"),
+        age >= chrono::Duration::zero() && age < chrono::Duration::minutes(5),
+        "backup id {first} is not the time of the backup"
+    );
+    assert!(
+        stderr(&first_output).contains("its WAL is archived"),
         "{}",
-        stderr(&output)
+        stderr(&first_output)
     );
     std::thread::sleep(Duration::from_millis(1200));
     let mut markers = Vec::new();
@@ -321,7 +302,6 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
         pitr(&binary)
             .args(["--json", "backup", "--fast", "--repo"])
             .arg(&repo)
-            .args(compress)
             .arg("-d")
             .arg(format!(
                 "host='{}' port={port} user=postgres",
@@ -333,6 +313,58 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     let second = summary["id"].as_str().unwrap().to_string();
     assert_eq!(summary["wal_archived"], true);
     assert!(second > first, "ids sort by time: {first} {second}");
+
+    // One "restorable from" per backup: `backup` (text and JSON), `list`
+    // (table and JSON) and the window's start all give the same instant.
+    let first_line = stderr(&first_output);
+    let first_from = first_line
+        .split("restorable from ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no restorable-from time: {first_line}"))
+        .trim_end_matches(" UTC")
+        .to_string();
+    let listed = json(&run_ok(
+        pitr(&binary).args(["--json", "list", "--repo"]).arg(&repo),
+        "pitr list --json",
+    ));
+    let listed_from = |id: &str| {
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()["restorable_from"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        listed_from(&second),
+        summary["restorable_from"].as_str().unwrap()
+    );
+    let first_json = chrono::DateTime::parse_from_rfc3339(&listed_from(&first)).unwrap();
+    assert_eq!(
+        first_json
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string(),
+        first_from
+    );
+    assert_eq!(
+        listed["timelines"][0]["recoverable_from"].as_str().unwrap(),
+        listed_from(&first)
+    );
+    let table = stdout(&run_ok(
+        pitr(&binary).args(["list", "--repo"]).arg(&repo),
+        "pitr list",
+    ));
+    let first_row = table.lines().find(|l| l.starts_with(&first)).unwrap();
+    assert!(first_row.contains(&first_from), "{table}");
+    assert!(
+        table.contains(&format!("recoverable {first_from} UTC")),
+        "{table}"
+    );
     std::thread::sleep(Duration::from_millis(1200));
     for id in 4..=6 {
         markers.push(insert_marker(&run_dir, port, id));
@@ -342,17 +374,8 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     assert_eq!(base_entries(&repo), [first.clone(), second.clone()]);
 
     // The backups are what was asked for: tar, compressed, with a manifest.
-    let files: Vec<String> = fs::read_dir(repo.join("base").join(&first))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let expected_base = if through_wal_push {
-        "base.tar.zst"
-    } else {
-        "base.tar.gz"
-    };
-    assert!(files.contains(&expected_base.to_string()), "{files:?}");
+    let files = names_in(&repo.join("base").join(&first));
+    assert!(files.contains(&"base.tar.zst".to_string()), "{files:?}");
     assert!(files.contains(&"backup_manifest".to_string()), "{files:?}");
 
     // 5. A restore from the first backup is exact.
@@ -387,8 +410,23 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
         decisions,
         [(first.as_str(), false), (second.as_str(), true)]
     );
-    let first_start = backups[0]["start_lsn"].as_str().unwrap().to_string();
-    let second_start = segment_number(backups[1]["start_lsn"].as_str().unwrap());
+    // The expectation comes from PostgreSQL's own files, not from pitr's
+    // catalog: each backup's start LSN is in the backup_manifest the server
+    // wrote (`WAL-Ranges`), and its history file in the archive is named
+    // after that LSN by the server.
+    let first_start = manifest_start_lsn(&repo, &first);
+    let second_start_lsn = manifest_start_lsn(&repo, &second);
+    let second_start = segment_number(&second_start_lsn);
+    assert_eq!(
+        backups[0]["start_lsn"],
+        first_start.as_str(),
+        "pitr's catalog"
+    );
+    assert_eq!(
+        backups[1]["start_lsn"],
+        second_start_lsn.as_str(),
+        "pitr's catalog"
+    );
 
     // What must go: every segment before the kept backup's start segment,
     // and the first backup's history file.
@@ -537,6 +575,141 @@ fn a_failed_or_unarchived_backup_is_never_taken_for_a_good_one() {
     assert_eq!(base_entries(&repo), entries);
 }
 
+/// pg_stat_archiver's failed and archived counts, and whether the last
+/// attempt failed.
+fn archiver(run_dir: &Path, port: u16) -> (u64, u64, bool) {
+    let row = psql(
+        run_dir,
+        port,
+        "SELECT failed_count || ',' || archived_count || ',' || \
+         coalesce(last_failed_time > last_archived_time, last_failed_time IS NOT NULL) \
+         FROM pg_stat_archiver",
+    );
+    let fields: Vec<&str> = row.split(',').collect();
+    (
+        fields[0].parse().unwrap(),
+        fields[1].parse().unwrap(),
+        fields[2] == "true",
+    )
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
+    let dir = shared_tempdir("pitr-ops-archiver-");
+    let binary = shared_pitr_binary(dir.path());
+    let repo = dir.path().join("repo");
+    let printed = init_repo(&binary, &repo);
+    let (pgdata, run_dir, port) = initdb(dir.path());
+
+    // --conf-file writes a conf.d file of its own; twice is the same file.
+    let conf_d = pgdata.join("conf.d");
+    fs::create_dir(&conf_d).unwrap();
+    append_conf(&pgdata, "include_dir = 'conf.d'\n");
+    let conf_file = conf_d.join("pitr.conf");
+    for _ in 0..2 {
+        let output = run_ok(
+            pitr(&binary)
+                .args(["init", "--repo"])
+                .arg(&repo)
+                .arg("--conf-file")
+                .arg(&conf_file),
+            "pitr init --conf-file",
+        );
+        assert_eq!(stdout(&output), "", "nothing printed with --conf-file");
+        let written = fs::read_to_string(&conf_file).unwrap();
+        assert!(written.ends_with(&printed), "{written}");
+        assert_eq!(written.matches("archive_mode = on").count(), 1, "{written}");
+    }
+
+    // `pitr init >> file` twice: the second adds nothing.
+    let appended = dir.path().join("appended.conf");
+    for round in 0..2 {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&appended)
+            .unwrap();
+        let output = pitr(&binary)
+            .args(["init", "--repo"])
+            .arg(&repo)
+            .stdout(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        if round == 1 {
+            assert!(
+                stderr(&output).contains("already holds these lines"),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
+    let text = fs::read_to_string(&appended).unwrap();
+    assert_eq!(text.matches("archive_command = ").count(), 1, "{text}");
+
+    // Running and archiving: the lines are in effect and not printed again.
+    pg_ctl(&pgdata, &run_dir, "start");
+    let _server = ServerGuard(pgdata.clone());
+    let check = |code: i32| {
+        let output = pitr(&binary)
+            .args(["init", "--repo"])
+            .arg(&repo)
+            .arg("--pgdata")
+            .arg(&pgdata)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+        assert_eq!(
+            stdout(&output),
+            "",
+            "the lines are in effect: {}",
+            stdout(&output)
+        );
+        stderr(&output)
+    };
+    let messages = check(0);
+    assert!(messages.contains("nothing to add"), "{messages}");
+    assert!(messages.contains("archiving works"), "{messages}");
+
+    // The archive directory becomes unwritable: archiving fails, and init
+    // says so, with the failed file, and exits 8.
+    let wal = repo.join("wal");
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o555)).unwrap();
+    psql(&run_dir, port, "CREATE TABLE t AS SELECT 1 AS x");
+    psql(&run_dir, port, "SELECT pg_switch_wal()");
+    wait_for("a failed archiving attempt", || {
+        archiver(&run_dir, port).0 > 0
+    });
+    let failed_wal = psql(
+        &run_dir,
+        port,
+        "SELECT last_failed_wal FROM pg_stat_archiver",
+    );
+    let messages = check(8);
+    assert!(messages.contains("problem: archiving fails"), "{messages}");
+    assert!(messages.contains(&failed_wal), "{messages}");
+    assert!(messages.contains("server log says why"), "{messages}");
+
+    // Fixed: it works again, and the earlier failures are a note.
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o750)).unwrap();
+    psql(&run_dir, port, "INSERT INTO t VALUES (2)");
+    psql(&run_dir, port, "SELECT pg_switch_wal()");
+    wait_for("archiving to succeed again", || !archiver(&run_dir, port).2);
+    let messages = check(0);
+    assert!(messages.contains("but works now"), "{messages}");
+}
+
 #[test]
 fn init_refuses_a_directory_that_is_not_a_repository() {
     let dir = shared_tempdir("pitr-ops-init-");
@@ -587,6 +760,19 @@ fn completions_and_man_pages_come_from_the_definitions() {
         let text = fs::read_to_string(man.join(page)).unwrap_or_default();
         assert!(text.contains(".TH"), "{page} is not a man page");
     }
+    // The exit statuses a script tests are in the man pages.
+    for page in ["pitr-restore.1", "pitr-plan.1"] {
+        let text = fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains("Exit status"), "{page}: {text}");
+        assert!(
+            text.contains("plan refused") || text.contains("refused: no backup"),
+            "{page}"
+        );
+    }
+    // --version names the commit it was built from.
+    let version = stdout(&run_ok(pitr(&binary).arg("--version"), "--version"));
+    assert!(version.starts_with("pitr "), "{version}");
+    assert!(version.contains("(commit "), "{version}");
     let backup = fs::read_to_string(man.join("pitr-backup.1")).unwrap();
     assert!(backup.contains("archive\\-wait"), "{backup}");
     // Hidden from --help: it is for packagers.

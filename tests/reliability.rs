@@ -98,16 +98,10 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The names in `dir`, hidden ones included. A read error fails the test:
+/// "nothing is left" must not also pass when the directory itself is gone.
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    names_in(dir)
 }
 
 fn stderr(output: &Output) -> String {
@@ -217,6 +211,14 @@ fn a_truncated_backup_is_refused_and_leaves_nothing() {
         &["--to", &s.target, "--backup", "targz"],
     );
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    // The reason is the damaged compressed stream. (The message names the
+    // member being written, not `base.tar.gz`: `verify` below names that.)
+    assert!(
+        stderr(&output).contains("cannot extract")
+            && stderr(&output).contains("incomplete deflate stream"),
+        "the truncation must be the reason given: {}",
+        stderr(&output)
+    );
     assert!(
         listing(&parent).is_empty(),
         "nothing may be left: {:?}",
@@ -356,8 +358,11 @@ fn tar_members_that_climb_out_are_refused() {
 
 #[test]
 fn a_full_disk_is_reported_and_cleaned_up() {
-    if pg_user().is_none() {
-        return; // mounting a small tmpfs needs root
+    let test = "a_full_disk_is_reported_and_cleaned_up";
+    // A small tmpfs is the full disk: mounting it needs root (and
+    // CAP_SYS_ADMIN, which unprivileged containers lack).
+    if !require_root(test) {
+        return;
     }
     let s = scenario();
     let mount = s.workdir("small-disk");
@@ -365,9 +370,8 @@ fn a_full_disk_is_reported_and_cleaned_up() {
         .args(["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs"])
         .arg(&mount)
         .status()
-        .unwrap();
-    if !mounted.success() {
-        eprintln!("cannot mount a tmpfs here; skipping the disk-full test");
+        .is_ok_and(|status| status.success());
+    if !require(test, mounted, "`mount -t tmpfs` is not allowed here") {
         return;
     }
     struct Unmount(PathBuf);
@@ -401,6 +405,8 @@ fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
+/// Staging is slowed (`PITR_STAGE_DELAY_MS`, a test knob: a pause before
+/// each file) so that the signal certainly lands while files are copied.
 #[test]
 fn ctrl_c_while_staging_removes_the_staging_directory() {
     let s = scenario();
@@ -412,57 +418,99 @@ fn ctrl_c_while_staging_removes_the_staging_directory() {
         .arg(&s.repo)
         .args(["--to", &s.target, "--backup", "plain", "--pgdata"])
         .arg(&pgdata)
-        .env("PITR_FETCH_DELAY_MS", "3000")
+        .env("PITR_STAGE_DELAY_MS", "20")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    let staging = |parent: &Path| {
+        listing(parent)
+            .into_iter()
+            .find(|name| name.contains("pitr-staging"))
+    };
     wait_for("the staging directory", Duration::from_secs(60), || {
-        listing(&parent)
-            .iter()
-            .any(|name| name.contains("pitr-staging"))
+        staging(&parent).is_some()
+    });
+    let staging_dir = parent.join(staging(&parent).unwrap());
+    // Some files are in it: staging is under way, not about to start.
+    wait_for("the first staged files", Duration::from_secs(60), || {
+        fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some())
     });
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    let _guard = ServerGuard(pgdata.clone());
-    if pgdata.exists() {
-        // Staging had just finished: then the server must have been stopped.
-        let running = postmaster_pid(&pgdata).is_some_and(process_alive);
-        assert!(!running);
-    } else {
-        assert!(listing(&parent).is_empty(), "{:?}", listing(&parent));
-    }
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{message}");
+    assert!(
+        message.contains("interrupted while staging"),
+        "the interruption must be reported as such: {message}"
+    );
+    assert!(!pgdata.exists(), "no data directory may appear: {message}");
+    // Nothing at all is left: no staging, tablespace staging or WAL spool
+    // directory (all hidden, `.pgdata.pitr-*`).
+    assert!(listing(&parent).is_empty(), "{:?}", listing(&parent));
 }
 
+/// Ctrl-C (SIGINT, from a terminal) and SIGTERM (from a service manager)
+/// during replay: the server is stopped, the data directory kept as it is
+/// with its recovery state, and the message says how to resume.
 #[test]
 fn ctrl_c_while_replaying_stops_the_server_and_says_how_to_resume() {
     let s = scenario();
-    let parent = s.workdir("interrupt-replay");
-    let pgdata = parent.join("pgdata");
-    let child = s
-        .pitr()
-        .args(["restore", "--repo"])
-        .arg(&s.repo)
-        .args(["--to", &s.target, "--backup", "targz", "--pgdata"])
-        .arg(&pgdata)
-        .env("PITR_FETCH_DELAY_MS", "2000")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    wait_for("the server to start", Duration::from_secs(120), || {
-        postmaster_pid(&pgdata).is_some()
-    });
-    let server = postmaster_pid(&pgdata).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(stderr(&output).contains("resume"), "{}", stderr(&output));
-    assert!(
-        !process_alive(server),
-        "the server must be stopped: {}",
-        stderr(&output)
-    );
-    assert!(pgdata.join("backup_label").exists() || pgdata.join("backup_label.old").exists());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        let parent = s.workdir(&format!("interrupt-replay-{signal}"));
+        let pgdata = parent.join("pgdata");
+        let child = s
+            .pitr()
+            .args(["restore", "--repo"])
+            .arg(&s.repo)
+            .args(["--to", &s.target, "--backup", "targz", "--pgdata"])
+            .arg(&pgdata)
+            .env("PITR_FETCH_DELAY_MS", "2000")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _guard = ServerGuard(pgdata.clone());
+        wait_for("the server to start", Duration::from_secs(120), || {
+            postmaster_pid(&pgdata).is_some()
+        });
+        let server = postmaster_pid(&pgdata).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(130), "{signal}: {message}");
+        // The resume command is printed whole, to be pasted: the full path
+        // of pg_ctl, run as the server's user, with this data directory.
+        let resume = message
+            .split_once("start it again with `")
+            .and_then(|(_, rest)| rest.split_once("` to resume recovery"))
+            .map(|(command, _)| command.to_string())
+            .unwrap_or_else(|| panic!("{signal}: the message must say how to resume: {message}"));
+        assert!(
+            resume.contains(&format!(
+                "{}/pg_ctl start -D {}",
+                pg_bin().display(),
+                pgdata.display()
+            )),
+            "{signal}: the resume command must name pg_ctl's full path and the data directory: {resume}"
+        );
+        assert!(
+            !process_alive(server),
+            "{signal}: the server must be stopped: {message}"
+        );
+        assert_eq!(
+            processes_working_in(&pgdata),
+            Vec::<Pid>::new(),
+            "{signal}: no server process may be left"
+        );
+        // The recovery state that lets `pg_ctl start` resume: the server
+        // renames backup_label to backup_label.old once it has read it
+        // into pg_control, and recovery.signal stays until the end.
+        assert!(
+            pgdata.join("backup_label").exists() || pgdata.join("backup_label.old").exists(),
+            "{signal}: {:?}",
+            listing(&pgdata)
+        );
+        assert!(pgdata.join("recovery.signal").exists(), "{signal}");
+    }
 }

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
+use nix::unistd::Pid;
 
 /// The repository and what was committed when; built once per test binary.
 struct Scenario {
@@ -110,10 +111,6 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Runs `pitr restore --json` and returns the summary, the guard that stops
 /// the restored server, and the port.
 fn restore(
@@ -194,29 +191,34 @@ fn relative_target_run_as_the_postgres_user_picks_the_second_backup() {
     );
     assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
     assert_eq!(count_markers(&summary), 5);
-    if let Some(user) = pg_user() {
+    // Only root can switch to the postgres user; otherwise the restore
+    // above ran as ourselves and the ownership half does not apply.
+    if require_root("relative_target_run_as_the_postgres_user_picks_the_second_backup") {
         use std::os::unix::fs::MetadataExt;
+        let user = pg_user().expect("root has a postgres user");
         assert_eq!(fs::metadata(&pgdata).unwrap().uid(), user.uid.as_raw());
     }
 }
 
 #[test]
 fn root_restore_stages_files_owned_by_the_postgres_user() {
+    if !require_root("root_restore_stages_files_owned_by_the_postgres_user") {
+        return;
+    }
+    let user = pg_user().expect("root has a postgres user");
     let s = scenario();
     let target = between(s.marker(5), s.marker(6));
     let (summary, _guard, pgdata) = restore(s, "as-root", &target.to_rfc3339(), &[], s.pitr());
     assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
     assert_eq!(count_markers(&summary), 5);
-    if let Some(user) = pg_user() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let metadata = fs::metadata(&pgdata).unwrap();
-        assert_eq!(metadata.uid(), user.uid.as_raw());
-        assert_eq!(metadata.permissions().mode() & 0o777, 0o700);
-        assert_eq!(
-            fs::metadata(pgdata.join("base")).unwrap().uid(),
-            user.uid.as_raw()
-        );
-    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = fs::metadata(&pgdata).unwrap();
+    assert_eq!(metadata.uid(), user.uid.as_raw());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(pgdata.join("base")).unwrap().uid(),
+        user.uid.as_raw()
+    );
 }
 
 /// Between the last commit before a backup's end and its one-second STOP
@@ -340,9 +342,28 @@ fn plan_json_names_the_backup_and_the_wal_range() {
     for key in ["start_lsn", "stop_lsn", "stop_time"] {
         assert!(plan["backup"][key].is_string(), "backup.{key}: {plan}");
     }
-    assert!(plan["wal"]["segments"].as_u64().unwrap() >= 1);
+    // The WAL starts with the segment the backup's own backup_label names
+    // (written by PostgreSQL), and the range is contiguous.
+    let label = fs::read_to_string(s.repo.join("base/a-plain/backup_label")).unwrap();
+    let start_file = label
+        .lines()
+        .find_map(|line| line.strip_prefix("START WAL LOCATION: "))
+        .and_then(|rest| rest.split("(file ").nth(1))
+        .map(|rest| rest.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("no START WAL LOCATION in backup_label:\n{label}"));
+    let first = plan["wal"]["first"].as_str().unwrap();
+    let last = plan["wal"]["last"].as_str().unwrap();
+    assert_eq!(first, start_file, "{plan}");
+    let segment_number = |name: &str| {
+        u64::from_str_radix(&name[8..16], 16).unwrap() * 0x100
+            + u64::from_str_radix(&name[16..24], 16).unwrap()
+    };
+    assert_eq!(
+        plan["wal"]["segments"].as_u64().unwrap(),
+        segment_number(last) - segment_number(first) + 1,
+        "{plan}"
+    );
     assert!(plan["wal"]["bytes"].as_u64().unwrap() > 0);
-    assert_eq!(plan["wal"]["first"].as_str().unwrap().len(), 24);
     assert_eq!(plan["target"]["kind"], "time");
 
     // --dry-run is the same plan and writes nothing.
@@ -400,8 +421,9 @@ fn a_target_after_the_last_commit_is_refused_with_the_exact_end() {
 /// the failure with the server's log lines and stops the server.
 #[test]
 fn an_unreadable_archive_file_fails_the_recovery_loudly() {
-    if pg_user().is_none() {
-        return; // needs root: the planner (root) can read what postgres cannot
+    // Needs root: the planner (root) reads what the postgres user cannot.
+    if !require_root("an_unreadable_archive_file_fails_the_recovery_loudly") {
+        return;
     }
     let s = scenario();
     let parent = s.restore_dir("unreadable");
@@ -450,6 +472,13 @@ fn an_unreadable_archive_file_fails_the_recovery_loudly() {
         !running,
         "no server may be left running after a failed recovery"
     );
+    // Also one whose postmaster.pid is gone: every PostgreSQL process works
+    // in its data directory.
+    assert_eq!(
+        processes_working_in(&pgdata),
+        Vec::<Pid>::new(),
+        "no server process may be left in the data directory"
+    );
 }
 
 /// `pitr` runs the server programs of the backup's major: found on PATH
@@ -481,12 +510,17 @@ fn the_server_programs_must_be_of_the_backups_major() {
     assert_eq!(summary["server"]["bin_dir"], bin.to_str().unwrap());
     assert_eq!(server_major(&summary), pg_major());
 
-    let Some(other) = other_pg_bin() else {
-        eprintln!("no server programs of another major here: the refusal is not tested");
+    let other = other_pg_bin();
+    if !require(
+        "the_server_programs_must_be_of_the_backups_major",
+        other.is_some(),
+        "no server programs of another major here (set PITR_TEST_OTHER_PG_BIN): the refusal is not tested",
+    ) {
         return;
-    };
+    }
+    let other = other.expect("checked above");
     let parent = s.restore_dir("wrong-major");
-    let before = listing(&parent);
+    let before = tree_snapshot(&parent);
     let output = s
         .pitr()
         .args(["restore", "--repo"])
@@ -505,20 +539,15 @@ fn the_server_programs_must_be_of_the_backups_major() {
         "{message}"
     );
     assert_eq!(
-        listing(&parent),
+        tree_snapshot(&parent),
         before,
         "a refused restore must write nothing"
     );
 }
 
-/// Lists a directory, to prove a refused restore wrote nothing.
+/// The names in a directory (a read error fails the test).
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    names_in(dir)
 }
 
 #[test]
@@ -528,7 +557,7 @@ fn refusals_change_nothing() {
     let occupied = parent.join("occupied");
     fs::create_dir_all(&occupied).unwrap();
     fs::write(occupied.join("precious"), b"do not touch").unwrap();
-    let before = listing(&parent);
+    let before = tree_snapshot(&parent);
     let run = |target: &str, pgdata: &Path, extra: &[&str]| {
         s.pitr()
             .args(["restore", "--repo"])
@@ -564,14 +593,23 @@ fn refusals_change_nothing() {
         stderr(&output)
     );
 
-    // After the end of the archive.
-    let output = run("1 second ago", &parent.join("late"), &[]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("after the last commit"),
-        "{}",
-        stderr(&output)
-    );
+    // After the end of the archive, in long and in short units: a quiet
+    // database is said to be quiet, with the command that gives its data.
+    for late in ["1 second ago", "1s ago"] {
+        let output = run(late, &parent.join("late"), &[]);
+        assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("nothing changed after the last commit"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("`--to latest` restores the same committed data"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(!parent.join("late").exists());
+    }
 
     // Nonsense targets.
     for nonsense in [
@@ -597,7 +635,7 @@ fn refusals_change_nothing() {
     }
 
     assert_eq!(
-        listing(&parent),
+        tree_snapshot(&parent),
         before,
         "a refused restore must write nothing"
     );
@@ -616,7 +654,7 @@ fn a_missing_segment_is_named_before_anything_is_written() {
     // Remove a segment in the middle of what backup a-plain needs.
     let victim = &segments[segments.len() - 3];
     fs::remove_file(wal.join(victim)).unwrap();
-    let before = listing(&parent);
+    let before = tree_snapshot(&parent);
     let target = between(s.marker(2), s.marker(3)).to_rfc3339();
     let output = s
         .pitr()
@@ -634,8 +672,7 @@ fn a_missing_segment_is_named_before_anything_is_written() {
         "the message must name {victim}: {}",
         stderr(&output)
     );
-    assert_eq!(listing(&parent), before);
-    let _ = stdout(&output);
+    assert_eq!(tree_snapshot(&parent), before);
 }
 
 /// Wall-clock formatting in a named zone, through the system's `date`, so

@@ -12,12 +12,7 @@ use std::time::Duration;
 use common::*;
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    names_in(dir)
 }
 
 #[test]
@@ -53,10 +48,21 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
     let m2 = cluster.insert_marker(2);
     std::thread::sleep(Duration::from_millis(1000));
     cluster.archive_everything();
+    // Stopped, so that its tablespace changes only if pitr writes to it:
+    // then every file of it (and of the backup's copy, and of the
+    // repository) can be compared by content, mode and size afterwards.
+    drop(cluster);
     let pitr = shared_pitr_binary(dir.path());
     let target = between(&m1, &m2).to_rfc3339();
-    let live_before = listing(&live);
-    let copy_before = listing(&plain_copy);
+    let live_before = tree_snapshot(&live);
+    let copy_before = tree_snapshot(&plain_copy);
+    let repo_before = tree_snapshot(&repo);
+    assert!(
+        live_before
+            .values()
+            .any(|entry| matches!(entry, TreeEntry::File { size, .. } if *size > 0)),
+        "the live tablespace holds the markers table: {live_before:?}"
+    );
 
     // The recorded location is the live cluster's: refused, nothing written.
     let refused_pgdata = dir.path().join("refused");
@@ -113,18 +119,76 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
         assert!(
             listing(&new_location)
                 .iter()
-                .any(|name| name.starts_with("PG_15_")),
-            "{id}"
+                .any(|name| name.starts_with(&format!("PG_{}_", pg_major()))),
+            "{id}: {:?}",
+            listing(&new_location)
         );
     }
-    assert_eq!(
-        listing(&live),
-        live_before,
-        "the live tablespace must not be touched"
+    assert_same_tree("the live tablespace", &live_before, &tree_snapshot(&live));
+    assert_same_tree(
+        "the backup's tablespace copy",
+        &copy_before,
+        &tree_snapshot(&plain_copy),
     );
+    assert_same_tree("the repository", &repo_before, &tree_snapshot(&repo));
+}
+
+/// `--in-place` over a stopped primary with a tablespace: the tablespace's
+/// recorded location holds the primary's own files, moved aside like its
+/// data directory, and the recovered primary starts with it there.
+#[test]
+fn in_place_moves_the_primarys_tablespace_aside_too() {
+    let dir = shared_tempdir("pitr-tablespaces-in-place-");
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let cluster = Cluster::start(dir.path(), &repo);
+    let location = pg_owned_dir(&dir.path().join("ts_primary"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        location.display()
+    ));
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
+    cluster.backup("tar", &["-Ft", "-X", "stream"]);
+    for id in 1..=2 {
+        cluster.insert_marker(id);
+    }
+    cluster.archive_everything();
+    stop_by_pid(&cluster.pgdata);
+    let pitr = shared_pitr_binary(dir.path());
+    let output = Command::new(&pitr)
+        .args(["restore", "--repo"])
+        .arg(&repo)
+        .args(["--to", "latest", "--in-place", "--yes", "--pgdata"])
+        .arg(&cluster.pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(cluster.pgdata.clone());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let names = listing(dir.path());
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("ts_primary.pitr-replaced-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("source.pitr-replaced-")),
+        "{names:?}"
+    );
+    check(
+        as_pg_user(pg_bin().join("pg_ctl"))
+            .args(["start", "-w", "-D"])
+            .arg(&cluster.pgdata)
+            .arg("-l")
+            .arg(cluster.dir.join("after.log"))
+            .output()
+            .unwrap(),
+        "pg_ctl start",
+    );
+    assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "2");
     assert_eq!(
-        listing(&plain_copy),
-        copy_before,
-        "the backup must not be touched"
+        cluster.sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+        location.to_string_lossy()
     );
 }

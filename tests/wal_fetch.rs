@@ -58,6 +58,10 @@ fn exit_codes_and_atomic_delivery() {
         &pg_wal.join("RECOVERYHISTORY"),
     );
     assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        fs::read(pg_wal.join("RECOVERYHISTORY")).unwrap(),
+        b"1\t0/3000000\tno recovery target specified\n"
+    );
 
     // Not in the archive: 1, the normal "end of archive" answer.
     let output = fetch(&archive, "000000010000000000000005", &pg_wal.join("X"));
@@ -171,15 +175,21 @@ fn every_suffix_is_served_and_differing_copies_are_refused() {
     assert_eq!(fs::read(pg_wal.join("RECOVERYHISTORY")).unwrap(), history);
 
     // The same segment plain and compressed, agreeing: served.
+    // (Delivered to a fresh path: `dest` already holds these bytes.)
     let name = "000000010000000000000020";
     fs::write(archive.join(name), &segment).unwrap();
     fs::write(archive.join(format!("{name}.zst")), zstd(segment.clone())).unwrap();
-    let output = fetch(&archive, name, &dest);
+    let agreeing = pg_wal.join("RECOVERYXLOG-agreeing");
+    let output = fetch(&archive, name, &agreeing);
     assert_eq!(
         output.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        fs::read(&agreeing).unwrap() == segment,
+        "the agreed content"
     );
 
     // Plain and compressed with different contents: 126, naming both files,

@@ -8,7 +8,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use pitr::compression::Compression;
 use pitr::progress::{Reporter, Unit};
-use pitr::stage::extract::extract_tar;
+use pitr::stage::extract::{extract_tar, FileWriter};
 
 fn no_symlinks(dir: &Path) {
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -26,9 +26,14 @@ fuzz_target!(|data: &[u8]| {
     fs::write(&input, data).unwrap();
     let dest = dir.path().join("dest");
     fs::create_dir(&dest).unwrap();
-    let reporter = Reporter { quiet: true, terminal: false };
+    let reporter = Reporter {
+        quiet: true,
+        terminal: false,
+        verbose: false,
+    };
     let mut progress = reporter.bar("fuzz", data.len() as u64, Unit::Bytes);
-    let _ = extract_tar(&input, Compression::None, &dest, &mut progress, None);
+    let mut writer = FileWriter::default();
+    let _ = extract_tar(&input, Compression::None, &dest, &mut progress, None, &mut writer);
     let mut outside: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

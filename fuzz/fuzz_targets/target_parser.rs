@@ -1,4 +1,5 @@
-//! `--to` parsing never panics, and what it accepts is a usable target.
+//! `--to` parsing never panics, and what it accepts is a usable target:
+//! not in the future, microsecond-precise, written so PostgreSQL reads it back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,5 +13,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Target::Time(time)) = parse_target(text, &now) {
         let written = postgres_timestamp(&time);
         assert!(!written.contains('Z'), "PostgreSQL rejects Z: {written}");
+        // Never in the future, to the microsecond (PostgreSQL's precision),
+        // and what is written for PostgreSQL reads back as the same instant.
+        assert!(time.timestamp() <= now.timestamp().as_second(), "{text}: {time} is in the future");
+        assert_eq!(time.timestamp_subsec_nanos() % 1_000, 0, "{text}: {time}");
+        let reread = chrono::DateTime::parse_from_str(&written, "%Y-%m-%d %H:%M:%S%.f%:z");
+        assert_eq!(reread, Ok(time), "{text}: {written}");
     }
 });

@@ -5,23 +5,25 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::json;
 
 use crate::cli::{BackupArgs, BackupCompression, BackupWalMethod};
 use crate::error::{Failure, FailureKind, OrFail};
+use crate::os_user::OsUser;
 use crate::postgres::basebackup::{self, arguments, find_pg_basebackup, Options, WalMethod};
-use crate::postgres::os_user::OsUser;
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::arrival::{archived_copy, segment_size};
-use crate::repo::backup::read_tar_member;
+use crate::repo::backup::{read_manifest, read_tar_label};
 use crate::repo::label::{parse_backup_history, parse_backup_label};
-use crate::repo::manifest;
-use crate::repo::writer::{backup_id, id_taken, publish, BACKUP_TEMP_PREFIX};
-use crate::repo::RepoLocation;
+use crate::repo::store::StoreRead;
+use crate::repo::wal_source::ArchiveWal;
+use crate::repo::writer::{backup_id, id_taken, publish, stage_backup};
+use crate::repo::{Catalog, RepoLocation};
 use crate::wal::{Lsn, SegmentSize, TimelineId, WalSegment};
 
 pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
@@ -35,7 +37,8 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
     let (program, major) =
         find_pg_basebackup(args.bin_dir.as_deref()).or_fail(FailureKind::Backup)?;
-    let id = backup_id(Utc::now(), |id| id_taken(&location.backups, id));
+    let repo = crate::repo::writer::open_for_writing(&location);
+    let id = backup_id(Utc::now(), |id| id_taken(repo.backups.read().as_ref(), id));
     let options = Options {
         target: PathBuf::new(),
         label: id.clone(),
@@ -60,9 +63,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
 
     // The backup is written under a hidden name that the scanner skips, and
     // removed when dropped: only a finished backup ever gets its real name.
-    let temp = tempfile::Builder::new()
-        .prefix(&format!("{BACKUP_TEMP_PREFIX}{id}-"))
-        .tempdir_in(&location.backups)
+    let temp = stage_backup(&repo.backups, &id)
         .with_context(|| {
             format!(
                 "cannot create a directory in `{}`",
@@ -107,7 +108,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
 
     let status = run_pg_basebackup(&user, &program, &arguments).or_fail(FailureKind::Backup)?;
     if crate::interrupt::requested() || !status.success() {
-        let removal = temp.close();
+        let removal = temp.discard();
         let left = match removal {
             Ok(()) => format!("nothing was left in `{}`", location.backups.display()),
             Err(error) => {
@@ -129,19 +130,17 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         ));
     }
 
-    let wal = backup_wal(temp.path());
-    let from_standby = made_on_standby(temp.path());
-    let temp_path = temp.keep();
-    let dir = match publish(&temp_path, &location.backups, &id) {
+    let dir = match publish(&repo.backups, temp, &id) {
         Ok(dir) => dir,
         Err(error) => {
-            let _ = std::fs::remove_dir_all(&temp_path);
             return Err(Failure::new(FailureKind::Backup, error).with_hint(
                 "another backup took the same name at the same second; run the command again",
             ));
         }
     };
-    let bytes = dir_bytes(&dir);
+    let wal = backup_wal(repo.backups.read().as_ref(), &id);
+    let from_standby = made_on_standby(repo.backups.read().as_ref(), &id);
+    let bytes = top_level_bytes(repo.backups.read().as_ref(), &id);
     reporter.step(format!(
         "pg_basebackup done: {} in {:.1} s",
         human_bytes(bytes),
@@ -161,6 +160,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 bytes,
                 wal: None,
                 archived: None,
+                restorable_from: None,
                 started,
             },
         );
@@ -171,7 +171,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     } else {
         Some(
             wait_for_wal(
-                &location.wal_archive,
+                repo.archive.read(),
                 &wal,
                 from_standby,
                 args.archive_wait,
@@ -180,6 +180,9 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             .map_err(|failure| failure.explain_backup(&id, &dir))?,
         )
     };
+    let restorable = waited
+        .as_ref()
+        .and_then(|_| restorable_from(&location, &id));
     report(
         reporter,
         json,
@@ -189,9 +192,21 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             bytes,
             wal: Some(&wal),
             archived: waited.as_ref(),
+            restorable_from: restorable,
             started,
         },
     )
+}
+
+/// The moment from which the new backup can be restored, computed as
+/// `pitr list` and the plan compute it (its last commit before its end),
+/// so that all three show one value. `None` when the repository cannot be
+/// read back, which the next `pitr list` will explain.
+fn restorable_from(location: &RepoLocation, id: &str) -> Option<DateTime<FixedOffset>> {
+    let catalog = Catalog::scan(location.clone(), &super::local_zone()).ok()?;
+    let backup = catalog.backups.iter().find(|b| b.id == id)?;
+    let wal = ArchiveWal::new(&catalog.archive);
+    crate::plan::restorable_from(&wal, &catalog.archive, backup).ok()
 }
 
 /// Runs pg_basebackup as the PostgreSQL OS user, its output on our stderr
@@ -238,9 +253,8 @@ struct BackupWal {
     stop_lsn: Lsn,
 }
 
-fn backup_wal(dir: &Path) -> Option<BackupWal> {
-    let bytes = std::fs::read(dir.join("backup_manifest")).ok()?;
-    let manifest = manifest::parse(&bytes).ok()?;
+fn backup_wal(backups: &dyn StoreRead, id: &str) -> Option<BackupWal> {
+    let manifest = read_manifest(backups, id)?;
     let start = manifest.wal_ranges.iter().min_by_key(|r| r.start_lsn)?;
     let stop = manifest.wal_ranges.iter().max_by_key(|r| r.end_lsn)?;
     Some(BackupWal {
@@ -254,21 +268,9 @@ fn backup_wal(dir: &Path) -> Option<BackupWal> {
 /// A backup taken from a standby has no backup history file. Read from
 /// `backup_label` when the format is one pitr reads; otherwise assume a
 /// primary, the usual case.
-fn made_on_standby(dir: &Path) -> bool {
+fn made_on_standby(backups: &dyn StoreRead, id: &str) -> bool {
     let local = super::local_zone();
-    crate::compression::Compression::ALL
-        .into_iter()
-        .filter_map(|compression| {
-            let base = dir.join(format!("base.tar{}", compression.suffix()));
-            base.is_file()
-                .then(|| {
-                    read_tar_member(&base, compression, "backup_label")
-                        .ok()
-                        .flatten()
-                })
-                .flatten()
-        })
-        .next()
+    read_tar_label(backups, id)
         .and_then(|text| parse_backup_label(&text, &local).ok())
         .is_some_and(|label| label.from.as_deref() == Some("standby"))
 }
@@ -314,7 +316,7 @@ impl WaitFailure {
 /// Polls the archive until the backup history file and every segment from
 /// the backup's start to its stop are there.
 fn wait_for_wal(
-    archive: &Path,
+    archive: &Arc<dyn StoreRead>,
     wal: &BackupWal,
     from_standby: bool,
     timeout: Duration,
@@ -342,10 +344,8 @@ fn wait_for_wal(
             let stop_time = history_file
                 .as_ref()
                 .and_then(|name| archived_copy(archive, name))
-                .and_then(|(path, compression)| {
-                    let mut text = String::new();
-                    std::io::Read::read_to_string(&mut compression.open(&path).ok()?, &mut text)
-                        .ok()?;
+                .and_then(|file| {
+                    let text = crate::repo::archive::read_text(&file).ok()?;
                     parse_backup_history(&text, &super::local_zone()).ok()
                 })
                 .and_then(|history| history.stop_time.instant);
@@ -376,7 +376,7 @@ fn wait_for_wal(
             reporter.step(format!(
                 "waiting up to {} for the backup's WAL to reach {} ({})",
                 crate::duration::format_duration(timeout),
-                archive.display(),
+                archive.describe(""),
                 missing.join(", ")
             ));
         }
@@ -416,16 +416,12 @@ fn needed_files(wal: &BackupWal, size: SegmentSize, from_standby: bool) -> Vec<S
     names
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| entry.metadata().ok())
-                .filter(|metadata| metadata.is_file())
-                .map(|metadata| metadata.len())
-                .sum()
-        })
+/// The size of the files at the top of backup `id`: a tar backup's
+/// archives and manifest.
+fn top_level_bytes(backups: &dyn StoreRead, id: &str) -> u64 {
+    backups
+        .list(&format!("{id}/"), None)
+        .map(|objects| objects.iter().map(|object| object.size).sum())
         .unwrap_or(0)
 }
 
@@ -436,6 +432,7 @@ struct Outcome<'a> {
     bytes: u64,
     wal: Option<&'a BackupWal>,
     archived: Option<&'a Archived>,
+    restorable_from: Option<DateTime<FixedOffset>>,
     started: Instant,
 }
 
@@ -446,6 +443,7 @@ fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Fail
         bytes,
         wal,
         archived,
+        restorable_from,
         started,
     } = *outcome;
     let stop_time = archived.and_then(|a| a.stop_time);
@@ -463,6 +461,7 @@ fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Fail
                 "wal_archived": archived.is_some(),
                 "wal_segments": archived.map(|a| a.segments.clone()),
                 "backup_history_file": archived.and_then(|a| a.history_file.clone()),
+                "restorable_from": restorable_from.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
                 "seconds": started.elapsed().as_secs_f64(),
             })
         );
@@ -476,9 +475,9 @@ fn report(reporter: &Reporter, json: bool, outcome: &Outcome) -> Result<(), Fail
             wal.stop_lsn,
             human_bytes(bytes),
             archived.waited.as_secs_f64(),
-            stop_time
-                .map(|t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_else(|| "its stop".to_string())
+            restorable_from
+                .map(crate::plan::precise_utc)
+                .unwrap_or_else(|| "its end (run `pitr list` for the exact time)".to_string())
         ));
     }
     // The id alone on stdout, for scripts (`id=$(pitr backup --repo ...)`);

@@ -1,16 +1,31 @@
 //! `pitr events`: what happened in the WAL — commits, aborts, restore
-//! points, and the relations each transaction dropped — so that a DBA can
-//! find the `DROP TABLE` and restore to just before it.
+//! points, the WAL each transaction wrote, the relations it wrote and
+//! dropped — so that a DBA can find the `DROP TABLE` and restore to just
+//! before it.
+//!
+//! Choices: the size of a transaction is the WAL it wrote (see
+//! [`crate::wal::activity`]); relations are shown as their files
+//! (`base/<db>/<relfilenode>`), because the only catalog at hand, a live
+//! cluster's, no longer knows a dropped table and gives a rewritten one's
+//! new file, so names from it would mislead precisely in an incident;
+//! files numbered below `FirstNormalObjectId` (initdb's catalogs) are
+//! counted apart. Events before the oldest backup started are hidden
+//! unless `--all`: no restore can reach them, and initdb's transactions
+//! (hundreds of ordinary commits with normal xids, 3 onwards: bootstrap
+//! mode itself logs none) are always among them.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
 use serde_json::{json, Value};
 
-use crate::cli::EventsArgs;
+use crate::cli::{EventKindFilter, EventsArgs};
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::plan::{path_end, TimelineChoice};
-use crate::progress::Reporter;
+use crate::plan::TimelineChoice;
+use crate::progress::{count, human_bytes, Reporter};
 use crate::repo::wal_source::ArchiveWal;
 use crate::target::{parse_target, Target};
+use crate::wal::activity::{is_catalog, Activity, ActivityTracker};
 use crate::wal::decode::{Event, EventKind, RelFileLocator, StartAt, WalDecoder};
 use crate::wal::facts::{time_stop, Span};
 use crate::wal::xid::{FullXid, Xid};
@@ -95,11 +110,62 @@ fn relation_path(rel: &RelFileLocator) -> String {
     }
 }
 
+/// An event with what its transaction wrote (none for restore points).
+struct Shown {
+    event: Event,
+    activity: Option<Activity>,
+}
+
+impl Shown {
+    fn is_commit(&self) -> bool {
+        matches!(self.event.kind, EventKind::Commit(_))
+    }
+
+    /// A commit that removed relation files.
+    fn is_drop(&self) -> bool {
+        matches!(&self.event.kind, EventKind::Commit(t) if !t.dropped_relations.is_empty())
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        self.activity.as_ref().map_or(0, |a| a.wal_bytes)
+    }
+}
+
+/// `--kind` and `--min-size`.
+struct Filter {
+    kinds: Vec<EventKindFilter>,
+    min_size: Option<u64>,
+}
+
+impl Filter {
+    fn keeps(&self, shown: &Shown) -> bool {
+        let kind_ok = self.kinds.is_empty()
+            || self.kinds.iter().any(|kind| match kind {
+                EventKindFilter::Drop => shown.is_drop(),
+                EventKindFilter::Commit => shown.is_commit(),
+                EventKindFilter::Abort => matches!(shown.event.kind, EventKind::Abort(_)),
+                EventKindFilter::RestorePoint => {
+                    matches!(shown.event.kind, EventKind::RestorePoint { .. })
+                }
+            });
+        // A size selects transactions; a restore point has none.
+        let size_ok = match self.min_size {
+            None => true,
+            Some(min) => shown.activity.is_some() && shown.wal_bytes() >= min,
+        };
+        kind_ok && size_ok
+    }
+}
+
 pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let local = super::local_zone();
     let catalog = super::load_catalog(&args.repo, &local)?;
     let from = Bound::parse(args.from.as_deref())?;
     let until = Bound::parse(args.until.as_deref())?;
+    let filter = Filter {
+        kinds: args.kind.clone(),
+        min_size: args.min_size,
+    };
     let choice: TimelineChoice = args
         .timeline
         .parse()
@@ -116,12 +182,18 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         .path(timeline)
         .map_err(|error| Failure::new(FailureKind::Usage, error))?;
     let size = archive.segment_size;
-    let Some(end) = path_end(archive, &path) else {
+    let Some(end) = archive.last_segment_on(&path) else {
         return Err(Failure::msg(
             FailureKind::PlanRefused,
             format!("the archive holds no WAL on timeline {timeline}"),
         ));
     };
+    // What no restore can reach: before the oldest backup started.
+    let oldest_backup = catalog
+        .backups
+        .iter()
+        .min_by_key(|b| b.start_lsn)
+        .filter(|_| !args.all);
     let first = (0..=end.number)
         .find(|n| archive.segment(path.segment(*n, size)).is_some())
         .unwrap_or(end.number);
@@ -139,9 +211,11 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 .max(first);
         }
     }
-    drop(wal);
+    wal.save();
 
-    let mut events = Vec::new();
+    let mut shown = Vec::new();
+    let mut hidden = 0usize;
+    let mut tracker = ActivityTracker::new();
     let mut active = matches!(from, Bound::Open);
     let mut done = false;
     let mut number = start;
@@ -169,33 +243,44 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 decoder = WalDecoder::new(StartAt::SegmentStart);
                 continue;
             };
-            let reader = file.compression.open(&file.path).map_err(|e| {
+            let reader = file.open().map_err(|e| {
                 Failure::msg(
                     FailureKind::PlanRefused,
-                    format!("cannot open `{}`: {e}", file.path.display()),
+                    format!("cannot open `{}`: {e}", file.describe()),
                 )
             })?;
-            for item in decoder.segment(segment, reader) {
-                let event = match item {
-                    Ok(event) => event,
+            let mut records = decoder.segment(segment, reader);
+            while let Some(item) = records.next_record() {
+                let record = match item {
+                    Ok(record) => record,
                     Err(error) => {
                         reporter.warn(format!("stopped reading: {error}"));
                         done = true;
                         break;
                     }
                 };
-                if let EventKind::Checkpoint(checkpoint) = &event.kind {
+                if let Some(Event {
+                    kind: EventKind::Checkpoint(checkpoint),
+                    ..
+                }) = record.event
+                {
                     next_xid = Some(checkpoint.next_xid);
                 }
+                let xid = record.xid.value();
+                if xid != 0 {
+                    tracker.record(xid, record.total_len, &record.relations());
+                }
+                let Some(event) = record.event.cloned() else {
+                    continue;
+                };
+                let activity = match &event.kind {
+                    EventKind::Commit(end) | EventKind::Abort(end) => Some(tracker.finish(end)),
+                    EventKind::RestorePoint { .. } => None,
+                    _ => continue,
+                };
                 let full_xid = next_xid
                     .zip(xid_of(&event))
                     .and_then(|(next, xid)| FullXid::widen(next, xid));
-                if !matches!(
-                    event.kind,
-                    EventKind::Commit(_) | EventKind::Abort(_) | EventKind::RestorePoint { .. }
-                ) {
-                    continue;
-                }
                 if !active && from.reached_by(&event, full_xid) {
                     active = true;
                 }
@@ -208,37 +293,136 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 }
                 let last = until.reached_by(&event, full_xid)
                     && !matches!(until, Bound::Open | Bound::Time(_) | Bound::Lsn(_));
-                events.push(event);
+                if oldest_backup.is_some_and(|b| event.start < b.start_lsn) {
+                    hidden += 1;
+                } else {
+                    let item = Shown { event, activity };
+                    if filter.keeps(&item) {
+                        shown.push(item);
+                    }
+                }
                 if last {
                     done = true;
                     break;
                 }
             }
+            drop(records);
             if decoder.end_of_wal().is_some() {
                 break;
             }
         }
     }
+    if let (Some(backup), true) = (oldest_backup, hidden > 0) {
+        reporter.step(format!(
+            "{} before the oldest backup ({}, started at {}) not shown: no restore can reach them, and initdb's transactions are among them; --all shows them",
+            count(hidden as u64, "event"),
+            backup.id,
+            backup.start_lsn
+        ));
+    }
 
-    if json {
-        let items: Vec<Value> = events.iter().map(event_json).collect();
+    if args.per_minute {
+        let minutes = per_minute(&shown);
+        if json {
+            println!(
+                "{:#}",
+                Value::Array(minutes.iter().map(Minute::json).collect())
+            );
+        } else {
+            println!("{}", minutes_text(&minutes));
+        }
+    } else if json {
+        let items: Vec<Value> = shown.iter().map(event_json).collect();
         println!("{:#}", Value::Array(items));
     } else {
-        if events.is_empty() {
-            println!("no commits, aborts or restore points in that range");
+        if shown.is_empty() {
+            println!("no events in that range match");
         }
-        for event in &events {
-            println!("{}", event_text(event, &local));
+        for item in &shown {
+            println!("{}", event_text(item, &local));
         }
     }
     Ok(())
+}
+
+/// The events of one minute (UTC), for `--per-minute`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Minute {
+    start: DateTime<Utc>,
+    commits: u64,
+    aborts: u64,
+    drops: u64,
+    restore_points: u64,
+    wal_bytes: u64,
+}
+
+impl Minute {
+    fn json(&self) -> Value {
+        json!({
+            "minute": rfc3339(self.start),
+            "commits": self.commits,
+            "aborts": self.aborts,
+            "drops": self.drops,
+            "restore_points": self.restore_points,
+            "wal_bytes": self.wal_bytes,
+        })
+    }
+}
+
+fn per_minute(shown: &[Shown]) -> Vec<Minute> {
+    let mut minutes: BTreeMap<DateTime<Utc>, Minute> = BTreeMap::new();
+    for item in shown {
+        let Some(time) = event_time(&item.event) else {
+            continue;
+        };
+        let Some(start) = time.with_second(0).and_then(|t| t.with_nanosecond(0)) else {
+            continue;
+        };
+        let minute = minutes.entry(start).or_insert_with(|| Minute {
+            start,
+            ..Minute::default()
+        });
+        match &item.event.kind {
+            EventKind::Commit(_) => minute.commits += 1,
+            EventKind::Abort(_) => minute.aborts += 1,
+            _ => minute.restore_points += 1,
+        }
+        if item.is_drop() {
+            minute.drops += 1;
+        }
+        minute.wal_bytes += item.wal_bytes();
+    }
+    minutes.into_values().collect()
+}
+
+fn minutes_text(minutes: &[Minute]) -> String {
+    if minutes.is_empty() {
+        return "no events in that range match".to_string();
+    }
+    let mut lines = vec![format!(
+        "{:<16}  {:>7}  {:>6}  {:>5}  {:>14}  {:>11}",
+        "minute (UTC)", "commits", "aborts", "drops", "restore points", "WAL written"
+    )];
+    for m in minutes {
+        lines.push(format!(
+            "{:<16}  {:>7}  {:>6}  {:>5}  {:>14}  {:>11}",
+            m.start.format("%Y-%m-%d %H:%M"),
+            m.commits,
+            m.aborts,
+            m.drops,
+            m.restore_points,
+            human_bytes(m.wal_bytes)
+        ));
+    }
+    lines.join("\n")
 }
 
 fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn event_json(event: &Event) -> Value {
+fn event_json(item: &Shown) -> Value {
+    let event = &item.event;
     match &event.kind {
         EventKind::Commit(t) | EventKind::Abort(t) => {
             let kind = if matches!(event.kind, EventKind::Commit(_)) {
@@ -266,6 +450,14 @@ fn event_json(event: &Event) -> Value {
                     .map(relation_path)
                     .collect::<Vec<_>>());
             }
+            if let Some(activity) = &item.activity {
+                value["wal_bytes"] = json!(activity.wal_bytes);
+                value["relations_written"] = json!(activity
+                    .relations
+                    .iter()
+                    .map(|r| json!({ "path": relation_path(r), "catalog": is_catalog(r) }))
+                    .collect::<Vec<_>>());
+            }
             if t.two_phase {
                 value["two_phase"] = json!(true);
             }
@@ -281,27 +473,46 @@ fn event_json(event: &Event) -> Value {
     }
 }
 
-fn event_text(event: &Event, local: &jiff::tz::TimeZone) -> String {
+/// `wrote base/5/16390, base/5/16393 and 6 catalog files`: the user's
+/// relations by file (at most five), initdb's catalogs counted.
+fn written_text(activity: &Activity) -> Option<String> {
+    const LISTED: usize = 5;
+    let (catalogs, user): (Vec<&RelFileLocator>, Vec<&RelFileLocator>) =
+        activity.relations.iter().partition(|r| is_catalog(r));
+    let mut parts: Vec<String> = user.iter().take(LISTED).map(|r| relation_path(r)).collect();
+    if user.len() > LISTED {
+        parts.push(format!("{} more", user.len() - LISTED));
+    }
+    if !catalogs.is_empty() {
+        parts.push(count(catalogs.len() as u64, "catalog file"));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let text = match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => parts.join(""),
+    };
+    Some(format!("wrote {text}"))
+}
+
+fn event_text(item: &Shown, local: &jiff::tz::TimeZone) -> String {
+    let event = &item.event;
     let when = |time: DateTime<Utc>| {
+        let utc = time.format("%Y-%m-%d %H:%M:%S%.6f UTC");
+        // Local time only when it is not UTC itself.
         let local_time = jiff::Timestamp::from_microsecond(time.timestamp_micros())
-            .map(|ts| {
-                ts.to_zoned(local.clone())
-                    .strftime("%H:%M:%S%.6f %Z")
-                    .to_string()
-            })
+            .ok()
+            .map(|ts| ts.to_zoned(local.clone()))
+            .filter(|zoned| zoned.offset() != jiff::tz::Offset::UTC)
+            .map(|zoned| format!(" ({})", zoned.strftime("%H:%M:%S%.6f %Z")))
             .unwrap_or_default();
-        format!(
-            "{} ({local_time})",
-            time.format("%Y-%m-%d %H:%M:%S%.6f UTC")
-        )
+        format!("{utc}{local_time}")
     };
     match &event.kind {
         EventKind::Commit(t) | EventKind::Abort(t) => {
-            let kind = if matches!(event.kind, EventKind::Commit(_)) {
-                "commit"
-            } else {
-                "abort "
-            };
+            let commit = matches!(event.kind, EventKind::Commit(_));
+            let kind = if commit { "commit" } else { "abort " };
             let mut line = format!(
                 "{}  {:>12}  {kind}  xid {}",
                 when(t.time),
@@ -311,13 +522,24 @@ fn event_text(event: &Event, local: &jiff::tz::TimeZone) -> String {
             if t.two_phase {
                 line.push_str(" (prepared)");
             }
+            if let Some(activity) = &item.activity {
+                line.push_str(&format!("  {} of WAL", human_bytes(activity.wal_bytes)));
+                if let Some(written) = written_text(activity) {
+                    line.push_str(&format!("; {written}"));
+                }
+            }
             if !t.dropped_relations.is_empty() {
                 let dropped: Vec<String> = t.dropped_relations.iter().map(relation_path).collect();
-                line.push_str(&format!("  dropped {}", dropped.join(" ")));
-                line.push_str(&format!(
-                    "  → to undo: pitr restore --to xid:{} --exclusive",
-                    t.xid
-                ));
+                if commit {
+                    line.push_str(&format!("; dropped {}", dropped.join(" ")));
+                    line.push_str(&format!(
+                        "  → to undo: pitr restore --to xid:{} --exclusive",
+                        t.xid
+                    ));
+                } else {
+                    // An abort removes the files its transaction created.
+                    line.push_str(&format!("; removed its new {}", dropped.join(" ")));
+                }
             }
             line
         }

@@ -6,7 +6,6 @@
 //! leaves a repository whose every listed backup still restores.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -16,8 +15,9 @@ use crate::cli::ExpireArgs;
 use crate::duration::format_duration;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::progress::{human_bytes, Reporter};
+use crate::repo::store::StoreRead;
 use crate::repo::writer::{
-    leftover_expiring, remove_archive_file, remove_backup, unfinished_backups,
+    leftover_expiring, remove_archive_files, remove_backup, unfinished_backups,
 };
 use crate::retention::{
     classify, select, ArchiveEntry, BackupSummary, Policy, Selection, WalFileKind,
@@ -61,8 +61,8 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             bytes: backup.stored_bytes,
         })
         .collect();
-    let archive_dir = &catalog.location.wal_archive;
-    let listing = list_archive(archive_dir).or_fail(FailureKind::Internal)?;
+    let repo = crate::repo::writer::open_for_writing(&catalog.location);
+    let listing = list_archive(repo.archive.read().as_ref()).or_fail(FailureKind::Internal)?;
     let size = catalog.archive.segment_size;
     let selection = select(
         &summaries,
@@ -72,7 +72,7 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         size,
         &listing,
     );
-    let leftovers = leftover_expiring(&catalog.location.backups);
+    let leftovers = leftover_expiring(repo.backups.read().as_ref());
 
     if json {
         println!(
@@ -88,7 +88,7 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     for leftover in &leftovers {
         reporter.step(format!(
             "{} left behind by an interrupted expire: {}",
-            leftover.display(),
+            repo.backups.describe(leftover),
             if args.dry_run {
                 "would be deleted"
             } else {
@@ -96,17 +96,17 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             }
         ));
     }
-    for unfinished in unfinished_backups(&catalog.location.backups) {
+    for unfinished in unfinished_backups(repo.backups.read().as_ref()) {
         reporter.warn(format!(
             "{} is an unfinished backup: one being written now, or left by a pitr backup that was killed; if no backup is running, delete it by hand",
-            unfinished.display()
+            repo.backups.describe(&unfinished)
         ));
     }
     if args.dry_run {
         for file in &selection.remove_wal {
             reporter.detail(format!(
                 "would remove {}",
-                archive_dir.join(&file.name).display()
+                repo.archive.describe(&file.name)
             ));
         }
         reporter.step("dry run: nothing was removed");
@@ -119,33 +119,29 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             "expire was interrupted; every backup still listed restores, and running expire again finishes the job",
         )
     };
-    let backups_dir = &catalog.location.backups;
     for backup in selection.removed() {
         if crate::interrupt::requested() {
             return Err(interrupted());
         }
         reporter.detail(format!(
             "removing backup {}",
-            backups_dir.join(&backup.id).display()
+            repo.backups.describe(&backup.id)
         ));
-        remove_backup(backups_dir, &backup.id)
+        remove_backup(&repo.backups, &backup.id)
             .or_fail(FailureKind::Internal)
             .map_err(|f| {
                 f.with_hint("nothing else was removed; fix the cause and run expire again")
             })?;
     }
     for leftover in &leftovers {
-        std::fs::remove_dir_all(leftover)
-            .with_context(|| format!("cannot delete `{}`", leftover.display()))
-            .or_fail(FailureKind::Internal)?;
+        remove_backup(&repo.backups, leftover).or_fail(FailureKind::Internal)?;
     }
     for file in &selection.remove_wal {
         if crate::interrupt::requested() {
             return Err(interrupted());
         }
-        let path = archive_dir.join(&file.name);
-        reporter.detail(format!("removing {}", path.display()));
-        remove_archive_file(&path).or_fail(FailureKind::Internal)?;
+        reporter.detail(format!("removing {}", repo.archive.describe(&file.name)));
+        remove_archive_files(&repo.archive, &[&file.name]).or_fail(FailureKind::Internal)?;
     }
     let removed_backups = selection.removed().count();
     reporter.step(format!(
@@ -168,26 +164,19 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Every regular file of the archive directory with its size.
-fn list_archive(dir: &Path) -> anyhow::Result<Vec<ArchiveEntry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the WAL archive `{}`", dir.display()))?
-    {
-        let entry =
-            entry.with_context(|| format!("cannot read the WAL archive `{}`", dir.display()))?;
-        let metadata = entry
-            .metadata()
-            .with_context(|| format!("cannot read `{}`", entry.path().display()))?;
-        if metadata.is_file() {
-            entries.push(ArchiveEntry {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                bytes: metadata.len(),
-            });
-        }
-    }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+/// Every object of the archive with its size; what each is, retention
+/// reads from its name (`repo::archive_name`).
+fn list_archive(archive: &dyn StoreRead) -> anyhow::Result<Vec<ArchiveEntry>> {
+    let objects = archive
+        .list("", None)
+        .with_context(|| format!("cannot read the WAL archive `{}`", archive.describe("")))?;
+    Ok(objects
+        .into_iter()
+        .map(|object| ArchiveEntry {
+            name: object.key,
+            bytes: object.size,
+        })
+        .collect())
 }
 
 /// The name of the first kept segment position, on the timeline of the

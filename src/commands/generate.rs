@@ -21,7 +21,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     }
 }
 
-/// `pitr.1`, then `pitr-<command>.1` for every visible subcommand.
+/// `pitr.1`, then `pitr-<command>.1` for every visible subcommand. The
+/// pages go to a local directory the user names, not the repository.
+#[allow(clippy::disallowed_methods)]
 fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let mut command = Cli::command();

@@ -2,14 +2,18 @@
 //! lines that archive into it and, with `--pgdata`, say what the cluster
 //! still lacks.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use crate::cli::InitArgs;
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::postgres::archiving::{archive_command, check, conf_lines, render_conf, Severity};
-use crate::postgres::cluster::read_settings;
+use crate::postgres::archiving::{
+    archive_command, archiver_summary, check, conf_lines, judge_archiver, render_conf, Severity,
+    PRINTED_SETTINGS,
+};
+use crate::postgres::cluster::{archiver_status, read_settings};
 use crate::postgres::os_user::OsUser;
 use crate::progress::Reporter;
 use crate::repo::absolute;
@@ -63,12 +67,43 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                         "pitr connects with psql as the PostgreSQL OS user over the server's socket; set PGUSER, PGPASSWORD or PGPASSFILE for a role that may read pg_settings",
                     )
                 })?;
-            let findings = check(&settings.settings, &repo, &expected);
-            Some((pgdata, settings, findings))
+            let mut findings = check(&settings.settings, &repo, &expected);
+            let archiver = archiver_status(&pgdata, &owner, args.bin_dir.as_deref())
+                .map_err(|error| {
+                    Failure::new(FailureKind::NotArchiving, error).with_hint(
+                        "pitr reads pg_stat_archiver with psql as the PostgreSQL OS user; set PGUSER, PGPASSWORD or PGPASSFILE for a role that may read it",
+                    )
+                })?;
+            if let Some(status) = &archiver {
+                findings.extend(judge_archiver(status));
+            }
+            Some((pgdata, settings, findings, archiver))
         }
         None => None,
     };
+    // The lines are only worth adding when the cluster lacks them.
+    let in_effect = cluster.as_ref().is_some_and(|(_, _, findings, _)| {
+        !findings
+            .iter()
+            .any(|f| f.severity == Severity::Problem && PRINTED_SETTINGS.contains(&f.setting))
+    });
+    let block = format!(
+        "# pitr: archive WAL into {} (written by pitr init)\n{conf}",
+        repo.display()
+    );
 
+    if let Some(file) = &args.conf_file {
+        write_conf_file(file, &block)?;
+        reporter.step(format!(
+            "wrote the settings into {} (replaced, so running init again adds nothing); {}",
+            file.display(),
+            if in_effect {
+                "they are already in effect"
+            } else {
+                "restart PostgreSQL to apply them"
+            }
+        ));
+    }
     if json {
         println!(
             "{:#}",
@@ -76,27 +111,36 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                 "repo": repo,
                 "created": created,
                 "postgresql_conf": conf,
+                "conf_file": args.conf_file,
                 "settings": lines.iter().map(|(name, value)| (name.to_string(), json!(value))).collect::<serde_json::Map<_, _>>(),
-                "cluster": cluster.as_ref().map(|(pgdata, settings, findings)| json!({
+                "settings_in_effect": in_effect,
+                "cluster": cluster.as_ref().map(|(pgdata, settings, findings, archiver)| json!({
                     "pgdata": pgdata,
                     "source": settings.source,
                     "running": settings.running,
                     "settings": settings.settings,
+                    "archiver": archiver,
                     "findings": findings,
                 })),
             })
         );
+    } else if args.conf_file.is_some() {
+        // Written above.
+    } else if in_effect {
+        reporter.step("the cluster already has these settings in effect: nothing to add");
+    } else if let Some(path) = stdout_already_holds(&block) {
+        reporter.step(format!(
+            "{} already holds these lines: nothing added (use --conf-file to keep them in a file of their own)",
+            path.display()
+        ));
     } else {
         reporter.step(
-            "add these lines to postgresql.conf (or a file in its conf.d/), then restart PostgreSQL:",
+            "put these lines into a file of their own in PostgreSQL's conf.d/ (--conf-file FILE writes it), or append them to postgresql.conf, then restart PostgreSQL:",
         );
-        print!(
-            "# pitr: archive WAL into {} (written by pitr init)\n{conf}",
-            repo.display()
-        );
+        print!("{block}");
     }
 
-    let Some((pgdata, settings, findings)) = cluster else {
+    let Some((pgdata, settings, findings, archiver)) = cluster else {
         return Ok(());
     };
     reporter.detail(format!("read the settings from {}", settings.source));
@@ -111,31 +155,81 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         }
     }
     if problems > 0 {
+        let hint = if in_effect {
+            "the settings are right but archiving does not work: the server log says why (lines `archive command failed`); fix that, then run this command again"
+        } else {
+            "add the lines printed above to postgresql.conf (or write them with --conf-file), restart PostgreSQL, then run this command again"
+        };
         return Err(Failure::msg(
             FailureKind::NotArchiving,
             format!(
-                "the cluster in `{}` does not archive into `{}`: {problems} setting{} to change (listed above)",
+                "the cluster in `{}` does not archive into `{}`: {problems} problem{} (listed above)",
                 pgdata.display(),
                 repo.display(),
                 if problems == 1 { "" } else { "s" }
             ),
         )
-        .with_hint(
-            "add the lines printed above to postgresql.conf, restart PostgreSQL, then run this command again",
-        ));
+        .with_hint(hint));
     }
     reporter.step(format!(
-        "the cluster in {} archives into {} (read from {})",
+        "the cluster in {} archives into {} (read from {}){}",
         pgdata.display(),
         repo.display(),
-        settings.source
+        settings.source,
+        match &archiver {
+            Some(status) => format!("; archiving works: {}", archiver_summary(status)),
+            None => "; it is not running, so whether archiving works is not known: run this again once it runs".to_string(),
+        }
     ));
     Ok(())
 }
 
+/// Writes `block` as the whole of `file` (a new name, then renamed over
+/// it), so that writing it again never duplicates a line.
+fn write_conf_file(file: &Path, block: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let failure = |error: std::io::Error| {
+        Failure::msg(
+            FailureKind::Usage,
+            format!("cannot write `{}`: {error}", file.display()),
+        )
+        .with_hint("give --conf-file a file in a directory that exists, such as /etc/postgresql/<major>/main/conf.d/pitr.conf")
+    };
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".pitr-conf-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(failure)?;
+    temp.write_all(block.as_bytes()).map_err(failure)?;
+    temp.as_file().sync_all().map_err(failure)?;
+    temp.persist(file).map_err(|error| failure(error.error))?;
+    Ok(())
+}
+
+/// The file stdout appends to (`pitr init >> postgresql.conf`) when it
+/// already holds `block`: printing it again would only duplicate it.
+#[allow(clippy::disallowed_methods)] // our own stdout, a local file by nature
+fn stdout_already_holds(block: &str) -> Option<PathBuf> {
+    const STDOUT: &str = "/proc/self/fd/1";
+    if !std::fs::metadata(STDOUT).ok()?.is_file() {
+        return None;
+    }
+    let text = std::fs::read_to_string(STDOUT).ok()?;
+    if !text.contains(block) {
+        return None;
+    }
+    std::fs::read_link(STDOUT).ok()
+}
+
 /// The absolute path of this very binary, which is what the server should
 /// run: the server's PATH is not the user's. `pitr` (found on the server's
-/// PATH) only when the running binary cannot be located.
+/// PATH) only when the running binary cannot be located. (Our own binary
+/// on the local file system, not the repository.)
+#[allow(clippy::disallowed_methods)]
 fn pitr_program() -> PathBuf {
     std::env::current_exe()
         .and_then(|path| path.canonicalize())

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::cli::RepoArgs;
 use crate::error::Failure;
-use crate::plan::exact_window;
+use crate::plan::{exact_window, precise_utc, restorable_from};
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::backup::BackupFormat;
 use crate::repo::wal_source::ArchiveWal;
@@ -33,7 +33,8 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                     "stop_lsn": b.stop_lsn,
                     "start_time": b.label.start_time.instant.map(utc),
                     "stop_time": utc(b.stop_time),
-                    "consistent_by": utc(b.consistent_by()),
+                    // The same value as the window's start and `pitr backup`'s line.
+                    "restorable_from": restorable_from(&wal, &catalog.archive, b).ok().map(utc),
                     "bytes": b.stored_bytes,
                     "label": b.label.label,
                     // `primary` or `standby` (a standby's backup ends at
@@ -81,9 +82,18 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                 "segments": catalog.archive.segment_count(),
             })
         );
+        wal.save();
         return Ok(());
     }
-    println!("{}", backup_table(&catalog.backups));
+    let restorable: Vec<String> = catalog
+        .backups
+        .iter()
+        .map(|b| match restorable_from(&wal, &catalog.archive, b) {
+            Ok(time) => precise_utc(time).trim_end_matches(" UTC").to_string(),
+            Err(_) => "unknown".to_string(),
+        })
+        .collect();
+    println!("{}", backup_table(&catalog.backups, &restorable));
     for unreadable in &catalog.unreadable {
         println!(
             "{:<28} cannot be used: {}",
@@ -124,12 +134,14 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         };
         println!("timeline {timeline}{branched}{backups}: {segments}; {window}");
     }
+    wal.save();
     Ok(())
 }
 
 /// The backups as a table whose columns fit their contents: id, timeline,
-/// format, when it started and stopped (UTC), its WAL range and its size.
-fn backup_table(backups: &[crate::repo::backup::Backup]) -> String {
+/// format, when it started and stopped (UTC), from when it is restorable,
+/// its WAL range and its size.
+fn backup_table(backups: &[crate::repo::backup::Backup], restorable: &[String]) -> String {
     let time = |t: chrono::DateTime<chrono::FixedOffset>| {
         t.with_timezone(&chrono::Utc)
             .format("%Y-%m-%d %H:%M:%S")
@@ -141,13 +153,14 @@ fn backup_table(backups: &[crate::repo::backup::Backup]) -> String {
         "format",
         "started (UTC)",
         "stopped (UTC)",
+        "restorable from (UTC)",
         "start LSN",
         "stop LSN",
         "size",
     ]
     .map(str::to_string);
     let mut rows = vec![header];
-    for b in backups {
+    for (b, restorable) in backups.iter().zip(restorable) {
         rows.push([
             b.id.clone(),
             b.timeline.to_string(),
@@ -164,12 +177,13 @@ fn backup_table(backups: &[crate::repo::backup::Backup]) -> String {
                 .map(time)
                 .unwrap_or_else(|| b.label.start_time.text.clone()),
             time(b.stop_time),
+            restorable.clone(),
             b.start_lsn.to_string(),
             b.stop_lsn.to_string(),
             human_bytes(b.stored_bytes),
         ]);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 9];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -183,7 +197,7 @@ fn backup_table(backups: &[crate::repo::backup::Backup]) -> String {
                 .enumerate()
                 .map(|(column, (cell, width))| match column {
                     // Numbers align right.
-                    1 | 7 => format!("{cell:>width$}"),
+                    1 | 8 => format!("{cell:>width$}"),
                     _ => format!("{cell:<width$}"),
                 })
                 .collect::<Vec<_>>()

@@ -87,9 +87,11 @@ pub fn plan_from_args(
         &request,
         local,
         Some(&wal),
-    )
-    .or_fail(FailureKind::PlanRefused)?;
-    drop(wal);
+    );
+    // What planning decoded is kept for the next command, also when the
+    // plan was refused.
+    wal.save();
+    let plan = plan.or_fail(FailureKind::PlanRefused)?;
     Ok((catalog, plan))
 }
 
@@ -227,10 +229,10 @@ pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {
         ),
         format!("timeline:  {} (path {})", plan.timeline, plan.path),
         format!(
-            "WAL:       {} .. {} ({} segments, {}{}), all present",
+            "WAL:       {} .. {} ({}, {}{}), all present",
             plan.wal.first,
             plan.wal.last,
-            plan.wal.segments,
+            crate::progress::count(plan.wal.segments, "segment"),
             human_bytes(plan.wal.bytes),
             if plan.wal.from_backup > 0 {
                 format!(", {} from the backup itself", plan.wal.from_backup)

@@ -12,18 +12,22 @@ use crate::cli::{Action, RestoreArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
+use crate::postgres::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
 use crate::prefetch::{PrefetchStats, Prefetcher};
-use crate::progress::{human_bytes, Reporter, Unit};
+use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::repo::Catalog;
 use crate::stage::combine::Combine;
+use crate::stage::destination as restore_checks;
 use crate::stage::tablespaces::{parse_mapping, place};
-use crate::stage::{inspect_destination, stage, work_dir_beside, Interrupted, StageRequest};
+use crate::stage::{
+    inspect_destination, stage, work_dir_beside, Destination, Interrupted, StageRequest,
+};
 use crate::target::Target;
 use crate::wal::WalSegment;
 use std::os::unix::fs::DirBuilderExt;
@@ -45,17 +49,33 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
 
     // Everything that can be checked is checked before anything is written.
     let pgdata = absolute(&args.pgdata).or_fail(FailureKind::Usage)?;
-    let destination = inspect_destination(&pgdata, args.force).or_fail(FailureKind::Staging)?;
+    // --in-place recovers a lost primary into its own directory: it
+    // replaces what is left there, and the new primary archives as the
+    // backup's configuration says.
+    let force = args.force || args.in_place;
+    let keep_archiving = args.keep_archiving || args.in_place;
+    restore_checks::refuse_live_server(&pgdata, "--pgdata")?;
+    restore_checks::check_parent_writable(&pgdata, "--pgdata")?;
+    if args.in_place {
+        restore_checks::refuse_other_cluster(&pgdata, plan.backup.system_identifier)?;
+    }
+    let destination = inspect_destination(&pgdata, force).or_fail(FailureKind::Staging)?;
     let mappings = args
         .tablespace_mappings
         .iter()
         .map(|text| parse_mapping(text))
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
-    let placements = place(&plan.backup.tablespaces, &mappings, &pgdata).map_err(|error| {
-        Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
-    })?;
+    let placements =
+        place(&plan.backup.tablespaces, &mappings, &pgdata, args.in_place).map_err(|error| {
+            Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
+        })?;
     for placement in &placements {
+        restore_checks::refuse_live_server(&placement.destination, "the tablespace destination")?;
+        restore_checks::check_parent_writable(
+            &placement.destination,
+            "the tablespace destination",
+        )?;
         reporter.step(format!(
             "tablespace {} → {}{}",
             placement.oid,
@@ -101,16 +121,25 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     } else {
         None
     };
+    // Our own binary on the local file system, not the repository.
+    #[allow(clippy::disallowed_methods)]
     let pitr = std::env::current_exe()
         .and_then(|path| path.canonicalize())
         .context("cannot find the pitr executable")
         .or_fail(FailureKind::Internal)?;
     check_user_can_run(&user, &pitr, &catalog.location.wal_archive)?;
-    let port = match args.port {
-        Some(port) => port,
-        None => free_port().or_fail(FailureKind::Staging)?,
-    };
     let socket_dir = socket_dir_for(&pgdata);
+    let port = match args.port {
+        Some(port) => {
+            restore_checks::refuse_taken_port(port, std::slice::from_ref(&socket_dir))?;
+            port
+        }
+        None => free_port(&socket_dir).or_fail(FailureKind::Staging)?,
+    };
+    // The last question, once everything else is known to be fine.
+    if destination == Destination::Occupied {
+        restore_checks::confirm_replacement(&pgdata, &plan.backup.id, args.yes)?;
+    }
     // Prefetching starts now, while the backup is extracted, into a spool
     // beside the data directory (same filesystem, so wal-fetch can rename).
     let prefetcher = if args.no_prefetch {
@@ -134,7 +163,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         },
         port,
         socket_dir: socket_dir.to_string_lossy().into_owned(),
-        keep_archiving: args.keep_archiving,
+        keep_archiving,
         major_version,
     };
     let planned = started.elapsed();
@@ -205,7 +234,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         |event| {
             if let LogEvent::Restored(name) = event {
                 if let Some(segment) = WalSegment::parse(name, first.size) {
-                    progress.set(segment.number.saturating_sub(first.number) + 1);
+                    progress.set(replayed_count(segment, first, plan.wal.segments));
                     progress.set_message(name.clone());
                     if let Some(prefetcher) = &prefetcher {
                         prefetcher.replayed(segment);
@@ -221,6 +250,29 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         confirm_end_of_archive(&plan, &observed, &server)?;
     }
     let recovery_time = recovery_started.elapsed();
+    let handover = if state == FinalState::Promoted {
+        reporter.step(if args.in_place && !args.keep_running {
+            "promoted; removing pitr's recovery settings from postgresql.auto.conf and stopping the server"
+        } else {
+            "promoted; removing pitr's recovery settings from postgresql.auto.conf and restarting with the backup's own configuration"
+        });
+        let handover = hand_over(&HandoverRequest {
+            server: &server,
+            // A side-by-side copy keeps its own port: the backup's is the
+            // production server's, which applications connect to.
+            port: if args.in_place { args.port } else { Some(port) },
+            keep_archiving,
+            fallback_socket_dir: &socket_dir,
+            then: if args.in_place && !args.keep_running {
+                Then::Stop
+            } else {
+                Then::Restart
+            },
+        })?;
+        Some(handover)
+    } else {
+        None
+    };
 
     let summary = Summary {
         plan: &plan,
@@ -234,18 +286,29 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         timings: [planned, staging_time, recovery_time, started.elapsed()],
         server: &server,
         prefetched,
+        archiving_kept: keep_archiving,
+        handover: handover.as_ref(),
     };
     if json {
         println!("{:#}", summary.json(&local));
-    } else {
+    } else if !reporter.quiet {
         eprintln!("{}", summary.text());
     }
     Ok(())
 }
 
+/// How many planned segments replay has gone through when PostgreSQL
+/// restores `segment`. At the end of the plan PostgreSQL asks for the next
+/// segment too (to look for more WAL, or a newer timeline): it is not
+/// planned and must not count as `7/6`.
+fn replayed_count(segment: WalSegment, first: WalSegment, planned: u64) -> u64 {
+    (segment.number.saturating_sub(first.number) + 1).min(planned)
+}
+
 /// Creates the spool beside the data directory and starts prefetching the
 /// planned segments that the archive holds complete. None when the parent
 /// directory does not exist (staging then says so).
+#[allow(clippy::disallowed_methods)] // local: the spool is beside --pgdata
 fn start_prefetch(
     plan: &Plan,
     catalog: &Catalog,
@@ -258,7 +321,14 @@ fn start_prefetch(
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&spool)
-        .with_context(|| format!("cannot create `{}`", spool.display()))?;
+        .with_context(|| {
+            let parent = pgdata.parent().unwrap_or(pgdata);
+            format!(
+                "cannot create a directory in `{}`, which holds --pgdata ({})",
+                parent.display(),
+                crate::access::who_may(parent)
+            )
+        })?;
     user.own(&spool)?;
     let size = plan.wal.first.size;
     let segments = (plan.wal.first.number..=plan.wal.last.number)
@@ -280,6 +350,7 @@ fn start_prefetch(
 }
 
 /// `.<name>.pitr-spool-<pid>` beside `pgdata`, when its parent exists.
+#[allow(clippy::disallowed_methods)] // local: beside --pgdata
 fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
     let parent = pgdata.parent().filter(|p| p.is_dir())?;
     let name = pgdata.file_name()?.to_string_lossy();
@@ -351,12 +422,21 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, archive: &Path) -> Result<(), 
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free TCP port")?;
-    Ok(listener
-        .local_addr()
-        .context("cannot find a free TCP port")?
-        .port())
+/// A port free on TCP and for unix sockets (another server may listen on
+/// a socket only).
+fn free_port(socket_dir: &Path) -> anyhow::Result<u16> {
+    for _ in 0..20 {
+        let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free TCP port")?;
+        let port = listener
+            .local_addr()
+            .context("cannot find a free TCP port")?
+            .port();
+        drop(listener);
+        if restore_checks::port_taken(port, &[socket_dir.to_path_buf()]).is_none() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("cannot find a free port: every port tried is in use")
 }
 
 /// The data directory itself holds the socket, unless its path is too long
@@ -415,11 +495,42 @@ struct Summary<'a> {
     timings: [Duration; 4],
     server: &'a Server,
     prefetched: Option<PrefetchStats>,
+    /// `--keep-archiving` or `--in-place`: the server archives with the
+    /// backup's settings.
+    archiving_kept: bool,
+    /// After promotion: the clean configuration and where the server is.
+    handover: Option<&'a Handover>,
 }
 
 impl Summary<'_> {
+    /// The socket directory and port the server really uses: its lock
+    /// file while it runs, else what its configuration says.
+    fn endpoint(&self) -> (PathBuf, u16) {
+        if let Some(handover) = self.handover {
+            return (
+                handover
+                    .socket_dir
+                    .clone()
+                    .unwrap_or_else(|| self.socket_dir.to_path_buf()),
+                handover.port.unwrap_or(self.port),
+            );
+        }
+        let lock = crate::postgres::live::LockFile::read(self.pgdata);
+        (
+            lock.as_ref()
+                .and_then(|l| l.socket_dir.clone())
+                .unwrap_or_else(|| self.socket_dir.to_path_buf()),
+            lock.and_then(|l| l.port).unwrap_or(self.port),
+        )
+    }
+
+    fn running(&self) -> bool {
+        self.state != FinalState::Stopped && self.handover.is_none_or(|handover| handover.running)
+    }
+
     fn connect(&self) -> String {
-        format!("psql -h '{}' -p {}", self.socket_dir.display(), self.port)
+        let (socket_dir, port) = self.endpoint();
+        self.server.psql_command(&socket_dir, port)
     }
 
     fn text(&self) -> String {
@@ -427,11 +538,11 @@ impl Summary<'_> {
         let mut lines = vec![String::new(), "restore complete".to_string()];
         lines.push(format!("  backup:     {}", self.plan.backup.id));
         lines.push(format!(
-            "  WAL:        {} .. {} ({} segments planned, {} files restored from the archive)",
+            "  WAL:        {} .. {} ({} planned, {} restored from the archive)",
             self.plan.wal.first,
             self.plan.wal.last,
-            self.plan.wal.segments,
-            self.observed.restored_files
+            count(self.plan.wal.segments, "segment"),
+            count(self.observed.restored_files, "file")
         ));
         if let Some(stop) = &self.observed.stop_message {
             lines.push(format!("  stop point: {stop}"));
@@ -448,10 +559,33 @@ impl Summary<'_> {
                 if let Some(timeline) = self.observed.new_timeline {
                     lines.push(format!("  new timeline: {timeline}"));
                 }
-                lines.push(format!(
-                    "  PostgreSQL is running and accepts writes: {}",
-                    self.connect()
-                ));
+                match self.handover {
+                    Some(handover) if !handover.running => lines.push(format!(
+                        "  PostgreSQL is promoted and stopped, ready for its service manager, or: {}",
+                        self.server.pg_ctl_command("start")
+                    )),
+                    _ => lines.push(format!(
+                        "  PostgreSQL is running and accepts writes: {}",
+                        self.connect()
+                    )),
+                }
+                if let Some(handover) = self.handover {
+                    let kept: Vec<String> = handover
+                        .kept
+                        .iter()
+                        .map(|(name, value)| format!("{name} = '{value}'"))
+                        .collect();
+                    lines.push(format!(
+                        "  configuration: pitr's recovery settings were removed from postgresql.auto.conf; it keeps {}",
+                        if kept.is_empty() { "nothing of pitr's".to_string() } else { kept.join(", ") }
+                    ));
+                    let (socket_dir, port) = self.endpoint();
+                    lines.push(format!(
+                        "  socket:     {} port {port} ({})",
+                        socket_dir.display(),
+                        handover.socket_source
+                    ));
+                }
             }
             FinalState::Paused => {
                 lines.push(format!(
@@ -459,15 +593,24 @@ impl Summary<'_> {
                     self.connect()
                 ));
                 lines.push(format!(
-                    "  then promote it with `pg_ctl promote -D '{}'` (or SELECT pg_promote()), or stop it with `pg_ctl stop -D '{0}'`",
-                    self.pgdata.display()
+                    "  then promote it with `{}` (or SELECT pg_promote()), or stop it with `{}`",
+                    self.server.pg_ctl_command("promote"),
+                    self.server.pg_ctl_command("stop")
                 ));
+                lines.push(
+                    "  pitr's recovery settings stay in postgresql.auto.conf (the block from `# Added by pitr restore`): after promoting, remove that block before the next restart".to_string(),
+                );
             }
             FinalState::Stopped => lines.push(format!(
-                "  PostgreSQL stopped at the target; start it with `pg_ctl start -D '{}'`",
-                self.pgdata.display()
+                "  PostgreSQL stopped at the target; start it with `{}`",
+                self.server.pg_ctl_command("start")
             )),
         }
+        lines.push(if self.archiving_kept {
+            "  archiving:  kept as in the backup: this server archives its WAL with the backup's archive_command".to_string()
+        } else {
+            "  archiving:  off in the copy (archive_mode = off), so it cannot write into the production archive; set archive_mode and restart it to make it archive".to_string()
+        });
         if let Some(aside) = self.moved_aside {
             lines.push(format!("  previous directory kept at {}", aside.display()));
         }
@@ -500,8 +643,14 @@ impl Summary<'_> {
         json!({
             "plan": super::plan_json(self.plan, local),
             "pgdata": self.pgdata,
-            "port": self.port,
-            "socket_dir": self.socket_dir,
+            "port": self.endpoint().1,
+            "socket_dir": self.endpoint().0,
+            "running": self.running(),
+            "configuration": self.handover.map(|handover| json!({
+                "kept": handover.kept.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>(),
+                "socket_source": handover.socket_source,
+            })),
+            "connect": self.running().then(|| self.connect()),
             "state": self.state,
             "stop": {
                 "message": self.observed.stop_message,
@@ -515,6 +664,7 @@ impl Summary<'_> {
                 "bin_dir": self.server.binaries.dir,
             },
             "restored_files": self.observed.restored_files,
+            "archiving": if self.archiving_kept { "kept" } else { "off" },
             "moved_aside": self.moved_aside,
             "log": self.server.log_path,
             "bytes_staged": self.bytes_staged,
@@ -522,5 +672,24 @@ impl Summary<'_> {
             "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::{SegmentSize, TimelineId};
+
+    #[test]
+    fn replay_progress_never_passes_the_plan() {
+        let segment = |number| WalSegment {
+            timeline: TimelineId::FIRST,
+            number,
+            size: SegmentSize::DEFAULT,
+        };
+        assert_eq!(replayed_count(segment(4), segment(4), 6), 1);
+        assert_eq!(replayed_count(segment(9), segment(4), 6), 6);
+        // PostgreSQL asks for the segment after the last one planned.
+        assert_eq!(replayed_count(segment(10), segment(4), 6), 6);
     }
 }

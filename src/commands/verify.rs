@@ -23,7 +23,7 @@ pub fn run(args: &VerifyArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let mut backup_reports = Vec::new();
     for backup in backups {
         reporter.step(format!("verifying backup {}", backup.id));
-        let report = verify_backup(backup);
+        let report = verify_backup(catalog.stores.backups.as_ref(), backup);
         problems += report.problems.len();
         backup_reports.push(report);
     }

@@ -9,12 +9,15 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
-use crate::repo::archive;
+use crate::repo::archive::{self, ArchivedFile};
+use crate::repo::archive_name::WalFileName;
+use crate::repo::store::StoreRead;
 use crate::wal::segment::is_segment_name;
 
 /// The outcome of one fetch.
@@ -42,7 +45,9 @@ pub fn run(args: &WalFetchArgs) -> u8 {
 
 /// `PITR_FETCH_LOG=FILE` appends one line per call (name, outcome,
 /// microseconds): how long replay waited on restore_command, for the
-/// prefetch benchmark. Failures to log are ignored.
+/// prefetch benchmark. Failures to log are ignored. A local diagnostic
+/// file, not the repository.
+#[allow(clippy::disallowed_methods)]
 fn log_timing(args: &WalFetchArgs, result: &Result<Fetched>, elapsed: std::time::Duration) {
     let Some(path) = std::env::var_os("PITR_FETCH_LOG") else {
         return;
@@ -75,28 +80,16 @@ fn simulated_latency() {
 /// Only names PostgreSQL asks for are served, so a request can never
 /// reach outside the archive directory.
 fn is_servable(name: &str) -> bool {
-    if is_segment_name(name) {
-        return true;
-    }
-    if let Some(digits) = name.strip_suffix(".history") {
-        return digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_hexdigit());
-    }
-    if let Some(rest) = name.strip_suffix(".partial") {
-        return is_segment_name(rest);
-    }
-    false
+    WalFileName::parse(name).is_some_and(|name| name.is_servable())
 }
 
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     // A segment the restore prefetched: moved into place, no copy.
     if let Some(spool) = &args.spool {
-        if is_segment_name(&args.name) {
-            match fs::rename(spool.join(&args.name), &args.destination) {
-                Ok(()) => return Ok(Fetched::Delivered),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                // Anything else: the archive still has it.
-                Err(_) => {}
-            }
+        if is_segment_name(&args.name)
+            && crate::prefetch::take_spooled(spool, &args.name, &args.destination)
+        {
+            return Ok(Fetched::Delivered);
         }
     }
     simulated_latency();
@@ -105,18 +98,24 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }
-    if !dir.is_dir() {
+    let Some(archive) = crate::repo::open_archive_read(&dir) else {
         bail!(
             "the WAL archive `{}` is not a readable directory",
             dir.display()
         );
-    }
-    let mut copies = archive::copies_in(&dir, &args.name)?;
-    if copies.is_empty() && is_segment_name(&args.name) {
+    };
+    serve(&archive, &args.name, &args.destination)
+}
+
+/// Delivers the archived copy of `name` to `destination`; only reads the
+/// archive.
+fn serve(archive: &Arc<dyn StoreRead>, name: &str, destination: &Path) -> Result<Fetched> {
+    let mut copies = archive::copies_in(archive, name)?;
+    if copies.is_empty() && is_segment_name(name) {
         // PostgreSQL never asks for `.partial` files; where a segment exists
         // only as one (the end of a promoted timeline, pg_receivewal's last
         // segment), its WAL is served under the segment's name.
-        copies = archive::partial_copies_in(&dir, &args.name)?;
+        copies = archive::partial_copies_in(archive, name)?;
     }
     let Some(preferred) = copies.first() else {
         return Ok(Fetched::NotFound);
@@ -127,27 +126,13 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     if copies.len() > 1 {
         archive::check_copies_agree(&copies)?;
     }
-    let file = File::open(&preferred.path)
-        .with_context(|| format!("cannot open `{}`", preferred.path.display()))?;
-    deliver(
-        file,
-        preferred.compression,
-        &preferred.path,
-        &args.destination,
-        preferred.partial,
-    )?;
+    deliver(preferred, destination)?;
     Ok(Fetched::Delivered)
 }
 
 /// Writes to a temporary name next to `destination`, then renames, so
 /// PostgreSQL never sees a partial file.
-fn deliver(
-    file: File,
-    compression: Compression,
-    source: &Path,
-    destination: &Path,
-    pad_to_segment: bool,
-) -> Result<()> {
+fn deliver(file: &ArchivedFile, destination: &Path) -> Result<()> {
     let dir = destination
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -156,55 +141,52 @@ fn deliver(
         .prefix(".pitr-fetch-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    // A plain file is copied file to file, which the kernel does in place
-    // (copy_file_range); compressed ones stream through their decoder.
-    let copied = match compression {
-        Compression::None => {
-            let mut file = file;
-            io::copy(&mut file, temp.as_file_mut())
-        }
+    // A plain file is copied file to file, which the store may do in place
+    // (copy_file_range on posix); compressed ones stream through their
+    // decoder.
+    let copied = match file.compression {
+        Compression::None => file.download(temp.as_file_mut()),
         _ => {
-            let mut reader = compression
-                .decoder(file)
-                .with_context(|| format!("cannot read `{}`", source.display()))?;
+            let stored = file
+                .open_stored()
+                .with_context(|| format!("cannot open `{}`", file.describe()))?;
+            let mut reader = file
+                .compression
+                .decoder(stored)
+                .with_context(|| format!("cannot read `{}`", file.describe()))?;
             io::copy(&mut reader, temp.as_file_mut())
         }
     };
     copied.with_context(|| {
         format!(
             "cannot copy `{}` to `{}`",
-            source.display(),
+            file.describe(),
             destination.display()
         )
     })?;
-    if pad_to_segment {
-        pad(temp.as_file_mut(), source)?;
+    if file.partial {
+        pad(temp.as_file_mut(), &file.describe())?;
     }
     temp.persist(destination)
         .with_context(|| format!("cannot rename into `{}`", destination.display()))?;
-    let _ = fs::metadata(destination);
     Ok(())
 }
 
 /// Extends a partial segment with zeroes to its full size (from its own
 /// page header): PostgreSQL refuses restored segments of another size, and
 /// zeroes after the last record read as the end of the WAL.
-fn pad(file: &mut File, source: &Path) -> Result<()> {
+fn pad(file: &mut File, source: &str) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let mut header = [0u8; crate::wal::page::LONG_HEADER_LEN];
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_exact(&mut header))
-        .with_context(|| format!("`{}` is too short to be a WAL segment", source.display()))?;
-    let parsed = crate::wal::page::LongPageHeader::parse(&header).with_context(|| {
-        format!(
-            "`{}` does not start with a WAL page header",
-            source.display()
-        )
-    })?;
+        .with_context(|| format!("`{source}` is too short to be a WAL segment"))?;
+    let parsed = crate::wal::page::LongPageHeader::parse(&header)
+        .with_context(|| format!("`{source}` does not start with a WAL page header"))?;
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);
     if length < parsed.segment_size.bytes() {
         file.set_len(parsed.segment_size.bytes())
-            .with_context(|| format!("cannot pad `{}`", source.display()))?;
+            .with_context(|| format!("cannot pad `{source}`"))?;
     }
     Ok(())
 }

@@ -19,77 +19,48 @@
 //! instead of retrying.
 
 use std::fs::File;
-use std::io::{self, BufWriter};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Context};
 
 use crate::cli::WalPushArgs;
-use crate::compression::{same_contents, Compression};
-use crate::repo::archive::{self, is_backup_history_name, ArchivedFile};
-use crate::wal::segment::is_segment_name;
+use crate::compression::Compression;
+use crate::repo;
+use crate::repo::archive_name::WalFileName;
+use crate::repo::push::{PushError, Pushed, Source};
+use crate::repo::store::posix::Posix;
+use crate::repo::store::Writable;
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CONFLICT: u8 = 3;
 
-/// What happened to the pushed file.
-#[derive(Debug)]
-pub enum Pushed {
-    /// Written to this path.
-    Archived(PathBuf),
-    /// The archive already had it, with the same contents, here.
-    AlreadyArchived(PathBuf),
-}
-
-/// Why a push failed, which decides the exit status.
-#[derive(Debug)]
-pub enum PushError {
-    Usage(anyhow::Error),
-    Conflict(anyhow::Error),
-    Failed(anyhow::Error),
-}
-
-impl PushError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            PushError::Usage(_) => EXIT_USAGE,
-            PushError::Conflict(_) => EXIT_CONFLICT,
-            PushError::Failed(_) => EXIT_FAILED,
-        }
-    }
-
-    fn error(&self) -> &anyhow::Error {
-        match self {
-            PushError::Usage(error) | PushError::Conflict(error) | PushError::Failed(error) => {
-                error
-            }
-        }
-    }
-}
-
-impl From<anyhow::Error> for PushError {
-    fn from(error: anyhow::Error) -> PushError {
-        PushError::Failed(error)
+fn exit_code(error: &PushError) -> u8 {
+    match error {
+        PushError::Usage(_) => EXIT_USAGE,
+        PushError::Conflict(_) => EXIT_CONFLICT,
+        PushError::Failed(_) => EXIT_FAILED,
     }
 }
 
 pub fn run(args: &WalPushArgs) -> u8 {
     match push(args) {
-        Ok(Pushed::Archived(_)) => 0,
-        Ok(Pushed::AlreadyArchived(existing)) => {
+        Ok((_, Pushed::Archived(_))) => 0,
+        Ok((store, Pushed::AlreadyArchived(existing))) => {
             // Goes to the server log: worth a line, because it also shows
             // when two servers archive into the same place.
             eprintln!(
                 "pitr wal-push: `{}` is already archived as `{}` with the same contents; nothing was written",
                 args.path.display(),
-                existing.display()
+                store.describe(&existing)
             );
             0
         }
         Err(error) => {
             eprintln!("pitr wal-push: error: {:#}", error.error());
-            error.exit_code()
+            exit_code(&error)
         }
     }
 }
@@ -97,19 +68,10 @@ pub fn run(args: &WalPushArgs) -> u8 {
 /// Names PostgreSQL archives: segments, timeline and backup history files,
 /// and the `.partial` segment left at the end of a timeline.
 pub fn is_pushable(name: &str) -> bool {
-    if is_segment_name(name) || is_backup_history_name(name) {
-        return true;
-    }
-    if let Some(digits) = name.strip_suffix(".history") {
-        return digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_hexdigit());
-    }
-    if let Some(segment) = name.strip_suffix(".partial") {
-        return is_segment_name(segment);
-    }
-    false
+    WalFileName::parse(name).is_some_and(|name| name.is_pushable())
 }
 
-pub fn push(args: &WalPushArgs) -> Result<Pushed, PushError> {
+pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
     let dir =
         crate::repo::wal_archive_dir(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())
             .map_err(PushError::Usage)?;
@@ -117,7 +79,8 @@ pub fn push(args: &WalPushArgs) -> Result<Pushed, PushError> {
     let name = source
         .file_name()
         .and_then(|name| name.to_str())
-        .filter(|name| is_pushable(name))
+        .and_then(WalFileName::parse)
+        .filter(|name| name.is_pushable())
         .ok_or_else(|| {
             PushError::Usage(anyhow!(
                 "`{}` is not a WAL file: its name must be a segment (24 hex digits), `NNNNNNNN.history`, `<segment>.<offset>.backup` or `<segment>.partial`",
@@ -129,27 +92,31 @@ pub fn push(args: &WalPushArgs) -> Result<Pushed, PushError> {
     compression
         .encoder(io::sink(), args.level)
         .map_err(|error| PushError::Usage(anyhow!("{error}")))?;
-    push_file(source, name, &dir, compression, args.level)
+    push_file(source, &name, &dir, compression, args.level)
 }
 
 /// Archives `source` as `dir/<name><suffix>`.
 pub fn push_file(
     source: &Path,
-    name: &str,
+    name: &WalFileName,
     dir: &Path,
     compression: Compression,
     level: Option<i32>,
-) -> Result<Pushed, PushError> {
+) -> Result<(Writable, Pushed), PushError> {
+    let archive = Posix::new(dir);
     // A missing archive directory is an error, not something to create: it
     // usually means an unmounted backup volume, and archiving onto the
     // root file system instead would hide that until the disk fills up.
-    if !dir.is_dir() {
+    if !archive.exists() {
         return Err(PushError::Failed(anyhow!(
             "the WAL archive `{}` does not exist or is not a directory; create it (or mount its volume) and PostgreSQL will retry",
             dir.display()
         )));
     }
-    let input =
+    let archive = Writable::new(archive);
+    // The source is PostgreSQL's own file in pg_wal: local by nature.
+    #[allow(clippy::disallowed_methods)]
+    let mut input =
         File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
     let metadata = input
         .metadata()
@@ -160,126 +127,25 @@ pub fn push_file(
             source.display()
         )));
     }
-
-    let existing = archive::copies_in(dir, name)?;
-    if !existing.is_empty() {
-        return already_archived(source, &existing, dir);
-    }
-
-    let final_path = dir.join(archived_name(name, compression));
-    // A unique temporary name in the same directory, so the final rename
-    // stays on one file system; the dot keeps it out of listings, and it is
-    // removed if anything below fails. The source's mode is kept, as `cp`
-    // does (0600, or 0640 for clusters with group access).
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".pitr-push")
-        .permissions(metadata.permissions())
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    let writer = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
-    let mut encoder = compression
-        .encoder(writer, level)
-        .map_err(|error| PushError::Usage(anyhow!("{error}")))?;
-    let mut reader = input;
-    io::copy(&mut reader, &mut encoder)
-        .and_then(|_| encoder.finish())
-        .and_then(|writer| writer.into_inner().map_err(|error| error.into_error()))
-        .map_err(|error| write_error(error, &final_path))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|error| write_error(error, &final_path))?;
-
-    // Never replaces a file: renameat2(RENAME_NOREPLACE), or link(2) where
-    // the file system lacks it. Of two pushes of the same name at once,
-    // exactly one gets here; the other compares with the winner's file.
-    match temp.persist_noclobber(&final_path) {
-        Ok(_) => {
-            sync_dir(dir)?;
-            Ok(Pushed::Archived(final_path))
-        }
-        Err(error) if error.error.kind() == io::ErrorKind::AlreadyExists => {
-            drop(error.file);
-            let existing = archive::copies_in(dir, name)?;
-            already_archived(source, &existing, dir)
-        }
-        Err(error) => Err(PushError::Failed(anyhow::Error::new(error.error).context(
-            format!(
-                "cannot move the archived copy into place as `{}`",
-                final_path.display()
-            ),
-        ))),
-    }
-}
-
-/// `source` is already archived as `existing`: success if every copy holds
-/// the same bytes, a conflict naming both files otherwise.
-fn already_archived(
-    source: &Path,
-    existing: &[ArchivedFile],
-    dir: &Path,
-) -> Result<Pushed, PushError> {
-    for copy in existing {
-        let mut archived = copy
-            .compression
-            .open(&copy.path)
-            .with_context(|| format!("cannot open `{}`", copy.path.display()))?;
-        let mut pushed =
-            File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
-        let same = same_contents(&mut archived, &mut pushed).with_context(|| {
-            format!(
-                "cannot compare `{}` with the archived `{}` (a damaged earlier copy? check it and move it away)",
-                source.display(),
-                copy.path.display()
-            )
-        })?;
-        if !same {
-            return Err(PushError::Conflict(anyhow!(
-                "`{}` differs from `{}`, already in the archive under the same name; nothing was overwritten: find out which server wrote the archived file (two clusters archiving into one place?) before moving it away",
-                source.display(),
-                copy.path.display()
-            )));
-        }
-    }
-    // The copy may have been written without fsync (by `cp`, or by a push
-    // that crashed before syncing the directory): make it durable before
-    // PostgreSQL forgets its own copy.
-    for copy in existing {
-        File::open(&copy.path)
-            .and_then(|file| file.sync_all())
-            .with_context(|| format!("cannot sync `{}`", copy.path.display()))?;
-    }
-    sync_dir(dir)?;
-    Ok(Pushed::AlreadyArchived(existing[0].path.clone()))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), PushError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .with_context(|| format!("cannot sync the directory `{}`", dir.display()))
-        .map_err(PushError::Failed)
-}
-
-fn write_error(error: io::Error, path: &Path) -> PushError {
-    let what = if error.raw_os_error() == Some(nix::libc::ENOSPC) {
-        format!(
-            "the file system of `{}` is full; free space there and PostgreSQL will retry",
-            path.display()
-        )
-    } else {
-        format!("cannot write `{}`", path.display())
-    };
-    PushError::Failed(anyhow::Error::new(error).context(what))
-}
-
-/// The name of the archived copy of `name`.
-pub fn archived_name(name: &str, compression: Compression) -> String {
-    format!("{name}{}", compression.suffix())
+    let pushed = repo::push::push(
+        &archive,
+        Source {
+            file: &mut input,
+            path: source,
+            mode: metadata.permissions().mode(),
+        },
+        name,
+        compression,
+        level,
+    )?;
+    Ok((archive, pushed))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
+    use crate::repo::push::archived_name;
     use std::fs;
     use std::io::Write;
 
@@ -312,6 +178,7 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         write(&source, &data);
         let name = "000000010000000000000003";
+        let wal_name = WalFileName::parse(name).unwrap();
 
         for compression in [
             Compression::Zstd,
@@ -320,32 +187,34 @@ mod tests {
             Compression::None,
         ] {
             let dir = tempfile::tempdir_in(dir.path()).unwrap();
-            let pushed = push_file(&source, name, dir.path(), compression, None).unwrap();
-            let Pushed::Archived(path) = pushed else {
+            let (_, pushed) = push_file(&source, &wal_name, dir.path(), compression, None).unwrap();
+            let Pushed::Archived(key) = pushed else {
                 panic!("{compression:?}: {pushed:?}");
             };
-            assert_eq!(path, dir.path().join(archived_name(name, compression)));
+            assert_eq!(key, archived_name(name, compression));
+            let path = dir.path().join(&key);
             let mut back = Vec::new();
-            io::Read::read_to_end(&mut compression.open(&path).unwrap(), &mut back).unwrap();
+            let mut reader = compression.decoder(File::open(&path).unwrap()).unwrap();
+            io::Read::read_to_end(&mut reader, &mut back).unwrap();
             assert_eq!(back, data);
             let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
             assert_eq!(files.len(), 1, "no temporary file is left");
         }
 
-        let first = push_file(&source, name, &archive, Compression::Zstd, None).unwrap();
+        let (_, first) = push_file(&source, &wal_name, &archive, Compression::Zstd, None).unwrap();
         assert!(matches!(first, Pushed::Archived(_)));
         let archived = archive.join(format!("{name}.zst"));
         let stored = fs::read(&archived).unwrap();
         // Again, even in another compression: the same contents are success.
-        let again = push_file(&source, name, &archive, Compression::Gzip, None).unwrap();
-        assert!(matches!(again, Pushed::AlreadyArchived(ref p) if *p == archived));
+        let (_, again) = push_file(&source, &wal_name, &archive, Compression::Gzip, None).unwrap();
+        assert!(matches!(again, Pushed::AlreadyArchived(ref key) if archive.join(key) == archived));
         assert!(!archive.join(format!("{name}.gz")).exists());
 
         let mut other = data.clone();
         other[100] ^= 1;
         write(&source, &other);
-        let error = push_file(&source, name, &archive, Compression::Zstd, None).unwrap_err();
-        assert_eq!(error.exit_code(), EXIT_CONFLICT);
+        let error = push_file(&source, &wal_name, &archive, Compression::Zstd, None).unwrap_err();
+        assert_eq!(exit_code(&error), EXIT_CONFLICT);
         let message = format!("{:#}", error.error());
         assert!(
             message.contains(&archived.display().to_string()),
@@ -362,13 +231,13 @@ mod tests {
         let missing = dir.path().join("not-mounted");
         let error = push_file(
             &source,
-            "00000002.history",
+            &WalFileName::parse("00000002.history").unwrap(),
             &missing,
             Compression::Zstd,
             None,
         )
         .unwrap_err();
-        assert_eq!(error.exit_code(), EXIT_FAILED);
+        assert_eq!(exit_code(&error), EXIT_FAILED);
         assert!(!missing.exists());
     }
 }

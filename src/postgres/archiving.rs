@@ -341,10 +341,177 @@ pub fn check(settings: &Settings, repo: &Path, expected: &str) -> Vec<Finding> {
     findings
 }
 
+/// What `pg_stat_archiver` and `pg_wal/archive_status` say of a running
+/// server's archiving.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ArchiverStatus {
+    pub archived_count: u64,
+    pub last_archived_wal: Option<String>,
+    /// `YYYY-MM-DD HH:MM:SS UTC`.
+    pub last_archived_time: Option<String>,
+    pub failed_count: u64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<String>,
+    /// The last attempt failed (no success since the last failure).
+    pub failing: bool,
+    /// The WAL file the server writes now (none on a standby).
+    pub current_wal: Option<String>,
+    /// Segments marked ready and not archived yet.
+    pub waiting: Option<u64>,
+}
+
+/// Segments waiting beyond which archiving counts as lagging: PostgreSQL
+/// marks a segment ready when it is complete, and the archiver takes it
+/// within seconds when all is well.
+const LAGGING_SEGMENTS: u64 = 8;
+
+/// The `setting` of findings about the archiver's work rather than a setting.
+pub const ARCHIVER: &str = "pg_stat_archiver";
+
+/// The settings that the lines `pitr init` prints decide.
+pub const PRINTED_SETTINGS: [&str; 4] = [
+    "wal_level",
+    "archive_mode",
+    "archive_command",
+    "archive_library",
+];
+
+/// Judges whether archiving works, from what the archiver reports.
+pub fn judge_archiver(status: &ArchiverStatus) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let waiting = match status.waiting {
+        Some(0) | None => String::new(),
+        Some(n) => format!(
+            "; {n} WAL file{} wait{} in pg_wal to be archived",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" }
+        ),
+    };
+    if status.failing {
+        findings.push(Finding {
+            severity: Severity::Problem,
+            setting: ARCHIVER,
+            message: format!(
+                "archiving fails: {} failed attempt{} (pg_stat_archiver), the last for {} at {}, {}{waiting}; PostgreSQL keeps that WAL in pg_wal and retries, and the server log says why (lines `archive command failed`)",
+                status.failed_count,
+                if status.failed_count == 1 { "" } else { "s" },
+                status.last_failed_wal.as_deref().unwrap_or("a WAL file"),
+                status.last_failed_time.as_deref().unwrap_or("an unknown time"),
+                match (&status.last_archived_wal, &status.last_archived_time) {
+                    (Some(wal), Some(time)) => format!("after the last success, {wal} at {time}"),
+                    _ => "and no file was ever archived".to_string(),
+                }
+            ),
+        });
+        return findings;
+    }
+    if status.waiting.is_some_and(|n| n >= LAGGING_SEGMENTS) {
+        findings.push(Finding {
+            severity: Severity::Problem,
+            setting: ARCHIVER,
+            message: format!(
+                "archiving is behind{waiting} (last archived: {}); the end of the recoverable window is that far back",
+                status.last_archived_wal.as_deref().unwrap_or("none yet")
+            ),
+        });
+    } else if status.failed_count > 0 {
+        findings.push(Finding {
+            severity: Severity::Note,
+            setting: ARCHIVER,
+            message: format!(
+                "archiving failed {} time{} before (the last for {} at {}) but works now",
+                status.failed_count,
+                if status.failed_count == 1 { "" } else { "s" },
+                status.last_failed_wal.as_deref().unwrap_or("a WAL file"),
+                status
+                    .last_failed_time
+                    .as_deref()
+                    .unwrap_or("an unknown time"),
+            ),
+        });
+    }
+    findings
+}
+
+/// One line on archiving that works, for the report.
+pub fn archiver_summary(status: &ArchiverStatus) -> String {
+    let last = match (&status.last_archived_wal, &status.last_archived_time) {
+        (Some(wal), Some(time)) => format!("last archived {wal} at {time}"),
+        _ => {
+            "nothing archived yet (the first WAL file is archived when it is complete)".to_string()
+        }
+    };
+    let current = status
+        .current_wal
+        .as_ref()
+        .map(|wal| format!("; the server writes {wal}"))
+        .unwrap_or_default();
+    let waiting = match status.waiting {
+        Some(n) => format!("; {n} waiting"),
+        None => String::new(),
+    };
+    format!(
+        "{} file{} archived, {last}{current}{waiting}",
+        status.archived_count,
+        if status.archived_count == 1 { "" } else { "s" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn the_archiver_is_judged_by_its_last_attempt() {
+        let ok = ArchiverStatus {
+            archived_count: 12,
+            last_archived_wal: Some("00000001000000000000000C".into()),
+            last_archived_time: Some("2026-11-24 03:15:00 UTC".into()),
+            current_wal: Some("00000001000000000000000D".into()),
+            waiting: Some(0),
+            ..ArchiverStatus::default()
+        };
+        assert!(judge_archiver(&ok).is_empty());
+        assert!(archiver_summary(&ok)
+            .starts_with("12 files archived, last archived 00000001000000000000000C"));
+
+        let failing = ArchiverStatus {
+            failed_count: 3,
+            last_failed_wal: Some("00000001000000000000000D".into()),
+            last_failed_time: Some("2026-11-24 03:16:00 UTC".into()),
+            failing: true,
+            waiting: Some(2),
+            ..ok.clone()
+        };
+        let findings = judge_archiver(&failing);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].severity, Severity::Problem);
+        assert!(
+            findings[0]
+                .message
+                .contains("archiving fails: 3 failed attempts"),
+            "{}",
+            findings[0].message
+        );
+        assert!(findings[0]
+            .message
+            .contains("after the last success, 00000001000000000000000C"));
+        assert!(findings[0].message.contains("2 WAL files wait"));
+
+        let recovered = ArchiverStatus {
+            failing: false,
+            ..failing.clone()
+        };
+        assert_eq!(judge_archiver(&recovered)[0].severity, Severity::Note);
+
+        let behind = ArchiverStatus {
+            waiting: Some(40),
+            ..ok.clone()
+        };
+        assert_eq!(judge_archiver(&behind)[0].severity, Severity::Problem);
+        assert!(judge_archiver(&behind)[0].message.contains("behind"));
+    }
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         pairs

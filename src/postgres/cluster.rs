@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use super::archiving::{Setting, Settings, CHECKED_SETTINGS};
+use super::archiving::{ArchiverStatus, Setting, Settings, CHECKED_SETTINGS};
 use super::binaries::Binaries;
 use super::os_user::OsUser;
 
@@ -106,14 +106,6 @@ fn query_running(
     postmaster: &Postmaster,
     user: &OsUser,
 ) -> Result<ClusterSettings> {
-    let psql = Some(binaries.program("psql"))
-        .filter(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from("psql"));
-    let host = match (&postmaster.socket_dir, &postmaster.listen) {
-        (Some(dir), _) => dir.to_string_lossy().into_owned(),
-        (None, Some(address)) if address != "*" => address.clone(),
-        _ => "localhost".to_string(),
-    };
     let names = CHECKED_SETTINGS
         .iter()
         .map(|name| format!("'{name}'"))
@@ -121,12 +113,57 @@ fn query_running(
         .join(", ");
     let query =
         format!("SELECT name, setting, pending_restart FROM pg_settings WHERE name IN ({names})");
+    let rows = run_query(binaries, postmaster, user, &query, "the settings")?;
+    let mut settings = Settings::new();
+    for fields in rows {
+        if let [name, value, pending] = &fields[..] {
+            settings.insert(
+                name.to_string(),
+                Setting {
+                    value: value.to_string(),
+                    pending_restart: pending == "t",
+                },
+            );
+        }
+    }
+    Ok(ClusterSettings {
+        settings,
+        running: true,
+        source: format!(
+            "the running server (host `{}`, port {})",
+            server_host(postmaster),
+            postmaster.port
+        ),
+    })
+}
+
+/// Where psql reaches the server: its socket directory, else its address.
+fn server_host(postmaster: &Postmaster) -> String {
+    match (&postmaster.socket_dir, &postmaster.listen) {
+        (Some(dir), _) => dir.to_string_lossy().into_owned(),
+        (None, Some(address)) if address != "*" => address.clone(),
+        _ => "localhost".to_string(),
+    }
+}
+
+/// Runs one query with psql as `user` and returns its rows' fields.
+fn run_query(
+    binaries: &Binaries,
+    postmaster: &Postmaster,
+    user: &OsUser,
+    query: &str,
+    what: &str,
+) -> Result<Vec<Vec<String>>> {
+    let psql = Some(binaries.program("psql"))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("psql"));
+    let host = server_host(postmaster);
     let mut command = user.command(&psql);
     command
         .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
         .args(["-F", "\u{1f}", "-R", "\u{1e}"])
         .args(["-h", &host, "-p", &postmaster.port.to_string()])
-        .args(["-c", &query])
+        .args(["-c", query])
         .stdin(Stdio::null());
     // Any database will do for pg_settings; `postgres` exists by default,
     // unlike libpq's default of a database named after the user.
@@ -141,34 +178,78 @@ fn query_running(
         .with_context(|| format!("cannot run `{}`", psql.display()))?;
     if !output.status.success() {
         bail!(
-            "`{}` could not read the settings of the server (host `{host}`, port {}): {}",
+            "`{}` could not read {what} of the server (host `{host}`, port {}): {}",
             psql.display(),
             postmaster.port,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut settings = Settings::new();
-    for record in text.split('\u{1e}') {
-        let fields: Vec<&str> = record.trim_matches('\n').split('\u{1f}').collect();
-        if let [name, value, pending] = fields[..] {
-            settings.insert(
-                name.to_string(),
-                Setting {
-                    value: value.to_string(),
-                    pending_restart: pending == "t",
-                },
-            );
-        }
-    }
-    Ok(ClusterSettings {
-        settings,
-        running: true,
-        source: format!(
-            "the running server (host `{host}`, port {})",
-            postmaster.port
-        ),
-    })
+    Ok(text
+        .split('\u{1e}')
+        .map(|record| record.trim_matches('\n'))
+        .filter(|record| !record.is_empty())
+        .map(|record| record.split('\u{1f}').map(str::to_string).collect())
+        .collect())
+}
+
+/// What `pg_stat_archiver` says of the running server in `pgdata`, and how
+/// many segments wait in `pg_wal/archive_status`; `None` when no server
+/// runs there (a stopped server archives nothing, and its counters are
+/// gone with it).
+pub fn archiver_status(
+    pgdata: &Path,
+    user: &OsUser,
+    bin_dir: Option<&Path>,
+) -> Result<Option<ArchiverStatus>> {
+    let Some(postmaster) = running_postmaster(pgdata) else {
+        return Ok(None);
+    };
+    let major = data_directory_version(pgdata)?;
+    let binaries = Binaries::find(bin_dir, major)?;
+    // A standby has no current WAL file of its own to compare with.
+    let query = "SELECT archived_count, coalesce(last_archived_wal, ''), \
+         coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), ''), \
+         failed_count, coalesce(last_failed_wal, ''), \
+         coalesce(to_char(last_failed_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), ''), \
+         coalesce(last_failed_time > last_archived_time, last_failed_time IS NOT NULL), \
+         CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END \
+         FROM pg_stat_archiver";
+    let rows = run_query(&binaries, &postmaster, user, query, "pg_stat_archiver")?;
+    let Some([archived, last_wal, last_time, failed, failed_wal, failed_time, failing, current]) =
+        rows.first()
+            .and_then(|row| <&[String; 8]>::try_from(&row[..]).ok())
+    else {
+        bail!(
+            "pg_stat_archiver of the server in `{}` gave no row",
+            pgdata.display()
+        );
+    };
+    let some = |text: &String| Some(text.clone()).filter(|t| !t.is_empty());
+    Ok(Some(ArchiverStatus {
+        archived_count: archived.parse().unwrap_or(0),
+        last_archived_wal: some(last_wal),
+        last_archived_time: some(last_time),
+        failed_count: failed.parse().unwrap_or(0),
+        last_failed_wal: some(failed_wal),
+        last_failed_time: some(failed_time),
+        failing: failing == "t",
+        current_wal: some(current),
+        waiting: waiting_segments(pgdata),
+    }))
+}
+
+/// Files PostgreSQL has marked ready for archiving and not yet archived
+/// (`pg_wal/archive_status/*.ready`); `None` when the directory cannot be
+/// read.
+fn waiting_segments(pgdata: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(pgdata.join("pg_wal").join("archive_status")).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".ready"))
+            .count() as u64,
+    )
 }
 
 /// Reads the configuration files of a stopped cluster with `postgres -C`.

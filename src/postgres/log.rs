@@ -156,9 +156,12 @@ mod tests {
         for (line, expected) in cases {
             assert_eq!(parse_line(&format!("{prefix}{line}")), expected, "{line}");
         }
+        let meaning = explain_fatal("recovery ended before configured recovery target was reached");
         assert!(
-            explain_fatal("recovery ended before configured recovery target was reached").is_some()
+            meaning.is_some_and(|m| m.starts_with("the archived WAL ends before the target")),
+            "{meaning:?}"
         );
+        assert_eq!(explain_fatal("some other FATAL"), None);
     }
 
     /// The wording that differs between majors (reference §5.4), as each
@@ -192,7 +195,11 @@ mod tests {
         // 12–13 name the primary "master" in this FATAL, 14+ "primary".
         for wording in ["master", "primary"] {
             let message = format!("hot standby is not possible because max_connections = 10 is a lower setting than on the {wording} server (its value was 100)");
-            assert!(explain_fatal(&message).is_some(), "{message}");
+            assert_eq!(
+                explain_fatal(&message),
+                Some("the restored server's settings are lower than the primary's"),
+                "{message}"
+            );
         }
     }
 }

@@ -199,13 +199,14 @@ pub fn follow(
             let how = match stopped {
                 Ok(()) => "PostgreSQL was stopped with a fast shutdown".to_string(),
                 Err(error) => format!(
-                    "stopping PostgreSQL failed ({error:#}); stop it with `pg_ctl stop -D {}`",
-                    server.pgdata.display()
+                    "stopping PostgreSQL failed ({error:#}); stop it with `{}`",
+                    server.pg_ctl_command("stop -m fast")
                 ),
             };
             return Err(Failure::msg(FailureKind::Interrupted, format!("interrupted during recovery; {how}")).with_hint(format!(
-                "the data directory `{}` is left as it is: start it again with `pg_ctl start -D {0}` to resume recovery, or remove it",
-                server.pgdata.display()
+                "the data directory `{}` is left as it is: start it again with `{}` to resume recovery, or remove it",
+                server.pgdata.display(),
+                server.pg_ctl_command("start")
             )));
         }
         // Liveness is looked at before the log is read: once the process

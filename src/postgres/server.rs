@@ -12,6 +12,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use super::binaries::Binaries;
+use super::commands::{as_user, shell_word};
 use super::log::{parse_line, LogEvent};
 use super::os_user::OsUser;
 use crate::wal::Lsn;
@@ -56,6 +57,57 @@ impl Server {
             );
         }
         Ok(())
+    }
+
+    /// Starts the server and waits until it accepts connections (after a
+    /// promoted restore, with its own configuration back).
+    pub fn start_and_wait(&self) -> Result<()> {
+        let output = self
+            .pg_ctl()
+            .args(["start", "-w", "-t", "300", "-D"])
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(&self.log_path)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run pg_ctl")?;
+        if !output.status.success() {
+            bail!(
+                "pg_ctl could not start the server: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl <action> -D <pgdata>` as a command line to paste: the full
+    /// path of this major's pg_ctl, run as the server's OS user.
+    pub fn pg_ctl_command(&self, action: &str) -> String {
+        let mut command = format!(
+            "{} {action} -D {}",
+            shell_word(&self.binaries.program("pg_ctl").to_string_lossy()),
+            shell_word(&self.pgdata.to_string_lossy())
+        );
+        // Started by hand, the server's output needs somewhere to go.
+        if action.starts_with("start") {
+            command.push_str(&format!(
+                " -l {}",
+                shell_word(&self.log_path.to_string_lossy())
+            ));
+        }
+        as_user(&self.user.name, &command)
+    }
+
+    /// `psql` connecting to this server as its OS user's role, over the
+    /// socket it really uses.
+    pub fn psql_command(&self, socket_dir: &Path, port: u16) -> String {
+        let command = format!(
+            "{} -h {} -p {port} -U {} -d postgres",
+            shell_word(&self.binaries.program("psql").to_string_lossy()),
+            shell_word(&socket_dir.to_string_lossy()),
+            shell_word(&self.user.name)
+        );
+        as_user(&self.user.name, &command)
     }
 
     /// The postmaster's PID, from the first line of `postmaster.pid`.

@@ -199,6 +199,15 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_is_always_a_number() {
+        let mut settings = settings(15);
+        settings.timeline = TimelineId::FIRST;
+        assert!(settings
+            .render("test")
+            .contains("recovery_target_timeline = '1'\n"));
+    }
+
+    #[test]
     fn conf_quoting_doubles_quotes_and_backslashes() {
         assert_eq!(quote_conf("it's"), "'it''s'");
         assert_eq!(quote_conf(r"a\b"), r"'a\\b'");

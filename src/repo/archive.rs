@@ -2,38 +2,81 @@
 //! files it holds, as filled by any `archive_command` or `pg_receivewal`.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
+use super::archive_name::{ArchiveName, WalFileName};
+use super::store::{ObjectInfo, ObjectReader, StoreRead, Version};
 use crate::compression::Compression;
 use crate::wal::history;
 use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
-use crate::wal::segment::is_segment_name;
-use crate::wal::timelines::TimelineGraph;
+use crate::wal::timelines::{TimelineGraph, TimelinePath};
 use crate::wal::{SegmentSize, TimelineId, WalSegment};
 
-/// One file of the archive.
+/// One file of the archive: an object of the archive's store.
 #[derive(Clone, Debug)]
 pub struct ArchivedFile {
-    pub path: PathBuf,
+    pub key: String,
     pub compression: Compression,
-    /// Size on disk (compressed size for compressed files).
+    /// Size in the store (compressed size for compressed files).
     pub stored_bytes: u64,
     pub modified: SystemTime,
+    /// Changes whenever the file is written again: what caches of its
+    /// contents key on.
+    pub version: Version,
     /// A `.partial` file: the WAL written so far of a segment that was never
     /// completed (the end of a promoted timeline, or pg_receivewal's current
     /// segment). Used only where no complete copy exists.
     pub partial: bool,
+    store: Arc<dyn StoreRead>,
+}
+
+impl ArchivedFile {
+    pub fn new(
+        store: Arc<dyn StoreRead>,
+        object: ObjectInfo,
+        compression: Compression,
+        partial: bool,
+    ) -> ArchivedFile {
+        ArchivedFile {
+            key: object.key,
+            compression,
+            stored_bytes: object.size,
+            modified: object.modified,
+            version: object.version,
+            partial,
+            store,
+        }
+    }
+
+    /// The file as messages name it (its path on posix).
+    pub fn describe(&self) -> String {
+        self.store.describe(&self.key)
+    }
+
+    /// The stored bytes, compressed as they are.
+    pub fn open_stored(&self) -> io::Result<ObjectReader> {
+        self.store.open(&self.key)
+    }
+
+    /// Copies the stored bytes (compressed as they are) into a local file.
+    pub fn download(&self, to: &mut std::fs::File) -> io::Result<u64> {
+        self.store.download(&self.key, to)
+    }
+
+    /// The file's contents, decompressed.
+    pub fn open(&self) -> io::Result<Box<dyn Read>> {
+        self.compression.decoder(self.open_stored()?)
+    }
 }
 
 /// A listing of the archive directory, made once per command.
 #[derive(Debug)]
 pub struct WalArchive {
-    pub dir: PathBuf,
+    store: Arc<dyn StoreRead>,
     pub segment_size: SegmentSize,
     /// From the first segment's page header, when there is a segment.
     pub system_identifier: Option<u64>,
@@ -55,15 +98,16 @@ pub struct WalArchive {
 }
 
 impl WalArchive {
-    /// Lists `dir`. `fallback_size` is used when the archive holds no segment
-    /// to read the segment size from.
-    pub fn scan(dir: &Path, fallback_size: SegmentSize) -> Result<WalArchive> {
-        let entries = fs::read_dir(dir)
-            .with_context(|| format!("cannot read the WAL archive `{}`", dir.display()))?;
+    /// Lists the archive's store. `fallback_size` is used when the archive
+    /// holds no segment to read the segment size from.
+    pub fn scan(store: Arc<dyn StoreRead>, fallback_size: SegmentSize) -> Result<WalArchive> {
+        let objects = store
+            .list("", None)
+            .with_context(|| format!("cannot read the WAL archive `{}`", store.describe("")))?;
         let mut segment_files = Vec::new();
         let mut partial_files = Vec::new();
         let mut archive = WalArchive {
-            dir: dir.to_path_buf(),
+            store: Arc::clone(&store),
             segment_size: fallback_size,
             system_identifier: None,
             major_version: None,
@@ -74,45 +118,55 @@ impl WalArchive {
             timelines: TimelineGraph::default(),
             broken_histories: BTreeMap::new(),
         };
-        for entry in entries {
-            let entry = entry
-                .with_context(|| format!("cannot read the WAL archive `{}`", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let metadata = entry
-                .metadata()
-                .with_context(|| format!("cannot read `{}`", entry.path().display()))?;
-            if !metadata.is_file() {
-                continue;
-            }
-            if let Some((stem, compression)) = partial_name(&name) {
-                partial_files.push((
-                    stem.to_string(),
-                    ArchivedFile {
-                        path: entry.path(),
-                        compression,
-                        stored_bytes: metadata.len(),
-                        modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        partial: true,
-                    },
-                ));
-                continue;
-            }
-            let (stem, compression) = Compression::split_name(&name);
-            let file = ArchivedFile {
-                path: entry.path(),
-                compression,
-                stored_bytes: metadata.len(),
-                modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                partial: false,
+        for object in objects {
+            let name = object.key.clone();
+            let file = |partial| {
+                ArchivedFile::new(
+                    Arc::clone(&store),
+                    object.clone(),
+                    Compression::None,
+                    partial,
+                )
             };
-            if is_segment_name(stem) {
-                segment_files.push((stem.to_string(), file));
-            } else if let Some(timeline) = history_timeline(stem) {
-                keep_preferred(&mut archive.histories, timeline, file);
-            } else if is_backup_history_name(stem) {
-                keep_preferred(&mut archive.backup_histories, stem.to_string(), file);
-            } else {
+            let Some(parsed) = ArchiveName::parse(&name) else {
                 archive.other_files.push(name);
+                continue;
+            };
+            let compression = parsed.compression;
+            match parsed.file {
+                WalFileName::Partial(stem) => partial_files.push((
+                    stem,
+                    ArchivedFile {
+                        compression,
+                        ..file(true)
+                    },
+                )),
+                WalFileName::Segment(stem) => segment_files.push((
+                    stem,
+                    ArchivedFile {
+                        compression,
+                        ..file(false)
+                    },
+                )),
+                history @ WalFileName::TimelineHistory(_) => match history.history_timeline() {
+                    Some(timeline) => keep_preferred(
+                        &mut archive.histories,
+                        timeline,
+                        ArchivedFile {
+                            compression,
+                            ..file(false)
+                        },
+                    ),
+                    None => archive.other_files.push(name),
+                },
+                backup @ WalFileName::BackupHistory { .. } => keep_preferred(
+                    &mut archive.backup_histories,
+                    backup.to_string(),
+                    ArchivedFile {
+                        compression,
+                        ..file(false)
+                    },
+                ),
             }
         }
         // Read the segment size from a real segment: names only make sense
@@ -179,6 +233,11 @@ impl WalArchive {
         Ok(archive)
     }
 
+    /// The store the archive was listed from: what its files are read from.
+    pub fn store(&self) -> &Arc<dyn StoreRead> {
+        &self.store
+    }
+
     /// When a timeline's history file was archived: about when the timeline
     /// was created.
     pub fn history_time(&self, timeline: TimelineId) -> Option<SystemTime> {
@@ -192,10 +251,11 @@ impl WalArchive {
     /// twice keeps the last entry.
     #[cfg(test)]
     pub fn from_listing(
-        dir: &Path,
+        dir: &std::path::Path,
         segment_size: SegmentSize,
         files: impl IntoIterator<Item = (WalSegment, u64, SystemTime)>,
     ) -> WalArchive {
+        let store: Arc<dyn StoreRead> = Arc::new(super::store::posix::Posix::new(dir));
         let segments = files
             .into_iter()
             .map(|(segment, stored_bytes, modified)| {
@@ -203,19 +263,23 @@ impl WalArchive {
                     segment.size, segment_size,
                     "segment `{segment}` has another size than the archive"
                 );
-                let file = ArchivedFile {
-                    path: dir.join(segment.file_name()),
-                    compression: Compression::None,
-                    stored_bytes,
-                    modified,
-                    partial: false,
-                };
+                let file = ArchivedFile::new(
+                    Arc::clone(&store),
+                    ObjectInfo {
+                        key: segment.file_name(),
+                        size: stored_bytes,
+                        modified,
+                        version: Version(String::new()),
+                    },
+                    Compression::None,
+                    false,
+                );
                 ((segment.timeline, segment.number), vec![file])
             })
             .collect::<BTreeMap<_, _>>();
         let segments_timelines: Vec<TimelineId> = segments.keys().map(|(t, _)| *t).collect();
         WalArchive {
-            dir: dir.to_path_buf(),
+            store,
             segment_size,
             system_identifier: None,
             major_version: None,
@@ -269,6 +333,37 @@ impl WalArchive {
             })
     }
 
+    /// The newest segment the archive holds along `path`: the last segment of
+    /// the newest timeline that has one in the part of the WAL the path reads
+    /// from it.
+    pub fn last_segment_on(&self, path: &TimelinePath) -> Option<WalSegment> {
+        let size = self.segment_size;
+        for (index, step) in path.steps.iter().enumerate().rev() {
+            let Some(last) = self.last_segment(step.timeline) else {
+                continue;
+            };
+            let begin = WalSegment::containing(step.timeline, step.begins, size).number;
+            // The path reads this timeline's files only until the next timeline
+            // begins (the segment of a switch point is the child's).
+            let end = path.steps.get(index + 1).map(|next| {
+                WalSegment::containing(next.timeline, next.begins, size)
+                    .number
+                    .saturating_sub(1)
+            });
+            let capped = match end {
+                Some(end) if last.number > end => WalSegment {
+                    number: end,
+                    ..last
+                },
+                _ => last,
+            };
+            if capped.number >= begin && self.segment(capped).is_some() {
+                return Some(capped);
+            }
+        }
+        None
+    }
+
     /// The oldest segment of a timeline in the archive.
     pub fn first_segment(&self, timeline: TimelineId) -> Option<WalSegment> {
         self.segments
@@ -313,77 +408,45 @@ fn keep_preferred<K: Ord>(map: &mut BTreeMap<K, ArchivedFile>, key: K, file: Arc
     }
 }
 
-/// `000000010000000000000011.00000028.backup`: a backup history file.
-pub fn is_backup_history_name(name: &str) -> bool {
-    let Some(rest) = name.strip_suffix(".backup") else {
-        return false;
-    };
-    match (rest.get(..24), rest.get(24..25), rest.get(25..)) {
-        (Some(segment), Some("."), Some(offset)) => {
-            is_segment_name(segment)
-                && offset.len() == 8
-                && offset.bytes().all(|b| b.is_ascii_hexdigit())
-        }
-        _ => false,
-    }
-}
-
-/// Every copy of `name` in the archive directory `dir`, plain or compressed,
-/// the preferred first.
-pub fn copies_in(dir: &Path, name: &str) -> Result<Vec<ArchivedFile>> {
+/// Every copy of `name` in the archive, plain or compressed, the
+/// preferred first: a few `stat`s, never a listing of a large archive.
+pub fn copies_in(store: &Arc<dyn StoreRead>, name: &str) -> Result<Vec<ArchivedFile>> {
     let mut copies = Vec::new();
     for compression in Compression::ALL {
-        let path = dir.join(format!("{name}{}", compression.suffix()));
-        match fs::metadata(&path) {
-            Ok(metadata) if metadata.is_file() => copies.push(ArchivedFile {
-                path,
+        let key = format!("{name}{}", compression.suffix());
+        let found = store
+            .stat(&key)
+            .with_context(|| format!("cannot read `{}`", store.describe(&key)))?;
+        if let Some(object) = found {
+            copies.push(ArchivedFile::new(
+                Arc::clone(store),
+                object,
                 compression,
-                stored_bytes: metadata.len(),
-                modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                partial: name.ends_with(".partial"),
-            }),
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read `{}`", path.display()))
-            }
+                name.ends_with(".partial"),
+            ));
         }
     }
     Ok(copies)
 }
 
-/// `X.partial`, `X.gz.partial` (pg_receivewal) or `X.partial.gz` (an
-/// archive_command compressing the server's `.partial`): the segment name
-/// and the compression.
-pub fn partial_name(name: &str) -> Option<(&str, Compression)> {
-    let (stem, compression) = match name.strip_suffix(".partial") {
-        Some(inner) => Compression::split_name(inner),
-        None => {
-            let (stem, compression) = Compression::split_name(name);
-            (stem.strip_suffix(".partial")?, compression)
-        }
-    };
-    is_segment_name(stem).then_some((stem, compression))
-}
-
-/// The copies of a segment's `.partial` file in `dir`, in every naming.
-pub fn partial_copies_in(dir: &Path, segment_name: &str) -> Result<Vec<ArchivedFile>> {
-    let mut copies = copies_in(dir, &format!("{segment_name}.partial"))?;
+/// The copies of a segment's `.partial` file, in every naming.
+pub fn partial_copies_in(
+    store: &Arc<dyn StoreRead>,
+    segment_name: &str,
+) -> Result<Vec<ArchivedFile>> {
+    let mut copies = copies_in(store, &format!("{segment_name}.partial"))?;
     for compression in Compression::ALL {
         if compression == Compression::None {
             continue;
         }
-        let path = dir.join(format!("{segment_name}{}.partial", compression.suffix()));
-        if let Ok(metadata) = fs::metadata(&path) {
-            if metadata.is_file() {
-                copies.push(ArchivedFile {
-                    path,
-                    compression,
-                    stored_bytes: metadata.len(),
-                    modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    partial: true,
-                });
-            }
+        let key = format!("{segment_name}{}.partial", compression.suffix());
+        if let Ok(Some(object)) = store.stat(&key) {
+            copies.push(ArchivedFile::new(
+                Arc::clone(store),
+                object,
+                compression,
+                true,
+            ));
         }
     }
     for copy in &mut copies {
@@ -400,25 +463,23 @@ pub fn check_copies_agree(copies: &[ArchivedFile]) -> Result<()> {
     };
     for other in others {
         let mut a = first
-            .compression
-            .open(&first.path)
-            .with_context(|| format!("cannot open `{}`", first.path.display()))?;
+            .open()
+            .with_context(|| format!("cannot open `{}`", first.describe()))?;
         let mut b = other
-            .compression
-            .open(&other.path)
-            .with_context(|| format!("cannot open `{}`", other.path.display()))?;
+            .open()
+            .with_context(|| format!("cannot open `{}`", other.describe()))?;
         let same = crate::compression::same_contents(&mut a, &mut b).with_context(|| {
             format!(
                 "cannot compare `{}` with `{}`",
-                first.path.display(),
-                other.path.display()
+                first.describe(),
+                other.describe()
             )
         })?;
         if !same {
             bail!(
                 "`{}` and `{}` are two copies of the same WAL file with different contents; keep the right one (check both with pg_waldump) and move the other out of the archive",
-                first.path.display(),
-                other.path.display()
+                first.describe(),
+                other.describe()
             );
         }
     }
@@ -428,93 +489,40 @@ pub fn check_copies_agree(copies: &[ArchivedFile]) -> Result<()> {
 /// Reads a small (possibly compressed) text file of the archive.
 pub fn read_text(file: &ArchivedFile) -> Result<String> {
     let mut reader = file
-        .compression
-        .open(&file.path)
-        .with_context(|| format!("cannot open `{}`", file.path.display()))?;
+        .open()
+        .with_context(|| format!("cannot open `{}`", file.describe()))?;
     let mut text = String::new();
     reader
         .by_ref()
         .take(16 << 20)
         .read_to_string(&mut text)
-        .with_context(|| format!("cannot read `{}`", file.path.display()))?;
+        .with_context(|| format!("cannot read `{}`", file.describe()))?;
     Ok(text)
-}
-
-/// `00000002.history` → timeline 2.
-fn history_timeline(name: &str) -> Option<TimelineId> {
-    let digits = name.strip_suffix(".history")?;
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    TimelineId::new(u32::from_str_radix(digits, 16).ok()?)
 }
 
 /// Reads the long page header at the start of an archived segment.
 pub fn read_long_header(file: &ArchivedFile) -> Result<LongPageHeader> {
     let mut reader = file
-        .compression
-        .open(&file.path)
-        .with_context(|| format!("cannot open `{}`", file.path.display()))?;
+        .open()
+        .with_context(|| format!("cannot open `{}`", file.describe()))?;
     let mut bytes = [0u8; LONG_HEADER_LEN];
     reader
         .read_exact(&mut bytes)
-        .with_context(|| format!("cannot read the page header of `{}`", file.path.display()))?;
+        .with_context(|| format!("cannot read the page header of `{}`", file.describe()))?;
     LongPageHeader::parse(&bytes).with_context(|| {
         format!(
             "`{}` is not a WAL segment: its first page has no valid long header",
-            file.path.display()
+            file.describe()
         )
     })
 }
 
 #[cfg(test)]
-mod partial_tests {
-    use super::*;
-
-    #[test]
-    fn partial_names() {
-        let seg = "000000010000000000000003";
-        assert_eq!(
-            partial_name(&format!("{seg}.partial")),
-            Some((seg, Compression::None))
-        );
-        assert_eq!(
-            partial_name(&format!("{seg}.gz.partial")),
-            Some((seg, Compression::Gzip))
-        );
-        assert_eq!(
-            partial_name(&format!("{seg}.partial.zst")),
-            Some((seg, Compression::Zstd))
-        );
-        assert_eq!(partial_name(seg), None);
-        assert_eq!(partial_name("00000002.history.partial"), None);
-    }
-}
-
-#[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
-
-    #[test]
-    fn history_names() {
-        assert_eq!(history_timeline("00000002.history"), TimelineId::new(2));
-        assert_eq!(history_timeline("0000000A.history"), TimelineId::new(10));
-        assert_eq!(history_timeline("00000000.history"), None);
-        assert_eq!(history_timeline("2.history"), None);
-    }
-
-    #[test]
-    fn backup_history_names() {
-        assert!(is_backup_history_name(
-            "000000010000000000000011.00000028.backup"
-        ));
-        assert!(!is_backup_history_name("000000010000000000000011.backup"));
-        assert!(!is_backup_history_name(
-            "000000010000000000000011.0000002G.backup"
-        ));
-        // Multi-byte characters where the segment name would end: no panic.
-        assert!(!is_backup_history_name("00000001000000000000001é.backup"));
-    }
+    use std::fs;
+    use std::path::Path;
 
     fn write_compressed(path: &Path, compression: Compression, data: &[u8]) {
         let mut encoder = compression
@@ -577,7 +585,9 @@ mod tests {
         )
         .unwrap();
 
-        let archive = WalArchive::scan(dir.path(), SegmentSize::DEFAULT).unwrap();
+        let store: Arc<dyn StoreRead> =
+            Arc::new(super::super::store::posix::Posix::new(dir.path()));
+        let archive = WalArchive::scan(store, SegmentSize::DEFAULT).unwrap();
         assert_eq!(archive.segment_size.bytes(), 1 << 20);
         let first = WalSegment::parse(name, archive.segment_size).unwrap();
         let second = WalSegment::parse("000000010000000000000002", archive.segment_size).unwrap();

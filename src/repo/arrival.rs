@@ -5,41 +5,41 @@
 //! a large archive), and blind to how a file is compressed: any suffix the
 //! archive reads counts.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use super::archive::{read_long_header, ArchivedFile};
-use crate::compression::Compression;
-use crate::wal::segment::is_segment_name;
+use super::archive_name::{ArchiveName, WalFileName};
+use super::store::StoreRead;
 use crate::wal::SegmentSize;
 
 /// The archived copy of `name` (a segment, history or backup history
 /// file), plain or compressed.
-pub fn archived_copy(dir: &Path, name: &str) -> Option<(PathBuf, Compression)> {
-    Compression::ALL.into_iter().find_map(|compression| {
-        let path = dir.join(format!("{name}{}", compression.suffix()));
-        path.is_file().then_some((path, compression))
-    })
+pub fn archived_copy(archive: &Arc<dyn StoreRead>, name: &str) -> Option<ArchivedFile> {
+    crate::compression::Compression::ALL
+        .into_iter()
+        .find_map(|compression| {
+            let key = format!("{name}{}", compression.suffix());
+            let object = archive.stat(&key).ok().flatten()?;
+            Some(ArchivedFile::new(
+                Arc::clone(archive),
+                object,
+                compression,
+                false,
+            ))
+        })
 }
 
 /// The segment size of the archive, from the page header of the first
 /// segment found; `None` while it holds no segment.
-pub fn segment_size(dir: &Path) -> Option<SegmentSize> {
-    let entries = fs::read_dir(dir).ok()?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let (stem, compression) = Compression::split_name(&name);
-        if !is_segment_name(stem) {
+pub fn segment_size(archive: &Arc<dyn StoreRead>) -> Option<SegmentSize> {
+    for object in archive.list("", None).ok()? {
+        let Some(name) = ArchiveName::parse(&object.key) else {
+            continue;
+        };
+        if !matches!(name.file, WalFileName::Segment(_)) {
             continue;
         }
-        let file = ArchivedFile {
-            path: entry.path(),
-            compression,
-            stored_bytes: 0,
-            modified: SystemTime::UNIX_EPOCH,
-            partial: false,
-        };
+        let file = ArchivedFile::new(Arc::clone(archive), object, name.compression, false);
         if let Ok(header) = read_long_header(&file) {
             return Some(header.segment_size);
         }
@@ -49,24 +49,29 @@ pub fn segment_size(dir: &Path) -> Option<SegmentSize> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
+    use crate::compression::Compression;
+    use crate::repo::store::posix::Posix;
+    use std::fs;
 
     #[test]
     fn finds_plain_and_compressed_copies() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(archived_copy(dir.path(), "000000010000000000000003"), None);
+        let store: Arc<dyn StoreRead> = Arc::new(Posix::new(dir.path()));
+        assert!(archived_copy(&store, "000000010000000000000003").is_none());
         fs::write(dir.path().join("000000010000000000000003.gz"), b"x").unwrap();
-        let (path, compression) = archived_copy(dir.path(), "000000010000000000000003").unwrap();
-        assert_eq!(compression, Compression::Gzip);
-        assert!(path.ends_with("000000010000000000000003.gz"));
+        let copy = archived_copy(&store, "000000010000000000000003").unwrap();
+        assert_eq!(copy.compression, Compression::Gzip);
+        assert_eq!(copy.key, "000000010000000000000003.gz");
         fs::write(dir.path().join("000000010000000000000003"), b"x").unwrap();
         assert_eq!(
-            archived_copy(dir.path(), "000000010000000000000003")
+            archived_copy(&store, "000000010000000000000003")
                 .unwrap()
-                .1,
+                .compression,
             Compression::None
         );
         // Not a segment: no size to learn.
-        assert_eq!(segment_size(dir.path()), None);
+        assert_eq!(segment_size(&store), None);
     }
 }

@@ -1,9 +1,9 @@
 //! Base backups made by `pg_basebackup`: what each one is and where it ends.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +12,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use super::label::{self, BackupHistoryFile, BackupLabel};
 use super::manifest::{self, BackupManifest};
 use super::pg_control;
+use super::store::{read_all, ObjectInfo, StoreRead};
 use super::tablespace::{self, Tablespace};
 use crate::compression::Compression;
 use crate::wal::segment::is_segment_name;
@@ -64,9 +65,98 @@ pub struct Backup {
     pub stored_bytes: u64,
     pub has_manifest: bool,
     pub tablespaces: Vec<Tablespace>,
+    /// Which of the backup's files exist, and its manifest as read once.
+    pub files: BackupFiles,
+}
+
+/// What a backup holds beyond its label: found once, when it is scanned.
+#[derive(Clone, Debug, Default)]
+pub struct BackupFiles {
+    /// `pg_wal.tar[...]` of a tar backup made with `-X stream` or `fetch`.
+    wal_tar: Option<Compression>,
+    manifest: Option<Arc<KeptManifest>>,
+}
+
+/// `backup_manifest`, parsed once when the backup was scanned.
+#[derive(Debug)]
+pub struct KeptManifest {
+    pub parsed: BackupManifest,
+    /// Why the file's own SHA-256 line does not match its contents, if it
+    /// does not (the file is damaged or was edited).
+    pub damage: Option<String>,
+}
+
+/// One file of a backup: its key in the backups store, its compression,
+/// and its local path, for the work that reads it as a file (staging,
+/// verify, pg_combinebackup) on a store that is a directory.
+#[derive(Clone, Debug)]
+pub struct BackupFile {
+    pub key: String,
+    pub path: PathBuf,
+    pub compression: Compression,
 }
 
 impl Backup {
+    fn file(&self, name: &str, compression: Compression) -> BackupFile {
+        BackupFile {
+            key: format!("{}/{name}", self.id),
+            path: self.dir.join(name),
+            compression,
+        }
+    }
+
+    /// `backup_label` of a plain backup.
+    pub fn label_file(&self) -> BackupFile {
+        self.file(LABEL, Compression::None)
+    }
+
+    /// `backup_manifest`, whether or not the backup has one.
+    pub fn manifest_file(&self) -> BackupFile {
+        self.file(MANIFEST, Compression::None)
+    }
+
+    /// The manifest as read when the backup was scanned.
+    pub fn manifest(&self) -> Option<&KeptManifest> {
+        self.files.manifest.as_deref()
+    }
+
+    /// `base.tar[...]` of a tar backup.
+    pub fn base_tar(&self) -> Option<BackupFile> {
+        match self.format {
+            BackupFormat::Tar(compression) => {
+                Some(self.file(&base_tar_name(compression), compression))
+            }
+            BackupFormat::Plain => None,
+        }
+    }
+
+    /// `pg_wal.tar[...]` of a tar backup that carries its WAL.
+    pub fn wal_tar(&self) -> Option<BackupFile> {
+        let compression = self.files.wal_tar?;
+        Some(self.file(&wal_tar_name(compression), compression))
+    }
+
+    /// The archive of tablespace `oid` of a tar backup.
+    pub fn tablespace_tar(&self, oid: u32) -> Option<BackupFile> {
+        self.tablespaces
+            .iter()
+            .find(|t| t.oid == oid)
+            .and_then(|t| match &t.source {
+                tablespace::TablespaceSource::Tar { path, compression } => Some(BackupFile {
+                    key: format!(
+                        "{}/{}",
+                        self.id,
+                        path.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    ),
+                    path: path.clone(),
+                    compression: *compression,
+                }),
+                tablespace::TablespaceSource::Directory(_) => None,
+            })
+    }
+
     /// A time at or after which the backup is certainly consistent.
     ///
     /// `STOP TIME` is written after the backup's end record, truncated to the
@@ -91,27 +181,40 @@ pub struct UnreadableBackup {
     pub reason: String,
 }
 
-/// Reads one backup directory. Backup history files from the archive give
-/// the stop point; without one, `backup_manifest` does.
+/// Reads backup `id` of the backups store. Backup history files from the
+/// archive give the stop point; without one, `backup_manifest` does.
 pub fn read_backup(
-    dir: &Path,
+    backups: &dyn StoreRead,
+    id: &str,
     backup_histories: &[BackupHistoryFile],
     local: &jiff::tz::TimeZone,
 ) -> Result<Backup> {
-    let id = dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let format = detect_format(dir)?;
+    let id = id.to_string();
+    let prefix = format!("{id}/");
+    let dir = backups
+        .local_dir(&prefix)
+        .unwrap_or_else(|| PathBuf::from(backups.describe(&id)));
+    let top = backups
+        .list(&prefix, None)
+        .with_context(|| format!("cannot read `{}`", backups.describe(&id)))?;
+    let has = |name: &str| {
+        top.iter()
+            .find(|o| o.key.strip_prefix(&prefix) == Some(name))
+    };
+    let format = detect_format(backups, &id, &has)?;
     let label_text = match format {
-        BackupFormat::Plain => fs::read_to_string(dir.join("backup_label"))
-            .with_context(|| format!("cannot read `{}`", dir.join("backup_label").display()))?,
+        BackupFormat::Plain => {
+            let key = format!("{prefix}{LABEL}");
+            read_all(backups, &key)
+                .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other))
+                .with_context(|| format!("cannot read `{}`", backups.describe(&key)))?
+        }
         BackupFormat::Tar(compression) => {
-            let base = dir.join(format!("base.tar{}", compression.suffix()));
-            read_tar_member(&base, compression, "backup_label")?.with_context(|| {
+            let key = format!("{prefix}{}", base_tar_name(compression));
+            read_member(backups, &key, compression, "backup_label")?.with_context(|| {
                 format!(
                     "`{}` holds no backup_label: it is not a base backup",
-                    base.display()
+                    backups.describe(&key)
                 )
             })?
         }
@@ -121,46 +224,75 @@ pub fn read_backup(
     // Incremental backups (17+) are kept: repo::incremental checks their
     // chain once every backup is read, and staging combines it.
 
-    let manifest_path = dir.join("backup_manifest");
-    let manifest = if manifest_path.is_file() {
-        let bytes = fs::read(&manifest_path)
-            .with_context(|| format!("cannot read `{}`", manifest_path.display()))?;
-        Some(
-            manifest::parse(&bytes)
-                .with_context(|| format!("`{}` is malformed", manifest_path.display()))?,
-        )
-    } else {
-        None
+    let manifest_key = format!("{prefix}{MANIFEST}");
+    let manifest_object = has(MANIFEST);
+    let manifest = match manifest_object {
+        Some(_) => {
+            let bytes = read_all(backups, &manifest_key)
+                .with_context(|| format!("cannot read `{}`", backups.describe(&manifest_key)))?;
+            let parsed = manifest::parse(&bytes)
+                .with_context(|| format!("`{}` is malformed", backups.describe(&manifest_key)))?;
+            let damage = manifest::verify_manifest_checksum(&bytes)
+                .err()
+                .map(|error| error.to_string());
+            Some(Arc::new(KeptManifest { parsed, damage }))
+        }
+        None => None,
     };
+    let manifest_written =
+        manifest_object.map(|object| DateTime::<Utc>::from(object.modified).fixed_offset());
 
     let history = own_history(&label, backup_histories);
     let (stop_lsn, stop_time, stop_time_source) = if label.is_from_standby() {
-        standby_stop_point(&id, dir, format, manifest.as_ref(), &manifest_path)?
+        standby_stop_point(
+            &id,
+            backups,
+            &prefix,
+            format,
+            manifest.as_ref().map(|m| &m.parsed),
+            manifest_written,
+        )?
     } else {
-        stop_point(&id, history, manifest.as_ref(), &manifest_path)?
+        stop_point(
+            &id,
+            history,
+            manifest.as_ref().map(|m| &m.parsed),
+            manifest_written,
+        )?
     };
 
     let (system_identifier, major_version) = match format {
-        BackupFormat::Plain => plain_identity(dir),
-        BackupFormat::Tar(_) => (manifest.as_ref().and_then(|m| m.system_identifier), None),
+        BackupFormat::Plain => plain_identity(backups, &prefix),
+        BackupFormat::Tar(_) => (
+            manifest.as_ref().and_then(|m| m.parsed.system_identifier),
+            None,
+        ),
     };
-    let included_wal = included_wal(dir, format)?;
+    let wal_tar = match format {
+        BackupFormat::Plain => None,
+        BackupFormat::Tar(_) => Compression::ALL
+            .into_iter()
+            .find(|compression| has(&wal_tar_name(*compression)).is_some()),
+    };
+    let included_wal = included_wal(backups, &prefix, format, wal_tar)?;
     let tablespaces = match format {
-        BackupFormat::Plain => tablespace::plain_tablespaces(dir)?,
+        BackupFormat::Plain => tablespace::plain_tablespaces(&dir)?,
         BackupFormat::Tar(compression) => {
-            if tablespace::tablespace_tars(dir)?.is_empty() {
+            let tars = tablespace::tablespace_tars(&top, &prefix, &dir);
+            if tars.is_empty() {
                 Vec::new()
             } else {
-                let base = dir.join(format!("base.tar{}", compression.suffix()));
-                let map = read_tar_member(&base, compression, "tablespace_map")?;
-                tablespace::tar_tablespaces(dir, map.as_deref())?
+                let key = format!("{prefix}{}", base_tar_name(compression));
+                let map = read_member(backups, &key, compression, "tablespace_map")?;
+                tablespace::tar_tablespaces(&dir, tars, map.as_deref())?
             }
         }
     };
 
     Ok(Backup {
         id,
-        dir: dir.to_path_buf(),
+        stored_bytes: stored_bytes(backups, &prefix),
+        dir,
         format,
         timeline: label.start_timeline,
         start_lsn: label.start_lsn,
@@ -170,28 +302,29 @@ pub fn read_backup(
         system_identifier,
         major_version,
         included_wal,
-        stored_bytes: stored_bytes(dir),
         has_manifest: manifest.is_some(),
         tablespaces,
         label,
+        files: BackupFiles { wal_tar, manifest },
     })
 }
 
-fn detect_format(dir: &Path) -> Result<BackupFormat> {
-    if dir.join("backup_label").is_file() {
+fn detect_format<'a>(
+    backups: &dyn StoreRead,
+    id: &str,
+    has: &dyn Fn(&str) -> Option<&'a ObjectInfo>,
+) -> Result<BackupFormat> {
+    if has(LABEL).is_some() {
         return Ok(BackupFormat::Plain);
     }
     for compression in Compression::ALL {
-        if dir
-            .join(format!("base.tar{}", compression.suffix()))
-            .is_file()
-        {
+        if has(&base_tar_name(compression)).is_some() {
             return Ok(BackupFormat::Tar(compression));
         }
     }
     bail!(
         "`{}` is not a pg_basebackup output: it has neither `backup_label` (plain format) nor `base.tar` with or without a compression suffix (`.gz`, `.lz4`, `.zst`; tar format)",
-        dir.display()
+        backups.describe(id)
     )
 }
 
@@ -227,28 +360,27 @@ fn own_history<'a>(
 /// copied last).
 fn standby_stop_point(
     id: &str,
-    dir: &Path,
+    backups: &dyn StoreRead,
+    prefix: &str,
     format: BackupFormat,
     manifest: Option<&BackupManifest>,
-    manifest_path: &Path,
+    manifest_written: Option<DateTime<FixedOffset>>,
 ) -> Result<(Lsn, DateTime<FixedOffset>, StopTimeSource)> {
     let manifest_stop = manifest.and_then(|m| m.wal_ranges.iter().map(|range| range.end_lsn).max());
-    let manifest_written = fs::metadata(manifest_path)
-        .and_then(|m| m.modified())
-        .ok()
-        .map(|time| DateTime::<Utc>::from(time).fixed_offset());
     if let (Some(stop_lsn), Some(written)) = (manifest_stop, manifest_written) {
         return Ok((stop_lsn, written, StopTimeSource::ManifestWritten));
     }
     let bytes = match format {
         BackupFormat::Plain => {
-            let path = dir.join("global/pg_control");
-            fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?
+            let key = format!("{prefix}global/pg_control");
+            read_all(backups, &key)
+                .with_context(|| format!("cannot read `{}`", backups.describe(&key)))?
         }
         BackupFormat::Tar(compression) => {
-            let base = dir.join(format!("base.tar{}", compression.suffix()));
-            read_tar_member_bytes(&base, compression, "global/pg_control")?
-                .with_context(|| format!("`{}` holds no global/pg_control", base.display()))?
+            let key = format!("{prefix}{}", base_tar_name(compression));
+            read_member_bytes(backups, &key, compression, "global/pg_control")?.with_context(
+                || format!("`{}` holds no global/pg_control", backups.describe(&key)),
+            )?
         }
     };
     let control = pg_control::parse(&bytes)
@@ -270,13 +402,9 @@ fn stop_point(
     id: &str,
     history: Option<&BackupHistoryFile>,
     manifest: Option<&BackupManifest>,
-    manifest_path: &Path,
+    manifest_written: Option<DateTime<FixedOffset>>,
 ) -> Result<(Lsn, DateTime<FixedOffset>, StopTimeSource)> {
     let manifest_stop = manifest.and_then(|m| m.wal_ranges.iter().map(|range| range.end_lsn).max());
-    let manifest_written = fs::metadata(manifest_path)
-        .and_then(|m| m.modified())
-        .ok()
-        .map(|time| DateTime::<Utc>::from(time).fixed_offset());
     if let Some(history) = history {
         if let Some(stop_time) = history.stop_time.instant {
             return Ok((
@@ -302,54 +430,58 @@ fn stop_point(
 }
 
 /// System identifier and major version of a plain backup, from its own files.
-fn plain_identity(dir: &Path) -> (Option<u64>, Option<u32>) {
-    let system_identifier = fs::read(dir.join("global/pg_control"))
+fn plain_identity(backups: &dyn StoreRead, prefix: &str) -> (Option<u64>, Option<u32>) {
+    let system_identifier = read_all(backups, &format!("{prefix}global/pg_control"))
         .ok()
         .and_then(|bytes| pg_control::parse(&bytes).ok())
         .map(|control| control.system_identifier);
-    let major_version = fs::read_to_string(dir.join("PG_VERSION"))
+    let major_version = read_all(backups, &format!("{prefix}PG_VERSION"))
         .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.trim().parse().ok());
     (system_identifier, major_version)
 }
 
 /// Segments that the backup carries: `pg_wal/` of a plain backup, or the
 /// members of `pg_wal.tar`, compressed or not.
-fn included_wal(dir: &Path, format: BackupFormat) -> Result<BTreeSet<String>> {
+fn included_wal(
+    backups: &dyn StoreRead,
+    prefix: &str,
+    format: BackupFormat,
+    wal_tar: Option<Compression>,
+) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     match format {
         BackupFormat::Plain => {
-            if let Ok(entries) = fs::read_dir(dir.join("pg_wal")) {
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if is_segment_name(&name) {
-                        names.insert(name);
-                    }
+            let wal_prefix = format!("{prefix}pg_wal/");
+            for object in backups.list(&wal_prefix, None).unwrap_or_default() {
+                let name = &object.key[wal_prefix.len()..];
+                if is_segment_name(name) {
+                    names.insert(name.to_string());
                 }
             }
         }
         BackupFormat::Tar(_) => {
-            for compression in Compression::ALL {
-                let path = dir.join(format!("pg_wal.tar{}", compression.suffix()));
-                if path.is_file() {
-                    let reader = compression
-                        .open(&path)
-                        .with_context(|| format!("cannot open `{}`", path.display()))?;
-                    let mut archive = tar::Archive::new(reader);
-                    let entries = archive
-                        .entries()
-                        .with_context(|| format!("cannot read `{}`", path.display()))?;
-                    for entry in entries {
-                        let entry =
-                            entry.with_context(|| format!("`{}` is corrupt", path.display()))?;
-                        let name = entry
-                            .path()
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        let name = name.trim_start_matches("./");
-                        if is_segment_name(name) {
-                            names.insert(name.to_string());
-                        }
+            if let Some(compression) = wal_tar {
+                let key = format!("{prefix}{}", wal_tar_name(compression));
+                let described = backups.describe(&key);
+                let reader = backups
+                    .open(&key)
+                    .and_then(|reader| compression.decoder(reader))
+                    .with_context(|| format!("cannot open `{described}`"))?;
+                let mut archive = tar::Archive::new(reader);
+                let entries = archive
+                    .entries()
+                    .with_context(|| format!("cannot read `{described}`"))?;
+                for entry in entries {
+                    let entry = entry.with_context(|| format!("`{described}` is corrupt"))?;
+                    let name = entry
+                        .path()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let name = name.trim_start_matches("./");
+                    if is_segment_name(name) {
+                        names.insert(name.to_string());
                     }
                 }
             }
@@ -358,36 +490,45 @@ fn included_wal(dir: &Path, format: BackupFormat) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
-/// Reads one small member of a tar file as text, stopping at the first match.
-pub fn read_tar_member(
-    path: &Path,
+/// Reads one small member of a (compressed) tar object as text.
+fn read_member(
+    backups: &dyn StoreRead,
+    key: &str,
     compression: Compression,
     member: &str,
 ) -> Result<Option<String>> {
-    read_tar_member_bytes(path, compression, member)?
+    read_member_bytes(backups, key, compression, member)?
         .map(|bytes| {
             String::from_utf8(bytes)
-                .with_context(|| format!("`{member}` in `{}` is not text", path.display()))
+                .with_context(|| format!("`{member}` in `{}` is not text", backups.describe(key)))
         })
         .transpose()
 }
 
-/// Reads one small member of a tar file (up to 1 MiB), stopping at the
-/// first match.
-pub fn read_tar_member_bytes(
-    path: &Path,
+/// Reads one small member (up to 1 MiB) of a (compressed) tar object.
+fn read_member_bytes(
+    backups: &dyn StoreRead,
+    key: &str,
     compression: Compression,
     member: &str,
 ) -> Result<Option<Vec<u8>>> {
-    let reader = compression
-        .open(path)
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let described = backups.describe(key);
+    let reader = backups
+        .open(key)
+        .and_then(|reader| compression.decoder(reader))
+        .with_context(|| format!("cannot open `{described}`"))?;
+    tar_member(reader, member, &described)
+}
+
+/// Reads one small member of a tar stream, stopping at the first match;
+/// `described` names the tar in messages.
+fn tar_member(reader: impl Read, member: &str, described: &str) -> Result<Option<Vec<u8>>> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
+        .with_context(|| format!("cannot read `{described}`"))?;
     for entry in entries {
-        let mut entry = entry.with_context(|| format!("`{}` is corrupt", path.display()))?;
+        let mut entry = entry.with_context(|| format!("`{described}` is corrupt"))?;
         let name = entry
             .path()
             .map(|p| p.to_string_lossy().into_owned())
@@ -398,33 +539,127 @@ pub fn read_tar_member_bytes(
                 .by_ref()
                 .take(1 << 20)
                 .read_to_end(&mut bytes)
-                .with_context(|| format!("cannot read `{member}` in `{}`", path.display()))?;
+                .with_context(|| format!("cannot read `{member}` in `{described}`"))?;
             return Ok(Some(bytes));
         }
     }
     Ok(None)
 }
 
-fn stored_bytes(dir: &Path) -> u64 {
-    fn walk(dir: &Path, total: &mut u64) {
-        if let Ok(entries) = fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                match entry.file_type() {
-                    Ok(kind) if kind.is_dir() => walk(&entry.path(), total),
-                    Ok(kind) if kind.is_file() => {
-                        *total += entry.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let mut total = 0;
-    walk(dir, &mut total);
-    total
+/// The size of everything under `prefix`.
+fn stored_bytes(backups: &dyn StoreRead, prefix: &str) -> u64 {
+    let files: u64 = backups
+        .list(prefix, None)
+        .map(|objects| objects.iter().map(|object| object.size).sum())
+        .unwrap_or(0);
+    let below: u64 = backups
+        .list_prefixes(prefix)
+        .unwrap_or_default()
+        .iter()
+        .map(|name| stored_bytes(backups, &format!("{prefix}{name}/")))
+        .sum();
+    files + below
+}
+
+/// The parsed `backup_manifest` of backup `id`, if it has a readable one.
+pub fn read_manifest(backups: &dyn StoreRead, id: &str) -> Option<BackupManifest> {
+    let bytes = super::store::read_all(backups, &format!("{id}/{MANIFEST}")).ok()?;
+    manifest::parse(&bytes).ok()
+}
+
+/// The `backup_label` inside the `base.tar` of a tar backup `id`, in any
+/// compression pitr reads.
+pub fn read_tar_label(backups: &dyn StoreRead, id: &str) -> Option<String> {
+    Compression::ALL.into_iter().find_map(|compression| {
+        let key = format!("{id}/{}", base_tar_name(compression));
+        let reader = backups.open(&key).ok()?;
+        let reader = compression.decoder(reader).ok()?;
+        tar_member(reader, "backup_label", &backups.describe(&key))
+            .ok()
+            .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    })
+}
+
+/// The file names of a backup made by pg_basebackup: spelled here only.
+pub const LABEL: &str = "backup_label";
+pub const MANIFEST: &str = "backup_manifest";
+
+/// `base.tar` with the compression's suffix.
+pub fn base_tar_name(compression: Compression) -> String {
+    format!("base.tar{}", compression.suffix())
+}
+
+/// `pg_wal.tar` with the compression's suffix.
+pub fn wal_tar_name(compression: Compression) -> String {
+    format!("pg_wal.tar{}", compression.suffix())
 }
 
 /// Convenience for messages: a `SystemTime` as local wall time.
 pub fn system_time_utc(time: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(time)
+}
+
+#[cfg(test)]
+mod kept_manifest_tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+    use crate::repo::store::posix::Posix;
+    use std::fs;
+    use std::path::Path;
+
+    /// A plain backup `b1` made of the PostgreSQL 15 fixture's label and
+    /// manifest, the manifest passed through `damage`.
+    fn backup_with_manifest(dir: &Path, damage: impl Fn(String) -> String) -> Backup {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/15");
+        let backup = dir.join("b1");
+        fs::create_dir(&backup).unwrap();
+        fs::copy(fixtures.join("backup_label"), backup.join("backup_label")).unwrap();
+        let mut manifest = String::new();
+        Compression::Gzip
+            .decoder(fs::File::open(fixtures.join("backup_manifest.gz")).unwrap())
+            .unwrap()
+            .read_to_string(&mut manifest)
+            .unwrap();
+        fs::write(backup.join("backup_manifest"), damage(manifest)).unwrap();
+        let store = Posix::new(dir);
+        read_backup(&store, "b1", &[], &jiff::tz::TimeZone::UTC).unwrap()
+    }
+
+    #[test]
+    fn the_manifest_is_read_once_with_its_checksum_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = backup_with_manifest(dir.path(), |text| text);
+        let kept = backup.manifest().unwrap();
+        assert!(kept.damage.is_none());
+        assert!(kept.parsed.files.iter().any(|f| f.path == "PG_VERSION"));
+        assert_eq!(backup.manifest_file().key, "b1/backup_manifest");
+        assert_eq!(backup.label_file().path, dir.path().join("b1/backup_label"));
+        assert!(backup.base_tar().is_none() && backup.wal_tar().is_none());
+        // The kept copy is what verify uses: the file is not read again.
+        fs::remove_file(dir.path().join("b1/backup_manifest")).unwrap();
+        let report = crate::verify::verify_backup(&Posix::new(dir.path()), &backup);
+        assert!(
+            !report.problems.iter().any(|p| p.contains("cannot read")),
+            "{:?}",
+            report.problems
+        );
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_kept_with_its_damage_and_refused_where_used() {
+        let dir = tempfile::tempdir().unwrap();
+        // Still valid JSON, but no longer what its checksum line covers.
+        let backup = backup_with_manifest(dir.path(), |text| {
+            text.replacen("\"Size\": 3,", "\"Size\": 4,", 1)
+        });
+        let kept = backup.manifest().unwrap();
+        assert!(kept.damage.is_some());
+        let report = crate::verify::verify_backup(&Posix::new(dir.path()), &backup);
+        assert!(
+            report.problems.iter().any(|p| p.contains("is damaged")),
+            "{:?}",
+            report.problems
+        );
+    }
 }

@@ -60,6 +60,9 @@ pub fn incremental_from(label_text: &str) -> Result<Option<IncrementalFrom>> {
 
 /// Where an incremental backup comes from, read from its plain-format
 /// `backup_label` (pg_combinebackup reads plain backups only).
+// pg_combinebackup reads the chain as local plain directories, so the
+// label is read from the same place.
+#[allow(clippy::disallowed_methods)]
 fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
     if backup.label.incremental_from.is_none() {
         return Ok(None);
@@ -70,7 +73,7 @@ fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
             backup.id
         );
     }
-    let path = backup.dir.join("backup_label");
+    let path = backup.label_file().path;
     let text =
         fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
     incremental_from(&text).with_context(|| format!("`{}` is malformed", path.display()))
@@ -183,7 +186,17 @@ mod tests {
     fn half_a_link_is_malformed() {
         let error = incremental_from("INCREMENTAL FROM LSN: 0/600028\n").unwrap_err();
         assert!(error.to_string().contains("only one of"), "{error}");
-        assert!(incremental_from("INCREMENTAL FROM LSN: x\nINCREMENTAL FROM TLI: 1\n").is_err());
-        assert!(incremental_from("INCREMENTAL FROM LSN: 0/1\nINCREMENTAL FROM TLI: 0\n").is_err());
+        {
+            let error = incremental_from("INCREMENTAL FROM LSN: x\nINCREMENTAL FROM TLI: 1\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("is not an LSN"), "{error}");
+        }
+        {
+            let error = incremental_from("INCREMENTAL FROM LSN: 0/1\nINCREMENTAL FROM TLI: 0\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("is not a timeline"), "{error}");
+        }
     }
 }

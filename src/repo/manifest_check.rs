@@ -149,4 +149,49 @@ mod tests {
         let fresh = ManifestCheck::new(&sample());
         assert_eq!(fresh.missing(), ["PG_VERSION", "global/pg_control"]);
     }
+
+    /// The checksums PostgreSQL 15 wrote for `PG_VERSION` ("15\n") into
+    /// the real manifests in fixtures/manifest/: the right content passes
+    /// with either algorithm, and a file once seen is no longer missing.
+    #[test]
+    fn the_right_content_passes_and_is_no_longer_missing() {
+        for (algorithm, checksum) in [
+            ("CRC32C", "8a744722"),
+            (
+                "SHA256",
+                "238903180cc104ec2c5d8b3f20c5bc61b389ec0a967df8cc208cdc7cd454174f",
+            ),
+        ] {
+            let text = format!(
+                r#"{{ "PostgreSQL-Backup-Manifest-Version": 1,
+"Files": [
+{{ "Path": "PG_VERSION", "Size": 3, "Last-Modified": "2026-11-24 03:02:14 GMT", "Checksum-Algorithm": "{algorithm}", "Checksum": "{checksum}" }},
+{{ "Path": "global/pg_control", "Size": 4, "Last-Modified": "2026-11-24 03:02:14 GMT" }}
+],
+"WAL-Ranges": [
+{{ "Timeline": 1, "Start-LSN": "0/C000028", "End-LSN": "0/C000100" }}
+],
+"Manifest-Checksum": "0000000000000000000000000000000000000000000000000000000000000000"}}
+"#
+            );
+            let mut check = ManifestCheck::new(&manifest::parse(text.as_bytes()).unwrap());
+            let mut summer = check.checksummer("PG_VERSION").unwrap();
+            summer.update(b"15\n");
+            assert_eq!(
+                check.record("PG_VERSION", 3, Some(summer.finish())),
+                Ok(()),
+                "{algorithm}"
+            );
+            assert_eq!(check.missing(), ["global/pg_control"], "{algorithm}");
+            assert_eq!(check.record("global/pg_control", 4, None), Ok(()));
+            assert!(check.missing().is_empty(), "{algorithm}");
+            // One byte different is still caught after a pass.
+            let mut summer = check.checksummer("PG_VERSION").unwrap();
+            summer.update(b"16\n");
+            let error = check
+                .record("PG_VERSION", 3, Some(summer.finish()))
+                .unwrap_err();
+            assert!(error.contains(checksum), "{algorithm}: {error}");
+        }
+    }
 }

@@ -1,7 +1,14 @@
 //! Repository scanning: backups (label, manifest, formats) and the archive
 //! listing, gathered into a `Catalog` that planning works from.
+//!
+//! Every read and write of a repository goes through [`store`]: readers
+//! (the catalog, and so restore, list, events, verify; wal-fetch) hold
+//! only the read role, [`RepoRead`]; `init`, `backup`, `expire` and
+//! `wal-push` open the write role ([`writer::open_for_writing`],
+//! [`push`]).
 
 pub mod archive;
+pub mod archive_name;
 pub mod arrival;
 pub mod backup;
 pub mod incremental;
@@ -9,11 +16,12 @@ pub mod label;
 pub mod manifest;
 pub mod manifest_check;
 pub mod pg_control;
+pub mod push;
+pub mod store;
 pub mod tablespace;
 pub mod wal_source;
 pub mod writer;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +29,9 @@ use anyhow::{bail, Context, Result};
 use crate::wal::SegmentSize;
 use archive::WalArchive;
 use backup::{Backup, UnreadableBackup};
+use std::sync::Arc;
+use store::posix::Posix;
+use store::{StoreRead, Writable};
 
 /// Where the backups and the WAL archive live.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -54,14 +65,57 @@ impl RepoLocation {
             ("backups directory", &location.backups),
             ("WAL archive", &location.wal_archive),
         ] {
-            if !dir.is_dir() {
-                bail!(
-                    "the {what} `{}` does not exist or is not a directory",
-                    dir.display()
-                );
-            }
+            check_repo_dir(what, dir, repo)?;
         }
         Ok(location)
+    }
+}
+
+/// A part of the repository must be a directory pitr can read: a missing
+/// one points to `pitr init`, an unreadable one says who may read it.
+fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
+    use crate::access::{check_dir, Need, Problem};
+    match check_dir(dir, Need::Read) {
+        Ok(()) => Ok(()),
+        Err(Problem::Missing) => match repo {
+            Some(repo) => bail!(
+                "the {what} `{}` does not exist: `{}` is not a pitr repository; create one with `pitr init --repo {}`",
+                dir.display(),
+                repo.display(),
+                crate::postgres::commands::shell_word(&repo.to_string_lossy())
+            ),
+            None => bail!("the {what} `{}` does not exist", dir.display()),
+        },
+        Err(Problem::NotADirectory) => {
+            bail!("the {what} `{}` is not a directory", dir.display())
+        }
+        Err(Problem::Denied(why)) => bail!("the {what} `{}` cannot be read: {why}", dir.display()),
+    }
+}
+
+/// Read access to a repository, and nothing more: what `restore`, `plan`,
+/// `list`, `events` and `verify` work from, so none of them can write it.
+#[derive(Clone, Debug)]
+pub struct RepoRead {
+    pub backups: Arc<dyn StoreRead>,
+    pub archive: Arc<dyn StoreRead>,
+}
+
+/// Write access to a repository: only `init`, `backup`, `expire` and
+/// `wal-push` open one, with [`writer::open_for_writing`].
+#[derive(Clone, Debug)]
+pub struct RepoWrite {
+    pub backups: Writable,
+    pub archive: Writable,
+}
+
+impl RepoLocation {
+    /// The repository's stores, to read.
+    pub fn read(&self) -> RepoRead {
+        RepoRead {
+            backups: Arc::new(Posix::new(&self.backups)),
+            archive: Arc::new(Posix::new(&self.wal_archive)),
+        }
     }
 }
 
@@ -77,6 +131,15 @@ pub fn wal_archive_dir(repo: Option<&Path>, wal_archive: Option<&Path>) -> Resul
     }
 }
 
+/// The WAL archive at `dir`, to read only (what `wal-fetch` gets); `None`
+/// when it is not a directory.
+pub fn open_archive_read(dir: &Path) -> Option<Arc<dyn StoreRead>> {
+    let store = Posix::new(dir);
+    store
+        .exists()
+        .then(|| Arc::new(store) as Arc<dyn StoreRead>)
+}
+
 /// Makes a path absolute without resolving symlinks (so messages show the
 /// path the user gave), because PostgreSQL runs `restore_command` from the
 /// data directory.
@@ -88,6 +151,8 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Catalog {
     pub location: RepoLocation,
+    /// The repository's stores, to read: all a catalog's user gets.
+    pub stores: RepoRead,
     /// Understood backups, oldest stop first.
     pub backups: Vec<Backup>,
     pub unreadable: Vec<UnreadableBackup>,
@@ -98,7 +163,8 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn scan(location: RepoLocation, local: &jiff::tz::TimeZone) -> Result<Catalog> {
-        let archive = WalArchive::scan(&location.wal_archive, SegmentSize::DEFAULT)?;
+        let stores = location.read();
+        let archive = WalArchive::scan(Arc::clone(&stores.archive), SegmentSize::DEFAULT)?;
         let mut warnings = Vec::new();
         let mut histories = Vec::new();
         for (name, file) in &archive.backup_histories {
@@ -119,28 +185,19 @@ impl Catalog {
 
         let mut backups = Vec::new();
         let mut unreadable = Vec::new();
-        let entries = fs::read_dir(&location.backups).with_context(|| {
+        let ids = stores.backups.list_prefixes("").with_context(|| {
             format!(
                 "cannot read the backups directory `{}`",
                 location.backups.display()
             )
         })?;
-        let mut dirs: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
-            .map(|entry| entry.path())
-            .collect();
-        dirs.sort();
-        for dir in dirs {
-            let id = dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for id in ids {
             // Hidden directories are ours or the user's scratch space.
             if id.starts_with('.') {
                 continue;
             }
-            match backup::read_backup(&dir, &histories, local) {
+            let dir = location.backups.join(&id);
+            match backup::read_backup(stores.backups.as_ref(), &id, &histories, local) {
                 Ok(mut backup) => {
                     // A tar backup's PG_VERSION and pg_control lie deep in a
                     // possibly compressed base.tar; the page header of the
@@ -167,6 +224,7 @@ impl Catalog {
         backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
         Ok(Catalog {
             location,
+            stores,
             backups,
             unreadable,
             archive,
@@ -188,4 +246,59 @@ fn start_segment_header(
         crate::wal::WalSegment::containing(backup.timeline, backup.start_lsn, archive.segment_size);
     let file = archive.segment(segment)?;
     archive::read_long_header(file).ok()
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    /// The commands and parts that only read the repository never name the
+    /// write role: they get the catalog (whose stores are `StoreRead`) or a
+    /// `StoreRead` of their own, and nothing that could write. This keeps
+    /// "a restore never writes the repository" checkable by reading one
+    /// list, and fails when someone hands them the write role.
+    #[test]
+    fn readers_never_name_the_write_role() {
+        let readers = [
+            (
+                "commands/restore.rs",
+                include_str!("../commands/restore.rs"),
+            ),
+            ("commands/list.rs", include_str!("../commands/list.rs")),
+            ("commands/events.rs", include_str!("../commands/events.rs")),
+            ("commands/verify.rs", include_str!("../commands/verify.rs")),
+            (
+                "commands/wal_fetch.rs",
+                include_str!("../commands/wal_fetch.rs"),
+            ),
+            ("commands/mod.rs", include_str!("../commands/mod.rs")),
+            ("plan.rs", include_str!("../plan.rs")),
+            ("verify.rs", include_str!("../verify.rs")),
+            ("stage/mod.rs", include_str!("../stage/mod.rs")),
+            ("stage/extract.rs", include_str!("../stage/extract.rs")),
+            (
+                "stage/tablespaces.rs",
+                include_str!("../stage/tablespaces.rs"),
+            ),
+            ("stage/combine.rs", include_str!("../stage/combine.rs")),
+            ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
+            ("repo/wal_source.rs", include_str!("wal_source.rs")),
+        ];
+        for (file, text) in readers {
+            // Tests may build any store they like.
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for writer in [
+                "StoreWrite",
+                "Writable",
+                "RepoWrite",
+                "open_for_writing",
+                "repo::writer",
+                "repo::push",
+                "store::posix",
+            ] {
+                assert!(
+                    !code.contains(writer),
+                    "{file} names `{writer}`: commands that only read get only the read role"
+                );
+            }
+        }
+    }
 }

@@ -327,8 +327,8 @@ mod tests {
     fn pg18_layout_has_its_crc_four_bytes_later() {
         // Synthesised from the 15 file following the 18 struct: a
         // default_char_signedness byte at 256 pushes the nonce to 257..289
-        // and the CRC to 292. (No PostgreSQL 18 is installed here to take a
-        // real one from.)
+        // and the CRC to 292. (A real 18 file is checked against 18's own
+        // pg_controldata in tests/version_fixtures.rs.)
         let mut bytes = PG15_SHUT_DOWN[..256].to_vec();
         bytes[8..12].copy_from_slice(&1800u32.to_le_bytes());
         bytes[12..16].copy_from_slice(&202506291u32.to_le_bytes());
@@ -378,6 +378,51 @@ mod tests {
             bytes[at] = byte;
             bytes.truncate(len);
             let _ = parse(&bytes);
+        }
+
+        /// A byte changed under the CRC and the CRC recomputed, so the
+        /// checks behind it decide, compared with what the bytes say
+        /// (PostgreSQL's ControlFileData layout: xlog_blcksz at 224,
+        /// xlog_seg_size at 228; segments of 1 MiB to 1 GiB, WAL pages of
+        /// 1 to 64 KiB, powers of two, as initdb allows).
+        #[test]
+        fn damage_under_a_recomputed_crc_reaches_the_size_checks(
+            at in prop_oneof![0usize..288, 224usize..232],
+            byte in any::<u8>(),
+        ) {
+            let mut bytes = PG15_SHUT_DOWN.to_vec();
+            bytes[at] = byte;
+            let crc = crc32c::crc32c(&bytes[..288]);
+            bytes[288..292].copy_from_slice(&crc.to_le_bytes());
+            let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+            let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+            let (block, segment) = (u32_at(224), u32_at(228));
+            let segment_ok = segment.is_power_of_two() && (1 << 20..=1 << 30).contains(&segment);
+            let block_ok = block.is_power_of_two() && (1024..=65536).contains(&block);
+            match parse(&bytes) {
+                Ok(control) => {
+                    prop_assert!(segment_ok && block_ok, "accepted {segment} / {block}");
+                    prop_assert_eq!(control.segment_size.bytes(), u64::from(segment));
+                    prop_assert_eq!(control.wal_block_size, block);
+                    prop_assert_eq!(control.system_identifier, u64_at(0));
+                    prop_assert_eq!(control.pg_control_version, u32_at(8));
+                    prop_assert_eq!(control.catalog_version, u32_at(12));
+                    prop_assert_eq!(control.checkpoint_lsn, Lsn::new(u64_at(32)));
+                }
+                Err(ControlError::BadSegmentSize { bytes }) => {
+                    prop_assert!(!segment_ok);
+                    prop_assert_eq!(bytes, segment);
+                }
+                Err(ControlError::BadWalBlockSize { bytes }) => {
+                    prop_assert!(segment_ok && !block_ok);
+                    prop_assert_eq!(bytes, block);
+                }
+                // Only a changed pg_control_version may stop earlier.
+                Err(ControlError::UnsupportedVersion { .. } | ControlError::ForeignByteOrder { .. }) => {
+                    prop_assert!((8..12).contains(&at));
+                }
+                Err(other) => prop_assert!(false, "{}", other),
+            }
         }
     }
 }

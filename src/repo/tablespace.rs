@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::store::ObjectInfo;
 use crate::compression::Compression;
 
 /// Where a tablespace's files are in the backup.
@@ -93,28 +94,37 @@ pub fn render_tablespace_map(entries: &[(u32, PathBuf)]) -> String {
     text
 }
 
-/// `<oid>.tar[...]` files next to `base.tar` of a tar backup.
-pub fn tablespace_tars(dir: &Path) -> Result<Vec<(u32, PathBuf, Compression)>> {
-    let entries = fs::read_dir(dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
+/// `<oid>.tar[...]` files next to `base.tar` of a tar backup: among the
+/// objects `top` directly under `prefix`, with their local paths in `dir`.
+pub fn tablespace_tars(
+    top: &[ObjectInfo],
+    prefix: &str,
+    dir: &Path,
+) -> Vec<(u32, PathBuf, Compression)> {
     let mut tars = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let (stem, compression) = Compression::split_name(&name);
+    for object in top {
+        let Some(name) = object.key.strip_prefix(prefix) else {
+            continue;
+        };
+        let (stem, compression) = Compression::split_name(name);
         if let Some(oid) = stem.strip_suffix(".tar") {
             if !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(oid) = oid.parse() {
-                    tars.push((oid, entry.path(), compression));
+                    tars.push((oid, dir.join(name), compression));
                 }
             }
         }
     }
     tars.sort_by_key(|(oid, _, _)| *oid);
-    Ok(tars)
+    tars
 }
 
 /// Tablespaces of a tar backup, from its `tablespace_map` and `<oid>.tar`s.
-pub fn tar_tablespaces(dir: &Path, map: Option<&str>) -> Result<Vec<Tablespace>> {
-    let tars = tablespace_tars(dir)?;
+pub fn tar_tablespaces(
+    dir: &Path,
+    tars: Vec<(u32, PathBuf, Compression)>,
+    map: Option<&str>,
+) -> Result<Vec<Tablespace>> {
     if tars.is_empty() {
         return Ok(Vec::new());
     }
@@ -142,7 +152,10 @@ pub fn tar_tablespaces(dir: &Path, map: Option<&str>) -> Result<Vec<Tablespace>>
     Ok(tablespaces)
 }
 
-/// Tablespaces of a plain backup: the `pg_tblspc/<oid>` links.
+/// Tablespaces of a plain backup: the `pg_tblspc/<oid>` links. Symbolic
+/// links to local directories exist only on a file system: a plain backup
+/// with tablespaces is local by nature.
+#[allow(clippy::disallowed_methods)]
 pub fn plain_tablespaces(dir: &Path) -> Result<Vec<Tablespace>> {
     let links = dir.join("pg_tblspc");
     let Ok(entries) = fs::read_dir(&links) else {
@@ -198,9 +211,20 @@ mod tests {
 
     #[test]
     fn malformed_maps() {
-        assert!(parse_tablespace_map("16384\n").is_err());
-        assert!(parse_tablespace_map("abc /x\n").is_err());
-        assert!(parse_tablespace_map("16384 relative/path\n").is_err());
+        {
+            let error = parse_tablespace_map("16384\n").unwrap_err().to_string();
+            assert!(error.contains("is not `<oid> <path>`"), "{error}");
+        }
+        {
+            let error = parse_tablespace_map("abc /x\n").unwrap_err().to_string();
+            assert!(error.contains("no numeric OID"), "{error}");
+        }
+        {
+            let error = parse_tablespace_map("16384 relative/path\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("no absolute path"), "{error}");
+        }
         assert_eq!(parse_tablespace_map("").unwrap(), vec![]);
     }
 }

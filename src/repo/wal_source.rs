@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
@@ -41,16 +40,19 @@ pub struct ArchiveWal<'a> {
 }
 
 impl<'a> ArchiveWal<'a> {
+    /// A source with the user's cache of this archive. What it decodes is
+    /// written back only by [`ArchiveWal::save`]: an explicit step of the
+    /// command, not a side effect of dropping the source.
     pub fn new(archive: &'a WalArchive) -> ArchiveWal<'a> {
         let cache_path = cache_dir().map(|dir| {
-            let canonical = archive
-                .dir
-                .canonicalize()
-                .unwrap_or_else(|_| archive.dir.clone());
-            let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
+            let digest = Sha256::digest(archive.store().identity().as_bytes());
             let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
             dir.join(format!("archive-{name}.json"))
         });
+        ArchiveWal::with_cache_file(archive, cache_path)
+    }
+
+    fn with_cache_file(archive: &'a WalArchive, cache_path: Option<PathBuf>) -> ArchiveWal<'a> {
         ArchiveWal {
             archive,
             cache_path,
@@ -72,7 +74,9 @@ impl<'a> ArchiveWal<'a> {
         }
     }
 
-    /// Writes the cache if anything was decoded (best effort).
+    /// Writes the cache if anything was decoded (best effort). The cache is
+    /// a local file in the user's cache directory, not the repository.
+    #[allow(clippy::disallowed_methods)]
     pub fn save(&self) {
         if !*self.dirty.borrow() {
             return;
@@ -96,6 +100,7 @@ impl<'a> ArchiveWal<'a> {
         *self.dirty.borrow_mut() = false;
     }
 
+    #[allow(clippy::disallowed_methods)] // the local cache file, as in `save`
     fn with_cache<T>(&self, f: impl FnOnce(&mut CacheFile) -> T) -> T {
         let mut cache = self.cache.borrow_mut();
         let cache = cache.get_or_insert_with(|| {
@@ -120,10 +125,7 @@ impl<'a> ArchiveWal<'a> {
         file: &ArchivedFile,
     ) -> Result<(SegmentFacts, Vec<StopEvent>), FactsError> {
         let unreadable = |reason: String| FactsError::Unreadable { segment, reason };
-        let reader = file
-            .compression
-            .open(&file.path)
-            .map_err(|e| unreadable(format!("{e}")))?;
+        let reader = file.open().map_err(|e| unreadable(format!("{e}")))?;
         let mut decoder = WalDecoder::new(StartAt::SegmentStart);
         let mut facts = SegmentFacts::default();
         let mut events = Vec::new();
@@ -170,7 +172,7 @@ impl<'a> ArchiveWal<'a> {
         // here: finish it from the next file, if the archive has one.
         if decoder.record_in_progress().is_some() {
             if let Some((next, file)) = self.next_file(segment) {
-                if let Ok(reader) = file.compression.open(&file.path) {
+                if let Ok(reader) = file.open() {
                     let mut run = decoder.segment(next, reader);
                     if let Some(Ok(record)) = run.next_record() {
                         if record.start < next.start_lsn() {
@@ -226,12 +228,6 @@ impl<'a> ArchiveWal<'a> {
     }
 }
 
-impl Drop for ArchiveWal<'_> {
-    fn drop(&mut self) {
-        self.save();
-    }
-}
-
 impl WalSource for ArchiveWal<'_> {
     fn segment_size(&self) -> SegmentSize {
         self.archive.segment_size
@@ -283,14 +279,9 @@ fn stop_event(start: crate::wal::Lsn, end: crate::wal::Lsn, kind: &EventKind) ->
 }
 
 fn cache_key(segment: WalSegment, file: &ArchivedFile) -> String {
-    let modified = file
-        .modified
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
     format!(
-        "{segment}|{}|{modified}|{:?}",
-        file.stored_bytes, file.compression
+        "{segment}|{}|{}|{:?}",
+        file.stored_bytes, file.version, file.compression
     )
 }
 
@@ -304,4 +295,40 @@ fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|home| Path::new(&home).join(".cache").join("pitr"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+    use crate::repo::store::posix::Posix;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_cache_is_written_by_save_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive_dir = dir.path().join("wal");
+        fs::create_dir(&archive_dir).unwrap();
+        let name = "000000010000000000000007.gz";
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/15/wal")
+            .join(name);
+        fs::copy(&fixture, archive_dir.join(name)).unwrap();
+        let archive =
+            WalArchive::scan(Arc::new(Posix::new(&archive_dir)), SegmentSize::DEFAULT).unwrap();
+        let segment = WalSegment::parse("000000010000000000000007", archive.segment_size).unwrap();
+        let cache = dir.path().join("cache/archive.json");
+
+        let wal = ArchiveWal::with_cache_file(&archive, Some(cache.clone()));
+        assert!(wal.facts(segment).unwrap().is_some());
+        drop(wal);
+        assert!(!cache.exists(), "dropping the source writes nothing");
+
+        let wal = ArchiveWal::with_cache_file(&archive, Some(cache.clone()));
+        assert!(wal.facts(segment).unwrap().is_some());
+        wal.save();
+        assert!(cache.is_file());
+        let saved = fs::read(&cache).unwrap();
+        assert!(String::from_utf8_lossy(&saved).contains("000000010000000000000007"));
+    }
 }

@@ -8,84 +8,31 @@
 //! complete, and disappears by a rename to a hidden name before it is
 //! deleted. The scanner ignores hidden directories under `base/`.
 
-use std::fs;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::postgres::os_user::OsUser;
+use super::store::posix::Posix;
+use super::store::{Staging, StoreRead, Writable};
 
-/// Directory mode for the repository and its parts: the owner (the
-/// PostgreSQL OS user, which archives into `wal/`) writes, its group may
-/// read, others get nothing: the WAL and the backups hold all the data.
-pub const DIR_MODE: u32 = 0o750;
+pub use super::store::posix::DIR_MODE;
 
 /// Prefix of a backup being written: hidden, so never taken for a backup.
 pub const BACKUP_TEMP_PREFIX: &str = ".pitr-backup-";
 /// Prefix of a backup being deleted by `expire`.
-pub const EXPIRING_PREFIX: &str = ".pitr-expiring-";
+pub use super::store::posix::EXPIRING_PREFIX;
 
-/// What `create_layout` did to each directory.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LayoutEntry {
-    pub path: PathBuf,
-    pub created: bool,
-}
+pub use super::store::posix::{create_layout, LayoutEntry};
 
-/// Creates `repo`, `repo/base` and `repo/wal` where missing, mode 0750, and
-/// (as root) owned by the PostgreSQL OS user. Existing directories are left
-/// as they are. A non-empty `repo` that is not a repository is refused, so a
-/// typo cannot turn some other directory into an archive.
-pub fn create_layout(repo: &Path, owner: &OsUser) -> Result<Vec<LayoutEntry>> {
-    if repo.exists() && !repo.is_dir() {
-        bail!("`{}` exists and is not a directory", repo.display());
+/// The repository's stores, to write: for `backup` and `expire` only (a
+/// restore and every other reader gets a [`super::RepoRead`] through the
+/// catalog, which cannot change anything).
+pub fn open_for_writing(location: &super::RepoLocation) -> super::RepoWrite {
+    super::RepoWrite {
+        backups: Writable::new(Posix::new(&location.backups)),
+        archive: Writable::new(Posix::new(&location.wal_archive)),
     }
-    if repo.is_dir() {
-        let strangers: Vec<String> = fs::read_dir(repo)
-            .with_context(|| format!("cannot read `{}`", repo.display()))?
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "base" && name != "wal" && !name.starts_with('.'))
-            .collect();
-        if !strangers.is_empty() {
-            bail!(
-                "`{}` is not empty and is not a pitr repository (it holds {}); choose a new or empty directory",
-                repo.display(),
-                strangers
-                    .iter()
-                    .take(3)
-                    .map(|name| format!("`{name}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
-    let mut entries = Vec::new();
-    for dir in [repo.to_path_buf(), repo.join("base"), repo.join("wal")] {
-        let created = create_dir(&dir, owner)?;
-        entries.push(LayoutEntry { path: dir, created });
-    }
-    Ok(entries)
-}
-
-fn create_dir(dir: &Path, owner: &OsUser) -> Result<bool> {
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
-            return Ok(false)
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot create `{}`", dir.display()))
-        }
-    }
-    // Set explicitly: create_dir's mode is filtered by the umask.
-    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-        .with_context(|| format!("cannot set the mode of `{}`", dir.display()))?;
-    owner.own(dir)?;
-    Ok(true)
 }
 
 /// A backup id for a backup started at `time`: `20261124T031500Z`, which
@@ -103,115 +50,87 @@ pub fn backup_id(time: DateTime<Utc>, taken: impl Fn(&str) -> bool) -> String {
         .unwrap_or(base)
 }
 
-/// True when `backups/<id>` exists.
-pub fn id_taken(backups: &Path, id: &str) -> bool {
-    backups.join(id).exists()
+/// True when something named `id` is at the top of the backups store.
+pub fn id_taken(backups: &dyn StoreRead, id: &str) -> bool {
+    backups
+        .list_prefixes("")
+        .is_ok_and(|names| names.iter().any(|name| name == id))
+        || backups.stat(id).is_ok_and(|found| found.is_some())
 }
 
-/// Moves a finished backup from its hidden directory to `backups/<id>`,
-/// refusing to replace anything there.
-pub fn publish(temp: &Path, backups: &Path, id: &str) -> Result<PathBuf> {
-    let destination = backups.join(id);
-    rename_no_replace(temp, &destination).with_context(|| {
+/// A hidden place for pg_basebackup to write backup `id` into: the scanner
+/// skips it, and it is removed when dropped, so only a finished backup ever
+/// gets its real name.
+pub fn stage_backup(backups: &Writable, id: &str) -> std::io::Result<Staging> {
+    backups.stage(&format!("{}{id}", &BACKUP_TEMP_PREFIX[1..]))
+}
+
+/// Publishes a finished backup as `<id>`, refusing to replace anything
+/// there; on failure the staged backup is deleted. Returns how the backup
+/// is named in messages.
+pub fn publish(backups: &Writable, staged: Staging, id: &str) -> Result<PathBuf> {
+    let published = backups.publish(&staged, id).with_context(|| {
         format!(
             "cannot rename `{}` to `{}`",
-            temp.display(),
-            destination.display()
+            staged.path().display(),
+            backups.describe(id)
         )
-    })?;
-    sync_dir(backups);
-    Ok(destination)
+    });
+    match published {
+        Ok(()) => {
+            let mut staged = staged;
+            staged.forget();
+            Ok(PathBuf::from(backups.describe(id)))
+        }
+        Err(error) => {
+            let _ = staged.discard();
+            Err(error)
+        }
+    }
 }
 
-/// Removes `backups/<id>`: first renamed to a hidden name, so that no one
-/// ever sees a half-deleted backup, then deleted.
-pub fn remove_backup(backups: &Path, id: &str) -> Result<()> {
-    let dir = backups.join(id);
-    let hidden = backups.join(format!("{EXPIRING_PREFIX}{id}"));
-    rename_no_replace(&dir, &hidden).with_context(|| {
-        format!(
-            "cannot rename `{}` to `{}` before deleting it",
-            dir.display(),
-            hidden.display()
-        )
-    })?;
-    sync_dir(backups);
-    fs::remove_dir_all(&hidden).with_context(|| {
-        format!(
-            "cannot delete `{}` (the backup is already hidden from pitr; delete it by hand)",
-            hidden.display()
-        )
-    })
+/// Removes backup `<id>`: first hidden, so that no one ever sees a
+/// half-deleted backup, then deleted.
+pub fn remove_backup(backups: &Writable, id: &str) -> Result<()> {
+    backups.delete_group(id)
 }
 
-/// Hidden directories an interrupted `expire` left behind: already hidden
-/// from every reader, and meant to be deleted.
-pub fn leftover_expiring(backups: &Path) -> Vec<PathBuf> {
-    hidden_dirs(backups, EXPIRING_PREFIX)
+/// Hidden groups an interrupted `expire` left behind: already hidden from
+/// every reader, and meant to be deleted (with [`remove_backup`]).
+pub fn leftover_expiring(backups: &dyn StoreRead) -> Vec<String> {
+    hidden_groups(backups, EXPIRING_PREFIX)
 }
 
 /// Backups being written, or left behind by a `pitr backup` that was
 /// killed before it could clean up. Which is which cannot be told from
 /// here, so they are only ever reported.
-pub fn unfinished_backups(backups: &Path) -> Vec<PathBuf> {
-    hidden_dirs(backups, BACKUP_TEMP_PREFIX)
+pub fn unfinished_backups(backups: &dyn StoreRead) -> Vec<String> {
+    hidden_groups(backups, BACKUP_TEMP_PREFIX)
 }
 
-fn hidden_dirs(backups: &Path, prefix: &str) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(backups) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
-        .map(|entry| entry.path())
-        .collect();
-    dirs.sort();
-    dirs
+fn hidden_groups(backups: &dyn StoreRead, prefix: &str) -> Vec<String> {
+    backups
+        .list_prefixes("")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .collect()
 }
 
-/// Removes one archive file; one already gone is not an error (another
+/// Removes archive files; one already gone is not an error (another
 /// `expire` may have run at the same time).
-pub fn remove_archive_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("cannot delete `{}`", path.display())),
-    }
-}
-
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use nix::fcntl::{renameat2, RenameFlags};
-        match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
-            // Some file systems (older NFS) do not know the flag: fall back.
-            Err(nix::errno::Errno::EINVAL) => {}
-            result => return result.map_err(io::Error::from),
-        }
-    }
-    // Without renameat2 the check and the rename are two steps; rename(2)
-    // would silently replace an empty directory, so look first.
-    if to.exists() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("`{}` already exists", to.display()),
-        ));
-    }
-    fs::rename(from, to)
-}
-
-/// Makes a rename in `dir` durable; a failure only costs durability after a
-/// crash, never correctness, so it is not reported.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = fs::File::open(dir) {
-        let _ = handle.sync_all();
-    }
+pub fn remove_archive_files(archive: &Writable, keys: &[&str]) -> Result<()> {
+    archive.delete(keys).map_err(anyhow::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
+    use crate::os_user::OsUser;
+    use crate::repo::store::posix::Posix;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
@@ -280,22 +199,44 @@ mod tests {
     fn publishing_never_replaces_and_removal_hides_first() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
-        let temp = base.join(".pitr-backup-x");
-        fs::create_dir(&temp).unwrap();
-        fs::write(temp.join("backup_manifest"), b"{}").unwrap();
+        let store = Writable::new(Posix::new(base));
+        let staged = stage_backup(&store, "x").unwrap();
+        assert!(staged
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(BACKUP_TEMP_PREFIX));
+        fs::write(staged.path().join("backup_manifest"), b"{}").unwrap();
         fs::create_dir(base.join("taken")).unwrap();
-        assert!(publish(&temp, base, "taken").is_err());
-        assert!(temp.exists());
-        let published = publish(&temp, base, "b1").unwrap();
-        assert!(published.join("backup_manifest").is_file());
-        assert!(!temp.exists());
+        assert!(id_taken(store.read().as_ref(), "taken"));
+        let staged_path = staged.path().to_path_buf();
+        assert!(publish(&store, staged, "taken").is_err());
+        assert!(
+            !staged_path.exists(),
+            "a failed publish deletes the staged backup"
+        );
 
-        remove_backup(base, "b1").unwrap();
+        let staged = stage_backup(&store, "b1").unwrap();
+        let staged_path = staged.path().to_path_buf();
+        fs::write(staged.path().join("backup_manifest"), b"{}").unwrap();
+        let published = publish(&store, staged, "b1").unwrap();
+        assert!(published.join("backup_manifest").is_file());
+        assert!(!staged_path.exists());
+
+        remove_backup(&store, "b1").unwrap();
         assert!(!base.join("b1").exists());
-        assert!(leftover_expiring(base).is_empty());
+        assert!(leftover_expiring(store.read().as_ref()).is_empty());
         fs::create_dir(base.join(".pitr-backup-20261124T031500Z-abc")).unwrap();
-        assert_eq!(unfinished_backups(base).len(), 1);
-        assert!(remove_backup(base, "b1").is_err());
-        remove_archive_file(&base.join("never-there")).unwrap();
+        assert_eq!(unfinished_backups(store.read().as_ref()).len(), 1);
+        assert!(remove_backup(&store, "b1").is_err());
+        remove_archive_files(&store, &["never-there"]).unwrap();
+
+        // An expire interrupted between hiding and deleting leaves this.
+        fs::create_dir(base.join(".pitr-expiring-b0")).unwrap();
+        let leftovers = leftover_expiring(store.read().as_ref());
+        assert_eq!(leftovers, [".pitr-expiring-b0"]);
+        remove_backup(&store, &leftovers[0]).unwrap();
+        assert!(!base.join(".pitr-expiring-b0").exists());
     }
 }

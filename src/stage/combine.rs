@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::os_user::OsUser;
 use crate::postgres::binaries::Binaries;
-use crate::postgres::os_user::OsUser;
 
 /// What combining needs: the chain's directories and the programs of the
 /// backup's major (pg_combinebackup of another major refuses the backups).

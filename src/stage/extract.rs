@@ -133,6 +133,7 @@ pub fn extract_tar(
         .entries()
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     for entry in entries {
+        simulated_slow_staging();
         let mut entry = entry.map_err(|e| interrupt_or(e, path))?;
         let now = consumed.load(Ordering::Relaxed);
         progress.add(now.saturating_sub(reported));
@@ -207,6 +208,23 @@ pub fn interrupt_or(error: io::Error, path: &Path) -> anyhow::Error {
     }
 }
 
+/// Test knob, not a setting: `PITR_STAGE_DELAY_MS` makes staging wait that
+/// long before each file of a backup (copied or extracted), so that a test
+/// can deliver a signal while staging is certainly under way (like
+/// `PITR_FETCH_DELAY_MS` for replay). Unset, it costs one lookup per restore.
+fn simulated_slow_staging() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("PITR_STAGE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(delay) = delay {
+        std::thread::sleep(*delay);
+    }
+}
+
 /// Copies a plain-format backup. A symlinked `pg_wal` is copied as a real
 /// directory; tablespace links in `pg_tblspc/` are skipped (tablespaces are
 /// staged on their own and the server relinks them from tablespace_map);
@@ -223,6 +241,7 @@ pub fn copy_tree(
     let dir = source.join(relative);
     let entries = fs::read_dir(&dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
     for entry in entries {
+        simulated_slow_staging();
         if interrupt::requested() {
             bail!(Interrupted);
         }

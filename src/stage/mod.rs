@@ -5,6 +5,11 @@
 //! leaves a half-written data directory, and an existing directory is never
 //! touched unless `--force` (which moves it aside, never deletes it).
 
+// Staging writes a new data directory beside `--pgdata`: local by nature,
+// so this module and its children use the file system directly
+// (clippy.toml refuses it elsewhere).
+#![allow(clippy::disallowed_methods)]
+
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -12,21 +17,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::compression::Compression;
 use crate::interrupt;
+use crate::os_user::OsUser;
 use crate::plan::Plan;
-use crate::postgres::os_user::OsUser;
 use crate::postgres::settings::RecoverySettings;
 use crate::progress::{Reporter, Unit};
 use crate::repo::backup::BackupFormat;
 
 pub mod combine;
+pub mod destination;
 mod durable;
 pub mod extract;
+pub mod prefetch;
 mod readahead;
 pub mod tablespaces;
 
-use crate::repo::manifest;
 use crate::repo::manifest_check::ManifestCheck;
 use durable::sync_filesystem;
 pub use extract::safe_member_path;
@@ -139,8 +144,9 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         .create(&staging_path)
         .with_context(|| {
             format!(
-                "cannot create the staging directory `{}`",
-                staging_path.display()
+                "cannot create a directory in `{}`, which holds --pgdata ({})",
+                parent.display(),
+                crate::access::who_may(parent)
             )
         })?;
     let mut staging = StagingDir {
@@ -152,7 +158,7 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     let backup = &plan.backup;
     // pg_combinebackup checks the chain's manifests itself.
     let mut check = if verify && backup.has_manifest && combine.is_none() {
-        Some(load_manifest_check(&backup.dir)?)
+        Some(load_manifest_check(backup)?)
     } else {
         None
     };
@@ -193,11 +199,8 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
             written
         }
         BackupFormat::Tar(compression) => {
-            let base = backup.dir.join(format!("base.tar{}", compression.suffix()));
-            let wal = Compression::ALL
-                .iter()
-                .map(|c| (backup.dir.join(format!("pg_wal.tar{}", c.suffix())), *c))
-                .find(|(path, _)| path.is_file());
+            let base = backup.base_tar().map(|file| file.path).unwrap_or_default();
+            let wal = backup.wal_tar().map(|file| (file.path, file.compression));
             let total = file_len(&base) + wal.as_ref().map(|(p, _)| file_len(p)).unwrap_or(0);
             let mut progress = reporter.bar("staging", total, Unit::Bytes);
             let mut written = extract_tar(
@@ -285,6 +288,15 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     let moved_aside = match destination {
         Destination::Absent | Destination::Empty => None,
         Destination::Occupied => {
+            // Checked before staging too; a server may have been started
+            // there since (staging takes a while).
+            if let Some(server) = crate::postgres::live::server_in_or_around(pgdata, 2) {
+                bail!(
+                    "`{}` is in use now: {}; it was not moved aside",
+                    pgdata.display(),
+                    server.describe()
+                );
+            }
             let aside = parent.join(format!(
                 "{name}.pitr-replaced-{}",
                 chrono::Local::now().format("%Y%m%dT%H%M%S")
@@ -300,7 +312,12 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         }
     };
     for staged in &mut staged_tablespaces {
-        staged.commit()?;
+        if let Some(aside) = staged.commit()? {
+            notes.push(format!(
+                "the stopped primary's tablespace was moved aside to `{}`",
+                aside.display()
+            ));
+        }
     }
     // rename(2) replaces an empty directory atomically.
     fs::rename(&staging_path, pgdata).with_context(|| {
@@ -330,15 +347,17 @@ pub fn work_dir_beside(parent: &Path, name: &str, purpose: &str) -> PathBuf {
     parent.join(format!(".{name}.pitr-{purpose}-{}", std::process::id()))
 }
 
-/// Reads and checks `backup_manifest` (its own SHA-256 first).
-fn load_manifest_check(dir: &Path) -> Result<ManifestCheck> {
-    let path = dir.join("backup_manifest");
-    let bytes = fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    manifest::verify_manifest_checksum(&bytes)
-        .with_context(|| format!("`{}` is damaged", path.display()))?;
-    let parsed =
-        manifest::parse(&bytes).with_context(|| format!("`{}` is malformed", path.display()))?;
-    Ok(ManifestCheck::new(&parsed))
+/// The backup's `backup_manifest`, as read when it was scanned, once its
+/// own SHA-256 is known to hold.
+fn load_manifest_check(backup: &crate::repo::backup::Backup) -> Result<ManifestCheck> {
+    let path = backup.manifest_file().path;
+    let Some(kept) = backup.manifest() else {
+        bail!("cannot read `{}`", path.display());
+    };
+    if let Some(damage) = &kept.damage {
+        bail!("`{}` is damaged: {damage}", path.display());
+    }
+    Ok(ManifestCheck::new(&kept.parsed))
 }
 
 /// The error used when Ctrl-C or SIGTERM arrives during staging.

@@ -239,6 +239,27 @@ mod tests {
         let mut reader = ReadAhead::open(&path, Compression::None).unwrap();
         let mut first = [0u8; 10];
         reader.read_exact(&mut first).unwrap();
-        drop(reader); // joins the thread: a hang here would fail the test by timeout
+        // The decompressing thread holds a clone of this counter until it
+        // ends: ours, the reader's and the thread's.
+        let consumed = reader.consumed();
+        assert_eq!(Arc::strong_count(&consumed), 3);
+        // Dropped on another thread, so that a hang fails this test after
+        // a while instead of stalling the whole run (libtest has no
+        // per-test timeout).
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(reader);
+            let _ = done.send(());
+        });
+        dropped
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("dropping the reader must stop its thread, not hang");
+        // Drop returned only after the thread had ended (joined, not
+        // leaked): its clone of the counter is gone.
+        assert_eq!(
+            Arc::strong_count(&consumed),
+            1,
+            "the thread outlived the reader"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::extract::{copy_tree, extract_tar, FileWriter, Verify};
-use crate::postgres::os_user::OsUser;
+use crate::os_user::OsUser;
 use crate::progress::Progress;
 use crate::repo::absolute;
 use crate::repo::manifest_check::ManifestCheck;
@@ -61,14 +61,20 @@ pub struct Placement {
     pub destination: PathBuf,
     pub mapped: bool,
     pub source: TablespaceSource,
+    /// The recorded location holds the lost primary's tablespace, to be
+    /// moved aside like its data directory (`--in-place`).
+    pub replaces: bool,
 }
 
-/// Decides every tablespace's destination, refusing occupied ones. Nothing
+/// Decides every tablespace's destination, refusing occupied ones unless
+/// `replace_recorded` (an in-place recovery, where the recorded locations
+/// hold the stopped primary's tablespaces, moved aside at commit). Nothing
 /// is written.
 pub fn place(
     tablespaces: &[Tablespace],
     mappings: &[(PathBuf, PathBuf)],
     pgdata: &Path,
+    replace_recorded: bool,
 ) -> Result<Vec<Placement>> {
     for (old, _) in mappings {
         if !tablespaces.iter().any(|t| &t.location == old) {
@@ -106,7 +112,8 @@ pub fn place(
                 destination.display()
             );
         }
-        if !is_absent_or_empty(&destination)? {
+        let occupied = !is_absent_or_empty(&destination)?;
+        if occupied && !(replace_recorded && mapping.is_none()) {
             if mapping.is_some() {
                 bail!(
                     "tablespace {} is mapped to `{}`, which exists and is not empty; choose an empty or new directory",
@@ -134,6 +141,7 @@ pub fn place(
             destination,
             mapped: mapping.is_some(),
             source: tablespace.source.clone(),
+            replaces: occupied,
         });
     }
     Ok(placements)
@@ -155,6 +163,7 @@ fn is_absent_or_empty(path: &Path) -> Result<bool> {
 pub struct StagedTablespace {
     staging: PathBuf,
     destination: PathBuf,
+    replaces: bool,
     committed: bool,
 }
 
@@ -164,8 +173,30 @@ impl StagedTablespace {
         super::durable::sync_filesystem(&self.staging)
     }
 
-    /// Renames the staged tablespace into place.
-    pub fn commit(&mut self) -> Result<()> {
+    /// Renames the staged tablespace into place, after moving what was
+    /// there aside when it replaces it; returns where that went.
+    pub fn commit(&mut self) -> Result<Option<PathBuf>> {
+        let moved_aside = if self.replaces {
+            let name = self
+                .destination
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let aside = self.destination.with_file_name(format!(
+                "{name}.pitr-replaced-{}",
+                chrono::Local::now().format("%Y%m%dT%H%M%S")
+            ));
+            fs::rename(&self.destination, &aside).with_context(|| {
+                format!(
+                    "cannot move `{}` aside to `{}`",
+                    self.destination.display(),
+                    aside.display()
+                )
+            })?;
+            Some(aside)
+        } else {
+            None
+        };
         fs::rename(&self.staging, &self.destination).with_context(|| {
             format!(
                 "cannot rename `{}` to `{}`",
@@ -174,7 +205,7 @@ impl StagedTablespace {
             )
         })?;
         self.committed = true;
-        Ok(())
+        Ok(moved_aside)
     }
 }
 
@@ -204,10 +235,18 @@ pub fn stage_tablespace(
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
-        .with_context(|| format!("cannot create `{}`", staging.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create a directory in `{}`, which holds the tablespace location `{}` ({})",
+                parent.display(),
+                placement.destination.display(),
+                crate::access::who_may(parent)
+            )
+        })?;
     let staged = StagedTablespace {
         staging: staging.clone(),
         destination: placement.destination.clone(),
+        replaces: placement.replaces,
         committed: false,
     };
     // The manifest names tablespace files under pg_tblspc/<oid>/.
@@ -252,7 +291,10 @@ mod tests {
             (PathBuf::from("/old/a=b"), PathBuf::from("/new"))
         );
         for bad in ["/old", "=/new", "/old=", "rel=/new", "/old=rel", "/a=/b=/c"] {
-            assert!(parse_mapping(bad).is_err(), "{bad}");
+            {
+                let error = parse_mapping(bad).unwrap_err().to_string();
+                assert!(error.contains(&format!("`{bad}`")), "{error}");
+            }
         }
     }
 
@@ -268,15 +310,21 @@ mod tests {
             source: TablespaceSource::Directory(live.clone()),
         }];
         let pgdata = dir.path().join("pgdata");
-        let error = place(&tablespaces, &[], &pgdata).unwrap_err();
+        let error = place(&tablespaces, &[], &pgdata, false).unwrap_err();
         assert!(
             format!("{error:#}").contains("--tablespace-mapping"),
             "{error:#}"
         );
         let new = dir.path().join("new_ts");
-        let placed = place(&tablespaces, &[(live.clone(), new.clone())], &pgdata).unwrap();
+        let placed = place(&tablespaces, &[(live.clone(), new.clone())], &pgdata, false).unwrap();
         assert_eq!(placed[0].destination, new);
-        let unknown = place(&tablespaces, &[(dir.path().join("nope"), new)], &pgdata).unwrap_err();
+        let unknown = place(
+            &tablespaces,
+            &[(dir.path().join("nope"), new)],
+            &pgdata,
+            false,
+        )
+        .unwrap_err();
         assert!(
             format!("{unknown:#}").contains("not a tablespace location"),
             "{unknown:#}"

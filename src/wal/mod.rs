@@ -1,6 +1,7 @@
 //! PostgreSQL's WAL domain: positions, timelines, segment names, page headers
 //! and history files.
 
+pub mod activity;
 pub mod decode;
 pub mod facts;
 pub mod history;

@@ -19,9 +19,259 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, Uid, User};
 
 pub fn pg_bin() -> PathBuf {
+    if let Some(chosen) = PG_BIN_CHOSEN.get() {
+        return chosen.clone();
+    }
     std::env::var_os("PITR_TEST_PG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// The server programs a whole test binary uses instead of
+/// `PITR_TEST_PG_BIN`, set once by [`use_pg_bin_of_major_at_least`].
+static PG_BIN_CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+// ---------------------------------------------------------------------------
+// Preconditions. libtest has no "skipped" status: a test that returns early
+// is reported `ok`. Every precondition therefore goes through `require`,
+// which says so on the terminal and, under `PITR_TEST_STRICT=1` (set by
+// `.ci/run` and `make test`), fails the test unless its name is listed in
+// `PITR_TEST_ALLOWED_SKIPS` (comma- or space-separated test names).
+// ---------------------------------------------------------------------------
+
+/// True when `met`; otherwise reports `SKIPPED: <test>: <why>` and returns
+/// false (the caller then skips the test or the part that needs it), or
+/// fails the test in strict mode when that skip is not allowed.
+pub fn require(test: &str, met: bool, why: impl std::fmt::Display) -> bool {
+    if met {
+        return true;
+    }
+    let message = format!("SKIPPED: {test}: {why}");
+    // Straight to the process's stderr: libtest captures `eprintln!` of a
+    // passing test, and a skip must be seen.
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{message}");
+    }
+    if strict() && !skip_allowed(test) {
+        panic!(
+            "{message}\nPITR_TEST_STRICT=1 and `{test}` is not in PITR_TEST_ALLOWED_SKIPS ({}): \
+             provide what it needs or list it there with the reason",
+            std::env::var("PITR_TEST_ALLOWED_SKIPS").unwrap_or_default()
+        );
+    }
+    false
+}
+
+/// `PITR_TEST_STRICT=1`: a skip fails the test unless it is allowed.
+pub fn strict() -> bool {
+    std::env::var("PITR_TEST_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// Whether `test` is listed in `PITR_TEST_ALLOWED_SKIPS`.
+pub fn skip_allowed(test: &str) -> bool {
+    std::env::var("PITR_TEST_ALLOWED_SKIPS").is_ok_and(|list| {
+        list.split(|c: char| c == ',' || c.is_whitespace())
+            .any(|name| name == test)
+    })
+}
+
+/// Requires running as root (ownership changes, unreadable files, mounts).
+pub fn require_root(test: &str) -> bool {
+    require(
+        test,
+        Uid::effective().is_root(),
+        "needs root (run the suite as root)",
+    )
+}
+
+/// Requires a program on PATH (`tool --version` or `tool -V` runs).
+pub fn require_tool(test: &str, tool: &str) -> bool {
+    let found = ["--version", "-V"].iter().any(|flag| {
+        Command::new(tool)
+            .arg(flag)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    require(test, found, format!("needs `{tool}` on PATH"))
+}
+
+/// The major version of the server programs in `dir`, if it holds any.
+pub fn major_of(dir: &Path) -> Option<u32> {
+    let output = Command::new(dir.join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    pitr::postgres::binaries::parse_version_output(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Cache of relocatable builds filled by `scripts/pg-matrix.sh` (same
+/// rule as the script: `$PITR_PG_CACHE`, else /var/cache/pitr/postgres as
+/// root, else `$XDG_CACHE_HOME` or `~/.cache`).
+pub fn pg_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PITR_PG_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    if Uid::effective().is_root() {
+        return Some(PathBuf::from("/var/cache/pitr/postgres"));
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|dir| dir.join("pitr/postgres"))
+}
+
+/// Server programs of at least `major` on this machine: the ones under
+/// test, else `PITR_TEST_OTHER_PG_BIN`, else the newest in the matrix cache.
+pub fn pg_bin_of_major_at_least(major: u32) -> Option<PathBuf> {
+    let under_test = std::env::var_os("PITR_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    let mut candidates: Vec<PathBuf> = [
+        Some(under_test),
+        std::env::var_os("PITR_TEST_OTHER_PG_BIN").map(PathBuf::from),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(cache) = pg_cache_dir() {
+        for cached in (major..=30).rev() {
+            candidates.push(cache.join(cached.to_string()).join("postgresql/bin"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|dir| major_of(dir).is_some_and(|m| m >= major))
+}
+
+/// For a test binary whose tests all need PostgreSQL `major` or later
+/// (incremental backups: 17): makes [`pg_bin`] return such programs for
+/// the whole binary, so the tests run wherever that major is at hand
+/// rather than only when it is the major under test. Call it first in
+/// every test of that binary; false (after [`require`]) when there is none.
+pub fn use_pg_bin_of_major_at_least(test: &str, major: u32) -> bool {
+    let Some(found) = pg_bin_of_major_at_least(major) else {
+        return require(
+            test,
+            false,
+            format!(
+                "needs PostgreSQL {major} or later (PITR_TEST_PG_BIN, PITR_TEST_OTHER_PG_BIN, or `scripts/pg-matrix.sh fetch {major}`)"
+            ),
+        );
+    };
+    let chosen = PG_BIN_CHOSEN.get_or_init(|| found.clone());
+    assert!(
+        major_of(chosen).is_some_and(|m| m >= major),
+        "this test binary already uses {} (before {test} asked for {major}+)",
+        chosen.display()
+    );
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Listings for "nothing was touched" and "nothing was left" checks. Both
+// fail the test on any read error: a directory that pitr deleted or made
+// unreadable must not read as "empty" or "unchanged".
+// ---------------------------------------------------------------------------
+
+/// The sorted names in `dir`; panics when `dir` cannot be read.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list `{}`: {e}", dir.display()));
+    let mut names: Vec<String> = entries
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|e| panic!("cannot list `{}`: {e}", dir.display()))
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a tree entry is, with what identifies its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeEntry {
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        size: u64,
+        sha256: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+/// Every entry under `root` (recursively, relative paths), with mode, size
+/// and SHA-256 of files and targets of links: two equal snapshots mean
+/// nothing was written, added, removed or re-permissioned. Panics on any
+/// read error.
+pub fn tree_snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, TreeEntry> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for name in names_in(&dir) {
+            let path = dir.join(&name);
+            let relative = path.strip_prefix(root).unwrap().to_path_buf();
+            let meta = fs::symlink_metadata(&path)
+                .unwrap_or_else(|e| panic!("cannot stat `{}`: {e}", path.display()));
+            let mode = meta.mode() & 0o7777;
+            let entry = if meta.file_type().is_symlink() {
+                TreeEntry::Symlink {
+                    target: fs::read_link(&path).unwrap(),
+                }
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                TreeEntry::Dir { mode }
+            } else {
+                let bytes = fs::read(&path)
+                    .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
+                let digest = sha2::Sha256::digest(&bytes);
+                TreeEntry::File {
+                    mode,
+                    size: meta.size(),
+                    sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                }
+            };
+            found.insert(relative, entry);
+        }
+    }
+    found
+}
+
+/// Asserts that two snapshots of the same tree are equal, naming the
+/// first differences.
+pub fn assert_same_tree(
+    what: &str,
+    before: &std::collections::BTreeMap<PathBuf, TreeEntry>,
+    after: &std::collections::BTreeMap<PathBuf, TreeEntry>,
+) {
+    if before == after {
+        return;
+    }
+    let mut differences = Vec::new();
+    for (path, entry) in before {
+        match after.get(path) {
+            None => differences.push(format!("removed: {}", path.display())),
+            Some(now) if now != entry => differences.push(format!(
+                "changed: {} ({entry:?} -> {now:?})",
+                path.display()
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        differences.push(format!("added: {}", path.display()));
+    }
+    differences.truncate(20);
+    panic!("{what} was touched:\n{}", differences.join("\n"));
 }
 
 /// The major version of the PostgreSQL under test (`postgres --version` in
@@ -196,6 +446,27 @@ pub fn process_alive(pid: Pid) -> bool {
                 .map(|s| s != "Z")
         })
         .unwrap_or(false)
+}
+
+/// Every live process whose working directory is `dir` (the postmaster and
+/// all its children chdir into the data directory), found through /proc,
+/// so a server whose postmaster.pid is gone is found too.
+pub fn processes_working_in(dir: &Path) -> Vec<Pid> {
+    let Ok(wanted) = fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Pid> = fs::read_dir("/proc")
+        .expect("/proc must be readable")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == wanted)
+                && process_alive(*pid)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Stops whatever server runs on a data directory when dropped.

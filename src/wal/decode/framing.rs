@@ -202,6 +202,18 @@ pub(super) struct Decoded {
 }
 
 impl Decoded {
+    /// The whole record, header included; valid until the next step. Its
+    /// main data is its last bytes, so it ends where the main data ends.
+    pub fn bytes<'a>(&self, stream: &'a Stream) -> &'a [u8] {
+        match self.location {
+            Location::Chunk(at) => stream
+                .chunk
+                .get(at..at + self.main_data.end)
+                .unwrap_or_default(),
+            Location::Assembled => &stream.pending.bytes,
+        }
+    }
+
     /// The record's main data; valid until the next step.
     pub fn main_data<'a>(&self, stream: &'a Stream) -> &'a [u8] {
         let bytes: &[u8] = match self.location {

@@ -180,6 +180,19 @@ pub struct Record<'a> {
     pub main_data: &'a [u8],
     /// What the record means, if it is one of the kinds reported.
     pub event: Option<&'a Event>,
+    /// The whole record, for [`Record::relations`].
+    bytes: &'a [u8],
+    major: u32,
+}
+
+impl Record<'_> {
+    /// The relations this record's block references name (any fork), each
+    /// once: the relation files the record changes. Records without block
+    /// references (commits, checkpoints, ...) name none.
+    pub fn relations(&self) -> Vec<RelFileLocator> {
+        // The walk already succeeded when the record was decoded.
+        record::block_relations(self.bytes, self.major).unwrap_or_default()
+    }
 }
 
 /// Decoding of one segment: an iterator over its events, or over every
@@ -207,6 +220,8 @@ impl<R: Read> SegmentDecoder<'_, R> {
             total_len: decoded.header.total_len,
             main_data: decoded.main_data(self.stream),
             event: decoded.event.as_ref(),
+            bytes: decoded.bytes(self.stream),
+            major: self.stream.major_version().unwrap_or_default(),
         }))
     }
 

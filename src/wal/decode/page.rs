@@ -308,7 +308,10 @@ mod tests {
             (page(0xD110, 0x0002, 0, 0x1200_0000), 0x1200_0000),
         ];
         for (bytes, address) in cases {
-            assert!(check(&bytes, address, &mut rules).is_err());
+            {
+                let error = check(&bytes, address, &mut rules).unwrap_err().to_string();
+                assert!(error.contains(" in page"), "{error}");
+            }
         }
         let mut bad_block = page(0xD110, 0x0002, 1, 0x1200_0000);
         bad_block[36..40].copy_from_slice(&1000u32.to_le_bytes());

@@ -28,6 +28,7 @@ use crate::wal::Lsn;
 
 use super::bytes::{u32_at, u64_at, Bytes};
 use super::error::Problem;
+use super::event::RelFileLocator;
 
 pub(super) const RECORD_HEADER_LEN: usize = 24;
 /// `xl_tot_len` above this cannot be real: PostgreSQL never allocates more
@@ -116,7 +117,33 @@ pub(super) fn check_crc(record: &[u8], header: &RecordHeader) -> Result<(), Prob
 /// data lies in it.
 /// `major` (the PostgreSQL major version) decides how a compressed image
 /// is flagged, which decides whether a hole length follows.
+#[inline]
 pub(super) fn main_data(record: &[u8], major: u32) -> Result<Range<usize>, Problem> {
+    walk_fragments(record, major, |_| {})
+}
+
+/// The relations whose blocks a whole record references (its block
+/// references' `RelFileNode`/`RelFileLocator`, any fork), each once, in the
+/// order of the references: what `pg_waldump` prints as `blkref #N: rel
+/// spc/db/rel`.
+pub(super) fn block_relations(record: &[u8], major: u32) -> Result<Vec<RelFileLocator>, Problem> {
+    let mut relations: Vec<RelFileLocator> = Vec::new();
+    walk_fragments(record, major, |relation| {
+        if !relations.contains(&relation) {
+            relations.push(relation);
+        }
+    })?;
+    Ok(relations)
+}
+
+/// The walk behind [`main_data`] and [`block_relations`]: `on_block` gets
+/// the relation of every block reference.
+#[inline]
+fn walk_fragments(
+    record: &[u8],
+    major: u32,
+    mut on_block: impl FnMut(RelFileLocator),
+) -> Result<Range<usize>, Problem> {
     let bad = Problem::BadBlockReferences;
     let body = record
         .get(RECORD_HEADER_LEN..)
@@ -132,7 +159,7 @@ pub(super) fn main_data(record: &[u8], major: u32) -> Result<Range<usize>, Probl
     let mut data_total: u64 = 0;
     let mut main_len: u64 = 0;
     let mut last_block: Option<u8> = None;
-    let mut have_relation = false;
+    let mut relation: Option<RelFileLocator> = None;
     while headers.len() as u64 > data_total {
         let id = headers.u8().ok_or_else(short)?;
         match id {
@@ -174,10 +201,15 @@ pub(super) fn main_data(record: &[u8], major: u32) -> Result<Range<usize>, Probl
                     data_total += u64::from(image_len);
                 }
                 if fork_flags & BKPBLOCK_SAME_REL == 0 {
-                    headers.take(12).ok_or_else(short)?;
-                    have_relation = true;
-                } else if !have_relation {
-                    return Err(bad("BKPBLOCK_SAME_REL without an earlier relation"));
+                    relation = Some(RelFileLocator {
+                        tablespace: headers.u32().ok_or_else(short)?,
+                        database: headers.u32().ok_or_else(short)?,
+                        relation: headers.u32().ok_or_else(short)?,
+                    });
+                }
+                match relation {
+                    Some(relation) => on_block(relation),
+                    None => return Err(bad("BKPBLOCK_SAME_REL without an earlier relation")),
                 }
                 let _block_number = headers.u32().ok_or_else(short)?;
             }
@@ -259,26 +291,75 @@ pub(super) mod tests {
         fragments.extend_from_slice(&[0xCC, 0xDD]); // main data
         let bytes = record(10, 0, 5, 0x100, &fragments);
         assert_eq!(&bytes[main_data(&bytes, 15).unwrap()], &[0xCC, 0xDD]);
+        // Both blocks are of one relation, reported once.
+        assert_eq!(
+            block_relations(&bytes, 15).unwrap(),
+            [RelFileLocator {
+                tablespace: 1,
+                database: 2,
+                relation: 3
+            }]
+        );
+        assert!(
+            block_relations(&record(1, 0, 1, 0, &with_main_data(&[1])), 15)
+                .unwrap()
+                .is_empty()
+        );
         // In 12–14, 0x05 is "has hole, not compressed": no hole length, so
         // the walk reads two bytes less and the lengths no longer add up.
-        assert!(main_data(&bytes, 14).is_err());
+        {
+            let error = main_data(&bytes, 14).unwrap_err().to_string();
+            assert!(error.contains("block ids out of order"), "{error}");
+        }
     }
 
     #[test]
     fn lengths_must_add_up() {
         let mut fragments = with_main_data(&[1, 2, 3]);
         fragments.push(0);
-        assert!(main_data(&record(1, 0, 1, 0, &fragments), 15).is_err());
-        assert!(main_data(&record(1, 0, 1, 0, &[255, 4, 1, 2, 3]), 15).is_err());
-        assert!(main_data(&record(1, 0, 1, 0, &[40, 0, 0, 0]), 15).is_err());
-        assert!(main_data(&record(1, 0, 1, 0, &[0, 0x80, 0, 0, 0, 0, 0, 0]), 15).is_err());
+        {
+            let error = main_data(&record(1, 0, 1, 0, &fragments), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("fragment lengths do not add up"), "{error}");
+        }
+        {
+            let error = main_data(&record(1, 0, 1, 0, &[255, 4, 1, 2, 3]), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("fragment lengths do not add up"), "{error}");
+        }
+        {
+            let error = main_data(&record(1, 0, 1, 0, &[40, 0, 0, 0]), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("invalid block id"), "{error}");
+        }
+        {
+            let error = main_data(&record(1, 0, 1, 0, &[0, 0x80, 0, 0, 0, 0, 0, 0]), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("BKPBLOCK_SAME_REL without an earlier relation"),
+                "{error}"
+            );
+        }
         assert_eq!(main_data(&record(0, 0x40, 0, 0, &[]), 15).unwrap(), 24..24);
     }
 
     #[test]
     fn record_lengths() {
-        assert!(check_length(23).is_err());
+        {
+            let error = check_length(23).unwrap_err().to_string();
+            assert!(error.contains("invalid record length 23"), "{error}");
+        }
         assert!(check_length(24).is_ok());
-        assert!(check_length(0x4000_0000).is_err());
+        {
+            let error = check_length(0x4000_0000).unwrap_err().to_string();
+            assert!(
+                error.contains("invalid record length 1073741824"),
+                "{error}"
+            );
+        }
     }
 }

@@ -286,9 +286,15 @@ mod tests {
         assert_eq!(end.gid.as_deref(), Some("gx1"));
         assert_eq!(end.origin.unwrap().lsn, Lsn::new(0xAABBCC));
         // 18's stats items are 16 bytes: the same bytes no longer fit.
-        assert!(parse(0xB0, 0, &data, 18).is_err());
+        {
+            let error = parse(0xB0, 0, &data, 18).unwrap_err().to_string();
+            assert!(error.contains("15 bytes left after"), "{error}");
+        }
         // An abort has no invalidations: the 20 bytes are left over.
-        assert!(parse(0xC0, 0, &data, 15).is_err());
+        {
+            let error = parse(0xC0, 0, &data, 15).unwrap_err().to_string();
+            assert!(error.contains("23 bytes left after"), "{error}");
+        }
     }
 
     #[test]
@@ -296,13 +302,33 @@ mod tests {
         let mut data = ts(5);
         data.extend_from_slice(&XINFO_HAS_SUBXACTS.to_le_bytes());
         data.extend_from_slice(&(-1i32).to_le_bytes());
-        assert!(parse(0x80, 1, &data, 15).is_err());
+        {
+            let error = parse(0x80, 1, &data, 15).unwrap_err().to_string();
+            assert!(error.contains("negative subxacts count"), "{error}");
+        }
         let mut data = ts(5);
         data.extend_from_slice(&XINFO_HAS_SUBXACTS.to_le_bytes());
         data.extend_from_slice(&i32::MAX.to_le_bytes());
-        assert!(parse(0x80, 1, &data, 15).is_err());
-        assert!(parse(0x00, 1, &[1, 2, 3], 15).is_err());
-        assert!(parse(0x00, 1, &i64::MAX.to_le_bytes(), 15).is_err());
+        {
+            let error = parse(0x80, 1, &data, 15).unwrap_err().to_string();
+            assert!(
+                error.contains("main data ends inside its subxacts"),
+                "{error}"
+            );
+        }
+        {
+            let error = parse(0x00, 1, &[1, 2, 3], 15).unwrap_err().to_string();
+            assert!(error.contains("ends inside its xact_time"), "{error}");
+        }
+        {
+            let error = parse(0x00, 1, &i64::MAX.to_le_bytes(), 15)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("xact_time 9223372036854775807 out of range"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
@@ -323,6 +349,9 @@ mod tests {
         };
         assert_eq!(xid, TransactionId::new(730));
         assert_eq!(gid, "gx1");
-        assert!(parse(0x10, 730, &data[..60], 15).is_err());
+        {
+            let error = parse(0x10, 730, &data[..60], 15).unwrap_err().to_string();
+            assert!(error.contains("ends inside its gid"), "{error}");
+        }
     }
 }

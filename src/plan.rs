@@ -10,8 +10,8 @@ use crate::repo::archive::WalArchive;
 use crate::repo::backup::Backup;
 use crate::target::Target;
 use crate::wal::facts::{
-    find_restore_point, find_xid, first_corrupt, last_transaction_end, max_transaction_time_before,
-    time_stop, wal_end, FactsError, Span, StopEvent, WalSource,
+    find_restore_point, find_xid, first_corrupt, full_xid_of, last_transaction_end,
+    max_transaction_time_before, time_stop, wal_end, FactsError, Span, StopEvent, WalSource,
 };
 use crate::wal::timelines::{TimelineError, TimelinePath};
 use crate::wal::{Lsn, TimelineId, WalSegment};
@@ -82,6 +82,9 @@ pub struct RecoverableWindow {
     /// True when both ends come from decoded WAL (commit times), false
     /// when they are bounds from file times.
     pub exact: bool,
+    /// Why `from` is only a bound although the WAL was read: the archive
+    /// lacks the segments before the backup that hold its last commit.
+    pub from_note: Option<Box<str>>,
 }
 
 impl std::fmt::Display for RecoverableWindow {
@@ -92,6 +95,10 @@ impl std::fmt::Display for RecoverableWindow {
             }
             (Some(until), false) => write!(f, "{} to about {}", utc(self.from), utc(until)),
             (None, _) => write!(f, "from {}", utc(self.from)),
+        }?;
+        match &self.from_note {
+            Some(note) => write!(f, " ({note})"),
+            None => Ok(()),
         }
     }
 }
@@ -344,13 +351,16 @@ pub fn make_plan(
         None => None,
     };
     let (backup, reason, window, stop, wal_end) = match precise {
-        Some(precise) => (
-            precise.backup,
-            precise.reason,
-            precise.window,
-            precise.stop,
-            precise.wal_end,
-        ),
+        Some(precise) => {
+            notes.extend(precise.notes);
+            (
+                precise.backup,
+                precise.reason,
+                precise.window,
+                precise.stop,
+                precise.wal_end,
+            )
+        }
         None => {
             let (backup, reason) = match forced {
                 Some(backup) => {
@@ -455,31 +465,95 @@ struct Precise {
     window: RecoverableWindow,
     stop: Option<StopEvent>,
     wal_end: Option<(Lsn, Lsn)>,
+    notes: Vec<String>,
 }
 
 fn fixed(time: DateTime<chrono::Utc>) -> DateTime<FixedOffset> {
     time.fixed_offset()
 }
 
+/// Where a backup's window starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WindowStart {
+    time: DateTime<FixedOffset>,
+    /// Set when `time` is the backup's rounded stop time because the WAL
+    /// that would tell the last commit is not in the archive.
+    fallback: Option<String>,
+}
+
 /// The moment from which a backup can restore: the latest commit or abort
-/// before its end (a time target before it would stop inside the backup).
-/// Without any commit in the archived WAL before its end, the backup's
-/// conservative stop time.
+/// before its end. A time target before it would stop inside the backup;
+/// a target at or after it, up to the backup's end, sees exactly the data
+/// at the backup's end, since nothing committed in between (PostgreSQL
+/// restores it exactly, stopping at the first commit after the target).
+///
+/// On a quiet cluster that commit can lie many segments before the backup:
+/// the archive is searched backwards for it, segment facts telling cheaply
+/// which segments hold no transaction end. Only where a segment on the way
+/// is missing does the window fall back to the backup's conservative stop
+/// time, and says so.
 fn consistent_time(
     wal: &dyn WalSource,
     path: &TimelinePath,
     backup: &Backup,
-) -> Result<DateTime<FixedOffset>, PlanError> {
+) -> Result<WindowStart, PlanError> {
     let size = wal.segment_size();
     let start = WalSegment::containing(backup.timeline, backup.start_lsn, size).number;
     let stop = WalSegment::containing_end(backup.timeline, backup.stop_lsn, size).number;
+    let mut found_in = None;
+    for number in (1..=stop).rev() {
+        let segment = path.segment(number, size);
+        match wal.facts(segment).map_err(PlanError::Wal)? {
+            Some(facts) if facts.last_transaction_end.is_some() => {
+                let span = Span {
+                    first: number,
+                    last: number,
+                };
+                if last_transaction_end(wal, path, span, Some(backup.stop_lsn))
+                    .map_err(PlanError::Wal)?
+                    .is_some()
+                {
+                    found_in = Some(number);
+                    break;
+                }
+            }
+            Some(_) => {}
+            // The backup's own segments may come with the backup only.
+            None if number >= start => {}
+            None => {
+                return Ok(WindowStart {
+                    time: backup.consistent_by(),
+                    fallback: Some(format!(
+                        "backup `{}`'s last commit before its end is not in the archive: WAL segment `{}` is missing, so its window starts at its stop time",
+                        backup.id,
+                        segment.file_name()
+                    )),
+                })
+            }
+        }
+    }
+    let Some(found_in) = found_in else {
+        return Ok(WindowStart {
+            time: backup.consistent_by(),
+            fallback: Some(format!(
+                "the archive holds no commit before backup `{}`'s end, so its window starts at its stop time",
+                backup.id
+            )),
+        });
+    };
+    // Commit times are stamped before the record is inserted, so they are
+    // out of order only among concurrent commits: one segment more covers
+    // them.
     let span = Span {
-        first: start.saturating_sub(1),
+        first: found_in.min(start).saturating_sub(1),
         last: stop,
     };
     let latest =
         max_transaction_time_before(wal, path, span, backup.stop_lsn).map_err(PlanError::Wal)?;
-    Ok(latest.map(fixed).unwrap_or_else(|| backup.consistent_by()))
+    Ok(WindowStart {
+        time: latest.map(fixed).unwrap_or_else(|| backup.consistent_by()),
+        fallback: None,
+    })
 }
 
 /// When `backup` becomes restorable: the earliest time target a restore
@@ -497,7 +571,7 @@ pub fn restorable_from(
             timeline: backup.timeline,
             source,
         })?;
-    consistent_time(wal, &path, backup)
+    consistent_time(wal, &path, backup).map(|start| start.time)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -527,11 +601,14 @@ fn choose_with_wal(
         .iter()
         .min_by_key(|b| b.stop_lsn)
         .unwrap_or(&candidates[0]);
+    let start = consistent_time(wal, path, earliest)?;
     let window = RecoverableWindow {
-        from: consistent_time(wal, path, earliest)?,
+        from: start.time,
         until: last_transaction.as_ref().map(|e| fixed(e.time)),
         exact: true,
+        from_note: start.fallback.map(String::into_boxed_str),
     };
+    let mut notes = Vec::new();
     let reason_forced = || "chosen with --backup".to_string();
     let newest_before = |at: Lsn| {
         candidates
@@ -571,7 +648,7 @@ fn choose_with_wal(
             let inclusive = request.inclusive;
             let mut chosen = None;
             for backup in &by_stop {
-                let consistent = consistent_time(wal, path, backup)?;
+                let consistent = consistent_time(wal, path, backup)?.time;
                 let fits = if inclusive {
                     *time >= consistent
                 } else {
@@ -587,10 +664,21 @@ fn choose_with_wal(
                     return Err(PlanError::BackupCannotReach {
                         id: candidates[0].id.clone(),
                         target: target_text.to_string(),
-                        why: format!(
-                            "its last commit before it became consistent was at {}",
-                            precise_utc(consistent_time(wal, path, &candidates[0])?)
-                        ),
+                        why: match consistent_time(wal, path, &candidates[0])? {
+                            WindowStart {
+                                time,
+                                fallback: None,
+                            } => format!(
+                                "its last commit before it became consistent was at {}",
+                                precise_utc(time)
+                            ),
+                            WindowStart {
+                                time,
+                                fallback: Some(why),
+                            } => {
+                                format!("it is consistent only from {} ({why})", precise_utc(time))
+                            }
+                        },
                     });
                 }
                 return Err(PlanError::TargetBeforeWindow {
@@ -644,8 +732,31 @@ fn choose_with_wal(
                 .map(|b| b.stop_lsn)
                 .min()
                 .unwrap_or(Lsn::ZERO);
-            let found = find_xid(wal, path, span, from, *xid).map_err(PlanError::Wal)?;
-            let why = format!("no commit or abort of transaction {xid} after {from} in the archived WAL; `pitr events` lists the transactions");
+            let found = find_xid(wal, path, span, from, xid.xid()).map_err(PlanError::Wal)?;
+            if let (Some(event), Some(epoch)) = (&found, xid.epoch()) {
+                // PostgreSQL stops at the first commit or abort of this
+                // 32-bit xid: it must be of the epoch the target names.
+                match full_xid_of(wal, path, span.first, event).map_err(PlanError::Wal)? {
+                    Some(full) if full.epoch() != epoch => {
+                        return Err(PlanError::TargetNotInWal {
+                            target: target_text.to_string(),
+                            timeline,
+                            why: format!(
+                                "the first transaction {} in the archived WAL after {from}, where PostgreSQL would stop (it compares 32-bit xids), is {full} of epoch {} (it ends at {}, {}), not of epoch {epoch}: the value comes from another epoch or another cluster. Check it with `pitr events`, or give a time or an lsn: target",
+                                xid.xid(),
+                                full.epoch(),
+                                event.start,
+                                precise_utc(fixed(event.time)),
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => notes.push(format!(
+                        "the epoch of transaction {xid} is not checked: the archive holds no checkpoint record before it on this path"
+                    )),
+                }
+            }
+            let why = format!("no commit or abort of transaction {} after {from} in the archived WAL; `pitr events` lists the transactions", xid.xid());
             located(found, why, &format!("transaction {xid} ends"))?
         }
         Target::Name(name) => {
@@ -713,6 +824,7 @@ fn choose_with_wal(
         window,
         stop,
         wal_end,
+        notes,
     })
 }
 
@@ -960,6 +1072,7 @@ pub fn window(backups: &[Backup], archive: &WalArchive, timeline: TimelineId) ->
         from,
         until,
         exact: false,
+        from_note: None,
     }
 }
 
@@ -983,6 +1096,7 @@ pub fn window_on_path(
         from,
         until,
         exact: false,
+        from_note: None,
     }
 }
 
@@ -1029,10 +1143,12 @@ pub fn exact_window(
         .max(first);
     let until =
         last_transaction_end(wal, path, Span { first, last }, None).map_err(PlanError::Wal)?;
+    let start = consistent_time(wal, path, earliest)?;
     Ok(Some(RecoverableWindow {
-        from: consistent_time(wal, path, earliest)?,
+        from: start.time,
         until: until.map(|e| fixed(e.time)),
         exact: true,
+        from_note: start.fallback.map(String::into_boxed_str),
     }))
 }
 
@@ -1480,6 +1596,50 @@ mod tests {
                     .note("checked to the end of timeline 1")
                     .reason("the newest backup consistent before the target; it ended at 2026-11-23 10:08:30 UTC"),
             ),
+            // A backup of the primary and one of its standby start at the
+            // same checkpoint; the standby's ends later. Whatever the
+            // names' order, the one consistent after the target is never
+            // chosen.
+            case(
+                "time: same start, the later-ending standby backup sorts first",
+                vec![
+                    backup("a-standby", "0/8000028", "0/9000100", at("10:09:40")).manifest().build(),
+                    backup("b-primary", "0/8000028", "0/8000138", at("10:08:30")).build(),
+                ],
+                standard_archive(),
+                time("10:09:00"),
+                plan("b-primary", "000000010000000000000008", "000000010000000000000018", 17, 0, 17 * STORED),
+            ),
+            case(
+                "time: same start, the later-ending standby backup sorts last",
+                vec![
+                    backup("a-primary", "0/8000028", "0/8000138", at("10:08:30")).build(),
+                    backup("b-standby", "0/8000028", "0/9000100", at("10:09:40")).manifest().build(),
+                ],
+                standard_archive(),
+                time("10:09:00"),
+                plan("a-primary", "000000010000000000000008", "000000010000000000000018", 17, 0, 17 * STORED),
+            ),
+            case(
+                "time: same start, after both ends the later one",
+                vec![
+                    backup("a-primary", "0/8000028", "0/8000138", at("10:08:30")).build(),
+                    backup("b-standby", "0/8000028", "0/9000100", at("10:09:40")).manifest().build(),
+                ],
+                standard_archive(),
+                time("10:10:00"),
+                plan("b-standby", "000000010000000000000008", "000000010000000000000018", 17, 0, 17 * STORED),
+            ),
+            case(
+                "lsn: same start, the later-ending standby backup sorts first",
+                vec![
+                    backup("a-standby", "0/8000028", "0/9000100", at("10:09:40")).manifest().build(),
+                    backup("b-primary", "0/8000028", "0/8000138", at("10:08:30")).build(),
+                ],
+                standard_archive(),
+                lsn_target("0/9000000"),
+                plan("b-primary", "000000010000000000000008", "000000010000000000000009", 2, 0, 2 * STORED),
+            ),
             case(
                 "time: exactly STOP TIME + 1 s",
                 standard(),
@@ -1758,7 +1918,7 @@ mod tests {
                 "xid: the oldest backup, with a note",
                 vec![b2().build(), b3().build(), b1().build()],
                 standard_archive(),
-                Target::Xid(1234),
+                Target::Xid(crate::wal::xid::Xid::Bare(1234)),
                 plan("b1", "000000010000000000000002", "000000010000000000000018", 23, 0, 23 * STORED)
                     .note("the oldest backup is used; pass --backup ID to start from a newer one")
                     .note("checked to the end of timeline 1"),
@@ -2383,7 +2543,7 @@ mod tests {
                 1 => Target::Lsn(Lsn::new(target_lsn)),
                 2 => Target::Latest,
                 3 => Target::Immediate,
-                4 => Target::Xid(1234),
+                4 => Target::Xid(crate::wal::xid::Xid::Bare(1234)),
                 _ => Target::Name("point".to_string()),
             };
             let request = PlanRequest {
@@ -2601,16 +2761,16 @@ mod precise_tests {
 
     #[test]
     fn xid_and_name_targets_are_located() {
-        let xid = plan(Target::Xid(1012), true).unwrap();
+        let xid = plan(Target::Xid(crate::wal::xid::Xid::Bare(1012)), true).unwrap();
         assert_eq!(
             xid.backup.id, "b2",
             "the newest backup that ends before the transaction"
         );
         assert_eq!(xid.wal.last.number, 12);
-        let early = plan(Target::Xid(1005), true).unwrap();
+        let early = plan(Target::Xid(crate::wal::xid::Xid::Bare(1005)), true).unwrap();
         assert_eq!(early.backup.id, "b1");
         assert!(matches!(
-            plan(Target::Xid(77), true),
+            plan(Target::Xid(crate::wal::xid::Xid::Bare(77)), true),
             Err(PlanError::TargetNotInWal { .. })
         ));
         let name = plan(Target::Name("rp".into()), true).unwrap();
@@ -2620,6 +2780,210 @@ mod precise_tests {
             plan(Target::Name("nope".into()), true),
             Err(PlanError::TargetNotInWal { .. })
         ));
+    }
+
+    fn plan_with(
+        backups: &[Backup],
+        wal: &dyn WalSource,
+        archive: &WalArchive,
+        target: Target,
+    ) -> Result<Plan, PlanError> {
+        let request = PlanRequest {
+            target,
+            inclusive: true,
+            backup_id: None,
+            timeline: TimelineChoice::Latest,
+        };
+        make_plan(
+            backups,
+            0,
+            archive,
+            &request,
+            &jiff::tz::TimeZone::UTC,
+            Some(wal),
+        )
+    }
+
+    /// A synthetic archive with some segments gone, and checkpoint records
+    /// (their next full xid) in some.
+    struct Gappy {
+        wal: FakeWal,
+        missing: Vec<u64>,
+        checkpoints: BTreeMap<u64, crate::wal::xid::FullXid>,
+    }
+
+    impl WalSource for Gappy {
+        fn segment_size(&self) -> SegmentSize {
+            self.wal.segment_size()
+        }
+
+        fn facts(
+            &self,
+            segment: WalSegment,
+        ) -> Result<Option<crate::wal::facts::SegmentFacts>, crate::wal::facts::FactsError>
+        {
+            if self.missing.contains(&segment.number) {
+                return Ok(None);
+            }
+            Ok(self.wal.facts(segment)?.map(|mut facts| {
+                if let Some(next_xid) = self.checkpoints.get(&segment.number) {
+                    facts.add_checkpoint(*next_xid);
+                }
+                facts
+            }))
+        }
+
+        fn events(
+            &self,
+            segment: WalSegment,
+        ) -> Result<Vec<StopEvent>, crate::wal::facts::FactsError> {
+            self.wal.events(segment)
+        }
+    }
+
+    /// A quiet cluster: commits in segments 2 and 3, then nothing until the
+    /// backup in segment 8 (its stop time 8 min 30 s), then commits again.
+    fn quiet_world(missing: &[u64]) -> (Vec<Backup>, WalArchive, Gappy) {
+        let (_, _, mut wal) = world();
+        for n in 4..=8 {
+            wal.events.insert(n, Vec::new());
+        }
+        let archive = WalArchive::from_listing(
+            Path::new("/repo/wal"),
+            SegmentSize::DEFAULT,
+            (2..=0x18u64).filter(|n| !missing.contains(n)).map(|n| {
+                let segment = WalSegment {
+                    timeline: TimelineId::FIRST,
+                    number: n,
+                    size: SegmentSize::DEFAULT,
+                };
+                (segment, 1000, SystemTime::from(at(n as i64 + 1, 0)))
+            }),
+        );
+        let wal = Gappy {
+            wal,
+            missing: missing.to_vec(),
+            checkpoints: BTreeMap::new(),
+        };
+        (vec![backup("b", 8, at(8, 30))], archive, wal)
+    }
+
+    #[test]
+    fn a_quiet_target_before_a_backup_starts_at_its_last_commit_segments_back() {
+        let (backups, archive, wal) = quiet_world(&[]);
+        // The last commit before the backup's end is in segment 3, at
+        // 3 min 10 s: nothing changes from then to the backup's end.
+        let chosen = plan_with(&backups, &wal, &archive, time(at(6, 0))).unwrap();
+        assert_eq!(chosen.backup.id, "b");
+        assert_eq!(chosen.window.from, at(3, 10).fixed_offset());
+        assert_eq!(chosen.window.from_note, None);
+        assert_eq!(chosen.stop.unwrap().time, at(9, 10));
+        // Before that commit the backup cannot reach.
+        let early = plan_with(&backups, &wal, &archive, time(at(3, 9))).unwrap_err();
+        assert!(
+            matches!(early, PlanError::TargetBeforeWindow { .. }),
+            "{early}"
+        );
+        assert!(early.to_string().contains("10:03:10.000000"), "{early}");
+    }
+
+    #[test]
+    fn a_quiet_target_falls_back_to_the_stop_time_where_segments_are_gone() {
+        // Segment 5 is gone: the search cannot see past it.
+        let (backups, archive, wal) = quiet_world(&[5]);
+        let refused = plan_with(&backups, &wal, &archive, time(at(6, 0))).unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            matches!(refused, PlanError::TargetBeforeWindow { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("WAL segment `000000010000000000000005` is missing")
+                && message.contains("its window starts at its stop time"),
+            "{message}"
+        );
+        // The fallback is the stop time rounded up.
+        let chosen = plan_with(&backups, &wal, &archive, time(at(8, 31))).unwrap();
+        assert_eq!(chosen.window.from, at(8, 31).fixed_offset());
+        assert!(chosen.window.from_note.is_some());
+    }
+
+    #[test]
+    fn a_64_bit_xid_must_be_of_the_epoch_the_wal_holds() {
+        use crate::wal::xid::{FullXid, Xid};
+        let (backups, archive, wal) = world();
+        let epoch = |e: u64, xid: u64| FullXid::new((e << 32) + xid);
+        // The backups' checkpoints: segment 2 in epoch 1 (next xid 1001),
+        // segment 8 in epoch 1 (next xid 1007).
+        let wal = Gappy {
+            wal,
+            missing: Vec::new(),
+            checkpoints: BTreeMap::from([(2, epoch(1, 1001)), (8, epoch(1, 1007))]),
+        };
+        let full = |value: u64| Target::Xid(Xid::Full(FullXid::new(value)));
+        let right = plan_with(&backups, &wal, &archive, full((1 << 32) + 1012)).unwrap();
+        assert_eq!(right.backup.id, "b2");
+        assert_eq!(right.stop.unwrap().xid(), Some(1012));
+        assert!(
+            right.notes.iter().all(|n| !n.contains("epoch")),
+            "{:?}",
+            right.notes
+        );
+        // The same 32-bit xid from epoch 2 (or 0: a bare value is any epoch).
+        let wrong = plan_with(&backups, &wal, &archive, full((2 << 32) + 1012)).unwrap_err();
+        let message = wrong.to_string();
+        assert!(
+            matches!(wrong, PlanError::TargetNotInWal { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("is 4294968308 of epoch 1") && message.contains("not of epoch 2"),
+            "{message}"
+        );
+        assert!(plan_with(&backups, &wal, &archive, Target::Xid(Xid::Bare(1012))).is_ok());
+        // Without any checkpoint record the epoch cannot be checked: said.
+        let (backups, archive, wal) = world();
+        let unchecked = plan_with(&backups, &wal, &archive, full((2 << 32) + 1012)).unwrap();
+        assert!(
+            unchecked
+                .notes
+                .iter()
+                .any(|n| n.contains("epoch of transaction") && n.contains("not checked")),
+            "{:?}",
+            unchecked.notes
+        );
+    }
+
+    #[test]
+    fn of_two_backups_from_one_checkpoint_the_one_consistent_after_the_target_is_never_chosen() {
+        let (_, archive, wal) = world();
+        // Same start in segment 8. The primary's backup ends just after
+        // the commit at 8 min 10 s, the standby's in segment 9 just after
+        // the commit at 9 min 10 s.
+        let primary = backup("primary", 8, at(8, 30));
+        let mut standby = backup("standby", 8, at(9, 40));
+        standby.stop_lsn = Lsn::new(9 * SEG + 0x200);
+        standby.stop_time_source = StopTimeSource::ManifestWritten;
+        for backups in [
+            vec![standby.clone(), primary.clone()],
+            vec![primary.clone(), standby.clone()],
+        ] {
+            let between = plan_with(&backups, &wal, &archive, time(at(9, 0))).unwrap();
+            assert_eq!(between.backup.id, "primary");
+            let after = plan_with(&backups, &wal, &archive, time(at(9, 20))).unwrap();
+            assert_eq!(after.backup.id, "standby");
+            let xid = plan_with(
+                &backups,
+                &wal,
+                &archive,
+                Target::Xid(crate::wal::xid::Xid::Bare(1009)),
+            )
+            .unwrap();
+            assert_eq!(
+                xid.backup.id, "primary",
+                "the commit at 9 min 10 s lies before the standby's end"
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use jiff::tz::TimeZone;
 use jiff::Zoned;
 
 use crate::duration::Unit;
+use crate::wal::xid::Xid;
 use crate::wal::Lsn;
 
 /// Where recovery should stop.
@@ -40,7 +41,7 @@ pub enum Target {
     /// matters for display, never for which instant is meant.
     Time(DateTime<FixedOffset>),
     Lsn(Lsn),
-    Xid(u32),
+    Xid(Xid),
     Name(String),
     Latest,
     Immediate,
@@ -56,10 +57,6 @@ const ACCEPTED: &str =
 /// PostgreSQL truncates restore point names to `NAMEDATALEN - 1` bytes when
 /// it creates them, so a longer name given as a target could never match.
 pub const MAX_RESTORE_POINT_NAME: usize = 63;
-
-/// The smallest normal transaction ID: 0, 1 and 2 are PostgreSQL's invalid,
-/// bootstrap and frozen xids, which no committed transaction ever carries.
-pub const FIRST_NORMAL_XID: u32 = 3;
 
 /// Why a `--to` argument is not a usable target.
 #[derive(Debug, thiserror::Error)]
@@ -164,28 +161,8 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
-fn parse_xid(value: &str) -> Result<u32, String> {
-    // u32::from_str would accept `+5`; a transaction ID is plain digits.
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "expected a whole number from {FIRST_NORMAL_XID} to {}",
-            u32::MAX
-        ));
-    }
-    let xid = value.parse::<u32>().map_err(|_| {
-        format!(
-            "{value} is larger than the largest transaction ID, {}",
-            u32::MAX
-        )
-    })?;
-    if xid < FIRST_NORMAL_XID {
-        return Err(format!(
-            "transaction IDs 0, 1 and 2 are reserved by PostgreSQL and never belong to a \
-             transaction; expected a number from {FIRST_NORMAL_XID} to {}",
-            u32::MAX
-        ));
-    }
-    Ok(xid)
+fn parse_xid(value: &str) -> Result<Xid, String> {
+    value.parse()
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -774,11 +751,22 @@ mod tests {
             parse_target("LSN:1F/A", &now).unwrap(),
             Target::Lsn(Lsn::new((0x1F << 32) | 0xA))
         );
-        assert_eq!(parse_target("xid:1234", &now).unwrap(), Target::Xid(1234));
-        assert_eq!(parse_target("xid:3", &now).unwrap(), Target::Xid(3));
+        assert_eq!(
+            parse_target("xid:1234", &now).unwrap(),
+            Target::Xid(Xid::Bare(1234))
+        );
+        assert_eq!(
+            parse_target("xid:3", &now).unwrap(),
+            Target::Xid(Xid::Bare(3))
+        );
+        // pg_current_xact_id() after the first wraparound: epoch 1.
+        assert_eq!(
+            parse_target("xid:4294968023", &now).unwrap(),
+            Target::Xid(Xid::Full(crate::wal::xid::FullXid::new(4294968023)))
+        );
         assert_eq!(
             parse_target("xid:4294967295", &now).unwrap(),
-            Target::Xid(u32::MAX)
+            Target::Xid(Xid::Bare(u32::MAX))
         );
         assert_eq!(
             parse_target(" name:before_migration ", &now).unwrap(),
@@ -807,7 +795,8 @@ mod tests {
             ("xid:", "whole number"),
             ("xid:0", "reserved"),
             ("xid:2", "reserved"),
-            ("xid:4294967296", "larger than"),
+            ("xid:4294967296", "reserved"),
+            ("xid:18446744073709551616", "larger than"),
             ("name:", "empty"),
             ("name:a\0b", "NUL"),
         ];
@@ -983,7 +972,14 @@ mod tests {
             Target::Lsn(Lsn::new(0x0300_0060)).describe(&tz),
             "LSN 0/3000060"
         );
-        assert_eq!(Target::Xid(1234).describe(&tz), "transaction 1234");
+        assert_eq!(
+            Target::Xid(Xid::Bare(1234)).describe(&tz),
+            "transaction 1234"
+        );
+        assert_eq!(
+            Target::Xid("4294968023".parse().unwrap()).describe(&tz),
+            "transaction 4294968023 (xid 727 of epoch 1)"
+        );
         assert_eq!(
             Target::Name("before_migration".into()).describe(&tz),
             "restore point \"before_migration\""

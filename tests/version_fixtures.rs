@@ -177,6 +177,21 @@ fn pg_control_of_every_major_matches_pg_controldata() {
                 .parse::<Lsn>()
                 .unwrap()
         );
+        // "epoch:xid"; the checkpoint copy's FullTransactionId.
+        let next_xid = controldata(&b.controldata, "Latest checkpoint's NextXID");
+        let (epoch, xid) = next_xid.split_once(':').unwrap();
+        assert_eq!(
+            c.next_xid,
+            (epoch.parse::<u64>().unwrap() << 32) | xid.parse::<u64>().unwrap(),
+            "{major}"
+        );
+        assert_eq!(
+            c.min_recovery_point,
+            controldata(&b.controldata, "Minimum recovery ending location")
+                .parse::<Lsn>()
+                .unwrap(),
+            "{major}"
+        );
         assert_eq!(
             c.segment_size.bytes(),
             number("Bytes per WAL segment"),
@@ -244,7 +259,11 @@ fn check_start_segment(b: &BackupFixture) {
             Some(Event {
                 kind: EventKind::Checkpoint(c),
                 ..
-            }) if record.start == b.label.checkpoint_lsn => checkpoint = Some(c.redo),
+            }) if record.start == b.label.checkpoint_lsn => {
+                // The backup's pg_control holds a copy of this checkpoint.
+                assert_eq!(c.next_xid.value(), b.control.next_xid, "{major}");
+                checkpoint = Some(c.redo)
+            }
             Some(Event {
                 kind: EventKind::BackupEnd { start_lsn },
                 ..

@@ -620,6 +620,9 @@ fn xlog_events_match_pg_waldump() {
                     c.redo, c.timeline, c.prev_timeline
                 );
                 assert!(d.desc.starts_with(&expected), "{} vs {expected}", d.desc);
+                // pg_waldump shows the full next xid as epoch:xid.
+                let next_xid = format!("; xid {}:{};", c.next_xid.epoch(), c.next_xid.xid());
+                assert!(d.desc.contains(&next_xid), "{} vs {next_xid}", d.desc);
                 assert_eq!(c.online, kind == "CHECKPOINT_ONLINE");
                 checkpoints += 1;
             }

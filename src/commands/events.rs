@@ -28,6 +28,7 @@ use crate::target::{parse_target, Target};
 use crate::wal::activity::{is_catalog, Activity, ActivityTracker};
 use crate::wal::decode::{Event, EventKind, RelFileLocator, StartAt, WalDecoder};
 use crate::wal::facts::{time_stop, Span};
+use crate::wal::xid::{FullXid, Xid};
 use crate::wal::{Lsn, TimelineId, WalSegment};
 
 /// One end of the range: any `--to` form.
@@ -36,7 +37,7 @@ enum Bound {
     Open,
     Time(DateTime<Utc>),
     Lsn(Lsn),
-    Xid(u32),
+    Xid(Xid),
     Name(String),
 }
 
@@ -55,13 +56,20 @@ impl Bound {
         })
     }
 
-    /// True when `event` is at or past this bound.
-    fn reached_by(&self, event: &Event) -> bool {
+    /// True when `event` is at or past this bound. `full_xid` is the
+    /// 64-bit ID of the transaction it ends, when the checkpoints read so
+    /// far tell its epoch.
+    fn reached_by(&self, event: &Event, full_xid: Option<FullXid>) -> bool {
         match self {
             Bound::Open => true,
             Bound::Time(time) => event_time(event).is_some_and(|t| t >= *time),
             Bound::Lsn(lsn) => event.start >= *lsn,
-            Bound::Xid(xid) => xid_of(event) == Some(*xid),
+            Bound::Xid(xid) => match (xid_of(event), full_xid) {
+                (Some(_), Some(full)) => xid.is(full),
+                // No checkpoint read yet: the 32-bit xid, as PostgreSQL.
+                (Some(found), None) => found == xid.xid(),
+                (None, _) => false,
+            },
             Bound::Name(name) => {
                 matches!(&event.kind, EventKind::RestorePoint { name: n, .. } if n == name)
             }
@@ -211,6 +219,9 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let mut active = matches!(from, Bound::Open);
     let mut done = false;
     let mut number = start;
+    // The next full xid of the last checkpoint read: the epoch of the
+    // transactions that follow.
+    let mut next_xid: Option<FullXid> = None;
     // One decoder per timeline run: the decoder follows one timeline.
     while number <= end.number && !done {
         let run_timeline = path.timeline_for_segment(number, size);
@@ -248,6 +259,13 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                         break;
                     }
                 };
+                if let Some(Event {
+                    kind: EventKind::Checkpoint(checkpoint),
+                    ..
+                }) = record.event
+                {
+                    next_xid = Some(checkpoint.next_xid);
+                }
                 let xid = record.xid.value();
                 if xid != 0 {
                     tracker.record(xid, record.total_len, &record.relations());
@@ -260,7 +278,10 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                     EventKind::RestorePoint { .. } => None,
                     _ => continue,
                 };
-                if !active && from.reached_by(&event) {
+                let full_xid = next_xid
+                    .zip(xid_of(&event))
+                    .and_then(|(next, xid)| FullXid::widen(next, xid));
+                if !active && from.reached_by(&event, full_xid) {
                     active = true;
                 }
                 if !active {
@@ -270,7 +291,7 @@ pub fn run(args: &EventsArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                     done = true;
                     break;
                 }
-                let last = until.reached_by(&event)
+                let last = until.reached_by(&event, full_xid)
                     && !matches!(until, Bound::Open | Bound::Time(_) | Bound::Lsn(_));
                 if oldest_backup.is_some_and(|b| event.start < b.start_lsn) {
                     hidden += 1;

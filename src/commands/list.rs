@@ -37,6 +37,11 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                     "restorable_from": restorable_from(&wal, &catalog.archive, b).ok().map(utc),
                     "bytes": b.stored_bytes,
                     "label": b.label.label,
+                    // `primary` or `standby` (a standby's backup ends at
+                    // its manifest's End-LSN or pg_control's minimum
+                    // recovery point, never at a primary's history file).
+                    "backup_from": b.label.from,
+                    "stop_source": b.stop_time_source,
                     "postgresql_version": b.major_version,
                     // Incremental (17+): the start of the backup it builds on.
                     "incremental_from": b.label.incremental_from,
@@ -60,6 +65,9 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                     "last_segment": catalog.archive.last_segment(*timeline).map(|s| s.file_name()),
                     "backups": catalog.backups.iter().filter(|b| b.timeline == *timeline).map(|b| b.id.clone()).collect::<Vec<_>>(),
                     "recoverable_from": window.as_ref().map(|w| utc(w.from)),
+                    // Set when the start is the backup's stop time because
+                    // the WAL holding its last commit is gone.
+                    "recoverable_from_note": window.as_ref().and_then(|w| w.from_note.as_deref()),
                     "recoverable_until": window.as_ref().and_then(|w| w.until).map(utc),
                 })
             })

@@ -103,7 +103,7 @@ pub fn target_json(target: &Target, inclusive: bool, local: &jiff::tz::TimeZone)
     let (kind, value) = match target {
         Target::Time(time) => ("time", json!(rfc3339(*time))),
         Target::Lsn(lsn) => ("lsn", json!(lsn.to_string())),
-        Target::Xid(xid) => ("xid", json!(xid)),
+        Target::Xid(xid) => ("xid", json!(xid.as_given())),
         Target::Name(name) => ("name", json!(name)),
         Target::Latest => ("latest", Value::Null),
         Target::Immediate => ("immediate", Value::Null),

@@ -36,6 +36,14 @@ pub enum LogEvent {
     Warning(String),
 }
 
+impl LogEvent {
+    /// Lines after which the server is gone or going: its shutdown, or a
+    /// FATAL or PANIC (of the startup process, which ends the postmaster).
+    pub fn ends_the_server(&self) -> bool {
+        matches!(self, LogEvent::ShutDown | LogEvent::Fatal(_))
+    }
+}
+
 /// Splits a line into its level and message, whatever `log_line_prefix` is.
 fn level_and_message(line: &str) -> Option<(&str, &str)> {
     for level in ["LOG", "FATAL", "PANIC", "WARNING", "ERROR"] {

@@ -56,6 +56,110 @@ pub struct Observed {
     pub warnings: Vec<String>,
 }
 
+/// What one log event means for the recovery, judged from the log alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing decided yet.
+    Continue,
+    /// Replay has begun: a good moment to ask for the promotion early.
+    AskPromotionEarly,
+    /// Paused at the target, waiting for the promotion asked for.
+    PausedForPromotion,
+    /// The goal is reached.
+    Reached(FinalState),
+    /// The recovery went wrong (the summary for the user).
+    Failed(String),
+    /// A FATAL or PANIC line (its message).
+    Fatal(String),
+}
+
+/// Judges a recovery by its server log: the `recovery stopping` line, then
+/// the pause, the promotion or `shutdown at recovery target` and `database
+/// system is shut down`, as the goal asks. Whether the process was caught
+/// alive plays no part: a small restore can reach its target and shut down
+/// within milliseconds of `pg_ctl start`, before pitr has seen the postmaster
+/// running, and it has still succeeded.
+#[derive(Debug)]
+pub struct Judge {
+    goal: Goal,
+    pub observed: Observed,
+}
+
+impl Judge {
+    pub fn new(goal: Goal) -> Judge {
+        Judge {
+            goal,
+            observed: Observed::default(),
+        }
+    }
+
+    /// Takes in one event in log order.
+    pub fn feed(&mut self, event: LogEvent) -> Step {
+        let observed = &mut self.observed;
+        let goal = self.goal;
+        match event {
+            LogEvent::Restored(_) => observed.restored_files += 1,
+            LogEvent::RedoStarts(_) => return Step::AskPromotionEarly,
+            LogEvent::Consistent(lsn) => {
+                observed.consistent_at = Some(lsn);
+                return Step::AskPromotionEarly;
+            }
+            LogEvent::Stopping(message) => observed.stop_message = Some(message),
+            LogEvent::RedoDone(lsn) => observed.redo_done = Some(lsn),
+            LogEvent::NewTimeline(timeline) => observed.new_timeline = Some(timeline),
+            LogEvent::LastTransaction(time) => observed.last_transaction = Some(time),
+            LogEvent::Warning(message) => observed.warnings.push(message),
+            LogEvent::ShutdownAtTarget => observed.shutdown_at_target = true,
+            LogEvent::Paused => {
+                return match goal {
+                    Goal::PauseAtTarget if observed.stop_message.is_some() => {
+                        Step::Reached(FinalState::Paused)
+                    }
+                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
+                        Step::PausedForPromotion
+                    }
+                    _ => Step::Failed("recovery paused before reaching the target".to_string()),
+                }
+            }
+            LogEvent::AcceptingWrites => {
+                return match goal {
+                    Goal::PromoteAtEnd => Step::Reached(FinalState::Promoted),
+                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
+                        Step::Reached(FinalState::Promoted)
+                    }
+                    _ => Step::Failed(
+                        "the server ended recovery and accepts writes, but never reported reaching the target"
+                            .to_string(),
+                    ),
+                }
+            }
+            LogEvent::ShutDown
+                if goal == Goal::ShutdownAtTarget
+                    && observed.stop_message.is_some()
+                    && observed.shutdown_at_target =>
+            {
+                return Step::Reached(FinalState::Stopped)
+            }
+            LogEvent::ShutDown => {}
+            LogEvent::Fatal(message) => return Step::Fatal(message),
+        }
+        Step::Continue
+    }
+
+    /// The verdict once the server process is gone and its log is read to
+    /// the end: reached if the log says so, else a failure.
+    pub fn after_exit(&self) -> Step {
+        let observed = &self.observed;
+        if self.goal == Goal::ShutdownAtTarget
+            && observed.stop_message.is_some()
+            && observed.shutdown_at_target
+        {
+            return Step::Reached(FinalState::Stopped);
+        }
+        Step::Failed("the server exited before reaching the target".to_string())
+    }
+}
+
 /// Feeds log events to the caller (for progress) and decides when the goal
 /// is reached.
 ///
@@ -72,26 +176,23 @@ pub struct Observed {
 /// signal does not wake. Should the server pause at the target without
 /// promoting (the request lost, say, to a crash and restart of the startup
 /// process), it is asked again.
+///
+/// `pid` is None when the server had already exited before pitr saw it
+/// running (see [`super::server::wait_for_pid`]): the log alone decides.
 pub fn follow(
     server: &Server,
     follower: &mut LogFollower,
-    pid: Pid,
+    pid: Option<Pid>,
     goal: Goal,
     mut on_event: impl FnMut(&LogEvent),
     initial: Vec<LogEvent>,
 ) -> Result<(FinalState, Observed), Failure> {
-    let mut observed = Observed::default();
+    let mut judge = Judge::new(goal);
     let mut pending = initial;
     let mut promote_requested = false;
     let mut paused_at_target: Option<Instant> = None;
     let mut asked_again = false;
-    // Only a head start: if pg_ctl refuses, the next chance (consistency,
-    // then the pause at the target) asks again.
-    let ask_early = |requested: &mut bool| {
-        if goal == Goal::PromoteAtTarget && !*requested {
-            *requested = server.promote().is_ok();
-        }
-    };
+    let mut asked_again_failed: Option<(Instant, String)> = None;
     loop {
         if interrupt::requested() {
             let stopped = server.stop_fast();
@@ -108,94 +209,82 @@ pub fn follow(
                 server.pg_ctl_command("start")
             )));
         }
+        // Liveness is looked at before the log is read: once the process
+        // is seen gone, the read that follows holds every line it wrote.
+        let gone = !pid.is_some_and(Server::is_running);
         pending.extend(follower.poll());
         for event in pending.drain(..) {
             on_event(&event);
-            match event {
-                LogEvent::Restored(_) => observed.restored_files += 1,
-                LogEvent::RedoStarts(_) => ask_early(&mut promote_requested),
-                LogEvent::Consistent(lsn) => {
-                    observed.consistent_at = Some(lsn);
-                    ask_early(&mut promote_requested);
-                }
-                LogEvent::Stopping(message) => observed.stop_message = Some(message),
-                LogEvent::RedoDone(lsn) => observed.redo_done = Some(lsn),
-                LogEvent::NewTimeline(timeline) => observed.new_timeline = Some(timeline),
-                LogEvent::LastTransaction(time) => observed.last_transaction = Some(time),
-                LogEvent::Warning(message) => observed.warnings.push(message),
-                LogEvent::ShutdownAtTarget => observed.shutdown_at_target = true,
-                LogEvent::Paused => match goal {
-                    Goal::PauseAtTarget if observed.stop_message.is_some() => {
-                        return Ok((FinalState::Paused, observed))
+            match judge.feed(event) {
+                Step::Continue => {}
+                Step::AskPromotionEarly => {
+                    // Only a head start: if pg_ctl refuses, the next chance
+                    // (consistency, then the pause at the target) asks again.
+                    if goal == Goal::PromoteAtTarget && !promote_requested && !gone {
+                        promote_requested = server.promote().is_ok();
                     }
-                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
-                        paused_at_target = Some(Instant::now());
-                        if !promote_requested {
-                            promote_requested = true;
-                            if let Err(error) = server.promote() {
-                                return Err(fail(server, follower, &observed, format!("{error:#}")));
-                            }
+                }
+                Step::PausedForPromotion => {
+                    paused_at_target = Some(Instant::now());
+                    if !promote_requested {
+                        promote_requested = true;
+                        if let Err(error) = server.promote() {
+                            return Err(fail(
+                                server,
+                                follower,
+                                &judge.observed,
+                                format!("{error:#}"),
+                            ));
                         }
                     }
-                    _ => {
-                        return Err(fail(
-                            server,
-                            follower,
-                            &observed,
-                            "recovery paused before reaching the target".to_string(),
-                        ))
-                    }
-                },
-                LogEvent::AcceptingWrites => match goal {
-                    Goal::PromoteAtEnd => return Ok((FinalState::Promoted, observed)),
-                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
-                        return Ok((FinalState::Promoted, observed))
-                    }
-                    _ => {
-                        return Err(fail(
-                            server,
-                            follower,
-                            &observed,
-                            "the server ended recovery and accepts writes, but never reported reaching the target".to_string(),
-                        ))
-                    }
-                },
-                LogEvent::ShutDown if goal == Goal::ShutdownAtTarget && observed.shutdown_at_target => {
-                    return Ok((FinalState::Stopped, observed))
                 }
-                LogEvent::Fatal(message) => {
+                Step::Reached(state) => return Ok((state, judge.observed)),
+                Step::Failed(summary) => {
+                    return Err(fail(server, follower, &judge.observed, summary))
+                }
+                Step::Fatal(message) => {
                     // Let the server finish writing its last lines.
                     std::thread::sleep(Duration::from_millis(300));
                     follower.poll();
                     let meaning = explain_fatal(&message)
                         .map(|meaning| format!(": {meaning}"))
                         .unwrap_or_default();
-                    return Err(fail(server, follower, &observed, format!("PostgreSQL failed: {message}{meaning}")));
+                    return Err(fail(
+                        server,
+                        follower,
+                        &judge.observed,
+                        format!("PostgreSQL failed: {message}{meaning}"),
+                    ));
                 }
-                LogEvent::ShutDown => {}
             }
+        }
+        if gone {
+            // The log was read to its end after the exit was seen.
+            return match judge.after_exit() {
+                Step::Reached(state) => Ok((state, judge.observed)),
+                Step::Failed(summary) => Err(fail(server, follower, &judge.observed, summary)),
+                _ => Err(fail(
+                    server,
+                    follower,
+                    &judge.observed,
+                    "the server exited before reaching the target".to_string(),
+                )),
+            };
         }
         if paused_at_target.is_some_and(|since| since.elapsed() > PROMOTION_GRACE) && !asked_again {
             asked_again = true;
+            // pg_ctl refuses when the server is no longer in recovery: the
+            // first request may have just taken effect, its lines not yet
+            // read. The log decides; only if it still shows no promotion
+            // after another grace period is the refusal the failure.
             if let Err(error) = server.promote() {
-                return Err(fail(server, follower, &observed, format!("{error:#}")));
+                asked_again_failed = Some((Instant::now(), format!("{error:#}")));
             }
         }
-        if !Server::is_running(pid) {
-            for event in follower.poll() {
-                if event == LogEvent::ShutdownAtTarget {
-                    observed.shutdown_at_target = true;
-                }
+        if let Some((since, error)) = &asked_again_failed {
+            if since.elapsed() > PROMOTION_GRACE {
+                return Err(fail(server, follower, &judge.observed, error.clone()));
             }
-            if goal == Goal::ShutdownAtTarget && observed.shutdown_at_target {
-                return Ok((FinalState::Stopped, observed));
-            }
-            return Err(fail(
-                server,
-                follower,
-                &observed,
-                "the server exited before reaching the target".to_string(),
-            ));
         }
         // Each poll is a read of the log's new bytes: cheap, and the
         // promotion follows the pause line within this delay.
@@ -229,4 +318,200 @@ fn fail(server: &Server, follower: &LogFollower, observed: &Observed, summary: S
         server.log_path.display(),
         server.pgdata.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::postgres::binaries::Binaries;
+    use crate::postgres::os_user::OsUser;
+    use crate::postgres::server::wait_for_pid;
+
+    const PREFIX: &str = "2026-12-03 20:41:07.311 UTC [91734] ";
+
+    /// What PostgreSQL 15 wrote for a small restore with `--action
+    /// shutdown` that reached its target 40 ms after `pg_ctl start`: the
+    /// whole recovery, shutdown included, was over before pitr first
+    /// looked for `postmaster.pid`.
+    const SHUT_DOWN_BEFORE_SEEN: &str = "\
+LOG:  starting PostgreSQL 15.14 (Debian 15.14-0+deb12u1) on x86_64-pc-linux-gnu
+LOG:  database system was interrupted; last known up at 2026-12-03 20:41:05 UTC
+LOG:  starting point-in-time recovery to 2026-12-03 20:41:06.102+00
+LOG:  restored log file \"000000010000000000000003\" from archive
+LOG:  redo starts at 0/3000028
+LOG:  consistent recovery state reached at 0/3000100
+LOG:  recovery stopping before commit of transaction 735, time 2026-12-03 20:41:06.2+00
+LOG:  shutdown at recovery target
+LOG:  shutting down
+LOG:  database system is shut down
+";
+
+    fn log_lines(text: &str) -> String {
+        text.lines()
+            .map(|line| format!("{PREFIX}{line}\n"))
+            .collect()
+    }
+
+    fn events(text: &str) -> Vec<LogEvent> {
+        text.lines()
+            .filter_map(|line| crate::postgres::log::parse_line(&format!("{PREFIX}{line}")))
+            .collect()
+    }
+
+    fn judged(goal: Goal, text: &str) -> Step {
+        let mut judge = Judge::new(goal);
+        for event in events(text) {
+            match judge.feed(event) {
+                Step::Continue | Step::AskPromotionEarly => {}
+                decided => return decided,
+            }
+        }
+        judge.after_exit()
+    }
+
+    /// A server that is gone and never ran: nothing to stop, no binaries
+    /// needed.
+    fn gone_server(pgdata: &Path) -> Server {
+        Server::new(
+            pgdata,
+            Binaries {
+                dir: "/nonexistent".into(),
+                major_version: 15,
+            },
+            OsUser {
+                name: "nobody".into(),
+                uid: nix::unistd::Uid::current(),
+                gid: nix::unistd::Gid::current(),
+                switch: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_shutdown_at_the_target_is_reached_from_the_log_alone() {
+        assert_eq!(
+            judged(Goal::ShutdownAtTarget, SHUT_DOWN_BEFORE_SEEN),
+            Step::Reached(FinalState::Stopped)
+        );
+        // Without the stop line the same shutdown is no success.
+        let without_stop: String = SHUT_DOWN_BEFORE_SEEN
+            .lines()
+            .filter(|line| !line.contains("recovery stopping"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(matches!(
+            judged(Goal::ShutdownAtTarget, &without_stop),
+            Step::Failed(_)
+        ));
+        // A plain shutdown (someone stopped the server) is no success either.
+        let stopped = "LOG:  redo starts at 0/3000028\nLOG:  received fast shutdown request\nLOG:  shutting down\nLOG:  database system is shut down\n";
+        assert!(matches!(
+            judged(Goal::ShutdownAtTarget, stopped),
+            Step::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn pause_and_promotion_are_judged_from_the_log() {
+        let paused = "LOG:  redo starts at 0/3000028\nLOG:  recovery stopping after commit of transaction 735, time 2026-12-03 20:41:06.2+00\nLOG:  pausing at the end of recovery\n";
+        assert_eq!(
+            judged(Goal::PauseAtTarget, paused),
+            Step::Reached(FinalState::Paused)
+        );
+        assert_eq!(
+            judged(Goal::PromoteAtTarget, paused),
+            Step::PausedForPromotion
+        );
+        let promoted = format!("{paused}LOG:  received promote request\nLOG:  redo done at 0/3000200\nLOG:  selected new timeline ID: 2\nLOG:  database system is ready to accept connections\n");
+        let mut judge = Judge::new(Goal::PromoteAtTarget);
+        let steps: Vec<Step> = events(&promoted)
+            .into_iter()
+            .map(|e| judge.feed(e))
+            .collect();
+        assert_eq!(steps.last(), Some(&Step::Reached(FinalState::Promoted)));
+        // Paused without a stop line: the target was not reached.
+        assert!(matches!(
+            judged(
+                Goal::PauseAtTarget,
+                "LOG:  pausing at the end of recovery\n"
+            ),
+            Step::Failed(_)
+        ));
+        // A server that exits while paused or promoting has failed.
+        let mut judge = Judge::new(Goal::PauseAtTarget);
+        judge.feed(LogEvent::RedoStarts(Lsn::new(0x3000028)));
+        assert!(matches!(judge.after_exit(), Step::Failed(_)));
+    }
+
+    /// The race end to end: the log holds the whole shutdown and
+    /// `postmaster.pid` is already gone when pitr first looks. Waiting for
+    /// the server and following it must report the shutdown at the target,
+    /// not "the server did not start".
+    #[test]
+    fn a_server_gone_before_it_was_seen_is_judged_by_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = gone_server(dir.path());
+        let mut follower = LogFollower::new(&server.log_path);
+        std::fs::write(&server.log_path, log_lines(SHUT_DOWN_BEFORE_SEEN)).unwrap();
+        let (pid, initial) = wait_for_pid(&server, &mut follower, Duration::from_secs(2)).unwrap();
+        assert_eq!(pid, None);
+        let (state, observed) = follow(
+            &server,
+            &mut follower,
+            pid,
+            Goal::ShutdownAtTarget,
+            |_| {},
+            initial,
+        )
+        .unwrap();
+        assert_eq!(state, FinalState::Stopped);
+        assert!(observed.stop_message.unwrap().contains("transaction 735"));
+
+        // The same log for a goal that needs a running server is a failure
+        // that shows the log, not a wait for a server that is gone.
+        let mut follower = LogFollower::new(&dir.path().join("absent.log"));
+        let (pid, initial) = (None, events(SHUT_DOWN_BEFORE_SEEN));
+        let failure = follow(
+            &server,
+            &mut follower,
+            pid,
+            Goal::PauseAtTarget,
+            |_| {},
+            initial,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{failure}").contains("exited before reaching the target"),
+            "{failure}"
+        );
+    }
+
+    /// A startup FATAL ends the server: reported with its meaning, at once.
+    #[test]
+    fn a_fatal_before_the_server_was_seen_is_reported_with_its_meaning() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = gone_server(dir.path());
+        let mut follower = LogFollower::new(&server.log_path);
+        std::fs::write(
+            &server.log_path,
+            log_lines("LOG:  redo starts at 0/3000028\nFATAL:  requested recovery stop point is before consistent recovery point\nLOG:  startup process (PID 91735) exited with exit code 1\nLOG:  database system is shut down\n"),
+        )
+        .unwrap();
+        let (pid, initial) = wait_for_pid(&server, &mut follower, Duration::from_secs(2)).unwrap();
+        let failure = follow(
+            &server,
+            &mut follower,
+            pid,
+            Goal::ShutdownAtTarget,
+            |_| {},
+            initial,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{failure}").contains("the target lies inside the backup"),
+            "{failure}"
+        );
+    }
 }

@@ -161,7 +161,9 @@ impl Server {
             .arg(&self.pgdata)
             .output()
             .context("cannot run pg_ctl stop")?;
-        if !output.status.success() {
+        // A server that ended on its own meanwhile (a shutdown at the
+        // target) needs no stopping.
+        if !output.status.success() && pid.is_some_and(Server::is_running) {
             bail!(
                 "pg_ctl stop failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
@@ -279,25 +281,36 @@ impl LogFollower {
     }
 }
 
-/// Waits for `postmaster.pid` to name a live process.
+/// Waits for `postmaster.pid` to name a live process, or for the log to
+/// show that the server has already ended: a small restore with
+/// `--action shutdown` can reach its target, shut down and remove
+/// `postmaster.pid` before pitr first looks, and a recovery that fails at
+/// once ends with a FATAL line. Returns the PID (None when the server had
+/// already ended) and the events read so far, for
+/// [`super::recovery::follow`] to judge.
 pub fn wait_for_pid(
     server: &Server,
     follower: &mut LogFollower,
     timeout: Duration,
-) -> Result<(Pid, Vec<LogEvent>)> {
+) -> Result<(Option<Pid>, Vec<LogEvent>)> {
     let started = Instant::now();
     let mut events = Vec::new();
     loop {
         events.extend(follower.poll());
         if let Some(pid) = server.pid() {
             if Server::is_running(pid) {
-                return Ok((pid, events));
+                return Ok((Some(pid), events));
             }
         }
-        if events.iter().any(|e| matches!(e, LogEvent::Fatal(_))) || started.elapsed() > timeout {
-            bail!("the server did not start");
+        if events.iter().any(LogEvent::ends_the_server) {
+            // The exit line is the postmaster's last: read what is left.
+            events.extend(follower.poll());
+            return Ok((None, events));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if started.elapsed() > timeout {
+            bail!("the server did not start within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -64,7 +64,10 @@ impl RecoverySettings {
         match &self.target {
             Target::Time(time) => set("recovery_target_time", &postgres_timestamp(time)),
             Target::Lsn(lsn) => set("recovery_target_lsn", &lsn.to_string()),
-            Target::Xid(xid) => set("recovery_target_xid", &xid.to_string()),
+            // PostgreSQL reads the setting with strtou64 and keeps the low
+            // 32 bits (check_recovery_target_xid): the 32-bit xid is what
+            // it compares, in every major. pitr checked the epoch itself.
+            Target::Xid(xid) => set("recovery_target_xid", &xid.xid().to_string()),
             Target::Name(name) => set("recovery_target_name", name),
             Target::Immediate => set("recovery_target", "immediate"),
             Target::Latest => {}
@@ -182,6 +185,17 @@ mod tests {
                 "{major}"
             );
         }
+    }
+
+    #[test]
+    fn a_64_bit_xid_is_written_as_the_32_bit_xid_postgresql_compares() {
+        let mut with_epoch = settings(15);
+        with_epoch.target = Target::Xid("4294968023".parse().unwrap());
+        let text = with_epoch.render("test");
+        assert!(text.contains("recovery_target_xid = '727'"), "{text}");
+        let mut bare = settings(15);
+        bare.target = Target::Xid("727".parse().unwrap());
+        assert!(bare.render("test").contains("recovery_target_xid = '727'"));
     }
 
     #[test]

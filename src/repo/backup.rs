@@ -37,6 +37,10 @@ pub enum StopTimeSource {
     BackupHistoryFile,
     /// The time `backup_manifest` was written: a little after the stop.
     ManifestWritten,
+    /// A backup from a standby without a manifest: when its pg_control (the
+    /// last file copied, holding the stop point) was last written, to the
+    /// second.
+    PgControl,
 }
 
 /// A base backup that `pitr` understood.
@@ -161,7 +165,9 @@ impl Backup {
     /// consistent point is after the target.
     pub fn consistent_by(&self) -> DateTime<FixedOffset> {
         match self.stop_time_source {
-            StopTimeSource::BackupHistoryFile => self.stop_time + chrono::Duration::seconds(1),
+            StopTimeSource::BackupHistoryFile | StopTimeSource::PgControl => {
+                self.stop_time + chrono::Duration::seconds(1)
+            }
             StopTimeSource::ManifestWritten => self.stop_time,
         }
     }
@@ -236,15 +242,24 @@ pub fn read_backup(
     let manifest_written =
         manifest_object.map(|object| DateTime::<Utc>::from(object.modified).fixed_offset());
 
-    let history = backup_histories.iter().find(|history| {
-        history.label.start_lsn == label.start_lsn && history.label.label == label.label
-    });
-    let (stop_lsn, stop_time, stop_time_source) = stop_point(
-        &id,
-        history,
-        manifest.as_ref().map(|m| &m.parsed),
-        manifest_written,
-    )?;
+    let history = own_history(&label, backup_histories);
+    let (stop_lsn, stop_time, stop_time_source) = if label.is_from_standby() {
+        standby_stop_point(
+            &id,
+            backups,
+            &prefix,
+            format,
+            manifest.as_ref().map(|m| &m.parsed),
+            manifest_written,
+        )?
+    } else {
+        stop_point(
+            &id,
+            history,
+            manifest.as_ref().map(|m| &m.parsed),
+            manifest_written,
+        )?
+    };
 
     let (system_identifier, major_version) = match format {
         BackupFormat::Plain => plain_identity(backups, &prefix),
@@ -311,6 +326,76 @@ fn detect_format<'a>(
         "`{}` is not a pg_basebackup output: it has neither `backup_label` (plain format) nor `base.tar` with or without a compression suffix (`.gz`, `.lz4`, `.zst`; tar format)",
         backups.describe(id)
     )
+}
+
+/// The backup history file this backup wrote when it stopped, if archived.
+///
+/// Two backups can start at the same LSN (a backup of the primary and one
+/// of its standby begin at the same checkpoint and restartpoint), so the
+/// start LSN alone proves nothing: the file must repeat this backup's label
+/// line for line where a second backup could differ (label, start time,
+/// checkpoint, timeline, where it was taken). A standby writes no history
+/// file, so a backup taken from one never has one.
+fn own_history<'a>(
+    label: &BackupLabel,
+    backup_histories: &'a [BackupHistoryFile],
+) -> Option<&'a BackupHistoryFile> {
+    if label.is_from_standby() {
+        return None;
+    }
+    backup_histories.iter().find(|history| {
+        let theirs = &history.label;
+        theirs.start_lsn == label.start_lsn
+            && theirs.checkpoint_lsn == label.checkpoint_lsn
+            && theirs.label == label.label
+            && theirs.start_time.text == label.start_time.text
+            && theirs.start_timeline == label.start_timeline
+            && theirs.from == label.from
+    })
+}
+
+/// Where a backup taken from a standby ends: its manifest's WAL-Ranges
+/// End-LSN, else the minimum recovery ending location of its pg_control,
+/// which PostgreSQL takes as the stop point of such a backup (pg_control is
+/// copied last).
+fn standby_stop_point(
+    id: &str,
+    backups: &dyn StoreRead,
+    prefix: &str,
+    format: BackupFormat,
+    manifest: Option<&BackupManifest>,
+    manifest_written: Option<DateTime<FixedOffset>>,
+) -> Result<(Lsn, DateTime<FixedOffset>, StopTimeSource)> {
+    let manifest_stop = manifest.and_then(|m| m.wal_ranges.iter().map(|range| range.end_lsn).max());
+    if let (Some(stop_lsn), Some(written)) = (manifest_stop, manifest_written) {
+        return Ok((stop_lsn, written, StopTimeSource::ManifestWritten));
+    }
+    let bytes = match format {
+        BackupFormat::Plain => {
+            let key = format!("{prefix}global/pg_control");
+            read_all(backups, &key)
+                .with_context(|| format!("cannot read `{}`", backups.describe(&key)))?
+        }
+        BackupFormat::Tar(compression) => {
+            let key = format!("{prefix}{}", base_tar_name(compression));
+            read_member_bytes(backups, &key, compression, "global/pg_control")?.with_context(
+                || format!("`{}` holds no global/pg_control", backups.describe(&key)),
+            )?
+        }
+    };
+    let control = pg_control::parse(&bytes)
+        .with_context(|| format!("the pg_control of backup `{id}` is unusable"))?;
+    let stopped = DateTime::<Utc>::from_timestamp(control.modified, 0);
+    match stopped {
+        Some(stopped) if control.min_recovery_point != Lsn::ZERO => Ok((
+            control.min_recovery_point,
+            stopped.fixed_offset(),
+            StopTimeSource::PgControl,
+        )),
+        _ => bail!(
+            "cannot tell where backup `{id}` ends: it was taken from a standby (its backup_label says `BACKUP FROM: standby`), it has no backup_manifest, and its pg_control has no minimum recovery ending location"
+        ),
+    }
 }
 
 fn stop_point(
@@ -412,6 +497,21 @@ fn read_member(
     compression: Compression,
     member: &str,
 ) -> Result<Option<String>> {
+    read_member_bytes(backups, key, compression, member)?
+        .map(|bytes| {
+            String::from_utf8(bytes)
+                .with_context(|| format!("`{member}` in `{}` is not text", backups.describe(key)))
+        })
+        .transpose()
+}
+
+/// Reads one small member (up to 1 MiB) of a (compressed) tar object.
+fn read_member_bytes(
+    backups: &dyn StoreRead,
+    key: &str,
+    compression: Compression,
+    member: &str,
+) -> Result<Option<Vec<u8>>> {
     let described = backups.describe(key);
     let reader = backups
         .open(key)
@@ -420,9 +520,9 @@ fn read_member(
     tar_member(reader, member, &described)
 }
 
-/// Reads one small member of a tar stream as text, stopping at the first
-/// match; `described` names the tar in messages.
-fn tar_member(reader: impl Read, member: &str, described: &str) -> Result<Option<String>> {
+/// Reads one small member of a tar stream, stopping at the first match;
+/// `described` names the tar in messages.
+fn tar_member(reader: impl Read, member: &str, described: &str) -> Result<Option<Vec<u8>>> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -434,13 +534,13 @@ fn tar_member(reader: impl Read, member: &str, described: &str) -> Result<Option
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         if name.trim_start_matches("./") == member {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             entry
                 .by_ref()
                 .take(1 << 20)
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .with_context(|| format!("cannot read `{member}` in `{described}`"))?;
-            return Ok(Some(text));
+            return Ok(Some(bytes));
         }
     }
     Ok(None)
@@ -477,6 +577,7 @@ pub fn read_tar_label(backups: &dyn StoreRead, id: &str) -> Option<String> {
         tar_member(reader, "backup_label", &backups.describe(&key))
             .ok()
             .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
     })
 }
 

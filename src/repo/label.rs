@@ -60,6 +60,14 @@ pub struct BackupLabel {
     pub incremental_from: Option<Lsn>,
 }
 
+impl BackupLabel {
+    /// `BACKUP FROM: standby`: taken from a standby, which writes no backup
+    /// history file; its end is its pg_control's minimum recovery point.
+    pub fn is_from_standby(&self) -> bool {
+        self.from.as_deref() == Some("standby")
+    }
+}
+
 /// A backup history file: the label plus where and when the backup stopped.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BackupHistoryFile {

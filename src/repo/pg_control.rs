@@ -11,7 +11,10 @@
 //! | 8 | u32 pg_control_version |
 //! | 12 | u32 catalog_version_no |
 //! | 16 | i32 state (DBState) |
+//! | 24 | i64 time (pg_controldata's "pg_control last modified", Unix seconds) |
 //! | 32 | u64 checkPoint (LSN of the latest checkpoint record) |
+//! | 40 | CheckPoint checkPointCopy; its FullTransactionId nextXid at 40 + 24 |
+//! | 136 | u64 minRecoveryPoint ("Minimum recovery ending location") |
 //! | 224 | u32 xlog_blcksz |
 //! | 228 | u32 xlog_seg_size |
 //!
@@ -38,6 +41,14 @@ pub struct ControlFile {
     pub state: i32,
     /// The latest checkpoint record (pg_controldata's "Latest checkpoint location").
     pub checkpoint_lsn: Lsn,
+    /// When pg_control was last written (`update_controlfile` stamps it).
+    pub modified: i64,
+    /// The latest checkpoint's next transaction ID, epoch included.
+    pub next_xid: u64,
+    /// "Minimum recovery ending location": for a backup taken from a
+    /// standby, where that backup ends (PostgreSQL's do_pg_backup_stop
+    /// takes it as the stop point, pg_control being copied last).
+    pub min_recovery_point: Lsn,
     /// XLOG_BLCKSZ, the WAL page size (8192 unless compiled otherwise).
     pub wal_block_size: u32,
     pub segment_size: SegmentSize,
@@ -108,6 +119,9 @@ pub fn parse(bytes: &[u8]) -> Result<ControlFile, ControlError> {
         catalog_version: field(12),
         state: field(16) as i32,
         checkpoint_lsn: Lsn::new(read_u64(bytes, 32).unwrap_or_default()),
+        modified: read_u64(bytes, 24).unwrap_or_default() as i64,
+        next_xid: read_u64(bytes, 64).unwrap_or_default(),
+        min_recovery_point: Lsn::new(read_u64(bytes, 136).unwrap_or_default()),
         wal_block_size,
         segment_size,
     })
@@ -211,6 +225,9 @@ mod tests {
                 catalog_version: 202209061,
                 state: 1,
                 checkpoint_lsn: "0/3000028".parse().unwrap(),
+                modified: 1795489363,
+                next_xid: 726,
+                min_recovery_point: Lsn::ZERO,
                 wal_block_size: 8192,
                 segment_size: SegmentSize::DEFAULT,
             }

@@ -17,11 +17,12 @@ use sha2::{Digest, Sha256};
 
 use super::archive::{ArchivedFile, WalArchive};
 use crate::wal::decode::SegmentEnd;
-use crate::wal::decode::{EventKind, StartAt, WalDecoder};
+use crate::wal::decode::{Event, EventKind, StartAt, WalDecoder};
 use crate::wal::facts::{FactsError, SegmentEnding, SegmentFacts, StopEvent, StopKind, WalSource};
 use crate::wal::{SegmentSize, WalSegment};
 
-const CACHE_VERSION: u32 = 1;
+// 2: segment facts hold the checkpoints' next full xid.
+const CACHE_VERSION: u32 = 2;
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct CacheFile {
@@ -134,6 +135,13 @@ impl<'a> ArchiveWal<'a> {
                 match run.next_record() {
                     None => break,
                     Some(Ok(record)) => {
+                        let checkpoint = match &record.event {
+                            Some(Event {
+                                kind: EventKind::Checkpoint(checkpoint),
+                                ..
+                            }) => Some(checkpoint.next_xid),
+                            _ => None,
+                        };
                         let event = record
                             .event
                             .and_then(|e| stop_event(e.start, e.end, &e.kind));
@@ -141,6 +149,9 @@ impl<'a> ArchiveWal<'a> {
                             events.push(event.clone());
                         }
                         facts.add(record.start, record.end, event);
+                        if let Some(next_xid) = checkpoint {
+                            facts.add_checkpoint(next_xid);
+                        }
                     }
                     Some(Err(error)) if error.problem.is_corruption() => {
                         facts.ending = Some(SegmentEnding::Corrupt {

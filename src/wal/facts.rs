@@ -14,6 +14,7 @@
 use chrono::{DateTime, Utc};
 
 use super::timelines::TimelinePath;
+use super::xid::FullXid;
 use super::{Lsn, SegmentSize, WalSegment};
 
 /// A commit, abort or restore point: the events a recovery target stops at.
@@ -74,6 +75,10 @@ pub struct SegmentFacts {
     pub min_xid: Option<u32>,
     pub max_xid: Option<u32>,
     pub restore_points: Vec<StopEvent>,
+    /// The full next xid of the last checkpoint record starting here: the
+    /// epoch of the xids around it.
+    #[serde(default)]
+    pub checkpoint_next_xid: Option<FullXid>,
     /// Start and end of the last valid record starting here.
     pub last_record_start: Option<Lsn>,
     pub valid_until: Option<Lsn>,
@@ -103,6 +108,11 @@ impl SegmentFacts {
         } else {
             self.restore_points.push(event);
         }
+    }
+
+    /// Accounts for a checkpoint record (after its [`SegmentFacts::add`]).
+    pub fn add_checkpoint(&mut self, next_xid: FullXid) {
+        self.checkpoint_next_xid = Some(next_xid);
     }
 
     pub fn is_corrupt(&self) -> Option<&str> {
@@ -307,6 +317,31 @@ pub fn find_xid(
         for event in source.events(segment)? {
             if event.xid() == Some(xid) && event.start >= from {
                 return Ok(Some(event));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The 64-bit ID of the transaction that `event` ends: its 32-bit xid
+/// widened by the next full xid of the nearest checkpoint record in its
+/// segment or before it, back to segment `first`. None when the event is no
+/// commit or abort, or no checkpoint record is found there.
+pub fn full_xid_of(
+    source: &dyn WalSource,
+    path: &TimelinePath,
+    first: u64,
+    event: &StopEvent,
+) -> Result<Option<FullXid>, FactsError> {
+    let Some(xid) = event.xid() else {
+        return Ok(None);
+    };
+    let size = source.segment_size();
+    let own = event.start.value() / size.bytes();
+    for number in (first.min(own)..=own).rev() {
+        if let Some((_, facts)) = facts_at(source, path, number)? {
+            if let Some(next_xid) = facts.checkpoint_next_xid {
+                return Ok(FullXid::widen(next_xid, xid));
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod lsn;
 pub mod page;
 pub mod segment;
 pub mod timelines;
+pub mod xid;
 
 pub use lsn::Lsn;
 pub use segment::{SegmentSize, TimelineId, WalSegment};

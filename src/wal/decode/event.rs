@@ -5,6 +5,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+use crate::wal::xid::FullXid;
 use crate::wal::{Lsn, TimelineId};
 
 /// A PostgreSQL transaction ID (32-bit, wrapping; no epoch).
@@ -74,6 +75,10 @@ pub struct Checkpoint {
     pub prev_timeline: TimelineId,
     /// The checkpoint's time, to the second.
     pub time: DateTime<Utc>,
+    /// The next transaction ID to assign, epoch included (`nextXid`, a
+    /// `FullTransactionId` since PostgreSQL 12): what tells the epoch of
+    /// the 32-bit xids in the WAL around it.
+    pub next_xid: FullXid,
     /// False for a shutdown checkpoint (also written at the end of a PITR).
     pub online: bool,
 }

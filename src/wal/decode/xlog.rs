@@ -3,7 +3,7 @@
 //!
 //! | info | record | main data |
 //! |---|---|---|
-//! | 0x00 / 0x10 | CHECKPOINT_SHUTDOWN / _ONLINE | `CheckPoint`: redo u64 @0, ThisTimeLineID u32 @8, PrevTimeLineID u32 @12, …, time i64 (Unix seconds) @64 |
+//! | 0x00 / 0x10 | CHECKPOINT_SHUTDOWN / _ONLINE | `CheckPoint`: redo u64 @0, ThisTimeLineID u32 @8, PrevTimeLineID u32 @12, nextXid u64 (FullTransactionId, 8-aligned after the bool fullPageWrites) @24, …, time i64 (Unix seconds) @64 |
 //! | 0x40 | SWITCH | none |
 //! | 0x50 | BACKUP_END | the backup's start LSN u64 |
 //! | 0x60 | PARAMETER_CHANGE | six i32 settings, then two bools |
@@ -15,6 +15,7 @@
 
 use chrono::DateTime;
 
+use crate::wal::xid::FullXid;
 use crate::wal::{Lsn, TimelineId};
 
 use super::bytes::Bytes;
@@ -30,6 +31,8 @@ const XLOG_END_OF_RECOVERY: u8 = 0x90;
 
 /// `MAXFNAMELEN`: the size of a restore point name, with its NUL.
 const RESTORE_POINT_NAME_LEN: usize = 64;
+/// Offset of `nextXid` in `CheckPoint`.
+const CHECKPOINT_NEXT_XID_AT: usize = 24;
 /// Offset of `time` in `CheckPoint`.
 const CHECKPOINT_TIME_AT: usize = 64;
 
@@ -58,7 +61,11 @@ pub(super) fn parse(rmgr_info: u8, data: &[u8]) -> Result<Option<EventKind>, Str
             let prev = bytes.u32().ok_or_else(|| truncated(what))?;
             let mut at_time = Bytes::new(data.get(CHECKPOINT_TIME_AT..).unwrap_or_default());
             let seconds = at_time.i64().ok_or_else(|| truncated(what))?;
+            let mut at_next_xid =
+                Bytes::new(data.get(CHECKPOINT_NEXT_XID_AT..).unwrap_or_default());
+            let next_xid = at_next_xid.u64().ok_or_else(|| truncated(what))?;
             EventKind::Checkpoint(Checkpoint {
+                next_xid: FullXid::new(next_xid),
                 redo: Lsn::new(redo),
                 timeline: timeline(this)?,
                 prev_timeline: timeline(prev)?,
@@ -135,10 +142,12 @@ mod tests {
         data[0..8].copy_from_slice(&0x27C_B5D8u64.to_le_bytes());
         data[8..12].copy_from_slice(&2u32.to_le_bytes());
         data[12..16].copy_from_slice(&1u32.to_le_bytes());
+        data[24..32].copy_from_slice(&((1u64 << 32) + 727).to_le_bytes());
         data[64..72].copy_from_slice(&1_700_000_000i64.to_le_bytes());
         let Some(EventKind::Checkpoint(checkpoint)) = parse(0x00, &data).unwrap() else {
             panic!()
         };
+        assert_eq!(checkpoint.next_xid, FullXid::new((1 << 32) + 727));
         assert_eq!(checkpoint.redo, Lsn::new(0x27C_B5D8));
         assert_eq!(checkpoint.timeline.value(), 2);
         assert_eq!(checkpoint.prev_timeline.value(), 1);

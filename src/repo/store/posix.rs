@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     check_key, check_prefix, Created, Fill, NewObject, ObjectInfo, ObjectReader, Staging,
-    StoreRead, StoreWrite, Version, WriteError,
+    StoreRead, StoreWrite, TreeEntry, TreeKind, Version, WriteError,
 };
 
 /// Prefix of a group (backup) being deleted: hidden from every listing.
@@ -125,6 +125,40 @@ impl StoreRead for Posix {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    fn tree_level(&self, prefix: &str) -> io::Result<Vec<TreeEntry>> {
+        let dir = self.dir_of(prefix)?;
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = format!("{prefix}{name}");
+            // Not followed: a link is reported as one.
+            let metadata = entry.metadata()?;
+            let kind = metadata.file_type();
+            let (kind, mode) = if kind.is_symlink() {
+                let path = entry.path();
+                let target = fs::read_link(&path)?;
+                let mode = fs::metadata(&path).ok().map(|m| m.permissions().mode());
+                (TreeKind::Link { target }, mode)
+            } else if kind.is_dir() {
+                (TreeKind::Group, Some(metadata.permissions().mode()))
+            } else if kind.is_file() {
+                (
+                    TreeKind::Object {
+                        size: metadata.len(),
+                    },
+                    Some(metadata.permissions().mode()),
+                )
+            } else {
+                // Sockets, devices, FIFOs are no part of a backup.
+                continue;
+            };
+            entries.push(TreeEntry { key, kind, mode });
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
     }
 
     fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>> {

@@ -190,3 +190,6 @@ mod tests {
         assert!(safe_member_path(Path::new("base/../../x")).is_err());
     }
 }
+
+#[cfg(test)]
+mod store_tests;

@@ -48,10 +48,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
     let (major_version, binaries) = find_binaries(args, &plan)?;
     let combine = resolve_chain(&catalog, &plan, &binaries, reporter)?;
-    let pitr = this_executable()
-        .context("cannot find the pitr executable")
-        .or_fail(FailureKind::Internal)?;
-    check_user_can_run(&user, &pitr, &catalog.location.wal_archive)?;
+    let pitr = check_restore_command(&user, &catalog)?;
     let socket_dir = socket_dir_for(&pgdata);
     let port = choose_port(args.port, &socket_dir)?;
     // The last question, once everything else is known to be fine.
@@ -107,11 +104,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let recovery_started = Instant::now();
     let server = Server::new(&pgdata, binaries, user);
     let mut follower = LogFollower::new(&server.log_path);
-    let pid = start_server(&server, &mut follower, port, reporter)?;
+    let running = start_server(&server, &mut follower, port, reporter)?;
     let (state, observed) = follow_replay(
         &server,
         &mut follower,
-        pid,
+        running,
         goal,
         &plan,
         prefetcher.as_ref(),
@@ -150,11 +147,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         archiving_kept: keep_archiving(args),
         handover: handover.as_ref(),
     };
-    if json {
-        println!("{:#}", summary.json(&local));
-    } else if !reporter.quiet {
-        eprintln!("{}", summary.text());
-    }
+    summary.print(json, &local, reporter);
     Ok(())
 }
 
@@ -471,6 +464,16 @@ fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
     })
 }
 
+/// This pitr binary, which `restore_command` runs, once the server's user
+/// is known to be able to run it and to read the archive.
+fn check_restore_command(user: &OsUser, catalog: &Catalog) -> Result<PathBuf, Failure> {
+    let pitr = this_executable()
+        .context("cannot find the pitr executable")
+        .or_fail(FailureKind::Internal)?;
+    check_user_can_run(user, &pitr, &catalog.location.wal_archive)?;
+    Ok(pitr)
+}
+
 /// PostgreSQL runs `restore_command` as its own user: it must be able to run
 /// this very binary and read the archive, or recovery fails later with a
 /// confusing message.
@@ -598,6 +601,15 @@ struct Summary<'a> {
 }
 
 impl Summary<'_> {
+    /// As JSON on stdout, or as text on stderr unless `--quiet`.
+    fn print(&self, json: bool, local: &jiff::tz::TimeZone, reporter: &Reporter) {
+        if json {
+            println!("{:#}", self.json(local));
+        } else if !reporter.quiet {
+            eprintln!("{}", self.text());
+        }
+    }
+
     /// The socket directory and port the server really uses: its lock
     /// file while it runs, else what its configuration says.
     fn endpoint(&self) -> (PathBuf, u16) {

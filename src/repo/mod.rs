@@ -278,6 +278,16 @@ mod read_only_tests {
                 include_str!("../stage/tablespaces.rs"),
             ),
             ("stage/combine.rs", include_str!("../stage/combine.rs")),
+            ("stage/tree.rs", include_str!("../stage/tree.rs")),
+            ("stage/write.rs", include_str!("../stage/write.rs")),
+            ("stage/readahead.rs", include_str!("../stage/readahead.rs")),
+            (
+                "stage/destination.rs",
+                include_str!("../stage/destination.rs"),
+            ),
+            ("stage/commit.rs", include_str!("../stage/commit.rs")),
+            ("stage/ownership.rs", include_str!("../stage/ownership.rs")),
+            ("stage/durable.rs", include_str!("../stage/durable.rs")),
             ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
             ("repo/wal_source.rs", include_str!("wal_source.rs")),
         ];

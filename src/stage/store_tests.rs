@@ -124,7 +124,11 @@ fn a_tar_backup_is_staged_and_verified_through_a_store_without_paths() {
     let base = base_files(&old_location);
     let tablespace = vec![(TABLESPACE_FILE, b"tablespace block".to_vec())];
     tar_of(&backup_dir.join("base.tar.gz"), Compression::Gzip, &base);
-    tar_of(&backup_dir.join("16384.tar"), Compression::None, &tablespace);
+    tar_of(
+        &backup_dir.join("16384.tar"),
+        Compression::None,
+        &tablespace,
+    );
     let mut listed: Vec<(String, &[u8])> = base
         .iter()
         .map(|(name, bytes)| (name.to_string(), &bytes[..]))

@@ -63,25 +63,19 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     } else {
         start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?
     };
-    let settings = RecoverySettings {
-        restore_command: restore_command(
+    let settings = recovery_settings(
+        args,
+        &plan,
+        goal,
+        restore_command(
             &pitr,
             &catalog.location.wal_archive,
             prefetcher.as_ref().map(|p| p.spool()),
         ),
-        target: plan.target.clone(),
-        inclusive: plan.inclusive,
-        timeline: plan.timeline,
-        action: match goal {
-            Goal::PromoteAtTarget | Goal::PauseAtTarget => Some(TargetAction::Pause),
-            Goal::ShutdownAtTarget => Some(TargetAction::Shutdown),
-            Goal::PromoteAtEnd => None,
-        },
         port,
-        socket_dir: socket_dir.to_string_lossy().into_owned(),
-        keep_archiving: keep_archiving(args),
+        &socket_dir,
         major_version,
-    };
+    );
     let planned = started.elapsed();
 
     let staging_started = Instant::now();
@@ -282,6 +276,34 @@ fn choose_port(port: Option<u16>, socket_dir: &Path) -> Result<u16, Failure> {
             Ok(port)
         }
         None => free_port(socket_dir).or_fail(FailureKind::Staging),
+    }
+}
+
+/// What the staged data directory's configuration tells PostgreSQL: where
+/// to recover to, what to do there, and how to get WAL and be reached.
+fn recovery_settings(
+    args: &RestoreArgs,
+    plan: &Plan,
+    goal: Goal,
+    restore_command: String,
+    port: u16,
+    socket_dir: &Path,
+    major_version: u32,
+) -> RecoverySettings {
+    RecoverySettings {
+        restore_command,
+        target: plan.target.clone(),
+        inclusive: plan.inclusive,
+        timeline: plan.timeline,
+        action: match goal {
+            Goal::PromoteAtTarget | Goal::PauseAtTarget => Some(TargetAction::Pause),
+            Goal::ShutdownAtTarget => Some(TargetAction::Shutdown),
+            Goal::PromoteAtEnd => None,
+        },
+        port,
+        socket_dir: socket_dir.to_string_lossy().into_owned(),
+        keep_archiving: keep_archiving(args),
+        major_version,
     }
 }
 

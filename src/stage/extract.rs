@@ -21,8 +21,8 @@ use crate::repo::backup::{BackupFile, BackupFormat};
 use crate::repo::store::StoreRead;
 
 /// Writes the plan's backup, read from the backups store, into `staging`
-/// (which exists and is empty): the step that turns the repository's copy into a data
-/// directory. Returns the bytes written.
+/// (which exists and is empty): the step that turns the repository's copy
+/// into a data directory. Returns the bytes written.
 pub fn extract_backup(
     request: &StageRequest<'_>,
     staging: &Path,

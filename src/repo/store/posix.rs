@@ -554,4 +554,31 @@ mod tests {
             .collect();
         assert_eq!(names, ["a"]);
     }
+
+    /// A plain backup's tree as the copy sees it: modes, and symbolic
+    /// links reported (with their target and the mode of what they point
+    /// to), never followed.
+    #[test]
+    fn tree_levels_carry_modes_and_links() {
+        let (dir, store) = fresh();
+        let wal = dir.path().join("elsewhere");
+        fs::create_dir(&wal).unwrap();
+        fs::set_permissions(&wal, fs::Permissions::from_mode(0o750)).unwrap();
+        fs::create_dir(dir.path().join("b1")).unwrap();
+        fs::write(dir.path().join("b1/PG_VERSION"), b"15\n").unwrap();
+        fs::set_permissions(
+            dir.path().join("b1/PG_VERSION"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&wal, dir.path().join("b1/pg_wal")).unwrap();
+        let entries = store.tree_level("b1/").unwrap();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[0].key, "b1/PG_VERSION");
+        assert_eq!(entries[0].kind, TreeKind::Object { size: 3 });
+        assert_eq!(entries[0].mode.map(|m| m & 0o777), Some(0o640));
+        assert_eq!(entries[1].key, "b1/pg_wal");
+        assert_eq!(entries[1].kind, TreeKind::Link { target: wal });
+        assert_eq!(entries[1].mode.map(|m| m & 0o777), Some(0o750));
+    }
 }

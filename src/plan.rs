@@ -1215,7 +1215,7 @@ mod tests {
     //! | b3     | 0/10000028 | 0/10000138 | 10:16:30 (manifest)  | 10:16:30      |
 
     use std::collections::BTreeSet;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::time::SystemTime;
 
     use chrono::{Duration, Utc};
@@ -1342,7 +1342,6 @@ mod tests {
                 incremental_from: None,
             };
             Backup {
-                dir: PathBuf::from("/repo/base").join(&self.id),
                 id: self.id,
                 format: BackupFormat::Plain,
                 label,
@@ -2607,7 +2606,6 @@ mod precise_tests {
     fn backup(id: &str, segment: u64, stop_time: DateTime<Utc>) -> Backup {
         let start_lsn = Lsn::new(segment * SEG + 0x28);
         Backup {
-            dir: Path::new("/repo/base").join(id),
             id: id.to_string(),
             format: BackupFormat::Plain,
             label: BackupLabel {

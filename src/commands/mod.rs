@@ -18,6 +18,7 @@ use crate::cli::{RepoArgs, TargetArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::{make_plan, Plan, PlanRequest, TimelineChoice};
 use crate::progress::human_bytes;
+use crate::repo::store::StoreRead;
 use crate::repo::wal_source::ArchiveWal;
 use crate::repo::{Catalog, RepoLocation};
 use crate::target::{parse_target, Target};
@@ -116,12 +117,14 @@ pub fn target_json(target: &Target, inclusive: bool, local: &jiff::tz::TimeZone)
     })
 }
 
-pub fn plan_json(plan: &Plan, local: &jiff::tz::TimeZone) -> Value {
+/// The plan as JSON; the backup's `path` is where the backups store keeps
+/// it (`backups` describes it: a path on posix).
+pub fn plan_json(plan: &Plan, backups: &dyn StoreRead, local: &jiff::tz::TimeZone) -> Value {
     let backup = &plan.backup;
     json!({
         "backup": {
             "id": backup.id,
-            "path": backup.dir,
+            "path": backups.describe(&backup.id),
             "format": backup.format,
             "timeline": backup.timeline,
             "start_lsn": backup.start_lsn,

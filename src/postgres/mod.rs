@@ -12,6 +12,7 @@ pub mod basebackup;
 pub mod binaries;
 pub mod cluster;
 pub mod commands;
+pub mod configure;
 pub mod handover;
 pub mod live;
 pub mod log;

@@ -18,6 +18,12 @@ use std::path::Path;
 use crate::target::{postgres_timestamp, Target};
 use crate::wal::TimelineId;
 
+/// This very pitr binary, by its canonical path: what `restore_command`
+/// runs (from the data directory, as the server's user).
+pub fn this_executable() -> std::io::Result<std::path::PathBuf> {
+    std::env::current_exe().and_then(|path| path.canonicalize())
+}
+
 /// What PostgreSQL does when it reaches the target (`recovery_target_action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetAction {

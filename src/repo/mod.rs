@@ -196,7 +196,6 @@ impl Catalog {
             if id.starts_with('.') {
                 continue;
             }
-            let dir = location.backups.join(&id);
             match backup::read_backup(stores.backups.as_ref(), &id, &histories, local) {
                 Ok(mut backup) => {
                     // A tar backup's PG_VERSION and pg_control lie deep in a
@@ -214,13 +213,13 @@ impl Catalog {
                     backups.push(backup)
                 }
                 Err(error) => unreadable.push(UnreadableBackup {
+                    dir: stores.backups.describe(&id),
                     id,
-                    dir,
                     reason: format!("{error:#}"),
                 }),
             }
         }
-        incremental::check_chains(&mut backups, &mut unreadable);
+        incremental::check_chains(stores.backups.as_ref(), &mut backups, &mut unreadable);
         backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
         Ok(Catalog {
             location,
@@ -279,6 +278,16 @@ mod read_only_tests {
                 include_str!("../stage/tablespaces.rs"),
             ),
             ("stage/combine.rs", include_str!("../stage/combine.rs")),
+            ("stage/tree.rs", include_str!("../stage/tree.rs")),
+            ("stage/write.rs", include_str!("../stage/write.rs")),
+            ("stage/readahead.rs", include_str!("../stage/readahead.rs")),
+            (
+                "stage/destination.rs",
+                include_str!("../stage/destination.rs"),
+            ),
+            ("stage/commit.rs", include_str!("../stage/commit.rs")),
+            ("stage/ownership.rs", include_str!("../stage/ownership.rs")),
+            ("stage/durable.rs", include_str!("../stage/durable.rs")),
             ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
             ("repo/wal_source.rs", include_str!("wal_source.rs")),
         ];

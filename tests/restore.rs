@@ -611,6 +611,23 @@ fn refusals_change_nothing() {
         assert!(!parent.join("late").exists());
     }
 
+    // Pausing or shutting down at `latest`: there is no point to stop at
+    // (the text is read once, so its spelling does not matter).
+    for (to, action) in [("latest", "pause"), (" LATEST ", "shutdown")] {
+        let output = run(to, &parent.join("at-latest"), &["--action", action]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{action}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("need a target point"),
+            "{action}: {}",
+            stderr(&output)
+        );
+    }
+
     // Nonsense targets.
     for nonsense in [
         "banana",

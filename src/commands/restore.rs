@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::cli::{Action, RestoreArgs};
+use crate::cli::RestoreArgs;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
 use crate::postgres::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
-use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
+use crate::postgres::recovery::{follow, FinalState, Observed};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
-use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
+use crate::postgres::settings::{restore_command, RecoverySettings};
 use crate::prefetch::{PrefetchStats, Prefetcher};
 use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
@@ -35,8 +35,9 @@ use std::os::unix::fs::DirBuilderExt;
 pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let started = Instant::now();
     let local = super::local_zone();
-    let goal = goal_for(args)?;
-    let (catalog, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    let target = super::parse_restore_target(&args.target, args.action)?;
+    let (catalog, plan) =
+        super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if args.dry_run {
         if json {
             println!("{:#}", super::plan_json(&plan, &local));
@@ -156,11 +157,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         target: plan.target.clone(),
         inclusive: plan.inclusive,
         timeline: plan.timeline,
-        action: match goal {
-            Goal::PromoteAtTarget | Goal::PauseAtTarget => Some(TargetAction::Pause),
-            Goal::ShutdownAtTarget => Some(TargetAction::Shutdown),
-            Goal::PromoteAtEnd => None,
-        },
+        action: args.action,
         port,
         socket_dir: socket_dir.to_string_lossy().into_owned(),
         keep_archiving,
@@ -230,7 +227,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &server,
         &mut follower,
         pid,
-        goal,
+        args.action,
+        &plan.target,
         |event| {
             if let LogEvent::Restored(name) = event {
                 if let Some(segment) = WalSegment::parse(name, first.size) {
@@ -246,7 +244,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     )?;
     progress.finish();
     let prefetched = prefetcher.map(|p| p.finish());
-    if goal == Goal::PromoteAtEnd {
+    if plan.target == Target::Latest {
         confirm_end_of_archive(&plan, &observed, &server)?;
     }
     let recovery_time = recovery_started.elapsed();
@@ -361,22 +359,6 @@ fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
 /// latency and to stay ahead of a replay running at 30 segments a second,
 /// few enough to bound the disk used (16 × 16 MiB).
 const PREFETCH_AHEAD: u64 = 16;
-
-fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
-    let latest = args.target.to.trim().eq_ignore_ascii_case("latest");
-    Ok(match (args.action, latest) {
-        (Action::Promote, true) => Goal::PromoteAtEnd,
-        (Action::Promote, false) => Goal::PromoteAtTarget,
-        (Action::Pause, false) => Goal::PauseAtTarget,
-        (Action::Shutdown, false) => Goal::ShutdownAtTarget,
-        (_, true) => {
-            return Err(Failure::msg(
-                FailureKind::Usage,
-                "`--to latest` replays the whole archive and then promotes; --action pause and shutdown need a target point (a time, lsn:, xid: or name:)",
-            ))
-        }
-    })
-}
 
 /// PostgreSQL runs `restore_command` as its own user: it must be able to run
 /// this very binary and read the archive, or recovery fails later with a

@@ -15,7 +15,7 @@ use crate::postgres::binaries::Binaries;
 use crate::postgres::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
-use crate::postgres::recovery::{follow, FinalState, Observed};
+use crate::postgres::recovery::{follow, FinalState, Observed, RecoveryError};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
 use crate::postgres::settings::{restore_command, RecoverySettings};
 use crate::prefetch::{PrefetchStats, Prefetcher};
@@ -241,7 +241,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             }
         },
         initial,
-    )?;
+    )
+    .map_err(recovery_failure)?;
     progress.finish();
     let prefetched = prefetcher.map(|p| p.finish());
     if plan.target == Target::Latest {
@@ -293,6 +294,17 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         eprintln!("{}", summary.text());
     }
     Ok(())
+}
+
+/// A recovery that did not end as asked: exit status 130 when interrupted,
+/// 5 otherwise, with the recovery's hint.
+fn recovery_failure(error: RecoveryError) -> Failure {
+    let kind = match error {
+        RecoveryError::Interrupted { .. } => FailureKind::Interrupted,
+        RecoveryError::NotReached { .. } => FailureKind::Recovery,
+    };
+    let hint = error.hint();
+    Failure::new(kind, error).with_hint(hint)
 }
 
 /// How many planned segments replay has gone through when PostgreSQL

@@ -5,13 +5,13 @@
 //! FATAL, or the server exiting, is a failure with the log lines that show
 //! why.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use super::log::{explain_fatal, LogEvent};
 use super::server::{LogFollower, Server};
-use crate::error::{Failure, FailureKind};
 use crate::interrupt;
 use crate::target::{Action, Target};
 use crate::wal::Lsn;
@@ -20,6 +20,67 @@ use crate::wal::Lsn;
 /// asked for before pitr asks again (it normally acts within milliseconds;
 /// PostgreSQL's pause loop looks again every second).
 const PROMOTION_GRACE: Duration = Duration::from_secs(3);
+
+/// Why a recovery did not end as asked. The command decides what each
+/// means for its exit status; [`RecoveryError::hint`] says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// Ctrl-C or SIGTERM while the server replayed: it was stopped (`how`
+    /// says whether that worked) and its data directory left as it is.
+    #[error("interrupted during recovery; {how}")]
+    Interrupted {
+        how: String,
+        pgdata: PathBuf,
+        /// The `pg_ctl start` that resumes the recovery.
+        start_command: String,
+    },
+    /// The server did not reach the target: what went wrong, where replay
+    /// ended and the log lines that show why.
+    #[error("{summary}{}", details(.replay_ended, .log_lines))]
+    NotReached {
+        /// What went wrong, then `; the server was stopped` (or why stopping
+        /// it failed) when it was still running.
+        summary: String,
+        replay_ended: Option<Lsn>,
+        log_lines: Vec<String>,
+        log_path: PathBuf,
+        pgdata: PathBuf,
+    },
+}
+
+impl RecoveryError {
+    pub fn hint(&self) -> String {
+        match self {
+            RecoveryError::Interrupted {
+                pgdata,
+                start_command,
+                ..
+            } => format!(
+                "the data directory `{}` is left as it is: start it again with `{start_command}` to resume recovery, or remove it",
+                pgdata.display()
+            ),
+            RecoveryError::NotReached {
+                log_path, pgdata, ..
+            } => format!(
+                "the full log is `{}`; the data directory `{}` is left for inspection",
+                log_path.display(),
+                pgdata.display()
+            ),
+        }
+    }
+}
+
+fn details(replay_ended: &Option<Lsn>, log_lines: &[String]) -> String {
+    let mut text = String::new();
+    if let Some(lsn) = replay_ended {
+        text.push_str(&format!(" (replay ended at {lsn})"));
+    }
+    if !log_lines.is_empty() {
+        text.push_str("\nserver log:\n  ");
+        text.push_str(&log_lines.join("\n  "));
+    }
+    text
+}
 
 /// How the server ended up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -188,7 +249,7 @@ pub fn follow(
     target: &Target,
     mut on_event: impl FnMut(&LogEvent),
     initial: Vec<LogEvent>,
-) -> Result<(FinalState, Observed), Failure> {
+) -> Result<(FinalState, Observed), RecoveryError> {
     let mut judge = Judge::new(action, target);
     let mut pending = initial;
     let mut promote_requested = false;
@@ -205,11 +266,11 @@ pub fn follow(
                     server.pg_ctl_command("stop -m fast")
                 ),
             };
-            return Err(Failure::msg(FailureKind::Interrupted, format!("interrupted during recovery; {how}")).with_hint(format!(
-                "the data directory `{}` is left as it is: start it again with `{}` to resume recovery, or remove it",
-                server.pgdata.display(),
-                server.pg_ctl_command("start")
-            )));
+            return Err(RecoveryError::Interrupted {
+                how,
+                pgdata: server.pgdata.clone(),
+                start_command: server.pg_ctl_command("start"),
+            });
         }
         // Liveness is looked at before the log is read: once the process
         // is seen gone, the read that follows holds every line it wrote.
@@ -296,7 +357,12 @@ pub fn follow(
 
 /// A recovery failure: stops the server if it still runs and shows the log
 /// lines that explain it.
-fn fail(server: &Server, follower: &LogFollower, observed: &Observed, summary: String) -> Failure {
+fn fail(
+    server: &Server,
+    follower: &LogFollower,
+    observed: &Observed,
+    summary: String,
+) -> RecoveryError {
     let still_running = server.pid().is_some_and(Server::is_running);
     let stopped = if still_running {
         match server.stop_fast() {
@@ -306,20 +372,13 @@ fn fail(server: &Server, follower: &LogFollower, observed: &Observed, summary: S
     } else {
         String::new()
     };
-    let lines = follower.relevant_lines(12);
-    let mut message = format!("{summary}{stopped}");
-    if let Some(lsn) = observed.redo_done {
-        message.push_str(&format!(" (replay ended at {lsn})"));
+    RecoveryError::NotReached {
+        summary: format!("{summary}{stopped}"),
+        replay_ended: observed.redo_done,
+        log_lines: follower.relevant_lines(12),
+        log_path: server.log_path.clone(),
+        pgdata: server.pgdata.clone(),
     }
-    if !lines.is_empty() {
-        message.push_str("\nserver log:\n  ");
-        message.push_str(&lines.join("\n  "));
-    }
-    Failure::msg(FailureKind::Recovery, message).with_hint(format!(
-        "the full log is `{}`; the data directory `{}` is left for inspection",
-        server.log_path.display(),
-        server.pgdata.display()
-    ))
 }
 
 #[cfg(test)]
@@ -502,6 +561,19 @@ LOG:  database system is shut down
         assert!(
             format!("{failure}").contains("exited before reaching the target"),
             "{failure}"
+        );
+        // Its own error, which the command maps to an exit status, with
+        // what to do next.
+        assert!(
+            matches!(failure, RecoveryError::NotReached { .. }),
+            "{failure:?}"
+        );
+        assert!(
+            failure
+                .hint()
+                .contains(&server.log_path.display().to_string()),
+            "{}",
+            failure.hint()
         );
     }
 

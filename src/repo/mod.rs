@@ -11,6 +11,7 @@ pub mod archive;
 pub mod archive_name;
 pub mod arrival;
 pub mod backup;
+pub mod facts_cache;
 pub mod incremental;
 pub mod label;
 pub mod manifest;
@@ -74,7 +75,7 @@ impl RepoLocation {
 /// A part of the repository must be a directory pitr can read: a missing
 /// one points to `pitr init`, an unreadable one says who may read it.
 fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
-    use crate::access::{check_dir, Need, Problem};
+    use store::posix::access::{check_dir, Need, Problem};
     match check_dir(dir, Need::Read) {
         Ok(()) => Ok(()),
         Err(Problem::Missing) => match repo {

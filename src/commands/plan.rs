@@ -6,7 +6,9 @@ use crate::progress::Reporter;
 
 pub fn run(args: &PlanArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let local = super::local_zone();
-    let (catalog, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    let target = super::parse_target_args(&args.target)?;
+    let (catalog, plan) =
+        super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if json {
         println!(
             "{:#}",

@@ -8,16 +8,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::cli::{Action, RestoreArgs};
+use crate::cli::RestoreArgs;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
+use crate::postgres::commands::this_program;
 use crate::postgres::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
-use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
+use crate::postgres::recovery::{follow, FinalState, Observed, RecoveryError};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
-use crate::postgres::settings::{restore_command, this_executable, RecoverySettings, TargetAction};
+use crate::postgres::settings::{restore_command, RecoverySettings};
 use crate::prefetch::{create_spool, PrefetchStats, Prefetcher};
 use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
@@ -27,14 +28,15 @@ use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
 use crate::stage::tablespaces::{parse_mapping, place, Placement};
 use crate::stage::{inspect_destination, stage, Destination, Interrupted, StageRequest, Staged};
-use crate::target::Target;
+use crate::target::{Action, Target};
 use crate::wal::WalSegment;
 
 pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let started = Instant::now();
     let local = super::local_zone();
-    let goal = goal_for(args)?;
-    let (catalog, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    let target = super::parse_restore_target(&args.target, args.action)?;
+    let (catalog, plan) =
+        super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if args.dry_run {
         print_plan(&plan, &catalog, json, &local);
         return Ok(());
@@ -66,7 +68,6 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let settings = recovery_settings(
         args,
         &plan,
-        goal,
         restore_command(
             &pitr,
             &catalog.location.wal_archive,
@@ -103,13 +104,13 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &server,
         &mut follower,
         running,
-        goal,
+        args.action,
         &plan,
         prefetcher.as_ref(),
         reporter,
     )?;
     let prefetched = prefetcher.map(|p| p.finish());
-    if goal == Goal::PromoteAtEnd {
+    if plan.target == Target::Latest {
         confirm_end_of_archive(&plan, &observed, &server)?;
     }
     let recovery_time = recovery_started.elapsed();
@@ -284,7 +285,6 @@ fn choose_port(port: Option<u16>, socket_dir: &Path) -> Result<u16, Failure> {
 fn recovery_settings(
     args: &RestoreArgs,
     plan: &Plan,
-    goal: Goal,
     restore_command: String,
     port: u16,
     socket_dir: &Path,
@@ -295,11 +295,7 @@ fn recovery_settings(
         target: plan.target.clone(),
         inclusive: plan.inclusive,
         timeline: plan.timeline,
-        action: match goal {
-            Goal::PromoteAtTarget | Goal::PauseAtTarget => Some(TargetAction::Pause),
-            Goal::ShutdownAtTarget => Some(TargetAction::Shutdown),
-            Goal::PromoteAtEnd => None,
-        },
+        action: args.action,
         port,
         socket_dir: socket_dir.to_string_lossy().into_owned(),
         keep_archiving: keep_archiving(args),
@@ -371,7 +367,7 @@ fn follow_replay(
     server: &Server,
     follower: &mut LogFollower,
     (pid, initial): Started,
-    goal: Goal,
+    action: Action,
     plan: &Plan,
     prefetcher: Option<&Prefetcher>,
     reporter: &Reporter,
@@ -382,7 +378,8 @@ fn follow_replay(
         server,
         follower,
         pid,
-        goal,
+        action,
+        &plan.target,
         |event| {
             if let LogEvent::Restored(name) = event {
                 if let Some(segment) = WalSegment::parse(name, first.size) {
@@ -395,7 +392,8 @@ fn follow_replay(
             }
         },
         initial,
-    )?;
+    )
+    .map_err(recovery_failure)?;
     progress.finish();
     Ok(followed)
 }
@@ -426,6 +424,18 @@ fn hand_over_promoted(
         then: if stop { Then::Stop } else { Then::Restart },
     })
 }
+
+/// A recovery that did not end as asked: exit status 130 when interrupted,
+/// 5 otherwise, with the recovery's hint.
+fn recovery_failure(error: RecoveryError) -> Failure {
+    let kind = match error {
+        RecoveryError::Interrupted { .. } => FailureKind::Interrupted,
+        RecoveryError::NotReached { .. } => FailureKind::Recovery,
+    };
+    let hint = error.hint();
+    Failure::new(kind, error).with_hint(hint)
+}
+
 /// How many planned segments replay has gone through when PostgreSQL
 /// restores `segment`. At the end of the plan PostgreSQL asks for the next
 /// segment too (to look for more WAL, or a newer timeline): it is not
@@ -470,26 +480,10 @@ fn start_prefetch(
 /// few enough to bound the disk used (16 × 16 MiB).
 const PREFETCH_AHEAD: u64 = 16;
 
-fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
-    let latest = args.target.to.trim().eq_ignore_ascii_case("latest");
-    Ok(match (args.action, latest) {
-        (Action::Promote, true) => Goal::PromoteAtEnd,
-        (Action::Promote, false) => Goal::PromoteAtTarget,
-        (Action::Pause, false) => Goal::PauseAtTarget,
-        (Action::Shutdown, false) => Goal::ShutdownAtTarget,
-        (_, true) => {
-            return Err(Failure::msg(
-                FailureKind::Usage,
-                "`--to latest` replays the whole archive and then promotes; --action pause and shutdown need a target point (a time, lsn:, xid: or name:)",
-            ))
-        }
-    })
-}
-
 /// This pitr binary, which `restore_command` runs, once the server's user
 /// is known to be able to run it and to read the archive.
 fn check_restore_command(user: &OsUser, catalog: &Catalog) -> Result<PathBuf, Failure> {
-    let pitr = this_executable()
+    let pitr = this_program()
         .context("cannot find the pitr executable")
         .or_fail(FailureKind::Internal)?;
     check_user_can_run(user, &pitr, &catalog.location.wal_archive)?;

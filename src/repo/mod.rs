@@ -11,6 +11,7 @@ pub mod archive;
 pub mod archive_name;
 pub mod arrival;
 pub mod backup;
+pub mod facts_cache;
 pub mod incremental;
 pub mod label;
 pub mod manifest;
@@ -74,7 +75,7 @@ impl RepoLocation {
 /// A part of the repository must be a directory pitr can read: a missing
 /// one points to `pitr init`, an unreadable one says who may read it.
 fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
-    use crate::access::{check_dir, Need, Problem};
+    use store::posix::access::{check_dir, Need, Problem};
     match check_dir(dir, Need::Read) {
         Ok(()) => Ok(()),
         Err(Problem::Missing) => match repo {
@@ -269,7 +270,11 @@ mod read_only_tests {
                 include_str!("../commands/wal_fetch.rs"),
             ),
             ("commands/mod.rs", include_str!("../commands/mod.rs")),
-            ("plan.rs", include_str!("../plan.rs")),
+            ("plan/mod.rs", include_str!("../plan/mod.rs")),
+            ("plan/choose.rs", include_str!("../plan/choose.rs")),
+            ("plan/window.rs", include_str!("../plan/window.rs")),
+            ("plan/wal_range.rs", include_str!("../plan/wal_range.rs")),
+            ("plan/error.rs", include_str!("../plan/error.rs")),
             ("verify.rs", include_str!("../verify.rs")),
             ("stage/mod.rs", include_str!("../stage/mod.rs")),
             ("stage/extract.rs", include_str!("../stage/extract.rs")),

@@ -191,7 +191,7 @@ fn a_tar_backup_is_staged_and_verified_through_a_store_without_paths() {
         target: Target::Latest,
         inclusive: true,
         timeline: TimelineId::FIRST,
-        action: None,
+        action: crate::target::Action::Promote,
         port: 5432,
         socket_dir: "/tmp".to_string(),
         keep_archiving: false,

@@ -11,6 +11,8 @@
 //! used directly (see `clippy.toml`).
 #![allow(clippy::disallowed_methods)]
 
+pub mod access;
+
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;

@@ -83,7 +83,7 @@ fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
                 "the {what} `{}` does not exist: `{}` is not a pitr repository; create one with `pitr init --repo {}`",
                 dir.display(),
                 repo.display(),
-                crate::postgres::commands::shell_word(&repo.to_string_lossy())
+                crate::shell::shell_word(&repo.to_string_lossy())
             ),
             None => bail!("the {what} `{}` does not exist", dir.display()),
         },

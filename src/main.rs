@@ -28,6 +28,11 @@ fn main() -> ExitCode {
     if let Command::WalPush(args) = &cli.command {
         return ExitCode::from(commands::wal_push::run(args));
     }
+    // So does check, as a monitoring plugin (Nagios exit codes).
+    if let Command::Check(args) = &cli.command {
+        let reporter = Reporter::new(cli.quiet).with_verbose(cli.verbose);
+        return ExitCode::from(commands::check::run(args, cli.json, &reporter));
+    }
     pitr::interrupt::install();
     if matches!(
         cli.command,
@@ -50,7 +55,8 @@ fn main() -> ExitCode {
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),
         Command::Verify(args) => commands::verify::run(args, cli.json, &reporter),
-        Command::WalFetch(_) | Command::WalPush(_) => Ok(()),
+        Command::Drill(args) => commands::drill::run(args, cli.json, &reporter),
+        Command::WalFetch(_) | Command::WalPush(_) | Command::Check(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,5 +19,6 @@ pub mod log;
 /// use it too); re-exported here for the paths that name it this way.
 pub use crate::os_user;
 pub mod recovery;
+pub mod scratch;
 pub mod server;
 pub mod settings;

@@ -64,6 +64,11 @@ pub fn run(args: &DrillArgs, json: bool, reporter: &Reporter) -> Result<(), Fail
     ));
     let outcome = drill.run_steps(args, &location, &scratch, &user, &checks, reporter);
     let binaries = drill.binaries.clone();
+    // Measured up to the end of the checks, or to the failure.
+    if let Some(started) = drill.checks_started {
+        drill.report.rto_seconds.checks = started.elapsed().as_secs_f64();
+    }
+    drill.report.rto_seconds.total = drill.clock.elapsed().as_secs_f64();
 
     // Evidence first, then the cleanup: a failed drill keeps its server log.
     let failed = outcome.is_err();
@@ -154,6 +159,8 @@ fn user_checks(args: &DrillArgs) -> Result<Vec<Check>, Failure> {
 struct Drill {
     report: DrillReport,
     clock: Instant,
+    /// When the checks of the copy began (the end of the restore).
+    checks_started: Option<Instant>,
     binaries: Option<Binaries>,
 }
 
@@ -198,11 +205,13 @@ impl Drill {
                 amcheck: None,
                 checks: Vec::new(),
                 scratch: scratch.root().display().to_string(),
+                port: None,
                 kept: false,
                 server_log: None,
                 server_log_key: None,
             },
             clock: Instant::now(),
+            checks_started: None,
             binaries: None,
         }
     }
@@ -341,6 +350,7 @@ impl Drill {
         // The stop point: PostgreSQL's own line against the plan's, then a
         // copy that accepts writes.
         let checks_started = Instant::now();
+        self.checks_started = Some(checks_started);
         let planned = planned_stop(plan);
         let reached = json["stop"]["message"].as_str().map(str::to_string);
         let redo_done = !json["stop"]["redo_done_lsn"].is_null();
@@ -455,8 +465,6 @@ impl Drill {
             };
             self.record(Step::Checks, failed.is_empty(), detail, started)?;
         }
-        self.report.rto_seconds.checks = checks_started.elapsed().as_secs_f64();
-        self.report.rto_seconds.total = self.clock.elapsed().as_secs_f64();
         self.report.passed = true;
         Ok(())
     }

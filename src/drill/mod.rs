@@ -226,6 +226,8 @@ pub struct DrillReport {
     pub amcheck: Option<String>,
     pub checks: Vec<CheckResult>,
     pub scratch: String,
+    /// The port the copy listened on (free again when the copy is gone).
+    pub port: Option<u16>,
     /// Kept with `--keep`: the copy is left (stopped) there.
     pub kept: bool,
     /// The server log of a failed drill, kept on disk and in the
@@ -266,16 +268,6 @@ impl DrillReport {
         }
         if let Some(backup) = &self.backup {
             lines.push(format!("  backup:     {backup}"));
-        }
-        if let Some(stop) = &self.reached_stop {
-            lines.push(format!(
-                "  stop point: {stop} ({})",
-                if self.stop_point_exact {
-                    "as planned"
-                } else {
-                    "NOT the planned one"
-                }
-            ));
         }
         for step in &self.steps {
             lines.push(format!(

@@ -659,6 +659,34 @@ mod tests {
     }
 
     #[test]
+    fn the_last_drill_counts() {
+        let now = Utc::now();
+        let mut f = figures(now);
+        let mut t = thresholds();
+        t.drill_age = Some(Threshold::parse("1d,7d").unwrap());
+        // No drill yet, with a drill threshold: a warning.
+        assert_eq!(judge(&f, &t).state, State::Warning);
+        let drill = |passed, days| LastDrill {
+            key: "drills/x.json".into(),
+            passed,
+            failed_step: (!passed).then(|| "replay".to_string()),
+            started: now - chrono::Duration::days(days),
+            rto_seconds: 12.0,
+        };
+        f.last_drill = Some(drill(true, 0));
+        assert_eq!(judge(&f, &t).state, State::Ok);
+        f.last_drill = Some(drill(true, 3));
+        assert_eq!(judge(&f, &t).state, State::Warning);
+        f.last_drill = Some(drill(true, 8));
+        assert_eq!(judge(&f, &t).state, State::Critical);
+        f.last_drill = Some(drill(false, 0));
+        let verdict = judge(&f, &thresholds());
+        assert_eq!(verdict.state, State::Critical);
+        assert!(status_line(&f, &thresholds(), &verdict)
+            .starts_with("PITR CRITICAL: last drill FAILED at step `replay` 0s ago"));
+    }
+
+    #[test]
     fn prometheus_labels_are_escaped() {
         let f = figures(Utc::now());
         let verdict = judge(&f, &thresholds());

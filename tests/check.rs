@@ -214,6 +214,29 @@ fn archiver_failures_of_a_live_cluster() {
 }
 
 #[test]
+fn a_check_that_cannot_run_is_unknown() {
+    let s = scenario();
+    let missing = s.dir.join("no-such-repo");
+    let output = pitr(&s.pitr, &["check", "--repo", &missing.to_string_lossy()]);
+    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("PITR UNKNOWN: "),
+        "{}",
+        stdout(&output)
+    );
+    let repo = s.repo.to_string_lossy().into_owned();
+    let output = pitr(
+        &s.pitr,
+        &["check", "--repo", &repo, "--max-wal-age", "soon"],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stdout(&output).contains("--max-wal-age: `soon` is not a duration"));
+    // A command line clap refuses is UNKNOWN too, not CRITICAL.
+    let output = pitr(&s.pitr, &["check", "--repo", &repo, "--no-such-option"]);
+    assert_eq!(output.status.code(), Some(3));
+}
+
+#[test]
 fn prometheus_text_parses() {
     let s = scenario();
     let output = pitr(

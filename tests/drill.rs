@@ -176,6 +176,7 @@ fn a_healthy_drill_passes_with_its_evidence() {
     // Exactly the planned stop point, and a promoted copy.
     assert_eq!(report["stop_point_exact"], true);
     assert_eq!(report["promoted"], true);
+    assert_eq!(report["archive_mode"], "off");
     assert_eq!(report["planned_stop"]["kind"], "transaction");
     let xid = report["planned_stop"]["xid"].as_u64().unwrap();
     assert!(report["reached_stop"]
@@ -364,7 +365,7 @@ fn the_drill_summary_people_read() {
         (r"\b[0-9A-F]{24}\b".to_string(), "[SEGMENT]"),
         (r"\d+(\.\d+)?s\b".to_string(), "[SECS]"),
         (r"\b(\d+[dhm])+(\d+s)?\b".to_string(), "[AGE]"),
-        (r"\d+ bytes".to_string(), "[N] bytes"),
+        (r"\d+(\.\d+)? (B|KiB|MiB|GiB)\b".to_string(), "[SIZE]"),
         (r"\d+ files".to_string(), "[N] files"),
         (r"pitr-drill-\w+-\d+".to_string(), "pitr-drill-[N]"),
         (r"drills/[0-9TZ-]+\.json".to_string(), "drills/[TIME].json"),
@@ -373,4 +374,58 @@ fn the_drill_summary_people_read() {
     }
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| insta::assert_snapshot!("drill_summary", summary));
+}
+
+#[test]
+fn bad_usage_runs_nothing() {
+    let s = scenario();
+    let scratch = s.scratch("bad-usage");
+    let before = stored_reports(&s.repo);
+    for (args, says) in [
+        (
+            vec!["--check-file", "/nonexistent/checks.sql"],
+            "cannot read the check file `/nonexistent/checks.sql`",
+        ),
+        (vec!["--to", "5 minuts ago"], "5 minuts ago"),
+        (vec!["--to", "latest", "--seed", "1"], "--seed"),
+    ] {
+        let output = s
+            .pitr()
+            .args(["drill", "--repo"])
+            .arg(&s.repo)
+            .arg("--scratch")
+            .arg(&scratch)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            names_in(&scratch).is_empty(),
+            "{args:?} made a scratch copy"
+        );
+    }
+    // No report for drills that never ran (other tests may add theirs
+    // meanwhile, so only this test's absence of a failed one is checked).
+    let after = stored_reports(&s.repo);
+    for name in after.iter().filter(|name| !before.contains(name)) {
+        let report: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.repo.join("drills").join(name)).unwrap_or_default())
+                .unwrap_or_default();
+        assert_ne!(
+            report["scratch"]
+                .as_str()
+                .map(|p| p.starts_with(&*scratch.to_string_lossy())),
+            Some(true)
+        );
+    }
 }

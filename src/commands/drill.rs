@@ -47,6 +47,14 @@ pub fn run(args: &DrillArgs, json: bool, reporter: &Reporter) -> Result<(), Fail
             "with --backups and --wal-archive, pass --drill-reports DIR: where the drills' reports are kept",
         )
     })?;
+    if let Some(to) = &args.to {
+        super::parse_target_args(&crate::cli::TargetArgs {
+            to: to.clone(),
+            exclusive: false,
+            backup: None,
+            timeline: "latest".to_string(),
+        })?;
+    }
     let checks = user_checks(args)?;
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
     // Without a place for the evidence a drill proves nothing to anyone.
@@ -206,6 +214,7 @@ impl Drill {
                 checks: Vec::new(),
                 scratch: scratch.root().display().to_string(),
                 port: None,
+                archive_mode: None,
                 kept: false,
                 server_log: None,
                 server_log_key: None,
@@ -313,8 +322,8 @@ impl Drill {
             (
                 Step::Staging,
                 format!(
-                    "{} bytes staged",
-                    json["bytes_staged"].as_u64().unwrap_or(0)
+                    "{} staged",
+                    crate::progress::human_bytes(json["bytes_staged"].as_u64().unwrap_or(0))
                 ),
                 seconds("staging"),
             ),
@@ -370,29 +379,47 @@ impl Drill {
                 checks_started,
             );
         };
-        let writable = query(
+        // One query: writable, and not archiving (the copy must never
+        // write into the production archive).
+        let state = query(
             &binaries,
             &endpoint,
             user,
             "postgres",
-            "SELECT NOT pg_is_in_recovery()",
+            "SELECT NOT pg_is_in_recovery(), current_setting('archive_mode')",
         );
+        let (writable, archive_mode) = match &state {
+            Ok(text) => {
+                let mut fields = text.split('|');
+                (
+                    Ok(fields.next().unwrap_or_default().to_string()),
+                    fields.next().map(str::to_string),
+                )
+            }
+            Err(error) => (Err(error.clone()), None),
+        };
+        self.report.archive_mode = archive_mode.clone();
         self.report.promoted = json["state"] == "promoted" && writable.as_deref() == Ok("t");
-        let stop_detail = match (&reached, self.report.stop_point_exact, self.report.promoted) {
-            (_, true, true) => format!(
-                "{}; promoted to timeline {}",
+        let archiving_off = archive_mode.as_deref() == Some("off");
+        let stop_detail = match (self.report.stop_point_exact, self.report.promoted) {
+            (true, true) if !archiving_off => format!(
+                "the copy runs with archive_mode = {}: it could write into the production archive",
+                archive_mode.as_deref().unwrap_or("unknown")
+            ),
+            (true, true) => format!(
+                "as planned, {}; promoted to timeline {}, archiving off",
                 reached.as_deref().unwrap_or("end of the archive"),
                 self.report
                     .new_timeline
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "?".into())
             ),
-            (_, false, _) => format!(
+            (false, _) => format!(
                 "PostgreSQL stopped at `{}`, the plan said {}",
                 reached.as_deref().unwrap_or("the end of the WAL it read"),
                 describe_planned(&planned)
             ),
-            (_, true, false) => format!(
+            (true, false) => format!(
                 "the copy does not accept writes after the promotion: {}",
                 match &writable {
                     Ok(value) => format!(
@@ -403,7 +430,7 @@ impl Drill {
                 }
             ),
         };
-        let stop_ok = self.report.stop_point_exact && self.report.promoted;
+        let stop_ok = self.report.stop_point_exact && self.report.promoted && archiving_off;
         self.record(Step::StopPoint, stop_ok, stop_detail, checks_started)?;
 
         if args.amcheck == Switch::On {

@@ -226,6 +226,9 @@ pub struct DrillReport {
     pub amcheck: Option<String>,
     pub checks: Vec<CheckResult>,
     pub scratch: String,
+    /// The copy's archive_mode: `off`, or the drill fails (it must never
+    /// archive into the production archive).
+    pub archive_mode: Option<String>,
     /// The port the copy listened on (free again when the copy is gone).
     pub port: Option<u16>,
     /// Kept with `--keep`: the copy is left (stopped) there.

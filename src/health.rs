@@ -154,8 +154,10 @@ pub struct Figures {
     pub now: DateTime<Utc>,
     pub repository: String,
     /// The newest archived segment and when it was archived.
+    #[serde(serialize_with = "named_time")]
     pub newest_wal: Option<(String, DateTime<Utc>)>,
     /// The newest backup and when it ended.
+    #[serde(serialize_with = "named_time")]
     pub newest_backup: Option<(String, DateTime<Utc>)>,
     pub backups: usize,
     pub segments: usize,
@@ -167,6 +169,22 @@ pub struct Figures {
     pub last_drill: Option<LastDrill>,
     /// Reports under drills/ that cannot be read.
     pub unreadable_drills: Vec<String>,
+}
+
+/// `{"name": ..., "time": ...}` in JSON, rather than a pair.
+fn named_time<S: serde::Serializer>(
+    value: &Option<(String, DateTime<Utc>)>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Named<'a> {
+        name: &'a str,
+        time: &'a DateTime<Utc>,
+    }
+    value
+        .as_ref()
+        .map(|(name, time)| Named { name, time })
+        .serialize(serializer)
 }
 
 /// The thresholds of a check.

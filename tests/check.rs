@@ -87,6 +87,11 @@ fn fresh_repository_is_ok() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["state"], "OK");
     assert_eq!(json["figures"]["backups"], 1);
+    assert_eq!(json["figures"]["newest_backup"]["name"], "base");
+    assert!(
+        json["figures"]["newest_wal"]["time"].is_string(),
+        "{json:#}"
+    );
     assert_eq!(json["figures"]["gaps"].as_array().unwrap().len(), 0);
     assert!(
         json["figures"]["windows"][0]["until"].is_string(),

@@ -351,7 +351,21 @@ fn the_drill_summary_people_read() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stderr(&output);
-    let summary = &text[text.find("drill passed").unwrap()..];
+    let summary = text[text.find("drill passed").unwrap()..].to_string();
+    // And a failed one: the summary names the step, then the error.
+    let output = s
+        .pitr()
+        .args(["drill", "--repo"])
+        .arg(&s.repo)
+        .arg("--scratch")
+        .arg(&scratch)
+        .args(["--to", &target, "--amcheck=off", "--check"])
+        .arg("SELECT count(*) = 3 FROM markers")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(10), "{}", stderr(&output));
+    let text = stderr(&output);
+    let failed = text[text.find("drill FAILED").unwrap()..].to_string();
     let mut settings = insta::Settings::clone_current();
     for (pattern, replacement) in [
         (s.dir.to_string_lossy().into_owned(), "[TMP]"),
@@ -363,8 +377,9 @@ fn the_drill_summary_people_read() {
         (r"transaction \d+".to_string(), "transaction [XID]"),
         (r"timeline \d+".to_string(), "timeline [N]"),
         (r"\b[0-9A-F]{24}\b".to_string(), "[SEGMENT]"),
-        (r"\d+(\.\d+)?s\b".to_string(), "[SECS]"),
-        (r"\b(\d+[dhm])+(\d+s)?\b".to_string(), "[AGE]"),
+        (r"\b\d+\.\d+s\b".to_string(), "[SECS]"),
+        // Ages (`3s`, `1m12s`): how long the test ran before the drill.
+        (r"\b(\d+[dhms])+\b".to_string(), "[AGE]"),
         (r"\d+(\.\d+)? (B|KiB|MiB|GiB)\b".to_string(), "[SIZE]"),
         (r"\d+ files".to_string(), "[N] files"),
         (r"pitr-drill-\w+-\d+".to_string(), "pitr-drill-[N]"),
@@ -373,7 +388,10 @@ fn the_drill_summary_people_read() {
         settings.add_filter(&pattern, replacement);
     }
     settings.set_prepend_module_to_snapshot(false);
-    settings.bind(|| insta::assert_snapshot!("drill_summary", summary));
+    settings.bind(|| {
+        insta::assert_snapshot!("drill_summary", summary);
+        insta::assert_snapshot!("drill_failed_summary", failed);
+    });
 }
 
 #[test]

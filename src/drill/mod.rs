@@ -277,7 +277,7 @@ impl DrillReport {
                 "  {:<11} {} {} ({:.1}s)",
                 format!("{}:", step.step.name()),
                 if step.passed { "ok" } else { "FAILED" },
-                step.detail,
+                step.detail.lines().next().unwrap_or_default(),
                 step.seconds
             ));
         }
@@ -310,8 +310,13 @@ impl DrillReport {
                 }
             ));
         }
-        if let Some(error) = &self.error {
-            lines.push(format!("  error:      {error}"));
+        // The failed step's line holds the error's first line; a longer
+        // one (the restore's message, its hint) follows in full.
+        if let Some(error) = self.error.as_ref().filter(|e| e.lines().count() > 1) {
+            lines.push(format!(
+                "  error:      {}",
+                error.replace('\n', "\n              ")
+            ));
         }
         if let Some(log) = &self.server_log {
             lines.push(format!("  server log: {log}"));

@@ -447,3 +447,24 @@ fn bad_usage_runs_nothing() {
         );
     }
 }
+
+#[test]
+fn keep_leaves_the_copy_stopped() {
+    let s = scenario();
+    let scratch = s.scratch("keep");
+    let target = between(&s.markers[0], &s.markers[1]).to_rfc3339();
+    let (output, report) = drill(
+        s,
+        &s.repo,
+        &scratch,
+        &["--to", &target, "--amcheck=off", "--keep"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(report["kept"], true);
+    let pgdata = Path::new(report["scratch"].as_str().unwrap()).join("data");
+    let _guard = ServerGuard(pgdata.clone());
+    // The copy is there, stopped: no server, no socket.
+    assert!(pgdata.join("PG_VERSION").is_file());
+    assert!(!pgdata.join("postmaster.pid").exists());
+    assert!(processes_working_in(&scratch).is_empty());
+}

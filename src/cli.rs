@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::target::Action;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pitr",
@@ -137,17 +139,6 @@ pub struct PlanArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub target: TargetArgs,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// End recovery at the target and accept writes
-    Promote,
-    /// Stay read-only at the target, to inspect before promoting
-    Pause,
-    /// Stop the server at the target
-    Shutdown,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@
 // library does not touch the file system (clippy.toml says what is refused).
 #![deny(clippy::disallowed_methods)]
 
-pub mod access;
+/// Why a local directory cannot be used (part of the posix driver).
+pub use repo::store::posix::access;
 pub mod cli;
 pub mod commands;
 pub mod compression;

@@ -1,7 +1,15 @@
 //! Command lines pitr prints for the user to paste: full program paths,
 //! quoted only where the shell needs it, run as the server's OS user.
 
+use std::path::PathBuf;
+
 use nix::unistd::{Uid, User};
+
+/// This very binary by its real path: what the server runs as
+/// archive_command and restore_command (its PATH is not the user's).
+pub fn this_program() -> std::io::Result<PathBuf> {
+    std::env::current_exe().and_then(|path| path.canonicalize())
+}
 
 /// A word as the shell needs it: bare when it holds only safe characters,
 /// else in single quotes.

@@ -41,30 +41,22 @@ impl Server {
     /// Starts the server detached (it outlives `pitr`), logging to
     /// `log_path`. Returns at once; `LogFollower` tells what happens next.
     pub fn start(&self) -> Result<()> {
-        let output = self
-            .pg_ctl()
-            .args(["start", "-W", "-D"])
-            .arg(&self.pgdata)
-            .arg("-l")
-            .arg(&self.log_path)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run pg_ctl")?;
-        if !output.status.success() {
-            bail!(
-                "pg_ctl could not start the server: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+        self.pg_ctl_start(&["-W"])
     }
 
     /// Starts the server and waits until it accepts connections (after a
     /// promoted restore, with its own configuration back).
     pub fn start_and_wait(&self) -> Result<()> {
+        self.pg_ctl_start(&["-w", "-t", "300"])
+    }
+
+    /// `pg_ctl start` with the given waiting options, logging to `log_path`.
+    fn pg_ctl_start(&self, wait: &[&str]) -> Result<()> {
         let output = self
             .pg_ctl()
-            .args(["start", "-w", "-t", "300", "-D"])
+            .arg("start")
+            .args(wait)
+            .arg("-D")
             .arg(&self.pgdata)
             .arg("-l")
             .arg(&self.log_path)

@@ -30,6 +30,8 @@ pub enum FailureKind {
     WalNotArchived,
     /// `pitr init --pgdata`: the cluster does not archive into the repository.
     NotArchiving,
+    /// `pitr drill`: a step of the drill failed (its report says which).
+    DrillFailed,
 }
 
 impl FailureKind {
@@ -44,6 +46,7 @@ impl FailureKind {
             FailureKind::WalNotArchived => 7,
             FailureKind::NotArchiving => 8,
             FailureKind::VerifyFailed => 9,
+            FailureKind::DrillFailed => 10,
             FailureKind::Interrupted => 130,
         }
     }

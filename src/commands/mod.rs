@@ -1,6 +1,8 @@
 //! One module per subcommand, each a short script over the library.
 
 pub mod backup;
+pub mod check;
+pub mod drill;
 pub mod events;
 pub mod expire;
 pub mod generate;

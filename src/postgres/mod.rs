@@ -22,5 +22,6 @@ pub mod pg_wal;
 /// use it too); re-exported here for the paths that name it this way.
 pub use crate::os_user;
 pub mod recovery;
+pub mod scratch;
 pub mod server;
 pub mod settings;

@@ -407,7 +407,9 @@ pub fn create_layout(repo: &Path, owner: &OsUser) -> Result<Vec<LayoutEntry>> {
             .with_context(|| format!("cannot read `{}`", repo.display()))?
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "base" && name != "wal" && !name.starts_with('.'))
+            .filter(|name| {
+                name != "base" && name != "wal" && name != "drills" && !name.starts_with('.')
+            })
             .collect();
         if !strangers.is_empty() {
             bail!(
@@ -506,6 +508,32 @@ pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         ));
     }
     fs::rename(from, to)
+}
+
+/// Creates `dir` where missing, mode 0750, owned like its parent (as root:
+/// a directory added to a repository later, `drills/`, belongs to the same
+/// user as `base/` and `wal/`). An existing directory is left as it is.
+pub fn create_dir_like_parent(dir: &Path) -> Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            return Ok(false)
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot create `{}`", dir.display()))
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+        .with_context(|| format!("cannot set the mode of `{}`", dir.display()))?;
+    if nix::unistd::Uid::effective().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let parent = fs::metadata(parent(dir))
+            .with_context(|| format!("cannot read `{}`", parent(dir).display()))?;
+        std::os::unix::fs::lchown(dir, Some(parent.uid()), Some(parent.gid())).with_context(
+            || format!("cannot give `{}` to its repository's owner", dir.display()),
+        )?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

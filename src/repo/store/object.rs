@@ -302,7 +302,11 @@ fn retry_config() -> RetryConfig {
 /// defaults.
 pub fn settings_from_env() -> Vec<(String, String)> {
     std::env::vars()
-        .filter(|(name, _)| ["AWS_", "AZURE_", "GOOGLE_"].iter().any(|p| name.starts_with(p)))
+        .filter(|(name, _)| {
+            ["AWS_", "AZURE_", "GOOGLE_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
         .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .collect()
 }
@@ -330,7 +334,10 @@ impl ObjectStorage {
     /// environment variables have them (`aws_endpoint_url`,
     /// `azure_storage_account_key`, `google_base_url`, ...), applied in
     /// order after pitr's defaults.
-    pub fn open_with(url: &ObjectUrl, settings: &[(String, String)]) -> anyhow::Result<ObjectStorage> {
+    pub fn open_with(
+        url: &ObjectUrl,
+        settings: &[(String, String)],
+    ) -> anyhow::Result<ObjectStorage> {
         let secrets = Secrets::among(settings);
         let (store, endpoint): (Arc<dyn ObjectStore>, Option<String>) = match url.service {
             Service::S3 => {
@@ -470,7 +477,8 @@ impl ObjectStorage {
     /// seconds, so the time is kept to the second.
     fn info(&self, meta: ObjectMeta) -> ObjectInfo {
         let version = match &meta.e_tag {
-            Some(tag) => tag.clone(),
+            // Azure quotes the ETag in a HEAD and not in a listing.
+            Some(tag) => tag.trim_matches('"').to_string(),
             None => meta
                 .last_modified
                 .timestamp_nanos_opt()
@@ -506,7 +514,12 @@ impl ObjectStorage {
     fn list_all(&self, prefix: &ObjectPath) -> io::Result<Vec<ObjectMeta>> {
         let listing = self.store.list(Some(prefix));
         self.block_on(listing.try_collect::<Vec<_>>())?
-            .map_err(|e| self.error(&format!("cannot list {}", self.describe(prefix.as_ref())), e))
+            .map_err(|e| {
+                self.error(
+                    &format!("cannot list {}", self.describe(prefix.as_ref())),
+                    e,
+                )
+            })
     }
 
     /// Uploads `fill`'s bytes to `path`, replacing what is there: one PUT
@@ -836,7 +849,10 @@ struct UploadWriter<'a> {
 impl UploadWriter<'_> {
     fn io_error(&self, what: &str, error: object_store::Error) -> io::Error {
         self.storage.error(
-            &format!("cannot {what} {}", self.storage.describe(self.path.as_ref())),
+            &format!(
+                "cannot {what} {}",
+                self.storage.describe(self.path.as_ref())
+            ),
             error,
         )
     }
@@ -1107,7 +1123,9 @@ mod tests {
 
     #[test]
     fn urls_of_the_three_services() {
-        let url = ObjectUrl::parse("s3://bucket/some/prefix/").unwrap().unwrap();
+        let url = ObjectUrl::parse("s3://bucket/some/prefix/")
+            .unwrap()
+            .unwrap();
         assert_eq!(url.service, Service::S3);
         assert_eq!(url.bucket, "bucket");
         assert_eq!(url.prefix, "some/prefix");
@@ -1140,7 +1158,10 @@ mod tests {
     #[test]
     fn secrets_and_signatures_are_scrubbed() {
         let secrets = Secrets::among(&[
-            ("aws_secret_access_key".into(), "wJalrXUtnFEMI/K7MDENG".into()),
+            (
+                "aws_secret_access_key".into(),
+                "wJalrXUtnFEMI/K7MDENG".into(),
+            ),
             ("aws_region".into(), "eu-west-1".into()),
             ("aws_allow_http".into(), "true".into()),
         ]);

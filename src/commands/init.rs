@@ -20,39 +20,28 @@ use crate::repo::absolute;
 use crate::repo::writer::{create_layout, DIR_MODE};
 
 pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
-    let repo = absolute(&args.repo).or_fail(FailureKind::Usage)?;
     let owner = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
-    let layout = create_layout(&repo, &owner).map_err(|error| {
-        Failure::new(FailureKind::Usage, error)
-            .with_hint("pass --repo with a new or empty directory, or an existing repository")
-    })?;
-    let created: Vec<&Path> = layout
-        .iter()
-        .filter(|entry| entry.created)
-        .map(|entry| entry.path.as_path())
-        .collect();
-    if created.is_empty() {
-        reporter.step(format!(
-            "repository {} already exists (base/ and wal/)",
-            repo.display()
-        ));
-    } else {
-        reporter.step(format!(
-            "created repository {}: base/ for backups, wal/ for the WAL archive (mode {DIR_MODE:04o}{})",
-            repo.display(),
-            if owner.switch {
-                format!(", owned by {}", owner.name)
-            } else {
-                String::new()
-            }
-        ));
-    }
+    let object = match crate::repo::object_url(&args.repo) {
+        Some(url) => Some(url.or_fail(FailureKind::Usage)?),
+        None => None,
+    };
+    let (repo, created) = match &object {
+        Some(url) => (
+            PathBuf::from(url.to_string()),
+            create_object_repo(url, reporter)?,
+        ),
+        None => {
+            let repo = absolute(&args.repo).or_fail(FailureKind::Usage)?;
+            let created = create_directory_repo(&repo, &owner, reporter)?;
+            (repo, created)
+        }
+    };
 
     let pitr = pitr_program();
     let lines = conf_lines(&pitr, &repo);
     let conf = render_conf(&lines);
     let expected = archive_command(&pitr, &repo);
-    if owner.switch {
+    if owner.switch && object.is_none() {
         for problem in access_problems(&owner, &pitr, &repo) {
             reporter.warn(problem);
         }
@@ -230,6 +219,90 @@ fn stdout_already_holds(block: &str) -> Option<PathBuf> {
 /// PATH) only when the running binary cannot be located. (Our own binary
 /// on the local file system, not the repository.)
 #[allow(clippy::disallowed_methods)]
+/// Creates `repo/base` and `repo/wal` where missing; the directories created.
+fn create_directory_repo(
+    repo: &Path,
+    owner: &OsUser,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>, Failure> {
+    let layout = create_layout(repo, owner).map_err(|error| {
+        Failure::new(FailureKind::Usage, error)
+            .with_hint("pass --repo with a new or empty directory, or an existing repository")
+    })?;
+    let created: Vec<PathBuf> = layout
+        .into_iter()
+        .filter(|entry| entry.created)
+        .map(|entry| entry.path)
+        .collect();
+    if created.is_empty() {
+        reporter.step(format!(
+            "repository {} already exists (base/ and wal/)",
+            repo.display()
+        ));
+    } else {
+        reporter.step(format!(
+            "created repository {}: base/ for backups, wal/ for the WAL archive (mode {DIR_MODE:04o}{})",
+            repo.display(),
+            if owner.switch {
+                format!(", owned by {}", owner.name)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(created)
+}
+
+/// Marks the prefix `url` as a repository (its marker object, written
+/// with a conditional create, so a second init changes nothing) and checks
+/// that the store answers with the credentials of the environment.
+fn create_object_repo(
+    url: &crate::repo::store::object::ObjectUrl,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>, Failure> {
+    use crate::repo::store::{Created, NewObject, StoreRead, StoreWrite};
+    use crate::repo::OBJECT_REPO_MARKER;
+    let repo = crate::repo::ObjectRepo::open(url).map_err(|error| {
+        Failure::new(FailureKind::Usage, error).with_hint(
+            "set the store's standard variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; AZURE_STORAGE_*; GOOGLE_*)",
+        )
+    })?;
+    let marker = serde_json::to_vec_pretty(&json!({
+        "pitr_repository": 1,
+        "layout": {"backups": "base/", "wal_archive": "wal/"},
+    }))
+    .or_fail(FailureKind::Internal)?;
+    let created = repo
+        .root
+        .create_new(OBJECT_REPO_MARKER, &NewObject::default(), &mut |w| {
+            w.write_all(&marker)
+        });
+    match created {
+        Ok(Created::Created) => {
+            reporter.step(format!(
+                "created repository {url}: base/ for backups, wal/ for the WAL archive"
+            ));
+            Ok(vec![PathBuf::from(repo.root.describe(OBJECT_REPO_MARKER))])
+        }
+        // Written by an earlier init (possibly of another pitr version).
+        Ok(Created::AlreadyPresentSame) | Ok(Created::PresentDifferent) => {
+            reporter.step(format!("repository {url} already exists"));
+            Ok(Vec::new())
+        }
+        Err(error) => {
+            let error = match error {
+                crate::repo::store::WriteError::Write(e) => anyhow::Error::new(e),
+                crate::repo::store::WriteError::Other(e) => e,
+            };
+            Err(Failure::new(
+                FailureKind::Usage,
+                error.context(format!("cannot write into {url}")),
+            )
+            .with_hint("check the bucket, the endpoint and the credentials in the environment"))
+        }
+    }
+}
+
 fn pitr_program() -> PathBuf {
     std::env::current_exe()
         .and_then(|path| path.canonicalize())

@@ -199,7 +199,11 @@ pub struct Writable {
 
 impl Writable {
     pub fn new<S: StoreWrite + 'static>(store: S) -> Writable {
-        let store = std::sync::Arc::new(store);
+        Writable::from_arc(std::sync::Arc::new(store))
+    }
+
+    /// A store already shared (a repository's stores, opened once).
+    pub fn from_arc<S: StoreWrite + 'static>(store: std::sync::Arc<S>) -> Writable {
         Writable {
             write: store.clone(),
             read: store,

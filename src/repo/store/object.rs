@@ -284,6 +284,17 @@ fn client_options() -> ClientOptions {
         .with_connect_timeout(CONNECT_TIMEOUT)
 }
 
+/// The retry budget: [`RETRY_BUDGET`], or `PITR_OBJECT_RETRY_SECONDS`
+/// (shorter for a restore_command that should give up sooner, or for tests
+/// of a store that is down).
+fn retry_budget() -> Duration {
+    std::env::var("PITR_OBJECT_RETRY_SECONDS")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(RETRY_BUDGET)
+}
+
 fn retry_config() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
@@ -292,7 +303,7 @@ fn retry_config() -> RetryConfig {
             base: 2.0,
         },
         max_retries: 10,
-        retry_timeout: RETRY_BUDGET,
+        retry_timeout: retry_budget(),
     }
 }
 

@@ -1,0 +1,184 @@
+//! A repository in object storage end to end, on a real S3 server
+//! (s3s-fs, started by the test) and a real PostgreSQL 15: `pitr init`,
+//! `wal-push` as the archive_command, `pitr backup` uploading its backup,
+//! `list` and `plan` reading it back, `wal-fetch` with its exit statuses
+//! (delivered 0, missing 1, store down 126, which stops recovery).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::object_servers::{self, Kind, ObjectServer};
+use common::*;
+
+fn pitr(binary: &Path, server: &ObjectServer) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_remove("PITR_REPO")
+        .env("TZ", "UTC")
+        .env("PITR_CACHE_DIR", server.dir.path().join("cache"));
+    for (name, value) in server.env() {
+        command.env(name, value);
+    }
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_ok(command: &mut Command, what: &str) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn archive_backup_list_plan_and_fetch_through_s3() {
+    let test = "archive_backup_list_plan_and_fetch_through_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-repo");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("cluster1");
+
+    // 1. init marks the prefix; a second init changes nothing.
+    let output = run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    assert!(
+        text(&output.stderr).contains("created repository"),
+        "{}",
+        text(&output.stderr)
+    );
+    let archive_command_line = text(&output.stdout);
+    assert!(
+        archive_command_line.contains(&format!("wal-push --repo {url} %p")),
+        "{archive_command_line}"
+    );
+    for (_, value) in server.env() {
+        if value.len() > 8 && value.contains("secret") {
+            assert!(
+                !archive_command_line.contains(&value),
+                "a secret is printed"
+            );
+        }
+    }
+    let again = run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init again",
+    );
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    // A prefix init never saw is refused, not read as an empty repository.
+    let typo = pitr(&binary, &server)
+        .args(["list", "--repo", &server.url("cluster-typo")])
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(
+        text(&typo.stderr).contains("is not a pitr repository"),
+        "{}",
+        text(&typo.stderr)
+    );
+
+    // 2. PostgreSQL archives through `pitr wal-push` into the bucket. The
+    // store's variables go on the command line here; the configuration
+    // file is what keeps them out of it in production.
+    let env: Vec<String> = server
+        .env()
+        .into_iter()
+        .map(|(name, value)| format!("{name}={}", shell_quote(&value)))
+        .collect();
+    let archive_command = format!(
+        "env {} {} wal-push --repo {url} %p",
+        env.join(" "),
+        shell_quote(&binary.to_string_lossy())
+    );
+    let local_repo = dir.path().join("unused-local-repo");
+    let cluster = Cluster::start_archiving(dir.path(), &local_repo, &archive_command);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let backup = run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "backup",
+    );
+    let id = text(&backup.stdout).trim().to_string();
+    assert!(!id.is_empty(), "{}", text(&backup.stderr));
+    let first = cluster.insert_marker(1);
+    let second = cluster.insert_marker(2);
+    cluster.archive_everything();
+
+    // The segments are in the bucket (s3s-fs keeps objects as files), and
+    // nothing was written into the local directory of the helper.
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    let archived = names_in(&bucket.join("cluster1/wal"));
+    assert!(archived.len() >= 3, "{archived:?}");
+    assert!(names_in(&local_repo.join("wal")).is_empty());
+    assert!(names_in(&bucket.join("cluster1/base")).contains(&id));
+
+    // 3. list and plan read the repository through the store.
+    let list = run_ok(
+        pitr(&binary, &server).args(["list", "--repo", &url]),
+        "list",
+    );
+    assert!(text(&list.stdout).contains(&id), "{}", text(&list.stdout));
+    let target = between(&first, &second).to_rfc3339();
+    let plan = run_ok(
+        pitr(&binary, &server).args(["plan", "--repo", &url, "--to", &target]),
+        "plan",
+    );
+    assert!(text(&plan.stdout).contains(&id), "{}", text(&plan.stdout));
+
+    // 4. wal-fetch: delivered (same bytes as PostgreSQL's), missing (1),
+    // store down (126: recovery stops instead of ending early).
+    let segment = archived
+        .iter()
+        .find(|name| name.len() >= 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap()[..24]
+        .to_string();
+    let fetched = dir.path().join("fetched");
+    run_ok(
+        pitr(&binary, &server)
+            .args(["wal-fetch", "--repo", &url, &segment])
+            .arg(&fetched),
+        "wal-fetch",
+    );
+    assert_eq!(
+        std::fs::metadata(&fetched).unwrap().len(),
+        16 << 20,
+        "a whole segment"
+    );
+    let missing = pitr(&binary, &server)
+        .args(["wal-fetch", "--repo", &url, "0000000100000000000000FF"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing.stderr));
+    drop(cluster);
+    server.kill();
+    let down = pitr(&binary, &server)
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["wal-fetch", "--repo", &url, &segment])
+        .arg(dir.path().join("down"))
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(126), "{}", text(&down.stderr));
+    assert!(!text(&down.stderr).contains(object_servers::S3_SECRET_KEY));
+}

@@ -214,11 +214,6 @@ fn stdout_already_holds(block: &str) -> Option<PathBuf> {
     std::fs::read_link(STDOUT).ok()
 }
 
-/// The absolute path of this very binary, which is what the server should
-/// run: the server's PATH is not the user's. `pitr` (found on the server's
-/// PATH) only when the running binary cannot be located. (Our own binary
-/// on the local file system, not the repository.)
-#[allow(clippy::disallowed_methods)]
 /// Creates `repo/base` and `repo/wal` where missing; the directories created.
 fn create_directory_repo(
     repo: &Path,
@@ -303,6 +298,11 @@ fn create_object_repo(
     }
 }
 
+/// The absolute path of this very binary, which is what the server should
+/// run: the server's PATH is not the user's. `pitr` (found on the server's
+/// PATH) only when the running binary cannot be located. (Our own binary
+/// on the local file system, not the repository.)
+#[allow(clippy::disallowed_methods)]
 fn pitr_program() -> PathBuf {
     std::env::current_exe()
         .and_then(|path| path.canonicalize())

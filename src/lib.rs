@@ -14,6 +14,7 @@ pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod config;
 pub mod duration;
 pub mod error;
 pub mod interrupt;

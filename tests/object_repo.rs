@@ -95,19 +95,46 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
         text(&typo.stderr)
     );
 
-    // 2. PostgreSQL archives through `pitr wal-push` into the bucket. The
-    // store's variables go on the command line here; the configuration
-    // file is what keeps them out of it in production.
-    let env: Vec<String> = server
-        .env()
-        .into_iter()
-        .map(|(name, value)| format!("{name}={}", shell_quote(&value)))
-        .collect();
+    // 2. PostgreSQL archives through `pitr wal-push %p` into the bucket:
+    // the repository, the endpoint and the credentials come from the
+    // configuration file (PITR_CONFIG here; /etc/pitr/pitr.toml by
+    // default), so the archive_command holds no secret and no URL.
+    let config_dir = dir.path().join("etc");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let credentials = config_dir.join("s3.credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "# test credentials\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+            object_servers::S3_ACCESS_KEY,
+            object_servers::S3_SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config = config_dir.join("pitr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+            server.endpoint(),
+            credentials.display()
+        ),
+    )
+    .unwrap();
+    for file in [&config_dir, &config, &credentials] {
+        give_to_pg_user(file);
+    }
+    std::fs::set_permissions(
+        &credentials,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let archive_command = format!(
-        "env {} {} wal-push --repo {url} %p",
-        env.join(" "),
+        "env PITR_CONFIG={} {} wal-push %p",
+        shell_quote(&config.to_string_lossy()),
         shell_quote(&binary.to_string_lossy())
     );
+    assert!(!archive_command.contains(object_servers::S3_SECRET_KEY));
     let local_repo = dir.path().join("unused-local-repo");
     let cluster = Cluster::start_archiving(dir.path(), &local_repo, &archive_command);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");

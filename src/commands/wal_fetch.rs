@@ -17,7 +17,6 @@ use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
 use crate::repo::archive::{self, ArchivedFile};
 use crate::repo::archive_name::WalFileName;
-use crate::repo::store::object::ObjectStorage;
 use crate::repo::store::StoreRead;
 use crate::repo::ArchiveAt;
 use crate::wal::segment::is_segment_name;
@@ -110,7 +109,7 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
         },
         // A store that cannot be reached is an error (126, which stops
         // recovery), never "not found" (which would end it early).
-        ArchiveAt::Object(url) => Arc::new(ObjectStorage::open(&url)?),
+        ArchiveAt::Object(url) => Arc::new(crate::repo::open_object_storage(&url)?),
     };
     serve(&archive, &args.name, &args.destination)
 }

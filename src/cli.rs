@@ -100,8 +100,10 @@ pub enum Command {
 /// Where backups and the WAL archive are.
 #[derive(Debug, Args, Clone)]
 pub struct RepoArgs {
-    /// Repository: a directory with `base/<backup-id>/` and `wal/`
-    #[arg(long, env = "PITR_REPO", value_name = "DIR")]
+    /// Repository: a directory with `base/<backup-id>/` and `wal/`, or the same layout in object
+    /// storage: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, gs://BUCKET/PREFIX (default: `repository`
+    /// in /etc/pitr/pitr.toml or PITR_CONFIG)
+    #[arg(long, env = "PITR_REPO", value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
 
     /// Directory holding one pg_basebackup output per subdirectory (instead of --repo)
@@ -379,8 +381,9 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Repository to create: `DIR/base` for backups, `DIR/wal` for the WAL archive
-    #[arg(long, env = "PITR_REPO", value_name = "DIR")]
+    /// Repository to create: `DIR/base` for backups, `DIR/wal` for the WAL archive; or a prefix in
+    /// object storage (s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, gs://BUCKET/PREFIX)
+    #[arg(long, env = "PITR_REPO", value_name = "DIR|URL")]
     pub repo: PathBuf,
 
     /// Also check the settings of the cluster in this data directory, and whether its archiving works
@@ -521,12 +524,13 @@ pub struct WalFetchArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct WalArchiveArgs {
-    /// Repository whose `wal/` is the archive
-    #[arg(long, env = "PITR_REPO", value_name = "DIR")]
+    /// Repository whose `wal/` is the archive: a directory or an s3://, az://, gs:// URL
+    /// (default: `repository` in /etc/pitr/pitr.toml or PITR_CONFIG)
+    #[arg(long, env = "PITR_REPO", value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
 
-    /// WAL archive directory
-    #[arg(long, value_name = "DIR")]
+    /// WAL archive: a directory or an s3://, az://, gs:// URL
+    #[arg(long, value_name = "DIR|URL")]
     pub wal_archive: Option<PathBuf>,
 }
 

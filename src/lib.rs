@@ -15,6 +15,7 @@ pub use repo::store::posix::access;
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod config;
 pub mod drill;
 pub mod duration;
 pub mod error;

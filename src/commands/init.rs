@@ -21,39 +21,38 @@ use crate::repo::absolute;
 use crate::repo::writer::{create_layout, DIR_MODE};
 
 pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
-    let repo = absolute(&args.repo).or_fail(FailureKind::Usage)?;
     let owner = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
-    let layout = create_layout(&repo, &owner).map_err(|error| {
-        Failure::new(FailureKind::Usage, error)
-            .with_hint("pass --repo with a new or empty directory, or an existing repository")
-    })?;
-    let created: Vec<&Path> = layout
-        .iter()
-        .filter(|entry| entry.created)
-        .map(|entry| entry.path.as_path())
-        .collect();
-    if created.is_empty() {
-        reporter.step(format!(
-            "repository {} already exists (base/ and wal/)",
-            repo.display()
-        ));
-    } else {
-        reporter.step(format!(
-            "created repository {}: base/ for backups, wal/ for the WAL archive (mode {DIR_MODE:04o}{})",
-            repo.display(),
-            if owner.switch {
-                format!(", owned by {}", owner.name)
-            } else {
-                String::new()
-            }
-        ));
-    }
+    let object = match crate::repo::object_url(&args.repo) {
+        Some(url) => Some(url.or_fail(FailureKind::Usage)?),
+        None => None,
+    };
+    let (repo, created) = match &object {
+        Some(url) => (
+            PathBuf::from(url.to_string()),
+            create_object_repo(url, reporter)?,
+        ),
+        None => {
+            let repo = absolute(&args.repo).or_fail(FailureKind::Usage)?;
+            let created = create_directory_repo(&repo, &owner, reporter)?;
+            (repo, created)
+        }
+    };
 
     let pitr = pitr_program();
-    let lines = conf_lines(&pitr, &repo);
+    let mut lines = conf_lines(&pitr, &repo);
+    let mut expected = archive_command(&pitr, &repo);
+    // The configuration file names this repository: the archive_command
+    // needs no URL (and so no change when the repository moves).
+    if object.is_some() && configured_repository().as_deref() == Some(&*repo.to_string_lossy()) {
+        expected = short_archive_command(&pitr);
+        for (name, value) in &mut lines {
+            if *name == "archive_command" {
+                value.clone_from(&expected);
+            }
+        }
+    }
     let conf = render_conf(&lines);
-    let expected = archive_command(&pitr, &repo);
-    if owner.switch {
+    if owner.switch && object.is_none() {
         for problem in access_problems(&owner, &pitr, &repo) {
             reporter.warn(problem);
         }
@@ -194,6 +193,138 @@ fn write_conf_file(file: &Path, block: &str) -> Result<(), Failure> {
         )
         .with_hint("give --conf-file a file in a directory that exists, such as /etc/postgresql/<major>/main/conf.d/pitr.conf")
     })
+}
+
+/// The `repository` of the configuration file, if it can be read.
+fn configured_repository() -> Option<String> {
+    crate::config::Config::load().ok()?.repository
+}
+
+/// `pitr wal-push %p`: the repository comes from the configuration file.
+fn short_archive_command(pitr: &Path) -> String {
+    let word = crate::postgres::commands::shell_word(&pitr.to_string_lossy()).replace('%', "%%");
+    format!("{word} wal-push %p")
+}
+
+/// Creates `repo/base` and `repo/wal` where missing; the directories created.
+fn create_directory_repo(
+    repo: &Path,
+    owner: &OsUser,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>, Failure> {
+    let layout = create_layout(repo, owner).map_err(|error| {
+        Failure::new(FailureKind::Usage, error)
+            .with_hint("pass --repo with a new or empty directory, or an existing repository")
+    })?;
+    let created: Vec<PathBuf> = layout
+        .into_iter()
+        .filter(|entry| entry.created)
+        .map(|entry| entry.path)
+        .collect();
+    if created.is_empty() {
+        reporter.step(format!(
+            "repository {} already exists (base/ and wal/)",
+            repo.display()
+        ));
+    } else {
+        reporter.step(format!(
+            "created repository {}: base/ for backups, wal/ for the WAL archive (mode {DIR_MODE:04o}{})",
+            repo.display(),
+            if owner.switch {
+                format!(", owned by {}", owner.name)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(created)
+}
+
+/// Marks the prefix `url` as a repository (its marker object, written
+/// with a conditional create, so a second init changes nothing) and checks
+/// that the store answers with the credentials of the environment.
+fn create_object_repo(
+    url: &crate::repo::store::object::ObjectUrl,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>, Failure> {
+    use crate::repo::store::{Created, NewObject, StoreRead, StoreWrite};
+    use crate::repo::OBJECT_REPO_MARKER;
+    let repo = crate::repo::ObjectRepo::open(url).map_err(|error| {
+        Failure::new(FailureKind::Usage, error).with_hint(
+            "set the store's standard variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; AZURE_STORAGE_*; GOOGLE_*)",
+        )
+    })?;
+    let marker = serde_json::to_vec_pretty(&json!({
+        "pitr_repository": 1,
+        "layout": {"backups": "base/", "wal_archive": "wal/"},
+    }))
+    .or_fail(FailureKind::Internal)?;
+    let created = repo
+        .root
+        .create_new(OBJECT_REPO_MARKER, &NewObject::default(), &mut |w| {
+            w.write_all(&marker)
+        });
+    let created = match created {
+        Ok(Created::Created) => {
+            reporter.step(format!(
+                "created repository {url}: base/ for backups, wal/ for the WAL archive"
+            ));
+            vec![PathBuf::from(repo.root.describe(OBJECT_REPO_MARKER))]
+        }
+        // Written by an earlier init (possibly of another pitr version).
+        Ok(Created::AlreadyPresentSame) | Ok(Created::PresentDifferent) => {
+            reporter.step(format!("repository {url} already exists"));
+            Vec::new()
+        }
+        Err(error) => {
+            let error = match error {
+                crate::repo::store::WriteError::Write(e) => anyhow::Error::new(e),
+                crate::repo::store::WriteError::Other(e) => e,
+            };
+            return Err(Failure::new(
+                FailureKind::Usage,
+                error.context(format!("cannot write into {url}")),
+            )
+            .with_hint("check the bucket, the endpoint and the credentials in the environment"));
+        }
+    };
+    match probe_conditional_create(&repo.root) {
+        Ok(true) => reporter.step(format!(
+            "{url} refuses to replace an object on a conditional create (If-None-Match: *): one PUT archives a segment, never over another"
+        )),
+        Ok(false) => reporter.warn(format!(
+            "{url} ignores conditional creates (If-None-Match: *; garage does): a second server archiving the same segment names could overwrite WAL in it; archive one cluster per repository only (pitr's look-write-verify fallback for such stores is not there yet)"
+        )),
+        Err(error) => reporter.warn(format!(
+            "cannot check whether {url} enforces conditional creates: {error:#}"
+        )),
+    }
+    Ok(created)
+}
+
+/// Whether the store refuses a conditional create over an existing object:
+/// creates a probe object twice with different bytes, then deletes it.
+fn probe_conditional_create(
+    store: &crate::repo::store::object::ObjectStorage,
+) -> anyhow::Result<bool> {
+    use crate::repo::store::{Created, NewObject, StoreWrite, WriteError};
+    let key = format!(
+        ".pitr-probe-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let create = |bytes: &'static [u8]| {
+        store
+            .create_new(&key, &NewObject::default(), &mut |w| w.write_all(bytes))
+            .map_err(|error| match error {
+                WriteError::Write(e) => anyhow::Error::new(e),
+                WriteError::Other(e) => e,
+            })
+    };
+    let first = create(b"first");
+    let second = first.and_then(|_| create(b"second"));
+    let _ = store.delete(&[&key]);
+    Ok(second? != Created::Created)
 }
 
 /// The absolute path of this very binary, which is what the server should

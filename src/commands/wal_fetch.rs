@@ -19,6 +19,7 @@ use crate::postgres::pg_wal;
 use crate::repo::archive::{self, ArchivedFile};
 use crate::repo::archive_name::WalFileName;
 use crate::repo::store::StoreRead;
+use crate::repo::ArchiveAt;
 use crate::wal::segment::is_segment_name;
 
 /// The outcome of one fetch.
@@ -84,16 +85,22 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
         }
     }
     simulated_latency();
-    let dir =
-        crate::repo::wal_archive_dir(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())?;
+    let archive_at =
+        crate::repo::wal_archive_at(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())?;
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }
-    let Some(archive) = crate::repo::open_archive_read(&dir) else {
-        bail!(
-            "the WAL archive `{}` is not a readable directory",
-            dir.display()
-        );
+    let archive: Arc<dyn StoreRead> = match archive_at {
+        ArchiveAt::Dir(dir) => match crate::repo::open_archive_read(&dir) {
+            Some(archive) => archive,
+            None => bail!(
+                "the WAL archive `{}` is not a readable directory",
+                dir.display()
+            ),
+        },
+        // A store that cannot be reached is an error (126, which stops
+        // recovery), never "not found" (which would end it early).
+        ArchiveAt::Object(url) => Arc::new(crate::repo::open_object_storage(&url)?),
     };
     serve(&archive, &args.name, &args.destination)
 }

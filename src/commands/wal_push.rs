@@ -31,6 +31,7 @@ use crate::repo::archive_name::WalFileName;
 use crate::repo::push::{PushError, Pushed, Source};
 use crate::repo::store::posix::Posix;
 use crate::repo::store::Writable;
+use crate::repo::ArchiveAt;
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -71,8 +72,8 @@ pub fn is_pushable(name: &str) -> bool {
 }
 
 pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
-    let dir =
-        crate::repo::wal_archive_dir(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())
+    let archive_at =
+        crate::repo::wal_archive_at(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())
             .map_err(PushError::Usage)?;
     let source = &args.path;
     let name = source
@@ -91,7 +92,21 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
     compression
         .encoder(io::sink(), args.level)
         .map_err(|error| PushError::Usage(anyhow!("{error}")))?;
-    push_file(source, &name, &dir, compression, args.level)
+    match archive_at {
+        ArchiveAt::Dir(dir) => push_file(source, &name, &dir, compression, args.level),
+        ArchiveAt::Object(url) => {
+            // Configuration problems (no region, no credentials) fail the
+            // push: PostgreSQL keeps the segment and retries.
+            let archive = crate::repo::open_object_storage(&url).map_err(PushError::Failed)?;
+            push_into(
+                Writable::new(archive),
+                source,
+                &name,
+                compression,
+                args.level,
+            )
+        }
+    }
 }
 
 /// Archives `source` as `dir/<name><suffix>`.
@@ -112,7 +127,17 @@ pub fn push_file(
             dir.display()
         )));
     }
-    let archive = Writable::new(archive);
+    push_into(Writable::new(archive), source, name, compression, level)
+}
+
+/// Archives `source` into `archive` as `<name><suffix>`.
+fn push_into(
+    archive: Writable,
+    source: &Path,
+    name: &WalFileName,
+    compression: Compression,
+    level: Option<i32>,
+) -> Result<(Writable, Pushed), PushError> {
     let mut input = open_handed_over(source).map_err(|error| match error {
         HandOverError::NotAFile(_) => PushError::Usage(error.into()),
         HandOverError::Unreadable(error) => PushError::Failed(error),

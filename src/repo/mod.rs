@@ -31,14 +31,89 @@ use crate::wal::SegmentSize;
 use archive::WalArchive;
 use backup::{Backup, UnreadableBackup};
 use std::sync::Arc;
+use store::object::{ObjectStorage, ObjectUrl};
 use store::posix::Posix;
 use store::{StoreRead, Writable};
 
 /// Where the backups and the WAL archive live.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RepoLocation {
+    /// The backups directory; for a repository in object storage, the URL
+    /// of its `base/` as text, for messages and JSON.
     pub backups: PathBuf,
+    /// The WAL archive directory; the URL of `wal/` in object storage.
     pub wal_archive: PathBuf,
+    /// The repository in object storage, when `--repo` is a URL.
+    #[serde(skip)]
+    pub object: Option<ObjectRepo>,
+}
+
+/// The object that marks a prefix as a pitr repository in object storage
+/// (what `base/` and `wal/` directories are on disk); `pitr init` writes it.
+pub const OBJECT_REPO_MARKER: &str = "pitr-repository.json";
+
+/// A repository in object storage (`s3://`, `az://`, `gs://`): its URL and
+/// its stores, the prefix itself and `base/` and `wal/` under it.
+#[derive(Clone, Debug)]
+pub struct ObjectRepo {
+    pub url: ObjectUrl,
+    pub root: Arc<ObjectStorage>,
+    pub backups: Arc<ObjectStorage>,
+    pub archive: Arc<ObjectStorage>,
+}
+
+impl ObjectRepo {
+    /// The repository at `url`, configured from the environment; nothing
+    /// is contacted yet.
+    pub fn open(url: &ObjectUrl) -> Result<ObjectRepo> {
+        let settings = crate::config::Config::load()?.store_settings(url.service)?;
+        let open = |url: &ObjectUrl| -> Result<Arc<ObjectStorage>> {
+            Ok(Arc::new(ObjectStorage::open_with(url, &settings)?))
+        };
+        Ok(ObjectRepo {
+            url: url.clone(),
+            root: open(url)?,
+            backups: open(&url.join("base"))?,
+            archive: open(&url.join("wal"))?,
+        })
+    }
+
+    /// Refuses a prefix that `pitr init` did not make a repository (a typo
+    /// in the URL would otherwise read as an empty repository).
+    pub fn check_initialised(&self) -> Result<()> {
+        let found = self
+            .root
+            .stat(OBJECT_REPO_MARKER)
+            .with_context(|| format!("cannot reach the repository {}", self.url))?;
+        if found.is_none() {
+            bail!(
+                "{} is not a pitr repository (it has no {OBJECT_REPO_MARKER}); create one with `pitr init --repo {}`",
+                self.url,
+                self.url
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A store in object storage, configured by the configuration file and
+/// the environment (which wins).
+pub fn open_object_storage(url: &ObjectUrl) -> Result<ObjectStorage> {
+    let settings = crate::config::Config::load()?.store_settings(url.service)?;
+    ObjectStorage::open_with(url, &settings)
+}
+
+/// `--repo` (or `PITR_REPO`), else the configuration file's `repository`.
+pub fn repo_or_configured(repo: Option<&Path>) -> Result<Option<PathBuf>> {
+    match repo {
+        Some(repo) => Ok(Some(repo.to_path_buf())),
+        None => Ok(crate::config::Config::load()?.repository.map(PathBuf::from)),
+    }
+}
+
+/// The repository URL in `--repo` (or `PITR_REPO`), if it is one.
+pub fn object_url(repo: &Path) -> Option<Result<ObjectUrl>> {
+    ObjectUrl::parse(repo.to_str()?)
 }
 
 impl RepoLocation {
@@ -49,17 +124,35 @@ impl RepoLocation {
         backups: Option<&Path>,
         wal_archive: Option<&Path>,
     ) -> Result<RepoLocation> {
+        let configured = match (backups, wal_archive) {
+            (None, None) => repo_or_configured(repo)?,
+            _ => repo.map(Path::to_path_buf),
+        };
+        let repo = configured.as_deref();
+        if let (None, None, Some(repo)) = (backups, wal_archive, repo) {
+            if let Some(url) = object_url(repo) {
+                let object = ObjectRepo::open(&url?)?;
+                object.check_initialised()?;
+                return Ok(RepoLocation {
+                    backups: PathBuf::from(object.url.join("base").to_string()),
+                    wal_archive: PathBuf::from(object.url.join("wal").to_string()),
+                    object: Some(object),
+                });
+            }
+        }
         let location = match (backups, wal_archive, repo) {
             (Some(backups), Some(wal), _) => RepoLocation {
                 backups: absolute(backups)?,
                 wal_archive: absolute(wal)?,
+                object: None,
             },
             (None, None, Some(repo)) => RepoLocation {
                 backups: absolute(&repo.join("base"))?,
                 wal_archive: absolute(&repo.join("wal"))?,
+                object: None,
             },
             _ => bail!(
-                "no repository given: pass --repo DIR (or set PITR_REPO), or both --backups DIR and --wal-archive DIR"
+                "no repository given: pass --repo DIR or URL (or set PITR_REPO, or `repository` in {}), or both --backups DIR and --wal-archive DIR", crate::config::DEFAULT_PATH
             ),
         };
         for (what, dir) in [
@@ -113,6 +206,12 @@ pub struct RepoWrite {
 impl RepoLocation {
     /// The repository's stores, to read.
     pub fn read(&self) -> RepoRead {
+        if let Some(object) = &self.object {
+            return RepoRead {
+                backups: object.backups.clone(),
+                archive: object.archive.clone(),
+            };
+        }
         RepoRead {
             backups: Arc::new(Posix::new(&self.backups)),
             archive: Arc::new(Posix::new(&self.wal_archive)),
@@ -120,14 +219,29 @@ impl RepoLocation {
     }
 }
 
-/// The archive directory of `--wal-archive DIR`, else of `--repo DIR`
-/// (`DIR/wal`), for the commands PostgreSQL runs (wal-push, wal-fetch).
-pub fn wal_archive_dir(repo: Option<&Path>, wal_archive: Option<&Path>) -> Result<PathBuf> {
-    match (wal_archive, repo) {
-        (Some(dir), _) => Ok(dir.to_path_buf()),
-        (None, Some(repo)) => Ok(repo.join("wal")),
+/// Where `wal-push` and `wal-fetch` find the archive: `--wal-archive`,
+/// else `wal/` of `--repo`, a directory or a URL.
+pub enum ArchiveAt {
+    Dir(PathBuf),
+    Object(ObjectUrl),
+}
+
+pub fn wal_archive_at(repo: Option<&Path>, wal_archive: Option<&Path>) -> Result<ArchiveAt> {
+    let configured = match wal_archive {
+        None => repo_or_configured(repo)?,
+        Some(_) => None,
+    };
+    match (wal_archive, configured.as_deref()) {
+        (Some(archive), _) => match object_url(archive) {
+            Some(url) => Ok(ArchiveAt::Object(url?)),
+            None => Ok(ArchiveAt::Dir(archive.to_path_buf())),
+        },
+        (None, Some(repo)) => match object_url(repo) {
+            Some(url) => Ok(ArchiveAt::Object(url?.join("wal"))),
+            None => Ok(ArchiveAt::Dir(repo.join("wal"))),
+        },
         (None, None) => {
-            bail!("no archive given: pass --wal-archive DIR or --repo DIR (or set PITR_REPO)")
+            bail!("no archive given: pass --wal-archive DIR or --repo DIR (or set PITR_REPO, or `repository` in {})", crate::config::DEFAULT_PATH)
         }
     }
 }

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, Uid, User};
 
+pub mod object_servers;
+
 pub fn pg_bin() -> PathBuf {
     if let Some(chosen) = PG_BIN_CHOSEN.get() {
         return chosen.clone();

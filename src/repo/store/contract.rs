@@ -205,9 +205,20 @@ pub fn delete(store: &dyn StoreWrite) {
 }
 
 /// One `#[test]` per contract rule for the driver made by `$factory`.
-macro_rules! suite {
+/// With `optional`, the factory returns an `Option` and a test whose
+/// store cannot be had (a server not installed) returns early; the factory
+/// says why.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! store_contract_suite {
+    (optional $factory:path) => {
+        $crate::store_contract_suite!(@rules [optional] $factory);
+    };
     ($factory:path) => {
-        $crate::repo::store::contract::suite!(@tests $factory;
+        $crate::store_contract_suite!(@rules [] $factory);
+    };
+    (@rules [$($optional:ident)?] $factory:path) => {
+        $crate::store_contract_suite!(@tests [$($optional)?] $factory;
             create_never_replaces,
             create_of_identical_content,
             concurrent_creates_have_one_winner,
@@ -219,7 +230,7 @@ macro_rules! suite {
             publish_is_all_or_nothing,
             delete);
     };
-    (@tests $factory:path; $($rule:ident),*) => {
+    (@tests [] $factory:path; $($rule:ident),*) => {
         $(
             #[test]
             fn $rule() {
@@ -228,5 +239,16 @@ macro_rules! suite {
             }
         )*
     };
+    (@tests [optional] $factory:path; $($rule:ident),*) => {
+        $(
+            #[test]
+            fn $rule() {
+                let Some((_guard, store)) = $factory(stringify!($rule)) else {
+                    return;
+                };
+                $crate::repo::store::contract::$rule(&store);
+            }
+        )*
+    };
 }
-pub(crate) use suite;
+pub use store_contract_suite as suite;

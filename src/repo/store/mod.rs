@@ -13,8 +13,9 @@
 //!
 //! Objects are named by keys: `/`-separated, relative, without `.` or `..`
 //! parts. Each part of a repository (the backups, the WAL archive) is one
-//! store; the first driver is [`posix`], a directory. The interface is shaped
-//! for object stores (S3, Azure, GCS through the `object_store` crate): a
+//! store; the drivers are [`posix`], a directory, and [`object`], a bucket
+//! (S3, Azure, GCS through the `object_store` crate). The interface is shaped
+//! for object stores: a
 //! listing may start after a key (S3 `start-after`) and the driver pages
 //! through it; an object's version is its ETag there and its modification
 //! time here; `create_new` is a conditional create (`If-None-Match: *`);
@@ -23,10 +24,13 @@
 //! The behaviour every driver must have is written once, as tests against
 //! these traits (`contract`), and each driver runs them.
 
+pub mod object;
 pub mod posix;
 
-#[cfg(test)]
-pub(crate) mod contract;
+// Public (but not part of the interface) so that the integration tests can
+// run the same rules against object-store servers they start.
+#[doc(hidden)]
+pub mod contract;
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -250,7 +254,11 @@ pub struct Writable {
 
 impl Writable {
     pub fn new<S: StoreWrite + 'static>(store: S) -> Writable {
-        let store = std::sync::Arc::new(store);
+        Writable::from_arc(std::sync::Arc::new(store))
+    }
+
+    /// A store already shared (a repository's stores, opened once).
+    pub fn from_arc<S: StoreWrite + 'static>(store: std::sync::Arc<S>) -> Writable {
         Writable {
             write: store.clone(),
             read: store,

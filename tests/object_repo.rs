@@ -1,0 +1,438 @@
+//! A repository in object storage end to end, on a real S3 server
+//! (s3s-fs, started by the test) and a real PostgreSQL 15: `pitr init`,
+//! `wal-push` as the archive_command, `pitr backup` uploading its backup,
+//! `list` and `plan` reading it back, `wal-fetch` with its exit statuses
+//! (delivered 0, missing 1, store down 126, which stops recovery).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::object_servers::{self, Kind, ObjectServer};
+use common::*;
+
+fn pitr(binary: &Path, server: &ObjectServer) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_remove("PITR_REPO")
+        .env("TZ", "UTC")
+        .env("PITR_CACHE_DIR", server.dir.path().join("cache"));
+    for (name, value) in server.env() {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Files (objects, on s3s-fs) below `dir`, at any depth.
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => files_under(&entry.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_ok(command: &mut Command, what: &str) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn archive_backup_list_plan_and_fetch_through_s3() {
+    let test = "archive_backup_list_plan_and_fetch_through_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-repo");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("cluster1");
+
+    // 1. init marks the prefix; a second init changes nothing.
+    let output = run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    assert!(
+        text(&output.stderr).contains("created repository"),
+        "{}",
+        text(&output.stderr)
+    );
+    // init probed the store: s3s-fs refuses a conditional create over an
+    // existing object, and the probe left nothing behind.
+    assert!(
+        text(&output.stderr).contains("refuses to replace an object on a conditional create"),
+        "{}",
+        text(&output.stderr)
+    );
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    assert_eq!(names_in(&bucket.join("cluster1")), ["pitr-repository.json"]);
+    let archive_command_line = text(&output.stdout);
+    assert!(
+        archive_command_line.contains(&format!("wal-push --repo {url} %p")),
+        "{archive_command_line}"
+    );
+    for (_, value) in server.env() {
+        if value.len() > 8 && value.contains("secret") {
+            assert!(
+                !archive_command_line.contains(&value),
+                "a secret is printed"
+            );
+        }
+    }
+    let again = run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init again",
+    );
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    // A prefix init never saw is refused, not read as an empty repository.
+    let typo = pitr(&binary, &server)
+        .args(["list", "--repo", &server.url("cluster-typo")])
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(
+        text(&typo.stderr).contains("is not a pitr repository"),
+        "{}",
+        text(&typo.stderr)
+    );
+
+    // 2. PostgreSQL archives through `pitr wal-push %p` into the bucket:
+    // the repository, the endpoint and the credentials come from the
+    // configuration file (PITR_CONFIG here; /etc/pitr/pitr.toml by
+    // default), so the archive_command holds no secret and no URL.
+    let config_dir = dir.path().join("etc");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let credentials = config_dir.join("s3.credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "# test credentials\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+            object_servers::S3_ACCESS_KEY,
+            object_servers::S3_SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config = config_dir.join("pitr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+            server.endpoint(),
+            credentials.display()
+        ),
+    )
+    .unwrap();
+    for file in [&config_dir, &config, &credentials] {
+        give_to_pg_user(file);
+    }
+    std::fs::set_permissions(
+        &credentials,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    // With the configuration file naming the repository, init's
+    // archive_command carries no URL.
+    let short = run_ok(
+        pitr(&binary, &server)
+            .env("PITR_CONFIG", &config)
+            .args(["init", "--repo", &url]),
+        "init with the configuration file",
+    );
+    assert!(
+        text(&short.stdout).contains(&format!(
+            "archive_command = '{} wal-push %p'",
+            binary.display()
+        )),
+        "{}",
+        text(&short.stdout)
+    );
+    let archive_command = format!(
+        "env PITR_CONFIG={} {} wal-push %p",
+        shell_quote(&config.to_string_lossy()),
+        shell_quote(&binary.to_string_lossy())
+    );
+    assert!(!archive_command.contains(object_servers::S3_SECRET_KEY));
+    let local_repo = dir.path().join("unused-local-repo");
+    let cluster = Cluster::start_archiving(dir.path(), &local_repo, &archive_command);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let backup = run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "backup",
+    );
+    let id = text(&backup.stdout).trim().to_string();
+    assert!(!id.is_empty(), "{}", text(&backup.stderr));
+    let first = cluster.insert_marker(1);
+    let second = cluster.insert_marker(2);
+    cluster.archive_everything();
+
+    // The segments are in the bucket (s3s-fs keeps objects as files), and
+    // nothing was written into the local directory of the helper.
+    let archived = names_in(&bucket.join("cluster1/wal"));
+    assert!(archived.len() >= 3, "{archived:?}");
+    assert!(names_in(&local_repo.join("wal")).is_empty());
+    assert!(names_in(&bucket.join("cluster1/base")).contains(&id));
+
+    // 3. list and plan read the repository through the store.
+    let list = run_ok(
+        pitr(&binary, &server).args(["list", "--repo", &url]),
+        "list",
+    );
+    assert!(text(&list.stdout).contains(&id), "{}", text(&list.stdout));
+    let target = between(&first, &second).to_rfc3339();
+    let plan = run_ok(
+        pitr(&binary, &server).args(["plan", "--repo", &url, "--to", &target]),
+        "plan",
+    );
+    assert!(text(&plan.stdout).contains(&id), "{}", text(&plan.stdout));
+
+    // 4. wal-push of a name already archived: the same bytes are success
+    // (PostgreSQL re-archives after a crash), other bytes are refused with
+    // exit 3 and the archived object stays as it was.
+    let stored_segment = archived
+        .iter()
+        .find(|name| name.len() >= 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap()
+        .clone();
+    let segment_name = stored_segment[..24].to_string();
+    let pushed_again = dir.path().join("again").join(&segment_name);
+    std::fs::create_dir_all(pushed_again.parent().unwrap()).unwrap();
+    run_ok(
+        pitr(&binary, &server)
+            .args(["wal-fetch", "--repo", &url, &segment_name])
+            .arg(&pushed_again),
+        "wal-fetch for the re-push",
+    );
+    let before = std::fs::read(bucket.join("cluster1/wal").join(&stored_segment)).unwrap();
+    let same = run_ok(
+        pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .arg(&pushed_again),
+        "wal-push of the same segment again",
+    );
+    assert!(
+        text(&same.stderr).contains("already archived"),
+        "{}",
+        text(&same.stderr)
+    );
+    let mut other = std::fs::read(&pushed_again).unwrap();
+    other[1000] ^= 0xff;
+    std::fs::write(&pushed_again, &other).unwrap();
+    let different = pitr(&binary, &server)
+        .args(["wal-push", "--repo", &url])
+        .arg(&pushed_again)
+        .output()
+        .unwrap();
+    assert_eq!(
+        different.status.code(),
+        Some(3),
+        "{}",
+        text(&different.stderr)
+    );
+    assert_eq!(
+        std::fs::read(bucket.join("cluster1/wal").join(&stored_segment)).unwrap(),
+        before,
+        "nothing overwritten"
+    );
+
+    // 5. A second backup, then expire keeps one: the first disappears from
+    // the bucket whole, the second stays listed.
+    let second_backup = run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "second backup",
+    );
+    let id2 = text(&second_backup.stdout).trim().to_string();
+    run_ok(
+        pitr(&binary, &server).args(["expire", "--repo", &url, "--keep", "1"]),
+        "expire",
+    );
+    // s3s-fs keeps objects as files and may leave their empty directories.
+    assert_eq!(files_under(&bucket.join("cluster1/base").join(&id)), 0);
+    assert!(files_under(&bucket.join("cluster1/base").join(&id2)) > 0);
+    let list = run_ok(
+        pitr(&binary, &server).args(["list", "--repo", &url]),
+        "list after expire",
+    );
+    assert!(
+        text(&list.stdout).contains(&id2) && !text(&list.stdout).contains(&id),
+        "{}",
+        text(&list.stdout)
+    );
+
+    // 6. wal-fetch: delivered (same bytes as PostgreSQL's), missing (1),
+    // store down (126: recovery stops instead of ending early).
+    // A segment expire kept: the newest.
+    let segment = names_in(&bucket.join("cluster1/wal"))
+        .into_iter()
+        .filter(|name| name.len() >= 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()))
+        .filter(|name| !name.contains(".backup") && !name.contains(".partial"))
+        .max()
+        .unwrap()[..24]
+        .to_string();
+    let fetched = dir.path().join("fetched");
+    run_ok(
+        pitr(&binary, &server)
+            .args(["wal-fetch", "--repo", &url, &segment])
+            .arg(&fetched),
+        "wal-fetch",
+    );
+    assert_eq!(
+        std::fs::metadata(&fetched).unwrap().len(),
+        16 << 20,
+        "a whole segment"
+    );
+    let missing = pitr(&binary, &server)
+        .args(["wal-fetch", "--repo", &url, "0000000100000000000000FF"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing.stderr));
+    drop(cluster);
+    server.kill();
+    let down = pitr(&binary, &server)
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["wal-fetch", "--repo", &url, &segment])
+        .arg(dir.path().join("down"))
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(126), "{}", text(&down.stderr));
+    assert!(!text(&down.stderr).contains(object_servers::S3_SECRET_KEY));
+}
+
+/// The commands PostgreSQL runs, on S3 and on Azure Blob, without a
+/// cluster: `wal-push` stores a file once (the same again is success,
+/// other bytes exit 3 and change nothing), `wal-fetch` delivers it (0),
+/// says when it is missing (1) and fails in the way that stops recovery
+/// when the store is down (126). No secret appears in any output.
+#[test]
+fn wal_push_and_fetch_on_s3_and_azure() {
+    let test = "wal_push_and_fetch_on_s3_and_azure";
+    let dir = tempfile::tempdir().unwrap();
+    let name = "000000010000000000000007";
+    let segment: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 241) as u8).collect();
+    for kind in [Kind::S3, Kind::Azure] {
+        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
+            continue;
+        }
+        let mut server = ObjectServer::start(kind);
+        let url = server.url("pg");
+        let work = dir.path().join(kind.name());
+        std::fs::create_dir_all(work.join("pg_wal")).unwrap();
+        let source = work.join("pg_wal").join(name);
+        std::fs::write(&source, &segment).unwrap();
+        let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+        let outputs = std::cell::RefCell::new(String::new());
+        let run = |args: &[&str], extra: &[&Path]| {
+            let output = pitr(&binary, &server)
+                .args(args)
+                .args(extra)
+                .output()
+                .unwrap();
+            outputs.borrow_mut().push_str(&text(&output.stdout));
+            outputs.borrow_mut().push_str(&text(&output.stderr));
+            output
+        };
+        let init = run(&["init", "--repo", &url], &[]);
+        assert!(init.status.success(), "{kind:?}: {}", text(&init.stderr));
+        let push = run(&["wal-push", "--repo", &url], &[&source]);
+        assert!(push.status.success(), "{kind:?}: {}", text(&push.stderr));
+        let again = run(&["wal-push", "--repo", &url], &[&source]);
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "{kind:?}: {}",
+            text(&again.stderr)
+        );
+        let mut other = segment.clone();
+        other[5] ^= 1;
+        std::fs::write(&source, &other).unwrap();
+        let conflict = run(&["wal-push", "--repo", &url], &[&source]);
+        assert_eq!(
+            conflict.status.code(),
+            Some(3),
+            "{kind:?}: {}",
+            text(&conflict.stderr)
+        );
+
+        let fetched = work.join("fetched");
+        let fetch = run(&["wal-fetch", "--repo", &url, name], &[&fetched]);
+        assert!(fetch.status.success(), "{kind:?}: {}", text(&fetch.stderr));
+        assert!(
+            std::fs::read(&fetched).unwrap() == segment,
+            "{kind:?}: the first bytes, intact"
+        );
+        let missing = run(
+            &["wal-fetch", "--repo", &url, "0000000100000000000000FF"],
+            &[&work.join("never")],
+        );
+        assert_eq!(
+            missing.status.code(),
+            Some(1),
+            "{kind:?}: {}",
+            text(&missing.stderr)
+        );
+        server.kill();
+        let down = pitr(&binary, &server)
+            .env("PITR_OBJECT_RETRY_SECONDS", "2")
+            .args(["wal-fetch", "--repo", &url, name])
+            .arg(work.join("down"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            down.status.code(),
+            Some(126),
+            "{kind:?}: {}",
+            text(&down.stderr)
+        );
+        let push_down = pitr(&binary, &server)
+            .env("PITR_OBJECT_RETRY_SECONDS", "2")
+            .args(["wal-push", "--repo", &url])
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert_eq!(
+            push_down.status.code(),
+            Some(1),
+            "{kind:?}: PostgreSQL retries"
+        );
+        outputs.borrow_mut().push_str(&text(&down.stderr));
+        outputs.borrow_mut().push_str(&text(&push_down.stderr));
+        let all = outputs.into_inner();
+        for secret in [object_servers::S3_SECRET_KEY, object_servers::AZURITE_KEY] {
+            assert!(
+                !all.contains(secret),
+                "{kind:?}: a secret in the output:\n{all}"
+            );
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub mod scratch;
 pub mod size;
 pub mod stage;
 /// The WAL spool a restore fills ahead of replay (part of staging).

@@ -30,6 +30,9 @@ pub enum FailureKind {
     WalNotArchived,
     /// `pitr init --pgdata`: the cluster does not archive into the repository.
     NotArchiving,
+    /// `pitr extract`: the dump or the load failed (the load is one
+    /// transaction: the live cluster is unchanged).
+    Transfer,
 }
 
 impl FailureKind {
@@ -44,6 +47,7 @@ impl FailureKind {
             FailureKind::WalNotArchived => 7,
             FailureKind::NotArchiving => 8,
             FailureKind::VerifyFailed => 9,
+            FailureKind::Transfer => 10,
             FailureKind::Interrupted => 130,
         }
     }

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod compression;
 pub mod duration;
 pub mod error;
+pub mod extract;
 pub mod interrupt;
 pub mod os_user;
 pub mod plan;

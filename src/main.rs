@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),
         Command::Verify(args) => commands::verify::run(args, cli.json, &reporter),
+        Command::Extract(args) => commands::extract::run(args, cli.json, &reporter),
         Command::WalFetch(_) | Command::WalPush(_) => Ok(()),
     };
     match result {

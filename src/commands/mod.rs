@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod events;
 pub mod expire;
+pub mod extract;
 pub mod generate;
 pub mod init;
 pub mod list;

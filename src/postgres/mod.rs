@@ -21,3 +21,4 @@ pub use crate::os_user;
 pub mod recovery;
 pub mod server;
 pub mod settings;
+pub mod transfer;

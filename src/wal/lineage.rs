@@ -50,7 +50,9 @@ pub fn created_file(rmid: u8, info: u8, main_data: &[u8]) -> Option<RelFileLocat
         return None;
     }
     let word = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(main_data.get(at..at + 4)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            main_data.get(at..at + 4)?.try_into().ok()?,
+        ))
     };
     let fork = i32::from_le_bytes(main_data.get(12..16)?.try_into().ok()?);
     (fork == MAIN_FORKNUM).then_some(RelFileLocator {
@@ -259,7 +261,10 @@ mod tests {
     fn a_truncate_then_a_rewrite_then_the_drop() {
         let mut lineage = Lineage::new(file(16390));
         // Another table's drop is not ours.
-        assert_eq!(lineage.commit(&commit(700, &[], &[16500]), Lsn::new(1)), None);
+        assert_eq!(
+            lineage.commit(&commit(700, &[], &[16500]), Lsn::new(1)),
+            None
+        );
         // TRUNCATE: new heap 16600 (and index 16601, whose metapage is
         // written), old files removed.
         lineage.record(701, Some(file(16600)), &[]);

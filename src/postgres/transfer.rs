@@ -1,0 +1,177 @@
+//! Moving a dump out of a scratch copy: into a new file, or straight into
+//! a live cluster through `pg_restore`, and the questions asked of that
+//! live cluster first.
+//!
+//! The live cluster is reached as the invoking user with the connection
+//! string given (or libpq's `PG*` variables), never as the server's OS
+//! user: it is someone else's server. The load is one transaction
+//! (`pg_restore --single-transaction --exit-on-error`), so a failure leaves
+//! the live cluster as it was; a database pitr created for the load is
+//! dropped again when the load fails.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::binaries::Binaries;
+use crate::cli::DumpFormat;
+
+/// The live cluster `--into` names.
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// The connection string; empty for libpq's `PG*` variables.
+    pub conninfo: String,
+    /// psql and pg_restore of the backup's major version.
+    pub binaries: Binaries,
+}
+
+impl Live {
+    fn program(&self, name: &str, database: Option<&str>) -> Result<Command> {
+        let mut command = Command::new(self.binaries.program(name));
+        command.env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());
+        match (self.conninfo.as_str(), database) {
+            ("", None) => {}
+            ("", Some(database)) => {
+                command.arg("-d").arg(database);
+            }
+            (conninfo, None) => {
+                command.arg("-d").arg(conninfo);
+            }
+            (conninfo, Some(database)) => {
+                if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+                    bail!(
+                        "--into is a URI; to load a whole database pitr must connect to the new database by name: give --into as key=value pairs (such as 'host=db1 user=postgres')"
+                    );
+                }
+                // A keyword given twice takes its last value in libpq.
+                command
+                    .arg("-d")
+                    .arg(format!("{conninfo} dbname={}", conninfo_value(database)));
+            }
+        }
+        Ok(command)
+    }
+
+    /// Runs SQL in the live cluster (its default database, or
+    /// `database`); psql's unaligned output.
+    pub fn sql(&self, database: Option<&str>, sql: &str) -> Result<String> {
+        let output = self
+            .program("psql", database)?
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .context("cannot run psql against the live cluster")?;
+        if !output.status.success() {
+            bail!(
+                "the live cluster (--into) answered: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Pipes `dump` (pg_dump in custom format on stdout) into pg_restore
+    /// connected to the live cluster (`database` when given), in one
+    /// transaction.
+    pub fn load(&self, dump: Command, database: Option<&str>) -> Result<()> {
+        let mut restore = self.program("pg_restore", database)?;
+        restore.args(["--single-transaction", "--exit-on-error", "--no-password"]);
+        pipe(dump, restore, "pg_restore into the live cluster")
+    }
+}
+
+/// A value for a libpq key=value connection string.
+fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Runs `dump` with its output written to `path`, a file it creates (an
+/// existing file is refused, never replaced); a failed dump's file is
+/// removed. Returns the bytes written.
+pub fn dump_to_file(mut dump: Command, format: DumpFormat, path: &Path) -> Result<u64> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| match path.try_exists() {
+            Ok(true) => format!(
+                "`{}` exists: --into-file writes a new file and never replaces one; choose another name",
+                path.display()
+            ),
+            _ => format!("cannot create `{}`", path.display()),
+        })?;
+    dump.arg(match format {
+        DumpFormat::Custom => "--format=custom",
+        DumpFormat::Plain => "--format=plain",
+    });
+    let result = dump
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run pg_dump");
+    let failed = match &result {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(format!(
+            "pg_dump failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(error) => Some(format!("{error:#}")),
+    };
+    if let Some(failed) = failed {
+        let _ = std::fs::remove_file(path);
+        bail!("{failed}; `{}` was not written", path.display());
+    }
+    Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+}
+
+/// Runs `from | to`; both must succeed. `what` names the receiving end.
+fn pipe(mut from: Command, mut to: Command, what: &str) -> Result<()> {
+    from.arg("--format=custom")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut dump = from.spawn().context("cannot run pg_dump")?;
+    let Some(stdout) = dump.stdout.take() else {
+        bail!("pg_dump's output cannot be read");
+    };
+    let load = to
+        .stdin(Stdio::from(stdout))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {what}"));
+    let load = match load {
+        Ok(load) => load,
+        Err(error) => {
+            let _ = dump.kill();
+            let _ = dump.wait();
+            return Err(error);
+        }
+    };
+    let loaded = load
+        .wait_with_output()
+        .context("cannot wait for the load")?;
+    let dump_status = dump.wait().context("cannot wait for pg_dump")?;
+    let dump_errors = read_stderr(&mut dump);
+    if !dump_status.success() {
+        bail!("pg_dump failed ({dump_status}): {}", dump_errors.trim());
+    }
+    if !loaded.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            loaded.status,
+            String::from_utf8_lossy(&loaded.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn read_stderr(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    text
+}

@@ -30,6 +30,15 @@ use crate::postgres::server::Server;
 use crate::progress::Reporter;
 use crate::repo::RepoLocation;
 
+/// `pitr restore` ended with an error: its exit status says which kind
+/// (the README's table), its last lines what and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RestoreFailed {
+    pub exit_code: Option<i32>,
+    pub message: String,
+}
+
 /// What to restore the copy to: the arguments `pitr restore` takes.
 #[derive(Clone, Debug)]
 pub struct CopyRequest<'a> {
@@ -294,23 +303,27 @@ fn run_restore(request: &CopyRequest, pgdata: &Path, reporter: &Reporter) -> Res
             .iter()
             .filter(|line| line.starts_with("pitr: error:") || line.starts_with("hint:"))
             .collect();
-        bail!(
-            "the restore of the scratch copy to `{}` failed ({}): {}",
-            request.target,
-            output
-                .status
-                .code()
-                .map_or("killed".to_string(), |code| format!("exit status {code}")),
-            if reason.is_empty() {
-                lines.last().cloned().unwrap_or_default()
-            } else {
-                reason
-                    .iter()
-                    .map(|line| line.trim_start_matches("pitr: error: ").to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-        );
+        return Err(RestoreFailed {
+            exit_code: output.status.code(),
+            message: format!(
+                "the restore of the scratch copy to `{}` failed ({}): {}",
+                request.target,
+                output
+                    .status
+                    .code()
+                    .map_or("killed".to_string(), |code| format!("exit status {code}")),
+                if reason.is_empty() {
+                    lines.last().cloned().unwrap_or_default()
+                } else {
+                    reason
+                        .iter()
+                        .map(|line| line.trim_start_matches("pitr: error: ").to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+            ),
+        }
+        .into());
     }
     serde_json::from_slice::<Value>(&output.stdout)
         .context("pitr restore succeeded but its JSON report cannot be read")

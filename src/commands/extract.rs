@@ -28,7 +28,7 @@ use crate::postgres::binaries::Binaries;
 use crate::postgres::transfer::{dump_to_file, Live};
 use crate::progress::{count, human_bytes, Reporter};
 use crate::repo::{absolute, Catalog};
-use crate::scratch::{CopyRequest, ScratchCopy};
+use crate::scratch::{CopyRequest, RestoreFailed, ScratchCopy};
 use crate::target::parse_target;
 use crate::wal::lineage::parse_relation_path;
 use crate::wal::{Lsn, TimelineId};
@@ -265,7 +265,20 @@ fn restore_copy(
         os_user: &args.os_user,
         prefix: "pitr-extract-",
     };
-    ScratchCopy::restore(&request, reporter).or_fail(FailureKind::Recovery)
+    ScratchCopy::restore(&request, reporter).map_err(|error| {
+        // The restore's own class of failure is the extract's.
+        let kind = match error
+            .downcast_ref::<RestoreFailed>()
+            .and_then(|f| f.exit_code)
+        {
+            Some(2) => FailureKind::Usage,
+            Some(3) => FailureKind::PlanRefused,
+            Some(4) => FailureKind::Staging,
+            Some(130) => FailureKind::Interrupted,
+            _ => FailureKind::Recovery,
+        };
+        Failure::new(kind, error)
+    })
 }
 
 /// The moment found in the WAL, the transactions found, and the one chosen.
@@ -332,11 +345,14 @@ fn find_moment(
             .map(|id| format!(" (backup {id})"))
             .unwrap_or_default()
     ));
-    let window = restore_copy(args, catalog, &from, false, backup, reporter)?;
-    let window_stop = window.report["stop"]["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| from.clone());
+    let window = restore_copy(args, catalog, &from, false, backup.clone(), reporter)?;
+    let window_stop = match &backup {
+        Some(id) => format!("the consistent point of backup {id}"),
+        None => format!(
+            "{from} ({})",
+            window.report["stop"]["message"].as_str().unwrap_or("")
+        ),
+    };
     let mut files = Vec::new();
     for table in tables {
         let path = window

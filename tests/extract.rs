@@ -142,6 +142,9 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     shop("INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 50) g");
     shop("CREATE TABLE events_log (id int, note text)");
     shop("INSERT INTO events_log SELECT g, repeat('n', g % 50) FROM generate_series(1, 300) g");
+    shop("CREATE SCHEMA billing");
+    shop("CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric)");
+    shop("INSERT INTO billing.invoices SELECT g, g * 1.5 FROM generate_series(1, 20) g");
     psql_db(
         &sock,
         port,
@@ -172,6 +175,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     let events_before_truncate = rows_of(&sock, port, "shop", "events_log");
     shop("TRUNCATE events_log");
     shop("INSERT INTO events_log VALUES (1, 'after the truncate')");
+    shop("TRUNCATE events_log");
     let customers_before_drop = rows_of(&sock, port, "shop", "customers");
     shop("DROP TABLE customers");
     let dropped = cluster.insert_marker(3);
@@ -227,8 +231,9 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         "copy left behind"
     );
 
-    // 2. The TRUNCATE undone, under a new name, with --json.
-    let summary = extract.json(&[
+    // 2. The TRUNCATE undone, under a new name, with --json. It was
+    // truncated twice: both are listed, and --pick chooses.
+    let truncate = [
         "--table",
         "public.events_log",
         "--database",
@@ -238,17 +243,35 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         &live,
         "--as",
         "events_log_back",
-    ]);
+    ];
+    let output = extract.run(&[&["--json"], &truncate[..]].concat());
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "2 transactions truncated the table:\n  1. TRUNCATE of public.events_log: transaction "
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stderr(&output).contains("hint: choose one with --pick N"));
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        listed["candidates"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    assert_eq!(listed["chosen"], serde_json::Value::Null);
+    assert!(
+        fs::read_dir(&scratch).unwrap().next().is_none(),
+        "copy left behind"
+    );
+    let summary = extract.json(&[&truncate[..], &["--pick", "1"]].concat());
     assert_eq!(
         rows_of(&sock, port, "shop", "events_log_back"),
         events_before_truncate
     );
     assert_eq!(summary["chosen"]["kind"], "truncate", "{summary}");
-    assert_eq!(
-        summary["candidates"].as_array().unwrap().len(),
-        1,
-        "{summary}"
-    );
+    assert_eq!(summary["chosen"], summary["candidates"][0], "{summary}");
     assert_eq!(summary["tables"][0]["rows"], 300, "{summary}");
     assert_scratch_gone(&scratch, &summary);
 
@@ -340,6 +363,39 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     );
     assert!(things_at_good.starts_with("500 "));
     drop(fresh);
+
+    // 6. A schema as plain SQL; the same file again is refused at once.
+    let sql_file = dir.path().join("billing.sql");
+    let schema_args = [
+        "--schema",
+        "billing",
+        "--database",
+        "shop",
+        "--to",
+        &target,
+        "--into-file",
+        &sql_file.to_string_lossy(),
+        "--format",
+        "plain",
+    ];
+    let summary = extract.json(&schema_args);
+    assert_eq!(
+        summary["tables"][0]["table"], "billing.invoices",
+        "{summary}"
+    );
+    assert_eq!(summary["tables"][0]["rows"], 20, "{summary}");
+    let sql = fs::read_to_string(&sql_file).unwrap();
+    assert!(sql.contains("CREATE SCHEMA billing;"), "{sql}");
+    assert!(sql.contains("CREATE TABLE billing.invoices"), "{sql}");
+    assert!(sql.contains("20\t30.0\n"), "{sql}");
+    let output = extract.run(&schema_args);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("exists: --into-file writes a new file and never replaces one"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fs::read_to_string(&sql_file).unwrap(), sql);
 
     // Bad input: clear errors, non-zero exits, nothing written.
     let nothing = dir.path().join("nothing.dump");

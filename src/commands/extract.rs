@@ -25,7 +25,7 @@ use crate::extract::{
 };
 use crate::plan::TimelineChoice;
 use crate::postgres::binaries::Binaries;
-use crate::postgres::transfer::{dump_to_file, Live};
+use crate::postgres::transfer::{check_new_file, dump_to_file, Live};
 use crate::progress::{count, human_bytes, Reporter};
 use crate::repo::{absolute, Catalog};
 use crate::scratch::{CopyRequest, RestoreFailed, ScratchCopy};
@@ -78,6 +78,9 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         .map(absolute)
         .transpose()
         .or_fail(FailureKind::Usage)?;
+    if let Some(path) = &into_file {
+        check_new_file(path).or_fail(FailureKind::Usage)?;
+    }
     let catalog = super::load_catalog(&args.repo, &local)?;
     let major = backup_major(&catalog)?;
     let binaries = Binaries::find(args.bin_dir.as_deref(), major).or_fail(FailureKind::Usage)?;
@@ -104,6 +107,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         None => (args.to.clone().unwrap_or_default(), args.exclusive),
     };
 
+    stop_if_interrupted()?;
     // The copy at that moment.
     reporter.step(format!(
         "restoring a scratch copy to {target}{}",
@@ -122,6 +126,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         rename_in_copy(&copy, &selection, new_name)?;
     }
 
+    stop_if_interrupted()?;
     // Out of the copy.
     let transfer_started = Instant::now();
     let dump_database = match (&selection, &args.rename) {
@@ -151,6 +156,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             destination_names.describe()
         ));
         load_live(live, &copy, &destination_names, dump)?;
+        confirm_loaded(live, &destination_names, &rows)?;
         Destination::Live {
             database: match &destination_names {
                 Selection::Database { database } => Some(database.clone()),
@@ -195,6 +201,49 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         println!("{:#}", summary.json());
     } else if !reporter.quiet {
         eprintln!("{}", summary.text());
+    }
+    Ok(())
+}
+
+/// Ctrl-C between steps: the copies are stopped and removed as they go
+/// out of scope.
+fn stop_if_interrupted() -> Result<(), Failure> {
+    if crate::interrupt::requested() {
+        return Err(Failure::msg(
+            FailureKind::Interrupted,
+            "interrupted: the scratch copy is stopped and removed; nothing was written",
+        ));
+    }
+    Ok(())
+}
+
+/// After a load, the live cluster's tables hold as many rows as the copy
+/// had: the load was whole.
+fn confirm_loaded(live: &Live, names: &Selection, rows: &[(String, u64)]) -> Result<(), Failure> {
+    let Selection::Tables { tables, .. } = names else {
+        return Ok(());
+    };
+    let counted = live
+        .sql(None, &row_counts_sql(tables))
+        .or_fail(FailureKind::Transfer)?;
+    // Compared as sorted counts: with --as the names differ.
+    let mut loaded: Vec<u64> = counted
+        .lines()
+        .filter_map(|line| line.rsplit_once('|'))
+        .map(|(_, rows)| rows.parse().unwrap_or(u64::MAX))
+        .collect();
+    let mut expected: Vec<u64> = rows.iter().map(|(_, rows)| *rows).collect();
+    loaded.sort_unstable();
+    expected.sort_unstable();
+    if loaded != expected {
+        return Err(Failure::msg(
+            FailureKind::Transfer,
+            format!(
+                "the live cluster's {} holds {loaded:?} rows after the load, the copy had {expected:?}",
+                names.describe()
+            ),
+        )
+        .with_hint("something else wrote to the table meanwhile, or the load was partial: check it"));
     }
     Ok(())
 }

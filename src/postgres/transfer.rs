@@ -87,6 +87,25 @@ fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// Refuses, before anything is restored, an `--into-file` that exists or
+/// whose directory does not.
+pub fn check_new_file(path: &Path) -> Result<()> {
+    if path.symlink_metadata().is_ok() {
+        bail!(
+            "`{}` exists: --into-file writes a new file and never replaces one; choose another name",
+            path.display()
+        );
+    }
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => bail!(
+            "cannot write `{}`: its directory `{}` does not exist",
+            path.display(),
+            parent.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `dump` with its output written to `path`, a file it creates (an
 /// existing file is refused, never replaced); a failed dump's file is
 /// removed. Returns the bytes written.

@@ -276,6 +276,9 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     assert_scratch_gone(&scratch, &summary);
 
     // 3. The bad UPDATE undone with --to and --as: the original stays.
+    // The connection names no database: the table goes back into the
+    // database it came from (`shop`), not libpq's default.
+    let live_no_db = format!("host={} port={port} user=postgres", sock.display());
     let orders_now = rows_of(&sock, port, "shop", "orders");
     let target = between(&good, &bad).to_rfc3339();
     let summary = extract.json(&[
@@ -286,7 +289,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         "--to",
         &target,
         "--into",
-        &live,
+        &live_no_db,
         "--as",
         "orders_before",
     ]);

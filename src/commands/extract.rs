@@ -87,6 +87,10 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let live = args.into.as_ref().map(|conninfo| Live {
         conninfo: conninfo.clone(),
         binaries: binaries.clone(),
+        fallback_database: match &selection {
+            Selection::Database { .. } => None,
+            _ => Some(selection.database().to_string()),
+        },
     });
     if let Some(live) = &live {
         refuse_taken_names(live, &destination_names, args.rename.is_some())?;
@@ -157,10 +161,26 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         ));
         load_live(live, &copy, &destination_names, dump)?;
         confirm_loaded(live, &destination_names, &rows)?;
-        Destination::Live {
-            database: match &destination_names {
-                Selection::Database { database } => Some(database.clone()),
-                _ => None,
+        match &destination_names {
+            Selection::Database { database } => Destination::Live {
+                created_database: Some(database.clone()),
+                what: format!("database {database}, created by pitr in the live cluster"),
+            },
+            Selection::Tables { tables, .. } => Destination::Live {
+                created_database: None,
+                what: format!(
+                    "{} into {}",
+                    tables
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    live.describe_database()
+                ),
+            },
+            Selection::Schema { schema, .. } => Destination::Live {
+                created_database: None,
+                what: format!("schema {schema} into {}", live.describe_database()),
             },
         }
     } else {
@@ -224,7 +244,7 @@ fn confirm_loaded(live: &Live, names: &Selection, rows: &[(String, u64)]) -> Res
         return Ok(());
     };
     let counted = live
-        .sql(None, &row_counts_sql(tables))
+        .sql_objects(&row_counts_sql(tables))
         .or_fail(FailureKind::Transfer)?;
     // Compared as sorted counts: with --as the names differ.
     let mut loaded: Vec<u64> = counted
@@ -269,9 +289,11 @@ fn backup_major(catalog: &Catalog) -> Result<u32, Failure> {
 /// Refuses, before anything is restored, a destination name that exists
 /// in the live cluster.
 fn refuse_taken_names(live: &Live, names: &Selection, renamed: bool) -> Result<(), Failure> {
-    let taken = live
-        .sql(None, &exists_query(names))
-        .or_fail(FailureKind::Usage)?;
+    let taken = match names {
+        Selection::Database { .. } => live.sql(None, &exists_query(names)),
+        _ => live.sql_objects(&exists_query(names)),
+    }
+    .or_fail(FailureKind::Usage)?;
     let taken: Vec<&str> = taken.lines().filter(|line| !line.is_empty()).collect();
     if taken.is_empty() {
         return Ok(());
@@ -786,7 +808,9 @@ enum Destination {
     },
     Live {
         /// The database created for a whole-database load.
-        database: Option<String>,
+        created_database: Option<String>,
+        /// What was loaded where, for people.
+        what: String,
     },
 }
 
@@ -848,15 +872,7 @@ impl Summary<'_> {
                 },
                 human_bytes(*bytes)
             ),
-            Destination::Live { database } => format!(
-                "  loaded into the live cluster as {}{}",
-                self.loaded_as.describe(),
-                if database.is_some() {
-                    " (created by pitr)"
-                } else {
-                    ""
-                }
-            ),
+            Destination::Live { what, .. } => format!("  loaded:     {what}"),
         });
         lines.push(if self.kept {
             format!("  scratch copy kept (stopped): {}", self.scratch.display())
@@ -883,7 +899,7 @@ impl Summary<'_> {
             "tables": self.rows.iter().map(|(table, rows)| json!({"table": table, "rows": rows})).collect::<Vec<_>>(),
             "destination": match &self.destination {
                 Destination::File { path, format, bytes } => json!({"kind": "file", "path": path, "format": format, "bytes": bytes}),
-                Destination::Live { database } => json!({"kind": "cluster", "created_database": database}),
+                Destination::Live { created_database, what } => json!({"kind": "cluster", "loaded": what, "created_database": created_database}),
             },
             "scratch": { "path": self.scratch, "port": self.port, "kept": self.kept },
             "seconds": { "finding": finding, "restore": restore, "dump_and_load": transfer, "total": total },

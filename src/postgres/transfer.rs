@@ -26,9 +26,56 @@ pub struct Live {
     pub conninfo: String,
     /// psql and pg_restore of the backup's major version.
     pub binaries: Binaries,
+    /// The database to use when the connection names none (a table goes
+    /// back into the database of the same name, not into libpq's default,
+    /// the user's name).
+    pub fallback_database: Option<String>,
+}
+
+/// True when a connection string names a database: a `dbname` keyword, or
+/// a URI's path (`postgresql://host/db`) or `dbname` parameter.
+pub fn conninfo_names_database(conninfo: &str) -> bool {
+    let conninfo = conninfo.trim();
+    for scheme in ["postgresql://", "postgres://"] {
+        if let Some(rest) = conninfo.strip_prefix(scheme) {
+            let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let path = location.split_once('/').map_or("", |(_, path)| path);
+            return !path.is_empty() || query.split('&').any(|pair| pair.starts_with("dbname="));
+        }
+    }
+    let mut rest = conninfo;
+    while let Some(at) = rest.find("dbname") {
+        let before = &rest[..at];
+        let after = rest[at + "dbname".len()..].trim_start();
+        if (before.is_empty() || before.ends_with(char::is_whitespace)) && after.starts_with('=') {
+            return true;
+        }
+        rest = &rest[at + "dbname".len()..];
+    }
+    false
 }
 
 impl Live {
+    /// The database operations on tables and schemas go to: the
+    /// connection's own, else `PGDATABASE`, else the fallback.
+    fn database_for_objects(&self) -> Option<&str> {
+        let named = conninfo_names_database(&self.conninfo)
+            || (self.conninfo.trim().is_empty() && std::env::var_os("PGDATABASE").is_some());
+        if named {
+            None
+        } else {
+            self.fallback_database.as_deref()
+        }
+    }
+
+    /// Where a table or schema is loaded, for people.
+    pub fn describe_database(&self) -> String {
+        match self.database_for_objects() {
+            Some(database) => format!("database {database} of the live cluster"),
+            None => "the live cluster's database named by --into".to_string(),
+        }
+    }
+
     fn program(&self, name: &str, database: Option<&str>) -> Result<Command> {
         let mut command = Command::new(self.binaries.program(name));
         command.env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());
@@ -55,7 +102,13 @@ impl Live {
         Ok(command)
     }
 
-    /// Runs SQL in the live cluster (its default database, or
+    /// Runs SQL in the live cluster's database for tables and schemas;
+    /// psql's unaligned output.
+    pub fn sql_objects(&self, sql: &str) -> Result<String> {
+        self.sql(self.database_for_objects(), sql)
+    }
+
+    /// Runs SQL in the live cluster (the connection's database, or
     /// `database`); psql's unaligned output.
     pub fn sql(&self, database: Option<&str>, sql: &str) -> Result<String> {
         let output = self
@@ -76,6 +129,7 @@ impl Live {
     /// connected to the live cluster (`database` when given), in one
     /// transaction.
     pub fn load(&self, dump: Command, database: Option<&str>) -> Result<()> {
+        let database = database.or(self.database_for_objects());
         let mut restore = self.program("pg_restore", database)?;
         restore.args(["--single-transaction", "--exit-on-error", "--no-password"]);
         pipe(dump, restore, "pg_restore into the live cluster")
@@ -193,4 +247,32 @@ fn read_stderr(child: &mut Child) -> String {
         let _ = stderr.read_to_string(&mut text);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_that_name_a_database() {
+        for named in [
+            "dbname=shop",
+            "host=/run/postgresql dbname = 'shop'",
+            "postgresql://db1/shop",
+            "postgres://user@db1:5433/shop?sslmode=require",
+            "postgresql://db1?dbname=shop",
+        ] {
+            assert!(conninfo_names_database(named), "{named}");
+        }
+        for unnamed in [
+            "",
+            "host=/run/postgresql user=postgres",
+            "host=mydbname",
+            "postgresql://db1",
+            "postgresql://db1/",
+            "postgresql://db1:5432?sslmode=require",
+        ] {
+            assert!(!conninfo_names_database(unnamed), "{unnamed}");
+        }
+    }
 }

@@ -37,7 +37,14 @@ use crate::repo::RepoLocation;
 pub struct RestoreFailed {
     pub exit_code: Option<i32>,
     pub message: String,
+    /// Where the copy was left, with its server log, when recovery itself
+    /// failed (the evidence of why; stopped by the restore).
+    pub kept: Option<PathBuf>,
 }
+
+/// `pitr restore`'s exit status when PostgreSQL did not reach the target
+/// (its data directory and log are what tells why).
+const RECOVERY_FAILED: i32 = 5;
 
 /// What to restore the copy to: the arguments `pitr restore` takes.
 #[derive(Clone, Debug)]
@@ -120,7 +127,16 @@ impl ScratchCopy {
             elapsed: Duration::ZERO,
             keep: false,
         };
-        let report = run_restore(request, &copy.pgdata, reporter)?;
+        let report = match run_restore(request, &copy.pgdata, reporter) {
+            Ok(report) => report,
+            Err(mut failed) => {
+                if failed.exit_code == Some(RECOVERY_FAILED) {
+                    copy.keep = true;
+                    failed.kept = Some(copy.root.clone());
+                }
+                return Err(failed.into());
+            }
+        };
         copy.endpoint = Endpoint {
             socket_dir: report["socket_dir"]
                 .as_str()
@@ -247,8 +263,18 @@ impl Drop for ScratchCopy {
 }
 
 /// Runs `pitr restore --json` into `pgdata` and returns its report.
-fn run_restore(request: &CopyRequest, pgdata: &Path, reporter: &Reporter) -> Result<Value> {
-    let pitr = std::env::current_exe().context("cannot find the pitr executable")?;
+fn run_restore(
+    request: &CopyRequest,
+    pgdata: &Path,
+    reporter: &Reporter,
+) -> std::result::Result<Value, RestoreFailed> {
+    let failed = |message: String| RestoreFailed {
+        exit_code: None,
+        message,
+        kept: None,
+    };
+    let pitr = std::env::current_exe()
+        .map_err(|error| failed(format!("cannot find the pitr executable: {error}")))?;
     let mut command = Command::new(pitr);
     command
         .args(["--json", "restore", "--backups"])
@@ -278,7 +304,9 @@ fn run_restore(request: &CopyRequest, pgdata: &Path, reporter: &Reporter) -> Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     reporter.detail(format!("running {command:?}"));
-    let mut child = command.spawn().context("cannot run pitr restore")?;
+    let mut child = command
+        .spawn()
+        .map_err(|error| failed(format!("cannot run pitr restore: {error}")))?;
     let stderr = child.stderr.take();
     let quiet = reporter.quiet;
     let forward = std::thread::spawn(move || {
@@ -295,7 +323,7 @@ fn run_restore(request: &CopyRequest, pgdata: &Path, reporter: &Reporter) -> Res
     });
     let output = child
         .wait_with_output()
-        .context("cannot wait for pitr restore")?;
+        .map_err(|error| failed(format!("cannot wait for pitr restore: {error}")))?;
     let lines = forward.join().unwrap_or_default();
     if !output.status.success() {
         // The restore's own error and hint are its last lines.
@@ -304,6 +332,7 @@ fn run_restore(request: &CopyRequest, pgdata: &Path, reporter: &Reporter) -> Res
             .filter(|line| line.starts_with("pitr: error:") || line.starts_with("hint:"))
             .collect();
         return Err(RestoreFailed {
+            kept: None,
             exit_code: output.status.code(),
             message: format!(
                 "the restore of the scratch copy to `{}` failed ({}): {}",
@@ -322,9 +351,11 @@ fn run_restore(request: &CopyRequest, pgdata: &Path, reporter: &Reporter) -> Res
                         .join(" ")
                 }
             ),
-        }
-        .into());
+        });
     }
-    serde_json::from_slice::<Value>(&output.stdout)
-        .context("pitr restore succeeded but its JSON report cannot be read")
+    serde_json::from_slice::<Value>(&output.stdout).map_err(|error| {
+        failed(format!(
+            "pitr restore succeeded but its JSON report cannot be read: {error}"
+        ))
+    })
 }

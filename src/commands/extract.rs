@@ -337,18 +337,24 @@ fn restore_copy(
         prefix: "pitr-extract-",
     };
     ScratchCopy::restore(&request, reporter).map_err(|error| {
+        let failed = error.downcast_ref::<RestoreFailed>();
+        let kept = failed.and_then(|f| f.kept.clone());
         // The restore's own class of failure is the extract's.
-        let kind = match error
-            .downcast_ref::<RestoreFailed>()
-            .and_then(|f| f.exit_code)
-        {
+        let kind = match failed.and_then(|f| f.exit_code) {
             Some(2) => FailureKind::Usage,
             Some(3) => FailureKind::PlanRefused,
             Some(4) => FailureKind::Staging,
             Some(130) => FailureKind::Interrupted,
             _ => FailureKind::Recovery,
         };
-        Failure::new(kind, error)
+        let failure = Failure::new(kind, error);
+        match kept {
+            Some(dir) => failure.with_hint(format!(
+                "the scratch copy is kept, stopped, with PostgreSQL's log (data/pitr-recovery.log), in `{}`: remove it when done",
+                dir.display()
+            )),
+            None => failure,
+        }
     })
 }
 

@@ -246,15 +246,15 @@ pub struct ExtractArgs {
     pub to: Option<String>,
 
     /// With --to: stop just before the target instead of just after it
-    #[arg(long, requires = "to")]
+    #[arg(long)]
     pub exclusive: bool,
 
     /// Find the transaction that dropped the --table in the WAL and extract as of just before it
-    #[arg(long, requires = "tables")]
+    #[arg(long)]
     pub before_drop: bool,
 
     /// Find the TRUNCATE of the --table in the WAL and extract as of just before it
-    #[arg(long, requires = "tables")]
+    #[arg(long)]
     pub before_truncate: bool,
 
     /// With --before-drop/--before-truncate: where the table still existed (any --to form;
@@ -274,9 +274,9 @@ pub struct ExtractArgs {
     #[arg(long, value_name = "FILE")]
     pub into_file: Option<PathBuf>,
 
-    /// Format of --into-file
-    #[arg(long, value_enum, default_value_t = DumpFormat::Custom, requires = "into_file")]
-    pub format: DumpFormat,
+    /// Format of --into-file (default: custom)
+    #[arg(long, value_enum)]
+    pub format: Option<DumpFormat>,
 
     /// Load into this live cluster (a libpq connection string; without a value, the PG* variables)
     #[arg(long, value_name = "CONNINFO", num_args = 0..=1, default_missing_value = "")]
@@ -662,6 +662,85 @@ mod tests {
         };
         assert_eq!(args.dbname.as_deref(), Some("host=x"));
         assert_eq!(args.archive_wait, std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn extract_needs_a_selection_a_moment_and_a_destination() {
+        let extract = |args: &[&str]| {
+            parse(&[&["extract", "--repo", "/r"], args].concat()).map(|cli| match cli.command {
+                Command::Extract(args) => args,
+                _ => panic!("not extract"),
+            })
+        };
+        let args = extract(&["--table", "public.t", "--before-drop", "--into"]).unwrap();
+        assert_eq!(
+            args.into.as_deref(),
+            Some(""),
+            "--into alone: the PG* variables"
+        );
+        assert_eq!(args.format, None);
+        let args = extract(&["--database", "shop", "--to", "1h ago", "--into-file", "f"]).unwrap();
+        assert_eq!(args.database.as_deref(), Some("shop"));
+        // What clap refuses; the rest (--format without --into-file, ...)
+        // is refused by the command with its own words.
+        for (bad, expected) in [
+            (&["--to", "latest", "--into-file", "f"][..], "required"),
+            (&["--table", "s.t", "--into-file", "f"], "required"),
+            (&["--table", "s.t", "--to", "latest"], "required"),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--schema",
+                    "s",
+                    "--to",
+                    "latest",
+                    "--into-file",
+                    "f",
+                ],
+                "cannot be used with",
+            ),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--to",
+                    "latest",
+                    "--before-drop",
+                    "--into-file",
+                    "f",
+                ],
+                "cannot be used with",
+            ),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--to",
+                    "latest",
+                    "--into-file",
+                    "f",
+                    "--into",
+                    "x",
+                ],
+                "cannot be used with",
+            ),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--before-drop",
+                    "--pick",
+                    "0",
+                    "--into",
+                    "x",
+                ],
+                "--pick",
+            ),
+        ] {
+            let error = extract(bad).unwrap_err().to_string();
+            assert!(error.contains(expected), "{bad:?}: {error}");
+        }
     }
 
     #[test]

@@ -483,6 +483,56 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         "{}",
         stderr(&output)
     );
+    for (args, expected) in [
+        (
+            &[
+                "--schema",
+                "billing",
+                "--database",
+                "shop",
+                "--before-drop",
+                "--into-file",
+                &nothing_arg,
+            ][..],
+            "--before-drop and --before-truncate find a table: give --table SCHEMA.NAME",
+        ),
+        (
+            &[
+                "--table",
+                "public.orders",
+                "--database",
+                "shop",
+                "--to",
+                "latest",
+                "--format",
+                "plain",
+                "--into",
+                &live,
+            ],
+            "--format is the format of --into-file",
+        ),
+        (
+            &[
+                "--table",
+                "public.orders",
+                "--database",
+                "shop",
+                "--to",
+                "latest",
+                "--as",
+                "x",
+                "--table",
+                "public.t",
+                "--into",
+                &live,
+            ],
+            "--as renames one table: give a single --table",
+        ),
+    ] {
+        let output = extract.run(args);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
     assert!(!nothing.exists());
     assert!(
         fs::read_dir(&scratch).unwrap().next().is_none(),

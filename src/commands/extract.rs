@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use crate::cli::{DumpFormat, ExtractArgs};
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::extract::moment::{search, Candidate, Found, Looking, Search};
+use crate::extract::moment::{
+    choose, distinct_transactions, listing, search, Candidate, Choice, Found, Looking, Search,
+};
 use crate::extract::{
     exists_query, list_tables_sql, quote_ident, quote_literal, rename_table_sql, row_counts_sql,
     Selection, TableName,
@@ -57,12 +59,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             ))
         }
     };
-    if looking.is_none() && (args.from.is_some() || args.until.is_some() || args.pick.is_some()) {
-        return Err(Failure::msg(
-            FailureKind::Usage,
-            "--from, --until and --pick belong to --before-drop and --before-truncate",
-        ));
-    }
+    check_options(args, looking.is_some())?;
     if let Some(to) = &args.to {
         let target = super::parse_target_args(&crate::cli::TargetArgs {
             to: to.clone(),
@@ -148,10 +145,11 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             destination_names.describe(),
             path.display()
         ));
-        let bytes = dump_to_file(dump, args.format, path).or_fail(FailureKind::Transfer)?;
+        let format = args.format.unwrap_or(DumpFormat::Custom);
+        let bytes = dump_to_file(dump, format, path).or_fail(FailureKind::Transfer)?;
         Destination::File {
             path: path.clone(),
-            format: args.format,
+            format,
             bytes,
         }
     } else if let Some(live) = &live {
@@ -221,6 +219,27 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         println!("{:#}", summary.json());
     } else if !reporter.quiet {
         eprintln!("{}", summary.text());
+    }
+    Ok(())
+}
+
+/// Options that only make sense with others (clap's `requires` is not
+/// enforced for members of required groups, so they are checked here).
+fn check_options(args: &ExtractArgs, finding: bool) -> Result<(), Failure> {
+    let refuse = |message: &str| Err(Failure::msg(FailureKind::Usage, message));
+    if !finding && (args.from.is_some() || args.until.is_some() || args.pick.is_some()) {
+        return refuse("--from, --until and --pick belong to --before-drop and --before-truncate");
+    }
+    if finding && args.tables.is_empty() {
+        return refuse(
+            "--before-drop and --before-truncate find a table: give --table SCHEMA.NAME",
+        );
+    }
+    if args.exclusive && args.to.is_none() {
+        return refuse("--exclusive goes with --to (--before-drop and --before-truncate stop just before the transaction already)");
+    }
+    if args.format.is_some() && args.into_file.is_none() {
+        return refuse("--format is the format of --into-file (a load with --into needs none)");
     }
     Ok(())
 }
@@ -481,32 +500,19 @@ fn find_moment(
     for change in &found.followed {
         reporter.step(format!("  followed: {}", change.text()));
     }
-    // One moment per transaction (several tables may go in one DROP).
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for candidate in &found.candidates {
-        if !candidates.iter().any(|c| c.xid == candidate.xid) {
-            candidates.push(candidate.clone());
-        }
-    }
-    let listing = || {
-        candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("  {}. {}", i + 1, c.text()))
-            .collect::<Vec<_>>()
-            .join("\n")
+    let candidates = distinct_transactions(&found.candidates);
+    let done_to_it = match looking {
+        Looking::Drop => "dropped",
+        Looking::Truncate => "truncated",
     };
-    let chosen = match (candidates.len(), args.pick) {
-        (0, _) => {
+    let chosen = match choose(&candidates, args.pick) {
+        Choice::Chosen(chosen) => chosen,
+        Choice::NoneFound => {
             return Err(Failure::msg(
                 FailureKind::PlanRefused,
                 format!(
-                    "no transaction from {window_stop} to {} {} {}",
+                    "no transaction from {window_stop} to {} {done_to_it} {}",
                     args.until.as_deref().unwrap_or("the end of the archive"),
-                    match looking {
-                        Looking::Drop => "dropped",
-                        Looking::Truncate => "truncated",
-                    },
                     tables
                         .iter()
                         .map(ToString::to_string)
@@ -518,18 +524,17 @@ fn find_moment(
                 "widen the window with --from and --until, or see `pitr events --kind drop`",
             ))
         }
-        (1, None | Some(1)) => candidates[0].clone(),
-        (n, Some(pick)) if (pick as usize) <= n => candidates[pick as usize - 1].clone(),
-        (n, Some(pick)) => {
+        Choice::OutOfRange(pick) => {
             return Err(Failure::msg(
                 FailureKind::Usage,
                 format!(
-                    "--pick {pick}: only {n} transactions were found:\n{}",
-                    listing()
+                    "--pick {pick}: only {} found:\n{}",
+                    count(candidates.len() as u64, "transaction"),
+                    listing(&candidates)
                 ),
             ))
         }
-        (_, None) => {
+        Choice::Ambiguous => {
             if json {
                 println!(
                     "{:#}",
@@ -542,13 +547,9 @@ fn find_moment(
             return Err(Failure::msg(
                 FailureKind::Usage,
                 format!(
-                    "{} transactions {} the table:\n{}",
+                    "{} transactions {done_to_it} the table:\n{}",
                     candidates.len(),
-                    match looking {
-                        Looking::Drop => "dropped",
-                        Looking::Truncate => "truncated",
-                    },
-                    listing()
+                    listing(&candidates)
                 ),
             )
             .with_hint("choose one with --pick N (its number above)"));

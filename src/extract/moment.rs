@@ -82,6 +82,55 @@ impl Candidate {
     }
 }
 
+/// One candidate per transaction, in WAL order (several tables may go in
+/// one DROP).
+pub fn distinct_transactions(found: &[Candidate]) -> Vec<Candidate> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for candidate in found {
+        if !candidates.iter().any(|c| c.xid == candidate.xid) {
+            candidates.push(candidate.clone());
+        }
+    }
+    candidates
+}
+
+/// What `--pick` makes of the candidates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Chosen(Candidate),
+    NoneFound,
+    /// Several, and no `--pick`.
+    Ambiguous,
+    /// `--pick N` beyond the list.
+    OutOfRange(u32),
+}
+
+/// The one candidate, or the one `pick` (from 1) names.
+pub fn choose(candidates: &[Candidate], pick: Option<u32>) -> Choice {
+    match (candidates, pick) {
+        ([], _) => Choice::NoneFound,
+        ([only], None) => Choice::Chosen(only.clone()),
+        (_, None) => Choice::Ambiguous,
+        (_, Some(pick)) => match pick
+            .checked_sub(1)
+            .and_then(|index| candidates.get(index as usize))
+        {
+            Some(candidate) => Choice::Chosen(candidate.clone()),
+            None => Choice::OutOfRange(pick),
+        },
+    }
+}
+
+/// The candidates numbered as `--pick` counts them, one per line.
+pub fn listing(candidates: &[Candidate]) -> String {
+    candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("  {}. {}", i + 1, c.text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Where the search starts and ends.
 pub struct Search<'a> {
     pub archive: &'a WalArchive,
@@ -247,5 +296,49 @@ fn reached(until: Option<&Target>, event: &Event) -> bool {
         }
         (Some(Target::Name(name)), EventKind::RestorePoint { name: found, .. }) => found == name,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(xid: u32, table: &str) -> Candidate {
+        Candidate {
+            table: TableName::parse(table).unwrap(),
+            kind: ChangeKind::Drop,
+            xid,
+            lsn: Lsn::new(u64::from(xid)),
+            time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            removed: vec![format!("base/5/{xid}")],
+        }
+    }
+
+    #[test]
+    fn one_moment_per_transaction() {
+        let found = [
+            candidate(740, "public.a"),
+            candidate(740, "public.b"),
+            candidate(745, "public.c"),
+        ];
+        let distinct = distinct_transactions(&found);
+        assert_eq!(distinct, [found[0].clone(), found[2].clone()]);
+        assert!(listing(&distinct).starts_with("  1. DROP of public.a: transaction 740"));
+        assert!(listing(&distinct).contains("\n  2. DROP of public.c: transaction 745"));
+    }
+
+    #[test]
+    fn picking() {
+        let one = [candidate(740, "public.a")];
+        let two = [candidate(740, "public.a"), candidate(745, "public.a")];
+        assert_eq!(choose(&[], None), Choice::NoneFound);
+        assert_eq!(choose(&[], Some(1)), Choice::NoneFound);
+        assert_eq!(choose(&one, None), Choice::Chosen(one[0].clone()));
+        assert_eq!(choose(&one, Some(1)), Choice::Chosen(one[0].clone()));
+        assert_eq!(choose(&one, Some(2)), Choice::OutOfRange(2));
+        assert_eq!(choose(&two, None), Choice::Ambiguous);
+        assert_eq!(choose(&two, Some(2)), Choice::Chosen(two[1].clone()));
+        assert_eq!(choose(&two, Some(3)), Choice::OutOfRange(3));
+        assert_eq!(choose(&two, Some(0)), Choice::OutOfRange(0));
     }
 }

@@ -381,7 +381,14 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         "--format",
         "plain",
     ];
-    let summary = extract.json(&schema_args);
+    let summary = extract.json(&[&schema_args[..], &["--keep"]].concat());
+    // --keep: the copy stays, stopped.
+    let kept = PathBuf::from(summary["scratch"]["path"].as_str().unwrap());
+    assert_eq!(summary["scratch"]["kept"], true);
+    assert!(kept.join("data/PG_VERSION").is_file());
+    assert!(processes_working_in(&kept.join("data")).is_empty());
+    assert!(postmaster_pid(&kept.join("data")).is_none());
+    fs::remove_dir_all(&kept).unwrap();
     assert_eq!(
         summary["tables"][0]["table"], "billing.invoices",
         "{summary}"

@@ -11,7 +11,6 @@
 //! a name that exists there is refused unless `--as` gives a new one, and
 //! pitr never drops, replaces or truncates anything in it.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,8 +18,9 @@ use serde_json::{json, Value};
 use crate::cli::{DumpFormat, ExtractArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::extract::moment::{
-    choose, distinct_transactions, listing, search, Candidate, Choice, Found, Looking, Search,
+    choose, distinct_transactions, listing, search, Candidate, Choice, FoundMoment, Looking, Search,
 };
+use crate::extract::report::{Destination, Summary};
 use crate::extract::{
     exists_query, list_tables_sql, quote_ident, quote_literal, rename_table_sql, row_counts_sql,
     Selection, TableName,
@@ -28,7 +28,7 @@ use crate::extract::{
 use crate::plan::TimelineChoice;
 use crate::postgres::binaries::Binaries;
 use crate::postgres::transfer::{check_new_file, dump_to_file, Live};
-use crate::progress::{count, human_bytes, Reporter};
+use crate::progress::{count, Reporter};
 use crate::repo::{absolute, Catalog};
 use crate::scratch::{CopyRequest, RestoreFailed, ScratchCopy};
 use crate::target::parse_target;
@@ -375,14 +375,6 @@ fn restore_copy(
             None => failure,
         }
     })
-}
-
-/// The moment found in the WAL, the transactions found, and the one chosen.
-struct FoundMoment {
-    candidates: Vec<Candidate>,
-    chosen: Candidate,
-    found: Found,
-    window: String,
 }
 
 /// Maps the tables to their files in a copy restored at the window's
@@ -804,112 +796,4 @@ fn load_live(
         }));
     }
     Ok(())
-}
-
-/// Where the dump went.
-enum Destination {
-    File {
-        path: PathBuf,
-        format: DumpFormat,
-        bytes: u64,
-    },
-    Live {
-        /// The database created for a whole-database load.
-        created_database: Option<String>,
-        /// What was loaded where, for people.
-        what: String,
-    },
-}
-
-struct Summary<'a> {
-    selection: &'a Selection,
-    loaded_as: &'a Selection,
-    /// `pitr restore --json`'s report of the extracted copy.
-    report: Value,
-    target: String,
-    exclusive: bool,
-    found: Option<&'a FoundMoment>,
-    rows: &'a [(String, u64)],
-    destination: Destination,
-    scratch: PathBuf,
-    port: u16,
-    /// finding the moment, restoring the copy, dump and load, total.
-    seconds: [Duration; 4],
-    kept: bool,
-}
-
-impl Summary<'_> {
-    fn text(&self) -> String {
-        let [finding, restore, transfer, total] = self.seconds.map(|d| d.as_secs_f64());
-        let mut lines = vec![String::new(), "extract complete".to_string()];
-        lines.push(format!("  what:       {}", self.selection.describe()));
-        if let Some(found) = self.found {
-            lines.push(format!("  found:      {}", found.chosen.text()));
-            lines.push(format!("  window:     from {}", found.window));
-        }
-        lines.push(format!(
-            "  backup:     {}",
-            self.report["plan"]["backup"]["id"].as_str().unwrap_or("?")
-        ));
-        lines.push(format!(
-            "  stop point: {}",
-            self.report["stop"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!(
-                    "{}{}",
-                    self.target,
-                    if self.exclusive { " (exclusive)" } else { "" }
-                ))
-        ));
-        for (table, rows) in self.rows {
-            lines.push(format!("  rows:       {table}: {}", count(*rows, "row")));
-        }
-        lines.push(match &self.destination {
-            Destination::File {
-                path,
-                format,
-                bytes,
-            } => format!(
-                "  written to: {} ({} format, {})",
-                path.display(),
-                match format {
-                    DumpFormat::Custom => "custom",
-                    DumpFormat::Plain => "plain SQL",
-                },
-                human_bytes(*bytes)
-            ),
-            Destination::Live { what, .. } => format!("  loaded:     {what}"),
-        });
-        lines.push(if self.kept {
-            format!("  scratch copy kept (stopped): {}", self.scratch.display())
-        } else {
-            "  scratch copy removed".to_string()
-        });
-        lines.push(format!(
-            "  time: finding {finding:.1}s, restore {restore:.1}s, dump and load {transfer:.1}s, total {total:.1}s"
-        ));
-        lines.join("\n")
-    }
-
-    fn json(&self) -> Value {
-        let [finding, restore, transfer, total] = self.seconds.map(|d| d.as_secs_f64());
-        json!({
-            "selection": self.selection.describe(),
-            "loaded_as": self.loaded_as.describe(),
-            "backup": self.report["plan"]["backup"]["id"],
-            "target": { "to": self.target, "exclusive": self.exclusive },
-            "stop": self.report["stop"],
-            "candidates": self.found.map(|f| f.candidates.iter().map(Candidate::json).collect::<Vec<_>>()),
-            "chosen": self.found.map(|f| f.chosen.json()),
-            "followed": self.found.map(|f| f.found.followed.iter().map(Candidate::json).collect::<Vec<_>>()),
-            "tables": self.rows.iter().map(|(table, rows)| json!({"table": table, "rows": rows})).collect::<Vec<_>>(),
-            "destination": match &self.destination {
-                Destination::File { path, format, bytes } => json!({"kind": "file", "path": path, "format": format, "bytes": bytes}),
-                Destination::Live { created_database, what } => json!({"kind": "cluster", "loaded": what, "created_database": created_database}),
-            },
-            "scratch": { "path": self.scratch, "port": self.port, "kept": self.kept },
-            "seconds": { "finding": finding, "restore": restore, "dump_and_load": transfer, "total": total },
-        })
-    }
 }

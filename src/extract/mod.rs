@@ -8,6 +8,7 @@
 //! where its pattern characters match literally.
 
 pub mod moment;
+pub mod report;
 
 use std::fmt;
 

@@ -131,6 +131,15 @@ pub fn listing(candidates: &[Candidate]) -> String {
         .join("\n")
 }
 
+/// The moment found in the WAL, the transactions found, and the one chosen.
+pub struct FoundMoment {
+    pub candidates: Vec<Candidate>,
+    pub chosen: Candidate,
+    pub found: Found,
+    /// Where the window started, for people.
+    pub window: String,
+}
+
 /// Where the search starts and ends.
 pub struct Search<'a> {
     pub archive: &'a WalArchive,

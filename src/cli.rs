@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::target::Action;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pitr",
@@ -40,11 +42,11 @@ pub enum Command {
         after_help = "Examples:\n  pitr plan --repo /backups --to '2h ago'\n  pitr plan --repo /backups --to lsn:0/3000060 --json\n\nExit status:\n  0  the plan is shown: a restore to this target can be made\n  1  internal error\n  2  bad usage: an option or the target cannot be understood\n  3  refused: no backup reaches the target, WAL is missing or damaged, or the target is\n     outside the recoverable window (the message says which, with the window)"
     )]
     Plan(PlanArgs),
-    /// List backups and the recoverable window
+    /// List backups and the recoverable window (--drills: the drills' reports)
     #[command(
-        after_help = "Examples:\n  pitr list --repo /backups\n  pitr list --backups /pg/base --wal-archive /pg/wal --json"
+        after_help = "Examples:\n  pitr list --repo /backups\n  pitr list --backups /pg/base --wal-archive /pg/wal --json\n  pitr list --repo /backups --drills"
     )]
-    List(RepoArgs),
+    List(ListArgs),
     /// Create a repository and print the postgresql.conf lines that archive into it
     #[command(
         after_help = "The settings are printed on stdout, or written with --conf-file into a file of their own in\nPostgreSQL's conf.d/ (rewritten, never appended to, so running init again adds nothing);\nthen restart PostgreSQL. Appended with `>>` to a file that already holds them, they are not\nprinted again. With --pgdata, pitr also reads the cluster's settings (over its socket when\nit runs) and, when it runs, whether archiving works (pg_stat_archiver: failed attempts, the\nlast failure, WAL waiting in pg_wal); it exits with status 8 if the cluster does not archive\ninto the repository, and prints no lines when they are already in effect.\n\nExamples:\n  sudo pitr init --repo /backups --conf-file /etc/postgresql/15/main/conf.d/pitr.conf\n  pitr init --repo /backups | sudo tee /etc/postgresql/15/main/conf.d/pitr.conf\n  sudo pitr init --repo /backups --pgdata /var/lib/postgresql/15/main"
@@ -70,7 +72,7 @@ pub enum Command {
     Events(EventsArgs),
     /// Bring back one table, schema or database from a point in time, into a file or a live cluster
     #[command(
-        after_help = "The backup is restored into a scratch copy (a temporary directory, or a new one inside --scratch,\non a free port, archiving off, run as the server's OS user), the selection is dumped with that\nPostgreSQL major's own pg_dump and written to --into-file or loaded into --into; the copy is then\nstopped and removed (--keep keeps it). Nothing that exists in the live cluster is replaced or\ntruncated: a table, schema or database that exists there is refused unless --as gives a new name.\n\nWith --before-drop (or --before-truncate) the moment is found in the WAL: the table's name is\nmapped to its file in a copy restored at --from (default: the oldest backup's consistent point),\nthe file is followed through rewrites, and the rows are extracted as of just before the\ntransaction that dropped (or truncated) it. Several such transactions: they are listed and\n--pick N chooses one.\n\nExamples:\n  pitr extract --repo /backups --table public.orders --before-drop --into 'dbname=shop'\n  pitr extract --repo /backups --table public.orders --database shop --to '10 minutes ago' --into 'dbname=shop' --as orders_restored\n  pitr extract --repo /backups --database shop --to '2026-11-23 14:05' --into-file shop.dump\n  pitr extract --repo /backups --schema billing --database shop --to xid:1234 --exclusive --into-file billing.sql --format plain\n\nExit status: 0 extracted; 2 bad usage, an unknown table, or a name that exists in the live cluster\n(nothing written); 3 plan refused; 4 the scratch copy could not be made; 5 its recovery failed;\n10 the dump or the load failed (the live cluster is unchanged: the load is one transaction)."
+        after_help = "The backup is restored into a scratch copy (a temporary directory, or a new one inside --scratch,\non a free port, archiving off, run as the server's OS user), the selection is dumped with that\nPostgreSQL major's own pg_dump and written to --into-file or loaded into --into; the copy is then\nstopped and removed (--keep keeps it). Nothing that exists in the live cluster is replaced or\ntruncated: a table, schema or database that exists there is refused unless --as gives a new name.\n\nWith --before-drop (or --before-truncate) the moment is found in the WAL: the table's name is\nmapped to its file in a copy restored at --from (default: the oldest backup's consistent point),\nthe file is followed through rewrites, and the rows are extracted as of just before the\ntransaction that dropped (or truncated) it. Several such transactions: they are listed and\n--pick N chooses one.\n\nExamples:\n  pitr extract --repo /backups --table public.orders --before-drop --into 'dbname=shop'\n  pitr extract --repo /backups --table public.orders --database shop --to '10 minutes ago' --into 'dbname=shop' --as orders_restored\n  pitr extract --repo /backups --database shop --to '2026-11-23 14:05' --into-file shop.dump\n  pitr extract --repo /backups --schema billing --database shop --to xid:1234 --exclusive --into-file billing.sql --format plain\n\nExit status: 0 extracted; 2 bad usage, an unknown table, or a name that exists in the live cluster\n(nothing written); 3 plan refused; 4 the scratch copy could not be made; 5 its recovery failed;\n11 the dump or the load failed (the live cluster is unchanged: the load is one transaction)."
     )]
     Extract(ExtractArgs),
     /// Check backups against their manifests and every WAL segment of the archive
@@ -78,6 +80,16 @@ pub enum Command {
         after_help = "Examples:\n  pitr verify --repo /backups\n  pitr verify --repo /backups --backup 20261124T031500Z --json\n\nExit status 9 when any problem is found."
     )]
     Verify(VerifyArgs),
+    /// Restore into a scratch copy, check it, keep the evidence, clean up
+    #[command(
+        after_help = "The drill restores (as `pitr restore` does, with the same plan) into a new directory under\n--scratch or the temporary directory, on a free port, with archiving off; checks that PostgreSQL\nstopped exactly at the planned point and promoted; runs pg_amcheck on every database and the\n--check queries; then stops the copy and removes it (unless --keep). The report (RTO per phase,\nthe data's age, every check) is stored as drills/<time>.json in the repository, beside a failed\ndrill's server log, and printed with --json.\n\nA check file holds one query per line; `-- expect: VALUE` at the end of a line gives what psql\nmust print (columns joined by `|`), otherwise the query must return true:\n  SELECT count(*) > 0 FROM orders\n  SELECT count(*) FROM pg_database -- expect: 4\n\nExit status:\n  0   every step passed\n  1   internal error (or the report could not be stored)\n  2   bad usage (nothing was run)\n  10  the drill failed: the report names the step (plan, staging, replay, stop point, amcheck,\n      checks) and keeps the server log\n\nExamples:\n  pitr drill --repo /backups\n  pitr drill --repo /backups --seed 42 --check 'SELECT count(*) > 0 FROM orders'\n  pitr drill --repo /backups --to latest --check-file /etc/pitr/drill.sql --json\n  # crontab of root: a drill every night at 04:30\n  30 4 * * * /usr/local/bin/pitr drill --repo /backups --quiet --check-file /etc/pitr/drill.sql"
+    )]
+    Drill(DrillArgs),
+    /// Monitoring: archive and backup age, gaps, archiver failures, last drill
+    #[command(
+        after_help = "Prints one status line (Nagios plugin style, with performance data after `|`) and the\nfindings that are not OK; --json prints the figures, --prometheus writes them in the Prometheus\ntext format (for the node exporter's textfile collector). With --pgdata, or when PGHOST, PGPORT\nor PGSERVICE is set, pitr also reads pg_stat_archiver of the live cluster.\n\nThresholds are `CRIT` or `WARN,CRIT` durations (`15m,1h`); the newest WAL's age is measured from\nwhen the newest segment was archived, so a quiet server needs archive_timeout below the WAL\nthreshold.\n\nExit status (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the check itself could not run)\n\nExamples:\n  pitr check --repo /backups\n  pitr check --repo /backups --pgdata /var/lib/postgresql/15/main --max-drill-age 8d,15d\n  pitr check --repo /backups --prometheus > /var/lib/node_exporter/pitr.prom.tmp && mv /var/lib/node_exporter/pitr.prom.tmp /var/lib/node_exporter/pitr.prom"
+    )]
+    Check(CheckArgs),
     /// Serve a WAL file from the archive (a restore_command)
     #[command(
         after_help = "Exit status: 0 the file was copied, 1 it is not in the archive, 126 any other error\n(PostgreSQL aborts recovery on statuses above 125 instead of taking them for the end of the archive).\n\nExample restore_command:\n  restore_command = 'pitr wal-fetch --wal-archive /backups/wal %f %p'"
@@ -132,17 +144,6 @@ pub struct PlanArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub target: TargetArgs,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// End recovery at the target and accept writes
-    Promote,
-    /// Stay read-only at the target, to inspect before promoting
-    Pause,
-    /// Stop the server at the target
-    Shutdown,
 }
 
 #[derive(Debug, Args)]
@@ -307,6 +308,115 @@ pub struct ExtractArgs {
     pub bin_dir: Option<PathBuf>,
 
     /// OS user that runs the scratch copy's server and pg_dump when pitr runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub os_user: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// List the drills' reports (drills/ in the repository) instead of the backups
+    #[arg(long)]
+    pub drills: bool,
+
+    /// Directory of the drills' reports for layouts given with --backups and --wal-archive
+    #[arg(long, value_name = "DIR")]
+    pub drill_reports: Option<PathBuf>,
+}
+
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Target, any `pitr restore --to` form (default: a random instant in the recoverable window of the newest timeline)
+    #[arg(long = "to", value_name = "TARGET", allow_hyphen_values = true)]
+    pub to: Option<String>,
+
+    /// Seed of the random target, to drill the same instant again (the report gives the one used)
+    #[arg(long, value_name = "N", conflicts_with = "to")]
+    pub seed: Option<u64>,
+
+    /// Directory in which the scratch copy is made (a new subdirectory; default: the temporary directory)
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+
+    /// Leave the copy (stopped) in the scratch directory instead of removing it
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Run pg_amcheck on every database of the copy (when it is installed)
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
+    pub amcheck: Switch,
+
+    /// SQL that must return true in the copy (repeatable)
+    #[arg(long = "check", value_name = "SQL")]
+    pub checks: Vec<String>,
+
+    /// File of checks: one query per line, `-- expect: VALUE` at its end for another result than true (repeatable)
+    #[arg(long = "check-file", value_name = "FILE")]
+    pub check_files: Vec<PathBuf>,
+
+    /// Database the checks run in
+    #[arg(long, value_name = "NAME", default_value = "postgres")]
+    pub dbname: String,
+
+    /// Directory of the drills' reports for layouts given with --backups and --wal-archive
+    #[arg(long, value_name = "DIR")]
+    pub drill_reports: Option<PathBuf>,
+
+    /// Directory with PostgreSQL's server programs (default: /usr/lib/postgresql/<major>/bin, then PATH)
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// OS user that runs PostgreSQL when pitr runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub os_user: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Data directory of the live cluster whose pg_stat_archiver to read (or PGHOST/PGPORT/PGSERVICE)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+
+    /// Age of the newest archived WAL beyond which to warn, and to be critical: `CRIT` or `WARN,CRIT`
+    #[arg(long, value_name = "AGE", default_value = "15m,1h")]
+    pub max_wal_age: String,
+
+    /// Age of the newest backup beyond which to warn, and to be critical: `CRIT` or `WARN,CRIT`
+    #[arg(long, value_name = "AGE", default_value = "26h,50h")]
+    pub max_backup_age: String,
+
+    /// Age of the last drill beyond which to warn, and to be critical (default: the age is not judged)
+    #[arg(long, value_name = "AGE")]
+    pub max_drill_age: Option<String>,
+
+    /// Write the figures in the Prometheus text exposition format on stdout
+    #[arg(long)]
+    pub prometheus: bool,
+
+    /// Directory of the drills' reports for layouts given with --backups and --wal-archive
+    #[arg(long, value_name = "DIR")]
+    pub drill_reports: Option<PathBuf>,
+
+    /// Directory with psql for the live cluster (default: /usr/lib/postgresql/<major>/bin, then PATH)
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// OS user that runs psql when pitr runs as root
     #[arg(long, value_name = "USER", default_value = "postgres")]
     pub os_user: String,
 }

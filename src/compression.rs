@@ -329,7 +329,6 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     /// WAL-like data: runs of zeros, repeated records and some noise, so
@@ -504,12 +503,35 @@ mod tests {
         assert!(!same_contents(&mut a, &mut &data[..1000]).unwrap());
     }
 
+    /// Runs `tool args` with `input` on its stdin; `None` when the tool is
+    /// not installed. The bytes go through pipes, not files.
+    fn run_tool(tool: &str, args: &[&str], input: &[u8]) -> Option<std::process::Output> {
+        use std::process::{Command, Stdio};
+        let mut child = match Command::new(tool)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return None,
+            Err(error) => panic!("{tool}: {error}"),
+        };
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        // Written from a thread: the tool's output fills its pipe meanwhile.
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        Some(output)
+    }
+
     /// The standard tools read what `pitr` writes, and `pitr` reads what they
     /// write. Skipped for a tool that is not installed.
     #[test]
     fn standard_tools_agree() {
         let data = sample(512 * 1024);
-        let dir = tempfile::tempdir().unwrap();
         let tools = [
             (Compression::Gzip, "gzip"),
             (Compression::Lz4, "lz4"),
@@ -518,43 +540,29 @@ mod tests {
             (Compression::Xz, "xz"),
         ];
         for (compression, tool) in tools {
-            let plain = dir.path().join(format!("plain-{tool}"));
-            std::fs::write(&plain, &data).unwrap();
-            let packed_path = dir
-                .path()
-                .join(format!("plain-{tool}{}", compression.suffix()));
-            let made_by_tool = std::process::Command::new(tool)
-                .args(["-c", "-q"])
-                .arg(&plain)
-                .stdout(std::fs::File::create(&packed_path).unwrap())
-                .status();
-            match made_by_tool {
-                Ok(status) => assert!(status.success(), "{tool} failed"),
-                Err(_) => {
-                    // Seen on the terminal (libtest captures eprintln!), and
-                    // a failure under PITR_TEST_STRICT=1 unless allowed, as
-                    // tests/common's `require` does for integration tests.
-                    let message =
-                        format!("SKIPPED: standard_tools_agree: `{tool}` is not installed");
-                    let _ = writeln!(std::io::stderr(), "{message}");
-                    let allowed = std::env::var("PITR_TEST_ALLOWED_SKIPS").is_ok_and(|list| {
-                        list.split(|c: char| c == ',' || c.is_whitespace())
-                            .any(|name| name == "standard_tools_agree")
-                    });
-                    let strict = std::env::var("PITR_TEST_STRICT").is_ok_and(|v| v == "1");
-                    assert!(!strict || allowed, "{message} (PITR_TEST_STRICT=1)");
-                    continue;
-                }
-            }
-            let packed = std::fs::read(&packed_path).unwrap();
-            assert_eq!(decompress(compression, &packed).unwrap(), data, "{tool}");
+            let Some(made_by_tool) = run_tool(tool, &["-c", "-q"], &data) else {
+                // Seen on the terminal (libtest captures eprintln!), and
+                // a failure under PITR_TEST_STRICT=1 unless allowed, as
+                // tests/common's `require` does for integration tests.
+                let message = format!("SKIPPED: standard_tools_agree: `{tool}` is not installed");
+                let _ = writeln!(std::io::stderr(), "{message}");
+                let allowed = std::env::var("PITR_TEST_ALLOWED_SKIPS").is_ok_and(|list| {
+                    list.split(|c: char| c == ',' || c.is_whitespace())
+                        .any(|name| name == "standard_tools_agree")
+                });
+                let strict = std::env::var("PITR_TEST_STRICT").is_ok_and(|v| v == "1");
+                assert!(!strict || allowed, "{message} (PITR_TEST_STRICT=1)");
+                continue;
+            };
+            assert!(made_by_tool.status.success(), "{tool} failed");
+            assert_eq!(
+                decompress(compression, &made_by_tool.stdout).unwrap(),
+                data,
+                "{tool}"
+            );
 
-            std::fs::write(&packed_path, compress(compression, &data)).unwrap();
-            let output = std::process::Command::new(tool)
-                .args(["-d", "-c", "-q"])
-                .arg(&packed_path)
-                .output()
-                .unwrap();
+            let output =
+                run_tool(tool, &["-d", "-c", "-q"], &compress(compression, &data)).unwrap();
             assert!(
                 output.status.success(),
                 "{tool} -d: {}",

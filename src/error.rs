@@ -30,6 +30,8 @@ pub enum FailureKind {
     WalNotArchived,
     /// `pitr init --pgdata`: the cluster does not archive into the repository.
     NotArchiving,
+    /// `pitr drill`: a step of the drill failed (its report says which).
+    DrillFailed,
     /// `pitr extract`: the dump or the load failed (the load is one
     /// transaction: the live cluster is unchanged).
     Transfer,
@@ -47,7 +49,8 @@ impl FailureKind {
             FailureKind::WalNotArchived => 7,
             FailureKind::NotArchiving => 8,
             FailureKind::VerifyFailed => 9,
-            FailureKind::Transfer => 10,
+            FailureKind::DrillFailed => 10,
+            FailureKind::Transfer => 11,
             FailureKind::Interrupted => 130,
         }
     }

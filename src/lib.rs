@@ -10,13 +10,16 @@
 // library does not touch the file system (clippy.toml says what is refused).
 #![deny(clippy::disallowed_methods)]
 
-pub mod access;
+/// Why a local directory cannot be used (part of the posix driver).
+pub use repo::store::posix::access;
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod drill;
 pub mod duration;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod interrupt;
 pub mod os_user;
 pub mod plan;
@@ -25,6 +28,7 @@ pub mod progress;
 pub mod repo;
 pub mod retention;
 pub mod scratch;
+pub mod shell;
 pub mod size;
 pub mod stage;
 /// The WAL spool a restore fills ahead of replay (part of staging).

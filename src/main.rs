@@ -14,8 +14,14 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            // --help and --version are not errors.
-            let code = if error.use_stderr() { 2 } else { 0 };
+            // --help and --version are not errors. `pitr check` is a
+            // monitoring plugin: a bad command line is UNKNOWN (3) there,
+            // not CRITICAL.
+            let code = match (error.use_stderr(), invoked_as_check()) {
+                (false, _) => 0,
+                (true, true) => 3,
+                (true, false) => 2,
+            };
             let _ = error.print();
             return ExitCode::from(code);
         }
@@ -27,6 +33,11 @@ fn main() -> ExitCode {
     // So does wal-push, as the archive_command.
     if let Command::WalPush(args) = &cli.command {
         return ExitCode::from(commands::wal_push::run(args));
+    }
+    // So does check, as a monitoring plugin (Nagios exit codes).
+    if let Command::Check(args) = &cli.command {
+        let reporter = Reporter::new(cli.quiet).with_verbose(cli.verbose);
+        return ExitCode::from(commands::check::run(args, cli.json, &reporter));
     }
     pitr::interrupt::install();
     if matches!(
@@ -50,8 +61,9 @@ fn main() -> ExitCode {
         Command::List(args) => commands::list::run(args, cli.json, &reporter),
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),
         Command::Verify(args) => commands::verify::run(args, cli.json, &reporter),
+        Command::Drill(args) => commands::drill::run(args, cli.json, &reporter),
         Command::Extract(args) => commands::extract::run(args, cli.json, &reporter),
-        Command::WalFetch(_) | Command::WalPush(_) => Ok(()),
+        Command::WalFetch(_) | Command::WalPush(_) | Command::Check(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +72,15 @@ fn main() -> ExitCode {
             ExitCode::from(failure.kind.exit_code())
         }
     }
+}
+
+/// True when the subcommand on the command line is `check`: the first
+/// word that is not an option (the global options take no value).
+fn invoked_as_check() -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .is_some_and(|command| command == "check")
 }
 
 fn report(failure: &Failure) {

@@ -368,6 +368,45 @@ impl Target {
     }
 }
 
+/// What the server does at the target (`--action`): the one decision that
+/// the command line takes, the recovery settings write
+/// (`recovery_target_action`) and the log judge checks the server against.
+///
+/// `promote` at a target point is done by pitr: PostgreSQL pauses there and
+/// pitr promotes it (no end-of-recovery checkpoint is waited for). With
+/// `--to latest` there is no target point: PostgreSQL replays the whole
+/// archive and promotes by itself, so only `promote` makes sense
+/// ([`Action::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// End recovery at the target and accept writes
+    Promote,
+    /// Stay read-only at the target, to inspect before promoting
+    Pause,
+    /// Stop the server at the target
+    Shutdown,
+}
+
+/// An `--action` that the target cannot have.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`--to latest` replays the whole archive and then promotes; --action pause and shutdown \
+     need a target point (a time, lsn:, xid: or name:)"
+)]
+pub struct ActionNeedsTargetPoint;
+
+impl Action {
+    /// Refuses pausing or shutting down at `latest`, which has no point to
+    /// pause or shut down at.
+    pub fn check(self, target: &Target) -> Result<Action, ActionNeedsTargetPoint> {
+        match (self, target) {
+            (Action::Pause | Action::Shutdown, Target::Latest) => Err(ActionNeedsTargetPoint),
+            _ => Ok(self),
+        }
+    }
+}
+
 /// The value for `recovery_target_time`: `YYYY-MM-DD HH:MM:SS[.ffffff]+HH:MM`.
 ///
 /// The offset is numeric because PostgreSQL rejects `Z` and reads zone
@@ -997,6 +1036,28 @@ mod tests {
     // Years 1..=9999 in every offset: a day of margin on each side.
     const MIN_SECONDS: i64 = -62_135_596_800 + 86_400;
     const MAX_SECONDS: i64 = 253_402_300_799 - 86_400;
+
+    #[test]
+    fn pausing_or_shutting_down_needs_a_target_point() {
+        let now = Zoned::now();
+        let latest = parse_target(" LATEST ", &now).unwrap();
+        for action in [Action::Pause, Action::Shutdown] {
+            assert!(action.check(&latest).is_err(), "{action:?}");
+        }
+        assert_eq!(Action::Promote.check(&latest).unwrap(), Action::Promote);
+        for text in [
+            "immediate",
+            "lsn:0/3000060",
+            "xid:1234",
+            "name:before",
+            "5 minutes ago",
+        ] {
+            let target = parse_target(text, &now).unwrap();
+            for action in [Action::Promote, Action::Pause, Action::Shutdown] {
+                assert_eq!(action.check(&target).unwrap(), action, "{text}");
+            }
+        }
+    }
 
     proptest! {
         #[test]

@@ -2,7 +2,6 @@
 //! segment's pages and record checksums, and the continuity of every
 //! timeline. Each problem names the file; nothing is written.
 
-use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -10,7 +9,7 @@ use crate::compression::Compression;
 use crate::repo::archive::WalArchive;
 use crate::repo::backup::{Backup, BackupFile, BackupFormat};
 use crate::repo::manifest_check::{Hashing, ManifestCheck};
-use crate::repo::store::StoreRead;
+use crate::repo::store::{StoreRead, TreeKind};
 use crate::repo::tablespace::TablespaceSource;
 use crate::repo::wal_source::ArchiveWal;
 use crate::wal::facts::{SegmentEnding, WalSource};
@@ -49,14 +48,11 @@ pub fn verify_backup(backups: &dyn StoreRead, backup: &Backup) -> BackupReport {
     if !backup.has_manifest {
         return report;
     }
-    let manifest_path = backup.manifest_file().path;
+    let manifest_path = backups.describe(&backup.manifest_file().key);
     let parsed = match backup.manifest() {
-        None => Err(format!("cannot read `{}`", manifest_path.display())),
+        None => Err(format!("cannot read `{manifest_path}`")),
         Some(kept) => match &kept.damage {
-            Some(damage) => Err(format!(
-                "`{}` is damaged: {damage}",
-                manifest_path.display()
-            )),
+            Some(damage) => Err(format!("`{manifest_path}` is damaged: {damage}")),
             None => Ok(&kept.parsed),
         },
     };
@@ -69,7 +65,14 @@ pub fn verify_backup(backups: &dyn StoreRead, backup: &Backup) -> BackupReport {
     };
     let mut check = ManifestCheck::new(parsed);
     match backup.format {
-        BackupFormat::Plain => walk_plain(&backup.dir, &backup.dir, "", &mut check, &mut report),
+        BackupFormat::Plain => walk_plain(
+            backups,
+            &backup.prefix(),
+            &backup.prefix(),
+            "",
+            &mut check,
+            &mut report,
+        ),
         BackupFormat::Tar(_) => {
             if let Some(base) = backup.base_tar() {
                 stream_tar(backups, &base, "", &mut check, &mut report);
@@ -84,9 +87,14 @@ pub fn verify_backup(backups: &dyn StoreRead, backup: &Backup) -> BackupReport {
                     stream_tar(backups, &file, &prefix, &mut check, &mut report)
                 }
             }
-            TablespaceSource::Directory(dir) => {
-                walk_plain(dir, dir, &prefix, &mut check, &mut report)
-            }
+            TablespaceSource::Directory(tree) => walk_plain(
+                tree.store.as_ref(),
+                "",
+                "",
+                &prefix,
+                &mut check,
+                &mut report,
+            ),
         }
     }
     for missing in check.missing() {
@@ -115,47 +123,49 @@ fn checksum_stream(
     check.record(path, sink.written, digest)
 }
 
-// A plain backup and its tablespace directories are trees of local files
-// (pg_verifybackup reads them the same way).
-#[allow(clippy::disallowed_methods)]
+/// Checks the tree of objects under `root` (a plain backup, or a plain
+/// backup's tablespace directory with its own store) level by level from
+/// `level`, in key order, as pg_verifybackup walks a directory.
 fn walk_plain(
-    root: &Path,
-    dir: &Path,
+    store: &dyn StoreRead,
+    root: &str,
+    level: &str,
     prefix: &str,
     check: &mut ManifestCheck,
     report: &mut BackupReport,
 ) {
-    let entries = match fs::read_dir(dir) {
+    let entries = match store.tree_level(level) {
         Ok(entries) => entries,
         Err(error) => {
             report
                 .problems
-                .push(format!("cannot read `{}`: {error}", dir.display()));
+                .push(format!("cannot read `{}`: {error}", store.describe(level)));
             return;
         }
     };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let path = entry.path();
-        let relative = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .into_owned();
+        let relative = entry.key.get(root.len()..).unwrap_or_default();
         let manifest_path = format!("{prefix}{relative}");
-        match entry.file_type() {
-            Ok(kind) if kind.is_dir() => walk_plain(root, &path, prefix, check, report),
-            Ok(kind) if kind.is_file() => {
-                let result = File::open(&path)
-                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+        match entry.kind {
+            TreeKind::Group => walk_plain(
+                store,
+                root,
+                &format!("{}/", entry.key),
+                prefix,
+                check,
+                report,
+            ),
+            TreeKind::Object { .. } => {
+                let result = store
+                    .open(&entry.key)
+                    .map_err(|e| format!("cannot read `{}`: {e}", store.describe(&entry.key)))
                     .and_then(|mut file| checksum_stream(&mut file, &manifest_path, check, report));
                 if let Err(problem) = result {
                     report.problems.push(problem);
                 }
             }
             // Tablespace links are followed through the backup's tablespaces.
-            _ => {}
+            TreeKind::Link { .. } => {}
         }
     }
 }

@@ -16,23 +16,13 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset};
 use common::*;
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn pitr(bin: &Path) -> Command {
-    let mut command = Command::new(bin);
-    command.env_remove("PITR_REPO").env("TZ", "UTC");
-    command
-}
 
 /// A directory the PostgreSQL user can write in, for one restore.
 fn restore_parent(dir: &Path, name: &str) -> PathBuf {
@@ -72,45 +62,37 @@ fn insert_full(cluster: &Cluster, id: i32) -> (u64, DateTime<FixedOffset>) {
     (full, DateTime::parse_from_rfc3339(&committed).unwrap())
 }
 
-/// What `pitr restore --json` did: the rows it restored, the backup it
-/// chose, the summary, and a guard that stops the restored server.
-struct Restored {
+/// What `pitr restore --json` did: the rows it restored and the backup it
+/// chose; the restored server runs until this is dropped.
+struct RestoredRows {
     rows: Vec<i32>,
     backup: String,
-    summary: serde_json::Value,
-    _guard: ServerGuard,
+    restored: Restored,
 }
 
 /// `pitr restore` to `target` (promoting); the rows of the result.
-fn pitr_restore(bin: &Path, repo: &Path, parent: &Path, target: &str, extra: &[&str]) -> Restored {
-    let pgdata = parent.join("pgdata");
-    let output = pitr(bin)
-        .args(["--json", "restore", "--repo"])
-        .arg(repo)
-        .args(["--to", target, "--pgdata"])
-        .arg(&pgdata)
-        .args(extra)
-        .output()
-        .unwrap();
-    let guard = ServerGuard(pgdata.clone());
-    assert!(
-        output.status.success(),
-        "pitr restore --to {target} {extra:?} failed ({}):\n{}\nlog:\n{}",
-        output.status,
-        stderr(&output),
-        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let socket = PathBuf::from(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    Restored {
-        rows: rows(&socket, port),
-        backup: summary["plan"]["backup"]["id"]
+fn pitr_restore(
+    bin: &Path,
+    repo: &Path,
+    parent: &Path,
+    target: &str,
+    extra: &[&str],
+) -> RestoredRows {
+    let mut args = vec![
+        OsStr::new("--repo"),
+        repo.as_os_str(),
+        OsStr::new("--to"),
+        OsStr::new(target),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let restored = restore(pitr(bin), &parent.join("pgdata"), args);
+    RestoredRows {
+        rows: rows(&restored.socket_dir(), restored.port()),
+        backup: restored.summary["plan"]["backup"]["id"]
             .as_str()
             .unwrap()
             .to_string(),
-        summary,
-        _guard: guard,
+        restored,
     }
 }
 
@@ -224,20 +206,6 @@ fn basebackup(socket: &Path, port: u16, repo: &Path, id: &str, label: &str) {
     );
 }
 
-fn pg_ctl(args: &[&str], pgdata: &Path, log: &Path) {
-    check(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(args)
-            .arg("-D")
-            .arg(pgdata)
-            .arg("-l")
-            .arg(log)
-            .output()
-            .unwrap(),
-        &format!("pg_ctl {args:?}"),
-    );
-}
-
 /// The transaction IDs of a cluster whose epoch was advanced to 1: the
 /// 64-bit values `pg_current_xact_id()` returns after the first wraparound.
 #[test]
@@ -249,7 +217,7 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
     let cluster = Cluster::start(dir.path(), &repo);
     // As PostgreSQL's own tests do: stop, advance the epoch, start again.
     let log = cluster.dir.join("server.log");
-    pg_ctl(&["stop", "-w", "-m", "fast"], &cluster.pgdata, &log);
+    pg_ctl(&cluster.pgdata, &log, &["stop", "-w", "-m", "fast"]);
     check(
         as_pg_user(pg_bin().join("pg_resetwal"))
             .args(["-e", "1", "-D"])
@@ -258,7 +226,7 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
             .unwrap(),
         "pg_resetwal -e 1",
     );
-    pg_ctl(&["start", "-w"], &cluster.pgdata, &log);
+    pg_ctl(&cluster.pgdata, &log, &["start", "-w"]);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
     basebackup(&cluster.dir, cluster.port, &repo, "base", "base");
     let (x1, _) = insert_full(&cluster, 1);
@@ -275,7 +243,7 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
         let parent = restore_parent(dir.path(), name);
         let extra: &[&str] = if inclusive { &[] } else { &["--exclusive"] };
         let restored = pitr_restore(&bin, &repo, &parent, &format!("xid:{x2}"), extra);
-        assert_eq!(restored.summary["plan"]["target"]["value"], x2);
+        assert_eq!(restored.restored.summary["plan"]["target"]["value"], x2);
         let alone = postgres_alone(
             &backup,
             &archive,
@@ -434,7 +402,7 @@ fn start_standby(dir: &Path, primary: &Cluster) -> Standby {
         run: run.clone(),
         port,
     };
-    pg_ctl(&["start", "-w"], &pgdata, &run.join("server.log"));
+    pg_ctl(&pgdata, &run.join("server.log"), &["start", "-w"]);
     standby
 }
 

@@ -15,16 +15,6 @@ use std::time::Duration;
 use common::*;
 use sha2::{Digest, Sha256};
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn pitr(binary: &Path) -> Command {
-    let mut command = Command::new(binary);
-    command.env_remove("PITR_REPO").env("TZ", "UTC");
-    command
-}
-
 /// A running source cluster with a backup and marker rows 1..=3, all
 /// archived; `extra_conf` is appended to its postgresql.conf before the
 /// backup (and the server restarted).

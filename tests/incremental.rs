@@ -12,18 +12,9 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-
-fn pitr(binary: &Path, args: &[&str]) -> Output {
-    Command::new(binary)
-        .env("TZ", "UTC")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn markers(summary: &serde_json::Value) -> String {
     let socket = Path::new(summary["socket_dir"].as_str().unwrap());
@@ -95,7 +86,7 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         ("after-1", between(&m1, &m2), "2-incr", "1"),
     ] {
         let pgdata = dir.path().join(name);
-        let output = pitr(
+        let output = run_pitr(
             &binary,
             &[
                 "--json",
@@ -130,7 +121,7 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         );
     }
 
-    let listing = pitr(&binary, &["list", "--json", "--repo", repo_str]);
+    let listing = run_pitr(&binary, &["list", "--json", "--repo", repo_str]);
     let listing: serde_json::Value = serde_json::from_str(&check(listing, "pitr list")).unwrap();
     let unusable = &listing["unreadable_backups"];
     assert_eq!(unusable.as_array().unwrap().len(), 1, "{listing:#}");
@@ -148,7 +139,7 @@ fn a_chain_of_incremental_backups_restores_exactly() {
     // Without the full backup the chain is broken: both incrementals are
     // reported with the reason and no plan uses them.
     fs::rename(base.join("1-full"), base.join(".1-full-away")).unwrap();
-    let listing = pitr(&binary, &["list", "--json", "--repo", repo_str]);
+    let listing = run_pitr(&binary, &["list", "--json", "--repo", repo_str]);
     let listing: serde_json::Value = serde_json::from_str(&check(listing, "pitr list")).unwrap();
     let unusable: Vec<(&str, &str)> = listing["unreadable_backups"]
         .as_array()
@@ -167,7 +158,7 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         listing["backups"].as_array().unwrap().is_empty(),
         "{listing:#}"
     );
-    let plan = pitr(
+    let plan = run_pitr(
         &binary,
         &[
             "plan",

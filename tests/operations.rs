@@ -10,34 +10,14 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// `pitr` with a clean environment for the settings it reads.
-fn pitr(binary: &Path) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .env_remove("PITR_REPO")
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .env_remove("PGUSER")
-        .env_remove("PGDATABASE")
-        .env("TZ", "UTC");
-    command
-}
 
 fn run_ok(command: &mut Command, what: &str) -> Output {
     let output = command.output().unwrap();
@@ -49,59 +29,6 @@ fn run_ok(command: &mut Command, what: &str) -> Output {
         stderr(&output)
     );
     output
-}
-
-/// initdb a cluster in `dir/source` (not started), with its socket in
-/// `dir/run`; returns (pgdata, socket dir, port).
-fn initdb(dir: &Path) -> (PathBuf, PathBuf, u16) {
-    let pgdata = pg_owned_dir(&dir.join("source"));
-    let run_dir = pg_owned_dir(&dir.join("run"));
-    check(
-        as_pg_user(pg_bin().join("initdb"))
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "-D",
-            ])
-            .arg(&pgdata)
-            .output()
-            .unwrap(),
-        "initdb",
-    );
-    let port = free_port();
-    append_conf(
-        &pgdata,
-        &format!(
-            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = {}\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\nautovacuum = off\n",
-            conf_quote(&run_dir.to_string_lossy())
-        ),
-    );
-    (pgdata, run_dir, port)
-}
-
-fn append_conf(pgdata: &Path, text: &str) {
-    use std::io::Write;
-    fs::OpenOptions::new()
-        .append(true)
-        .open(pgdata.join("postgresql.conf"))
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .unwrap();
-}
-
-fn pg_ctl(pgdata: &Path, run_dir: &Path, action: &str) {
-    let output = as_pg_user(pg_bin().join("pg_ctl"))
-        .args([action, "-w", "-D"])
-        .arg(pgdata)
-        .arg("-l")
-        .arg(run_dir.join("server.log"))
-        .output()
-        .unwrap();
-    let log = fs::read_to_string(run_dir.join("server.log")).unwrap_or_default();
-    check(output, &format!("pg_ctl {action} (server log:\n{log})"));
 }
 
 /// `pitr init --repo`, returning the postgresql.conf lines it printed.
@@ -162,43 +89,28 @@ fn archived_segment_number(name: &str) -> Option<u64> {
     })
 }
 
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", stdout(output)))
-}
-
 /// Restores `id` to `target` and returns the number of marker rows.
 fn restore_count(binary: &Path, repo: &Path, id: &str, target: &str, parent: &Path) -> i64 {
     fs::create_dir_all(parent).unwrap();
     fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
     give_to_pg_user(parent);
-    let pgdata = parent.join("pgdata");
-    let output = pitr(binary)
-        .args(["--json", "restore", "--repo"])
-        .arg(repo)
-        .args(["--backup", id, "--to", target, "--pgdata"])
-        .arg(&pgdata)
-        .output()
-        .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    assert!(
-        output.status.success(),
-        "restore of {id} to {target} failed ({}):\n{}\nlog:\n{}",
-        output.status,
-        stderr(&output),
-        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+    let restored = restore(
+        pitr(binary),
+        &parent.join("pgdata"),
+        [
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            OsStr::new("--backup"),
+            OsStr::new(id),
+            OsStr::new("--to"),
+            OsStr::new(target),
+        ],
     );
-    let summary = json(&output);
-    assert_eq!(summary["plan"]["backup"]["id"], id);
-    let socket = PathBuf::from(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    psql(&socket, port, "SELECT count(*) FROM markers")
+    assert_eq!(restored.summary["plan"]["backup"]["id"], id);
+    restored
+        .sql("SELECT count(*) FROM markers")
         .parse()
         .unwrap()
-}
-
-fn rfc3339(time: chrono::DateTime<chrono::FixedOffset>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 #[test]
@@ -250,7 +162,7 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     // 3. The printed lines, appended to postgresql.conf, archive into the
     // repository, through `pitr wal-push` (the command init prints).
     append_conf(&pgdata, &conf);
-    pg_ctl(&pgdata, &run_dir, "start");
+    pg_ctl(&pgdata, &run_dir.join("server.log"), &["start", "-w"]);
     let _server = ServerGuard(pgdata.clone());
     let output = run_ok(
         pitr(&binary)
@@ -521,7 +433,7 @@ fn a_failed_or_unarchived_backup_is_never_taken_for_a_good_one() {
     // An archive_command that always fails: the backup completes, its WAL
     // never reaches the archive.
     append_conf(&pgdata, "archive_command = 'false'\n");
-    pg_ctl(&pgdata, &run_dir, "start");
+    pg_ctl(&pgdata, &run_dir.join("server.log"), &["start", "-w"]);
     let server = ServerGuard(pgdata.clone());
 
     let output = with_pg_env(&mut pitr(&binary), &run_dir, port)
@@ -593,17 +505,6 @@ fn archiver(run_dir: &Path, port: u16) -> (u64, u64, bool) {
     )
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
     let dir = shared_tempdir("pitr-ops-archiver-");
@@ -659,7 +560,7 @@ fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
     assert_eq!(text.matches("archive_command = ").count(), 1, "{text}");
 
     // Running and archiving: the lines are in effect and not printed again.
-    pg_ctl(&pgdata, &run_dir, "start");
+    pg_ctl(&pgdata, &run_dir.join("server.log"), &["start", "-w"]);
     let _server = ServerGuard(pgdata.clone());
     let check = |code: i32| {
         let output = pitr(&binary)
@@ -688,9 +589,12 @@ fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
     fs::set_permissions(&wal, fs::Permissions::from_mode(0o555)).unwrap();
     psql(&run_dir, port, "CREATE TABLE t AS SELECT 1 AS x");
     psql(&run_dir, port, "SELECT pg_switch_wal()");
-    wait_for("a failed archiving attempt", || {
-        archiver(&run_dir, port).0 > 0
-    });
+    wait_for(
+        "a failed archiving attempt",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || archiver(&run_dir, port).0 > 0,
+    );
     let failed_wal = psql(
         &run_dir,
         port,
@@ -705,7 +609,12 @@ fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
     fs::set_permissions(&wal, fs::Permissions::from_mode(0o750)).unwrap();
     psql(&run_dir, port, "INSERT INTO t VALUES (2)");
     psql(&run_dir, port, "SELECT pg_switch_wal()");
-    wait_for("archiving to succeed again", || !archiver(&run_dir, port).2);
+    wait_for(
+        "archiving to succeed again",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || !archiver(&run_dir, port).2,
+    );
     let messages = check(0);
     assert!(messages.contains("but works now"), "{messages}");
 }

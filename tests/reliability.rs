@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -98,25 +99,11 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The names in `dir`, hidden ones included. A read error fails the test:
-/// "nothing is left" must not also pass when the directory itself is gone.
-fn listing(dir: &Path) -> Vec<String> {
-    names_in(dir)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn restore(s: &Scenario, repo: &Path, pgdata: &Path, extra: &[&str]) -> Output {
-    s.pitr()
-        .args(["restore", "--repo"])
-        .arg(repo)
-        .args(["--pgdata"])
-        .arg(pgdata)
-        .args(extra)
-        .output()
-        .unwrap()
+/// `pitr restore --repo REPO EXTRA` into `pgdata`, whatever the outcome.
+fn try_restore(s: &Scenario, repo: &Path, pgdata: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![OsStr::new("--repo"), repo.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    restore_output(s.pitr(), pgdata, args)
 }
 
 #[test]
@@ -161,7 +148,7 @@ fn a_byte_flipped_segment_is_named_by_verify_and_refused_by_restore() {
     // would change nothing).
     let first = plan["wal"]["first"].as_str().unwrap().to_string();
     let last = plan["wal"]["last"].as_str().unwrap().to_string();
-    let victim = listing(&repo.join("wal"))
+    let victim = names_in(&repo.join("wal"))
         .into_iter()
         .filter(|name| name.len() == 24 && *name > first && *name < last)
         .find(|name| {
@@ -185,7 +172,7 @@ fn a_byte_flipped_segment_is_named_by_verify_and_refused_by_restore() {
     assert!(text.contains(&victim) && text.contains("corrupt"), "{text}");
 
     let pgdata = s.workdir("flipped-restore").join("pgdata");
-    let output = restore(s, &repo, &pgdata, &["--to", "latest"]);
+    let output = try_restore(s, &repo, &pgdata, &["--to", "latest"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains(&victim), "{}", stderr(&output));
     assert!(!pgdata.exists());
@@ -204,7 +191,7 @@ fn a_truncated_backup_is_refused_and_leaves_nothing() {
         .set_len(length / 2)
         .unwrap();
     let parent = s.workdir("truncated-restore");
-    let output = restore(
+    let output = try_restore(
         s,
         &repo,
         &parent.join("pgdata"),
@@ -220,9 +207,9 @@ fn a_truncated_backup_is_refused_and_leaves_nothing() {
         stderr(&output)
     );
     assert!(
-        listing(&parent).is_empty(),
+        names_in(&parent).is_empty(),
         "nothing may be left: {:?}",
-        listing(&parent)
+        names_in(&parent)
     );
     let verify = s
         .pitr()
@@ -246,7 +233,7 @@ fn a_file_that_differs_from_the_manifest_stops_the_restore() {
         .write_all(b"# tampered\n")
         .unwrap();
     let parent = s.workdir("mismatch-restore");
-    let output = restore(
+    let output = try_restore(
         s,
         &repo,
         &parent.join("pgdata"),
@@ -258,7 +245,7 @@ fn a_file_that_differs_from_the_manifest_stops_the_restore() {
         "{}",
         stderr(&output)
     );
-    assert!(listing(&parent).is_empty());
+    assert!(names_in(&parent).is_empty());
     let verify = s
         .pitr()
         .args(["verify", "--backup", "plain", "--repo"])
@@ -335,7 +322,7 @@ fn tar_members_that_climb_out_are_refused() {
         let repo = s.copy_repo(&format!("hostile-{name}"));
         append_hostile(&repo.join("base/tar/base.tar"), member, kind, link);
         let parent = s.workdir(&format!("hostile-{name}-restore"));
-        let output = restore(
+        let output = try_restore(
             s,
             &repo,
             &parent.join("pgdata"),
@@ -348,9 +335,9 @@ fn tar_members_that_climb_out_are_refused() {
             stderr(&output)
         );
         assert!(
-            listing(&parent).is_empty(),
+            names_in(&parent).is_empty(),
             "{name}: {:?}",
-            listing(&parent)
+            names_in(&parent)
         );
         assert!(!s.dir.join("evil").exists() && !Path::new("/tmp/pitr-evil-absolute").exists());
     }
@@ -381,7 +368,7 @@ fn a_full_disk_is_reported_and_cleaned_up() {
         }
     }
     let _unmount = Unmount(mount.clone());
-    let output = restore(
+    let output = try_restore(
         s,
         &s.repo,
         &mount.join("pgdata"),
@@ -394,15 +381,7 @@ fn a_full_disk_is_reported_and_cleaned_up() {
         message.contains(&mount.to_string_lossy().to_string()),
         "the path must be named: {message}"
     );
-    assert!(listing(&mount).is_empty(), "{:?}", listing(&mount));
-}
-
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    assert!(names_in(&mount).is_empty(), "{:?}", names_in(&mount));
 }
 
 /// Staging is slowed (`PITR_STAGE_DELAY_MS`, a test knob: a pause before
@@ -424,18 +403,24 @@ fn ctrl_c_while_staging_removes_the_staging_directory() {
         .unwrap();
     let _guard = ServerGuard(pgdata.clone());
     let staging = |parent: &Path| {
-        listing(parent)
+        names_in(parent)
             .into_iter()
             .find(|name| name.contains("pitr-staging"))
     };
-    wait_for("the staging directory", Duration::from_secs(60), || {
-        staging(&parent).is_some()
-    });
+    wait_for(
+        "the staging directory",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || staging(&parent).is_some(),
+    );
     let staging_dir = parent.join(staging(&parent).unwrap());
     // Some files are in it: staging is under way, not about to start.
-    wait_for("the first staged files", Duration::from_secs(60), || {
-        fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some())
-    });
+    wait_for(
+        "the first staged files",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some()),
+    );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
     let message = stderr(&output);
@@ -447,7 +432,7 @@ fn ctrl_c_while_staging_removes_the_staging_directory() {
     assert!(!pgdata.exists(), "no data directory may appear: {message}");
     // Nothing at all is left: no staging, tablespace staging or WAL spool
     // directory (all hidden, `.pgdata.pitr-*`).
-    assert!(listing(&parent).is_empty(), "{:?}", listing(&parent));
+    assert!(names_in(&parent).is_empty(), "{:?}", names_in(&parent));
 }
 
 /// Ctrl-C (SIGINT, from a terminal) and SIGTERM (from a service manager)
@@ -470,9 +455,12 @@ fn ctrl_c_while_replaying_stops_the_server_and_says_how_to_resume() {
             .spawn()
             .unwrap();
         let _guard = ServerGuard(pgdata.clone());
-        wait_for("the server to start", Duration::from_secs(120), || {
-            postmaster_pid(&pgdata).is_some()
-        });
+        wait_for(
+            "the server to start",
+            Duration::from_secs(120),
+            Duration::from_millis(2),
+            || postmaster_pid(&pgdata).is_some(),
+        );
         let server = postmaster_pid(&pgdata).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         kill(Pid::from_raw(child.id() as i32), signal).unwrap();
@@ -509,7 +497,7 @@ fn ctrl_c_while_replaying_stops_the_server_and_says_how_to_resume() {
         assert!(
             pgdata.join("backup_label").exists() || pgdata.join("backup_label.old").exists(),
             "{signal}: {:?}",
-            listing(&pgdata)
+            names_in(&pgdata)
         );
         assert!(pgdata.join("recovery.signal").exists(), "{signal}");
     }

@@ -6,9 +6,10 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ impl Scenario {
     fn copy_archive(&self, parent: &Path) -> PathBuf {
         let wal = parent.join("wal");
         fs::create_dir_all(&wal).unwrap();
-        for name in listing(&self.repo.join("wal")) {
+        for name in names_in(&self.repo.join("wal")) {
             fs::copy(self.repo.join("wal").join(&name), wal.join(&name)).unwrap();
             give_to_pg_user(&wal.join(&name));
         }
@@ -107,38 +108,26 @@ impl Scenario {
     }
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Runs `pitr restore --json` and returns the summary, the guard that stops
-/// the restored server, and the port.
-fn restore(
+/// `pitr restore --json` from the scenario's repository to `target`,
+/// which must succeed: the summary, the restored server (stopped when
+/// dropped) and its data directory.
+fn restore_to(
     s: &Scenario,
     name: &str,
     target: &str,
     extra: &[&str],
-    mut command: Command,
-) -> (serde_json::Value, ServerGuard, PathBuf) {
+    command: Command,
+) -> (serde_json::Value, Restored, PathBuf) {
     let pgdata = s.restore_dir(name).join("pgdata");
-    let output = command
-        .args(["--json", "restore", "--repo"])
-        .arg(&s.repo)
-        .args(["--to", target, "--pgdata"])
-        .arg(&pgdata)
-        .args(extra)
-        .output()
-        .unwrap();
-    let guard = ServerGuard(pgdata.clone());
-    assert!(
-        output.status.success(),
-        "restore to {target} failed ({}):\n{}\nlog:\n{}",
-        output.status,
-        stderr(&output),
-        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    (summary, guard, pgdata)
+    let mut args = vec![
+        OsStr::new("--repo"),
+        s.repo.as_os_str(),
+        OsStr::new("--to"),
+        OsStr::new(target),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let restored = restore(command, &pgdata, args);
+    (restored.summary.clone(), restored, pgdata)
 }
 
 fn count_markers(summary: &serde_json::Value) -> i64 {
@@ -166,7 +155,7 @@ fn absolute_local_time_in_another_zone_restores_exactly_the_rows_before_it() {
     let text = new_york.wall_time(target);
     let mut command = s.pitr();
     command.env("TZ", "America/New_York");
-    let (summary, _guard, _) = restore(s, "abs-ny", &text, &[], command);
+    let (summary, _guard, _) = restore_to(s, "abs-ny", &text, &[], command);
     assert_eq!(summary["plan"]["backup"]["id"], "a-plain");
     assert_eq!(summary["state"], "promoted");
     assert_eq!(count_markers(&summary), 2);
@@ -182,7 +171,7 @@ fn relative_target_run_as_the_postgres_user_picks_the_second_backup() {
     let seconds = (ago as f64 / 1000.0).round() as i64;
     let mut command = as_pg_user(&s.pitr);
     command.env_remove("PITR_REPO").env("TZ", "UTC");
-    let (summary, _guard, pgdata) = restore(
+    let (summary, _guard, pgdata) = restore_to(
         s,
         "relative",
         &format!("{seconds} seconds ago"),
@@ -208,7 +197,7 @@ fn root_restore_stages_files_owned_by_the_postgres_user() {
     let user = pg_user().expect("root has a postgres user");
     let s = scenario();
     let target = between(s.marker(5), s.marker(6));
-    let (summary, _guard, pgdata) = restore(s, "as-root", &target.to_rfc3339(), &[], s.pitr());
+    let (summary, _guard, pgdata) = restore_to(s, "as-root", &target.to_rfc3339(), &[], s.pitr());
     assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
     assert_eq!(count_markers(&summary), 5);
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -228,7 +217,7 @@ fn root_restore_stages_files_owned_by_the_postgres_user() {
 fn a_target_just_after_the_last_commit_before_a_backup_ends_uses_that_backup() {
     let s = scenario();
     let target = (s.marker(4).committed + chrono::Duration::milliseconds(2)).to_rfc3339();
-    let (summary, _guard, _) = restore(s, "inside-stop-second", &target, &[], s.pitr());
+    let (summary, _guard, _) = restore_to(s, "inside-stop-second", &target, &[], s.pitr());
     assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
     assert_eq!(summary["plan"]["recoverable_window"]["exact"], true);
     assert_eq!(count_markers(&summary), 4);
@@ -237,7 +226,7 @@ fn a_target_just_after_the_last_commit_before_a_backup_ends_uses_that_backup() {
 #[test]
 fn latest_replays_the_whole_archive() {
     let s = scenario();
-    let (summary, _guard, _) = restore(s, "latest", "latest", &[], s.pitr());
+    let (summary, _guard, _) = restore_to(s, "latest", "latest", &[], s.pitr());
     assert_eq!(summary["plan"]["backup"]["id"], "b-tar-gz");
     assert_eq!(count_markers(&summary), 7);
 }
@@ -250,7 +239,7 @@ fn a_partial_last_segment_is_used() {
     let s = scenario();
     let parent = s.restore_dir("partial");
     let wal = s.copy_archive(&parent);
-    let last = listing(&wal)
+    let last = names_in(&wal)
         .into_iter()
         .filter(|n| n.len() == 24)
         .max()
@@ -278,16 +267,16 @@ fn a_partial_last_segment_is_used() {
 fn xid_target_inclusive_and_exclusive() {
     let s = scenario();
     let xid = format!("xid:{}", s.marker(4).xid);
-    let (summary, _guard, _) = restore(s, "xid", &xid, &[], s.pitr());
+    let (summary, _guard, _) = restore_to(s, "xid", &xid, &[], s.pitr());
     assert_eq!(count_markers(&summary), 4);
-    let (summary, _guard2, _) = restore(s, "xid-exclusive", &xid, &["--exclusive"], s.pitr());
+    let (summary, _guard2, _) = restore_to(s, "xid-exclusive", &xid, &["--exclusive"], s.pitr());
     assert_eq!(count_markers(&summary), 3);
 }
 
 #[test]
 fn restore_point_with_pause_leaves_a_read_only_server_at_the_target() {
     let s = scenario();
-    let (summary, _guard, _) = restore(
+    let (summary, _guard, _) = restore_to(
         s,
         "name-pause",
         "name:after_m3",
@@ -305,11 +294,11 @@ fn restore_point_with_pause_leaves_a_read_only_server_at_the_target() {
 fn lsn_target_and_shutdown_action() {
     let s = scenario();
     let lsn = format!("lsn:{}", s.lsn_after_m6);
-    let (summary, _guard, _) = restore(s, "lsn", &lsn, &[], s.pitr());
+    let (summary, _guard, _) = restore_to(s, "lsn", &lsn, &[], s.pitr());
     assert_eq!(count_markers(&summary), 6);
 
     let target = between(s.marker(1), s.marker(2));
-    let (summary, _guard, pgdata) = restore(
+    let (summary, _guard, pgdata) = restore_to(
         s,
         "shutdown",
         &target.to_rfc3339(),
@@ -498,7 +487,7 @@ fn the_server_programs_must_be_of_the_backups_major() {
     };
     let bin = pg_bin();
     let xid = format!("xid:{}", s.marker(2).xid);
-    let (summary, _guard, _) = restore(
+    let (summary, _guard, _) = restore_to(
         s,
         "bin-dir",
         &xid,
@@ -545,11 +534,6 @@ fn the_server_programs_must_be_of_the_backups_major() {
     );
 }
 
-/// The names in a directory (a read error fails the test).
-fn listing(dir: &Path) -> Vec<String> {
-    names_in(dir)
-}
-
 #[test]
 fn refusals_change_nothing() {
     let s = scenario();
@@ -581,7 +565,7 @@ fn refusals_change_nothing() {
         fs::read(occupied.join("precious")).unwrap(),
         b"do not touch"
     );
-    assert_eq!(listing(&occupied), ["precious"]);
+    assert_eq!(names_in(&occupied), ["precious"]);
 
     // Before the first backup: the window is in the message.
     let early = (s.before_everything - chrono::Duration::seconds(30)).to_rfc3339();
@@ -609,6 +593,23 @@ fn refusals_change_nothing() {
             stderr(&output)
         );
         assert!(!parent.join("late").exists());
+    }
+
+    // Pausing or shutting down at `latest`: there is no point to stop at
+    // (the text is read once, so its spelling does not matter).
+    for (to, action) in [("latest", "pause"), (" LATEST ", "shutdown")] {
+        let output = run(to, &parent.join("at-latest"), &["--action", action]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{action}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("need a target point"),
+            "{action}: {}",
+            stderr(&output)
+        );
     }
 
     // Nonsense targets.
@@ -645,7 +646,7 @@ fn refusals_change_nothing() {
 fn a_missing_segment_is_named_before_anything_is_written() {
     let s = scenario();
     let parent = s.restore_dir("missing-wal");
-    let mut segments: Vec<String> = listing(&s.repo.join("wal"))
+    let mut segments: Vec<String> = names_in(&s.repo.join("wal"))
         .into_iter()
         .filter(|name| name.len() == 24)
         .collect();

@@ -11,18 +11,10 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Placeholders for what changes from run to run.
 fn filters(dir: &Path) -> Vec<(String, &'static str)> {
@@ -68,10 +60,8 @@ fn with_filters(dir: &Path, body: impl FnOnce()) {
     settings.bind(body);
 }
 
-fn pitr(binary: &Path, repo: &Path, args: &[&str]) -> Output {
-    Command::new(binary)
-        .env("TZ", "UTC")
-        .env_remove("PITR_REPO")
+fn run_with_repo(binary: &Path, repo: &Path, args: &[&str]) -> Output {
+    pitr(binary)
         .args(args)
         .arg("--repo")
         .arg(repo)
@@ -100,7 +90,7 @@ fn what_people_read() {
 
     // A target that cannot be parsed: nothing in it varies, and its
     // examples must stay as written, so no placeholders.
-    let output = pitr(&binary, &repo, &["plan", "--to", "5 minuts ago"]);
+    let output = run_with_repo(&binary, &repo, &["plan", "--to", "5 minuts ago"]);
     assert_eq!(output.status.code(), Some(2));
     insta::with_settings!({ prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("error_target_parse", stderr(&output));
@@ -108,14 +98,14 @@ fn what_people_read() {
 
     with_filters(dir.path(), || {
         // The plan.
-        let output = pitr(&binary, &repo, &["plan", "--to", &target]);
+        let output = run_with_repo(&binary, &repo, &["plan", "--to", &target]);
         assert!(output.status.success(), "{}", stderr(&output));
         insta::assert_snapshot!("plan", stdout(&output));
 
         // The restore's summary (the progress lines before it depend on
         // timing).
         let pgdata = dir.path().join("restored");
-        let output = pitr(
+        let output = run_with_repo(
             &binary,
             &repo,
             &[
@@ -135,7 +125,7 @@ fn what_people_read() {
         // -q: nothing at all on success.
         drop(_guard);
         let quiet = dir.path().join("quiet");
-        let output = pitr(
+        let output = run_with_repo(
             &binary,
             &repo,
             &[
@@ -154,7 +144,7 @@ fn what_people_read() {
 
         // Before the recoverable window.
         let early = (before_everything - chrono::Duration::seconds(30)).to_rfc3339();
-        let output = pitr(&binary, &repo, &["plan", "--to", &early]);
+        let output = run_with_repo(&binary, &repo, &["plan", "--to", &early]);
         assert_eq!(output.status.code(), Some(3));
         insta::assert_snapshot!("error_before_window", stderr(&output));
 
@@ -162,7 +152,7 @@ fn what_people_read() {
         let occupied = dir.path().join("occupied");
         fs::create_dir(&occupied).unwrap();
         fs::write(occupied.join("precious"), b"data").unwrap();
-        let output = pitr(
+        let output = run_with_repo(
             &binary,
             &repo,
             &[
@@ -186,7 +176,7 @@ fn what_people_read() {
         segments.sort();
         let missing = &segments[segments.len() - 2];
         fs::remove_file(repo.join("wal").join(missing)).unwrap();
-        let output = pitr(&binary, &repo, &["plan", "--to", "latest"]);
+        let output = run_with_repo(&binary, &repo, &["plan", "--to", "latest"]);
         assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
         insta::assert_snapshot!("error_missing_segment", stderr(&output));
     });

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn listing(dir: &Path) -> Vec<String> {
-    names_in(dir)
-}
-
 #[test]
 fn tablespaces_are_restored_to_their_mapped_locations() {
     let dir = shared_tempdir("pitr-tablespaces-");
@@ -117,11 +113,11 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
             new_location.to_string_lossy()
         );
         assert!(
-            listing(&new_location)
+            names_in(&new_location)
                 .iter()
                 .any(|name| name.starts_with(&format!("PG_{}_", pg_major()))),
             "{id}: {:?}",
-            listing(&new_location)
+            names_in(&new_location)
         );
     }
     assert_same_tree("the live tablespace", &live_before, &tree_snapshot(&live));
@@ -165,7 +161,7 @@ fn in_place_moves_the_primarys_tablespace_aside_too() {
     let _guard = ServerGuard(cluster.pgdata.clone());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let names = listing(dir.path());
+    let names = names_in(dir.path());
     assert!(
         names
             .iter()

@@ -5,70 +5,29 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
-struct Restored {
-    summary: serde_json::Value,
-    _guard: ServerGuard,
-}
-
 impl Restored {
-    fn socket(&self) -> PathBuf {
-        PathBuf::from(self.summary["socket_dir"].as_str().unwrap())
-    }
-
-    fn port(&self) -> u16 {
-        self.summary["port"].as_u64().unwrap() as u16
-    }
-
+    /// The marker rows of the restored server, in order.
     fn markers(&self) -> Vec<i32> {
-        psql(
-            &self.socket(),
-            self.port(),
-            "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers",
-        )
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect()
+        self.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM markers")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect()
     }
 }
 
-fn pitr(binary: &Path, args: &[&str]) -> Output {
-    Command::new(binary)
-        .env("TZ", "UTC")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn restore(binary: &Path, repo: &Path, pgdata: &Path, args: &[&str]) -> Restored {
-    let mut all = vec![
-        "--json",
-        "restore",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    let output = pitr(binary, &all);
-    let guard = ServerGuard(pgdata.to_path_buf());
-    assert!(
-        output.status.success(),
-        "restore {args:?} failed:\n{}\nlog:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
-    );
-    Restored {
-        summary: serde_json::from_slice(&output.stdout).unwrap(),
-        _guard: guard,
-    }
+/// `pitr restore --repo REPO ARGS` into `pgdata`, which must succeed.
+fn restore_from(binary: &Path, repo: &Path, pgdata: &Path, args: &[&str]) -> Restored {
+    let mut all = vec![OsStr::new("--repo"), repo.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    restore(pitr(binary), pgdata, all)
 }
 
 fn backup_from(restored: &Restored, repo: &Path, id: &str) {
@@ -79,7 +38,7 @@ fn backup_from(restored: &Restored, repo: &Path, id: &str) {
             .args([
                 "-U", "postgres", "-c", "fast", "-Ft", "-X", "stream", "-l", id, "-h",
             ])
-            .arg(restored.socket())
+            .arg(restored.socket_dir())
             .args(["-p", &restored.port().to_string()])
             .output()
             .unwrap(),
@@ -108,21 +67,21 @@ fn every_branch_comes_back_with_its_own_rows() {
 
     // Timeline 2: a real recovery to between markers 1 and 2 that keeps
     // archiving into the same archive.
-    let tl2 = restore(
+    let tl2 = restore_from(
         &binary,
         &repo,
         &dir.path().join("tl2"),
         &["--to", &between(&m1, &m2).to_rfc3339(), "--keep-archiving"],
     );
     assert_eq!(tl2.summary["new_timeline"], 2);
-    insert_marker(&tl2.socket(), tl2.port(), 102);
+    insert_marker(&tl2.socket_dir(), tl2.port(), 102);
     backup_from(&tl2, &repo, "2-base");
     std::thread::sleep(Duration::from_millis(1200));
-    let m103 = insert_marker(&tl2.socket(), tl2.port(), 103);
+    let m103 = insert_marker(&tl2.socket_dir(), tl2.port(), 103);
     std::thread::sleep(Duration::from_millis(300));
-    let m104 = insert_marker(&tl2.socket(), tl2.port(), 104);
+    let m104 = insert_marker(&tl2.socket_dir(), tl2.port(), 104);
     std::thread::sleep(Duration::from_millis(300));
-    archive_everything(&tl2.socket(), tl2.port());
+    archive_everything(&tl2.socket_dir(), tl2.port());
 
     // Timeline 1 goes on after timeline 2 branched off.
     let m3 = primary.insert_marker(3);
@@ -130,7 +89,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     primary.archive_everything();
 
     // Timeline 3, from timeline 2 between markers 103 and 104.
-    let tl3 = restore(
+    let tl3 = restore_from(
         &binary,
         &repo,
         &dir.path().join("tl3"),
@@ -144,13 +103,13 @@ fn every_branch_comes_back_with_its_own_rows() {
     );
     assert_eq!(tl3.summary["new_timeline"], 3);
     assert_eq!(tl3.summary["plan"]["backup"]["id"], "2-base");
-    insert_marker(&tl3.socket(), tl3.port(), 201);
+    insert_marker(&tl3.socket_dir(), tl3.port(), 201);
     std::thread::sleep(Duration::from_millis(1000));
-    archive_everything(&tl3.socket(), tl3.port());
+    archive_everything(&tl3.socket_dir(), tl3.port());
     std::thread::sleep(Duration::from_millis(1000));
 
     // The graph as `pitr list` shows it.
-    let listing = pitr(&binary, &["list", "--json", "--repo", repo_str]);
+    let listing = run_pitr(&binary, &["list", "--json", "--repo", repo_str]);
     assert!(
         listing.status.success(),
         "{}",
@@ -185,7 +144,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     assert_eq!(listing["backups"].as_array().unwrap().len(), 2);
 
     // Default `latest`: timeline 3, from the backup taken on timeline 2.
-    let latest = restore(
+    let latest = restore_from(
         &binary,
         &repo,
         &dir.path().join("latest"),
@@ -203,7 +162,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     drop(latest);
 
     // Timeline 1 after timeline 2 branched off: only the old branch has marker 3.
-    let old_branch = restore(
+    let old_branch = restore_from(
         &binary,
         &repo,
         &dir.path().join("old-branch"),
@@ -214,7 +173,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     drop(old_branch);
 
     let between_2_and_3 = between(&m2, &m3).to_rfc3339();
-    let tl1_time = restore(
+    let tl1_time = restore_from(
         &binary,
         &repo,
         &dir.path().join("tl1-time"),
@@ -224,7 +183,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     drop(tl1_time);
 
     // Timeline 2 to its end: the rows of timeline 2, not of 3.
-    let tl2_end = restore(
+    let tl2_end = restore_from(
         &binary,
         &repo,
         &dir.path().join("tl2-end"),
@@ -234,7 +193,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     drop(tl2_end);
 
     // The same moment exists on several branches: the plan says so.
-    let plan = pitr(
+    let plan = run_pitr(
         &binary,
         &[
             "plan",
@@ -256,7 +215,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     assert!(notes.contains("--timeline 1"), "{notes}");
 
     // Refusals.
-    let unknown = pitr(
+    let unknown = run_pitr(
         &binary,
         &[
             "plan",
@@ -270,7 +229,7 @@ fn every_branch_comes_back_with_its_own_rows() {
     );
     assert_eq!(unknown.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("timeline 9 does not exist"));
-    let off_path = pitr(
+    let off_path = run_pitr(
         &binary,
         &[
             "plan",

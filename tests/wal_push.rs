@@ -23,10 +23,6 @@ fn push(archive: &Path, extra: &[&str], path: &Path) -> Output {
         .unwrap()
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// A 16 MiB file shaped like a segment: pages of records and zeros.
 fn fake_segment(seed: u8) -> Vec<u8> {
     let mut data = vec![0u8; 16 << 20];

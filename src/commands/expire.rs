@@ -42,7 +42,7 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         )
         .with_hint(format!(
             "repair it, or move `{}` out of the backups directory, then run expire again",
-            unreadable.dir.display()
+            unreadable.dir
         )));
     }
     let policy = Policy {

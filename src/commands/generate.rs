@@ -9,6 +9,8 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Generate, GenerateArgs};
 use crate::error::{Failure, FailureKind, OrFail};
+use crate::repo::store::posix::Posix;
+use crate::repo::store::{StoreRead, StoreWrite, WriteError};
 
 pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     match &args.what {
@@ -22,10 +24,11 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
 }
 
 /// `pitr.1`, then `pitr-<command>.1` for every visible subcommand. The
-/// pages go to a local directory the user names, not the repository.
-#[allow(clippy::disallowed_methods)]
+/// pages go to a local directory the user names, not the repository: a
+/// posix store of its own (created where missing), so each page is
+/// replaced whole.
 fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let pages_dir = Posix::new(dir);
     let mut command = Cli::command();
     // Building propagates the global options (--json, --quiet, --verbose)
     // into every subcommand, so each page lists them.
@@ -42,13 +45,18 @@ fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
         pages.push((name, sub));
     }
     for (name, page) in pages {
-        let path = dir.join(format!("{name}.1"));
+        let key = format!("{name}.1");
         let mut bytes = Vec::new();
         clap_mangen::Man::new(page)
             .render(&mut bytes)
             .with_context(|| format!("cannot render the man page `{name}`"))?;
-        std::fs::write(&path, bytes)
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        pages_dir
+            .write_stream(&key, &mut |out| out.write_all(&bytes))
+            .map_err(|error| match error {
+                WriteError::Write(error) => anyhow::Error::new(error),
+                WriteError::Other(error) => error,
+            })
+            .with_context(|| format!("cannot write `{}`", pages_dir.describe(&key)))?;
     }
     Ok(())
 }

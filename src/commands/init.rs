@@ -2,7 +2,6 @@
 //! lines that archive into it and, with `--pgdata`, say what the cluster
 //! still lacks.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -14,6 +13,8 @@ use crate::postgres::archiving::{
     PRINTED_SETTINGS,
 };
 use crate::postgres::cluster::{archiver_status, read_settings};
+use crate::postgres::commands::this_program;
+use crate::postgres::conf_file;
 use crate::postgres::os_user::OsUser;
 use crate::progress::Reporter;
 use crate::repo::absolute;
@@ -128,7 +129,7 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         // Written above.
     } else if in_effect {
         reporter.step("the cluster already has these settings in effect: nothing to add");
-    } else if let Some(path) = stdout_already_holds(&block) {
+    } else if let Some(path) = conf_file::stdout_already_holds(&block) {
         reporter.step(format!(
             "{} already holds these lines: nothing added (use --conf-file to keep them in a file of their own)",
             path.display()
@@ -184,56 +185,22 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
     Ok(())
 }
 
-/// Writes `block` as the whole of `file` (a new name, then renamed over
-/// it), so that writing it again never duplicates a line.
+/// Writes the settings into `--conf-file` (see [`conf_file::write_whole`]).
 fn write_conf_file(file: &Path, block: &str) -> Result<(), Failure> {
-    use std::io::Write;
-    let failure = |error: std::io::Error| {
+    conf_file::write_whole(file, block).map_err(|error| {
         Failure::msg(
             FailureKind::Usage,
             format!("cannot write `{}`: {error}", file.display()),
         )
         .with_hint("give --conf-file a file in a directory that exists, such as /etc/postgresql/<major>/main/conf.d/pitr.conf")
-    };
-    let dir = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".pitr-conf-")
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(failure)?;
-    temp.write_all(block.as_bytes()).map_err(failure)?;
-    temp.as_file().sync_all().map_err(failure)?;
-    temp.persist(file).map_err(|error| failure(error.error))?;
-    Ok(())
-}
-
-/// The file stdout appends to (`pitr init >> postgresql.conf`) when it
-/// already holds `block`: printing it again would only duplicate it.
-#[allow(clippy::disallowed_methods)] // our own stdout, a local file by nature
-fn stdout_already_holds(block: &str) -> Option<PathBuf> {
-    const STDOUT: &str = "/proc/self/fd/1";
-    if !std::fs::metadata(STDOUT).ok()?.is_file() {
-        return None;
-    }
-    let text = std::fs::read_to_string(STDOUT).ok()?;
-    if !text.contains(block) {
-        return None;
-    }
-    std::fs::read_link(STDOUT).ok()
+    })
 }
 
 /// The absolute path of this very binary, which is what the server should
 /// run: the server's PATH is not the user's. `pitr` (found on the server's
-/// PATH) only when the running binary cannot be located. (Our own binary
-/// on the local file system, not the repository.)
-#[allow(clippy::disallowed_methods)]
+/// PATH) only when the running binary cannot be located.
 fn pitr_program() -> PathBuf {
-    std::env::current_exe()
-        .and_then(|path| path.canonicalize())
-        .unwrap_or_else(|_| PathBuf::from("pitr"))
+    this_program().unwrap_or_else(|_| PathBuf::from("pitr"))
 }
 
 /// PostgreSQL runs archive_command as its OS user: it must be able to run

@@ -2,16 +2,20 @@
 
 use serde_json::json;
 
-use crate::cli::RepoArgs;
-use crate::error::Failure;
+use crate::cli::ListArgs;
+use crate::drill::reports::{drills_dir, DrillHistory};
+use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::{exact_window, precise_utc, restorable_from};
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::backup::BackupFormat;
 use crate::repo::wal_source::ArchiveWal;
 
-pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
+pub fn run(args: &ListArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
+    if args.drills {
+        return list_drills(args, json);
+    }
     let local = super::local_zone();
-    let catalog = super::load_catalog(args, &local)?;
+    let catalog = super::load_catalog(&args.repo, &local)?;
     for warning in &catalog.warnings {
         reporter.warn(warning);
     }
@@ -135,6 +139,59 @@ pub fn run(args: &RepoArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         println!("timeline {timeline}{branched}{backups}: {segments}; {window}");
     }
     wal.save();
+    Ok(())
+}
+
+/// The drills' reports, oldest first: when, the result, the failed step,
+/// the target and the measured recovery time.
+fn list_drills(args: &ListArgs, json: bool) -> Result<(), Failure> {
+    let location = crate::repo::RepoLocation::new(
+        args.repo.repo.as_deref(),
+        args.repo.backups.as_deref(),
+        args.repo.wal_archive.as_deref(),
+    )
+    .or_fail(FailureKind::Usage)?;
+    let dir = drills_dir(&location, args.drill_reports.as_deref()).ok_or_else(|| {
+        Failure::msg(
+            FailureKind::Usage,
+            "with --backups and --wal-archive, pass --drill-reports DIR: where the drills' reports are kept",
+        )
+    })?;
+    let reports = DrillHistory::new(&dir)
+        .all()
+        .or_fail(FailureKind::PlanRefused)?;
+    if json {
+        let list: Vec<_> = reports
+            .iter()
+            .map(|stored| match &stored.report {
+                Ok(report) => json!({"key": stored.key, "report": report}),
+                Err(error) => json!({"key": stored.key, "error": error}),
+            })
+            .collect();
+        println!("{:#}", json!({ "drills": list }));
+        return Ok(());
+    }
+    if reports.is_empty() {
+        println!("no drills yet in {} (run pitr drill)", dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<8} {:<12} {:>9}  target",
+        "started (UTC)", "result", "failed step", "RTO"
+    );
+    for stored in &reports {
+        match &stored.report {
+            Ok(report) => println!(
+                "{:<22} {:<8} {:<12} {:>8.1}s  {}",
+                report.started.format("%Y-%m-%d %H:%M:%S"),
+                if report.passed { "passed" } else { "FAILED" },
+                report.failed_step.map(|s| s.name()).unwrap_or("-"),
+                report.rto_seconds.total,
+                report.target
+            ),
+            Err(error) => println!("{:<22} unreadable: {error}", stored.key),
+        }
+    }
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! One module per subcommand, each a short script over the library.
 
 pub mod backup;
+pub mod check;
+pub mod drill;
 pub mod events;
 pub mod expire;
 pub mod extract;
@@ -19,9 +21,10 @@ use crate::cli::{RepoArgs, TargetArgs};
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::{make_plan, Plan, PlanRequest, TimelineChoice};
 use crate::progress::human_bytes;
+use crate::repo::store::StoreRead;
 use crate::repo::wal_source::ArchiveWal;
 use crate::repo::{Catalog, RepoLocation};
-use crate::target::{parse_target, Target};
+use crate::target::{parse_target, Action, Target};
 use crate::wal::facts::{StopEvent, StopKind};
 
 /// The zone used for times without an offset and for display (`TZ`).
@@ -41,25 +44,45 @@ pub fn load_catalog(args: &RepoArgs, local: &jiff::tz::TimeZone) -> Result<Catal
 
 /// Parses `--to` (exit status 2 when it cannot be understood).
 pub fn parse_target_args(args: &TargetArgs) -> Result<Target, Failure> {
+    let target = read_to(args)?;
+    check_exclusive(args, &target)?;
+    Ok(target)
+}
+
+/// Parses `--to` for a restore, with the `--action` taken there: both
+/// checked before anything else is looked at (exit status 2).
+pub fn parse_restore_target(args: &TargetArgs, action: Action) -> Result<Target, Failure> {
+    let target = read_to(args)?;
+    action.check(&target).or_fail(FailureKind::Usage)?;
+    check_exclusive(args, &target)?;
+    Ok(target)
+}
+
+/// The one reading of the `--to` text.
+fn read_to(args: &TargetArgs) -> Result<Target, Failure> {
     let now = jiff::Zoned::now();
-    let target = parse_target(&args.to, &now).or_fail(FailureKind::Usage)?;
+    parse_target(&args.to, &now).or_fail(FailureKind::Usage)
+}
+
+fn check_exclusive(args: &TargetArgs, target: &Target) -> Result<(), Failure> {
     if args.exclusive && matches!(target, Target::Latest | Target::Immediate | Target::Name(_)) {
         return Err(Failure::msg(
             FailureKind::Usage,
             "--exclusive applies to time, lsn: and xid: targets only",
         ));
     }
-    Ok(target)
+    Ok(())
 }
 
-/// Scans the repository and plans; warnings about the repository are shown.
+/// Scans the repository and plans to `target` (parsed from
+/// `target_args.to`); warnings about the repository are shown.
 pub fn plan_from_args(
     repo: &RepoArgs,
     target_args: &TargetArgs,
+    target: Target,
     local: &jiff::tz::TimeZone,
     reporter: &crate::progress::Reporter,
 ) -> Result<(Catalog, Plan), Failure> {
-    let target = parse_target_args(target_args)?;
     let catalog = load_catalog(repo, local)?;
     for warning in &catalog.warnings {
         reporter.warn(warning);
@@ -117,12 +140,14 @@ pub fn target_json(target: &Target, inclusive: bool, local: &jiff::tz::TimeZone)
     })
 }
 
-pub fn plan_json(plan: &Plan, local: &jiff::tz::TimeZone) -> Value {
+/// The plan as JSON; the backup's `path` is where the backups store keeps
+/// it (`backups` describes it: a path on posix).
+pub fn plan_json(plan: &Plan, backups: &dyn StoreRead, local: &jiff::tz::TimeZone) -> Value {
     let backup = &plan.backup;
     json!({
         "backup": {
             "id": backup.id,
-            "path": backup.dir,
+            "path": backups.describe(&backup.id),
             "format": backup.format,
             "timeline": backup.timeline,
             "start_lsn": backup.start_lsn,

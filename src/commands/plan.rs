@@ -6,9 +6,14 @@ use crate::progress::Reporter;
 
 pub fn run(args: &PlanArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let local = super::local_zone();
-    let (_, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    let target = super::parse_target_args(&args.target)?;
+    let (catalog, plan) =
+        super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if json {
-        println!("{:#}", super::plan_json(&plan, &local));
+        println!(
+            "{:#}",
+            super::plan_json(&plan, catalog.stores.backups.as_ref(), &local)
+        );
     } else {
         println!("{}", super::plan_text(&plan, &local));
     }

@@ -8,58 +8,191 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::cli::{Action, RestoreArgs};
+use crate::cli::RestoreArgs;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
+use crate::postgres::commands::this_program;
 use crate::postgres::handover::{hand_over, Handover, Request as HandoverRequest, Then};
 use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
-use crate::postgres::recovery::{follow, FinalState, Goal, Observed};
+use crate::postgres::recovery::{follow, FinalState, Observed, RecoveryError};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
-use crate::postgres::settings::{restore_command, RecoverySettings, TargetAction};
-use crate::prefetch::{PrefetchStats, Prefetcher};
+use crate::postgres::settings::{restore_command, RecoverySettings};
+use crate::prefetch::{create_spool, PrefetchStats, Prefetcher};
 use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
+use crate::repo::store::StoreRead;
 use crate::repo::Catalog;
 use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
-use crate::stage::tablespaces::{parse_mapping, place};
-use crate::stage::{
-    inspect_destination, stage, work_dir_beside, Destination, Interrupted, StageRequest,
-};
-use crate::target::Target;
+use crate::stage::tablespaces::{parse_mapping, place, Placement};
+use crate::stage::{inspect_destination, stage, Destination, Interrupted, StageRequest, Staged};
+use crate::target::{Action, Target};
 use crate::wal::WalSegment;
-use std::os::unix::fs::DirBuilderExt;
 
 pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let started = Instant::now();
     let local = super::local_zone();
-    let goal = goal_for(args)?;
-    let (catalog, plan) = super::plan_from_args(&args.repo, &args.target, &local, reporter)?;
+    let target = super::parse_restore_target(&args.target, args.action)?;
+    let (catalog, plan) =
+        super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if args.dry_run {
-        if json {
-            println!("{:#}", super::plan_json(&plan, &local));
-        } else {
-            println!("{}", super::plan_text(&plan, &local));
-        }
+        print_plan(&plan, &catalog, json, &local);
         return Ok(());
     }
     reporter.step(super::plan_text(&plan, &local));
 
     // Everything that can be checked is checked before anything is written.
     let pgdata = absolute(&args.pgdata).or_fail(FailureKind::Usage)?;
-    // --in-place recovers a lost primary into its own directory: it
-    // replaces what is left there, and the new primary archives as the
-    // backup's configuration says.
-    let force = args.force || args.in_place;
-    let keep_archiving = args.keep_archiving || args.in_place;
-    restore_checks::refuse_live_server(&pgdata, "--pgdata")?;
-    restore_checks::check_parent_writable(&pgdata, "--pgdata")?;
-    if args.in_place {
-        restore_checks::refuse_other_cluster(&pgdata, plan.backup.system_identifier)?;
+    let destination = check_destination(args, &plan, &pgdata)?;
+    let placements = place_tablespaces(args, &plan, &pgdata, reporter)?;
+    let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
+    let (major_version, binaries) = find_binaries(args, &plan)?;
+    let combine = resolve_chain(&catalog, &plan, &binaries, reporter)?;
+    let pitr = check_restore_command(&user, &catalog)?;
+    let socket_dir = socket_dir_for(&pgdata);
+    let port = choose_port(args.port, &socket_dir)?;
+    // The last question, once everything else is known to be fine.
+    if destination == Destination::Occupied {
+        restore_checks::confirm_replacement(&pgdata, &plan.backup.id, args.yes)?;
     }
-    let destination = inspect_destination(&pgdata, force).or_fail(FailureKind::Staging)?;
+
+    // Prefetching starts now, while the backup is extracted, into a spool
+    // beside the data directory (same filesystem, so wal-fetch can rename).
+    let prefetcher = if args.no_prefetch {
+        None
+    } else {
+        start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?
+    };
+    let settings = recovery_settings(
+        args,
+        &plan,
+        restore_command(
+            &pitr,
+            &catalog.location.wal_archive,
+            prefetcher.as_ref().map(|p| p.spool()),
+        ),
+        port,
+        &socket_dir,
+        major_version,
+    );
+    let planned = started.elapsed();
+
+    let staging_started = Instant::now();
+    let staged = stage_backup(
+        &StageRequest {
+            backups: catalog.stores.backups.as_ref(),
+            plan: &plan,
+            pgdata: &pgdata,
+            destination: &destination,
+            placements: &placements,
+            user: &user,
+            settings: &settings,
+            verify: !args.no_verify,
+            combine: combine.as_ref(),
+        },
+        reporter,
+    )?;
+    let staging_time = staging_started.elapsed();
+
+    let recovery_started = Instant::now();
+    let server = Server::new(&pgdata, binaries, user);
+    let mut follower = LogFollower::new(&server.log_path);
+    let running = start_server(&server, &mut follower, port, reporter)?;
+    let (state, observed) = follow_replay(
+        &server,
+        &mut follower,
+        running,
+        args.action,
+        &plan,
+        prefetcher.as_ref(),
+        reporter,
+    )?;
+    let prefetched = prefetcher.map(|p| p.finish());
+    if plan.target == Target::Latest {
+        confirm_end_of_archive(&plan, &observed, &server)?;
+    }
+    let recovery_time = recovery_started.elapsed();
+    let handover = if state == FinalState::Promoted {
+        Some(hand_over_promoted(
+            args,
+            &server,
+            port,
+            &socket_dir,
+            reporter,
+        )?)
+    } else {
+        None
+    };
+
+    let summary = Summary {
+        plan: &plan,
+        backups: catalog.stores.backups.as_ref(),
+        pgdata: &pgdata,
+        port,
+        socket_dir: &socket_dir,
+        state,
+        observed: &observed,
+        moved_aside: staged.moved_aside.as_deref(),
+        bytes_staged: staged.bytes_written,
+        timings: [planned, staging_time, recovery_time, started.elapsed()],
+        server: &server,
+        prefetched,
+        archiving_kept: keep_archiving(args),
+        handover: handover.as_ref(),
+    };
+    summary.print(json, &local, reporter);
+    Ok(())
+}
+
+/// `--dry-run`: the plan, and nothing else.
+fn print_plan(plan: &Plan, catalog: &Catalog, json: bool, local: &jiff::tz::TimeZone) {
+    if json {
+        println!(
+            "{:#}",
+            super::plan_json(plan, catalog.stores.backups.as_ref(), local)
+        );
+    } else {
+        println!("{}", super::plan_text(plan, local));
+    }
+}
+
+/// `--in-place` recovers a lost primary into its own directory: it
+/// replaces what is left there (as `--force` does), and the new primary
+/// archives as the backup's configuration says.
+fn replaces_destination(args: &RestoreArgs) -> bool {
+    args.force || args.in_place
+}
+
+fn keep_archiving(args: &RestoreArgs) -> bool {
+    args.keep_archiving || args.in_place
+}
+
+/// `--pgdata`: no live server in or around it, a parent pitr may write
+/// into, with `--in-place` the same cluster as the backup's, and what is
+/// there now.
+fn check_destination(
+    args: &RestoreArgs,
+    plan: &Plan,
+    pgdata: &Path,
+) -> Result<Destination, Failure> {
+    restore_checks::refuse_live_server(pgdata, "--pgdata")?;
+    restore_checks::check_parent_writable(pgdata, "--pgdata")?;
+    if args.in_place {
+        restore_checks::refuse_other_cluster(pgdata, plan.backup.system_identifier)?;
+    }
+    inspect_destination(pgdata, replaces_destination(args)).or_fail(FailureKind::Staging)
+}
+
+/// Where each of the backup's tablespaces goes (`--tablespace-mapping`),
+/// each destination checked like `--pgdata`, and said.
+fn place_tablespaces(
+    args: &RestoreArgs,
+    plan: &Plan,
+    pgdata: &Path,
+    reporter: &Reporter,
+) -> Result<Vec<Placement>, Failure> {
     let mappings = args
         .tablespace_mappings
         .iter()
@@ -67,7 +200,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
     let placements =
-        place(&plan.backup.tablespaces, &mappings, &pgdata, args.in_place).map_err(|error| {
+        place(&plan.backup.tablespaces, &mappings, pgdata, args.in_place).map_err(|error| {
             Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
         })?;
     for placement in &placements {
@@ -87,7 +220,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             }
         ));
     }
-    let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
+    Ok(placements)
+}
+
+/// PostgreSQL's programs of the backup's major.
+fn find_binaries(args: &RestoreArgs, plan: &Plan) -> Result<(u32, Binaries), Failure> {
     let major_version = plan.backup.major_version.ok_or_else(|| {
         Failure::msg(
             FailureKind::Staging,
@@ -99,92 +236,81 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     })?;
     let binaries =
         Binaries::find(args.bin_dir.as_deref(), major_version).or_fail(FailureKind::Staging)?;
-    // An incremental backup (17+) is staged by pg_combinebackup from its
-    // chain, resolved now so that a broken chain is refused before anything
-    // is written.
-    let combine = if plan.backup.label.incremental_from.is_some() {
-        let chain = crate::repo::incremental::chain_dirs(&catalog.backups, &plan.backup)
-            .or_fail(FailureKind::Staging)?;
-        reporter.step(format!(
-            "backup {} is incremental: combining {}",
-            plan.backup.id,
-            chain
-                .iter()
-                .map(|dir| dir.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" + ")
-        ));
-        Some(Combine {
-            chain,
-            binaries: binaries.clone(),
-        })
-    } else {
-        None
-    };
-    // Our own binary on the local file system, not the repository.
-    #[allow(clippy::disallowed_methods)]
-    let pitr = std::env::current_exe()
-        .and_then(|path| path.canonicalize())
-        .context("cannot find the pitr executable")
-        .or_fail(FailureKind::Internal)?;
-    check_user_can_run(&user, &pitr, &catalog.location.wal_archive)?;
-    let socket_dir = socket_dir_for(&pgdata);
-    let port = match args.port {
-        Some(port) => {
-            restore_checks::refuse_taken_port(port, std::slice::from_ref(&socket_dir))?;
-            port
-        }
-        None => free_port(&socket_dir).or_fail(FailureKind::Staging)?,
-    };
-    // The last question, once everything else is known to be fine.
-    if destination == Destination::Occupied {
-        restore_checks::confirm_replacement(&pgdata, &plan.backup.id, args.yes)?;
+    Ok((major_version, binaries))
+}
+
+/// An incremental backup (17+) is staged by pg_combinebackup from its
+/// chain, resolved now so that a broken chain is refused before anything
+/// is written.
+fn resolve_chain(
+    catalog: &Catalog,
+    plan: &Plan,
+    binaries: &Binaries,
+    reporter: &Reporter,
+) -> Result<Option<Combine>, Failure> {
+    if plan.backup.label.incremental_from.is_none() {
+        return Ok(None);
     }
-    // Prefetching starts now, while the backup is extracted, into a spool
-    // beside the data directory (same filesystem, so wal-fetch can rename).
-    let prefetcher = if args.no_prefetch {
-        None
-    } else {
-        start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?
-    };
-    let settings = RecoverySettings {
-        restore_command: restore_command(
-            &pitr,
-            &catalog.location.wal_archive,
-            prefetcher.as_ref().map(|p| p.spool()),
-        ),
+    let backups = catalog.stores.backups.as_ref();
+    let chain = crate::repo::incremental::chain_of(backups, &catalog.backups, &plan.backup)
+        .or_fail(FailureKind::Staging)?;
+    reporter.step(format!(
+        "backup {} is incremental: combining {}",
+        plan.backup.id,
+        chain
+            .iter()
+            .map(|backup| backups.describe(&backup.id))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    ));
+    Ok(Some(Combine {
+        chain,
+        binaries: binaries.clone(),
+    }))
+}
+
+/// `--port` when it is free, else a free one.
+fn choose_port(port: Option<u16>, socket_dir: &Path) -> Result<u16, Failure> {
+    match port {
+        Some(port) => {
+            restore_checks::refuse_taken_port(port, &[socket_dir.to_path_buf()])?;
+            Ok(port)
+        }
+        None => free_port(socket_dir).or_fail(FailureKind::Staging),
+    }
+}
+
+/// What the staged data directory's configuration tells PostgreSQL: where
+/// to recover to, what to do there, and how to get WAL and be reached.
+fn recovery_settings(
+    args: &RestoreArgs,
+    plan: &Plan,
+    restore_command: String,
+    port: u16,
+    socket_dir: &Path,
+    major_version: u32,
+) -> RecoverySettings {
+    RecoverySettings {
+        restore_command,
         target: plan.target.clone(),
         inclusive: plan.inclusive,
         timeline: plan.timeline,
-        action: match goal {
-            Goal::PromoteAtTarget | Goal::PauseAtTarget => Some(TargetAction::Pause),
-            Goal::ShutdownAtTarget => Some(TargetAction::Shutdown),
-            Goal::PromoteAtEnd => None,
-        },
+        action: args.action,
         port,
         socket_dir: socket_dir.to_string_lossy().into_owned(),
-        keep_archiving,
+        keep_archiving: keep_archiving(args),
         major_version,
-    };
-    let planned = started.elapsed();
+    }
+}
 
+/// Writes the data directory (see `stage::stage`), and says what it did.
+fn stage_backup(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged, Failure> {
     reporter.step(format!(
         "staging backup {} into {}",
-        plan.backup.id,
-        pgdata.display()
+        request.plan.backup.id,
+        request.pgdata.display()
     ));
-    let staging_started = Instant::now();
-    let request = StageRequest {
-        plan: &plan,
-        pgdata: &pgdata,
-        destination: &destination,
-        placements: &placements,
-        user: &user,
-        settings: &settings,
-        verify: !args.no_verify,
-        combine: combine.as_ref(),
-    };
-    let staged = stage(&request, reporter).map_err(|error| {
+    let staged = stage(request, reporter).map_err(|error| {
         if error.downcast_ref::<Interrupted>().is_some() {
             Failure::new(FailureKind::Interrupted, error)
         } else {
@@ -192,30 +318,35 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
                 .with_hint("nothing was left behind: the staging directory was removed")
         }
     })?;
-    let staging_time = staging_started.elapsed();
     if let Some(aside) = &staged.moved_aside {
         reporter.step(format!(
             "the previous contents of {} were moved to {}",
-            pgdata.display(),
+            request.pgdata.display(),
             aside.display()
         ));
     }
     for note in &staged.notes {
         reporter.step(format!("note: {note}"));
     }
+    Ok(staged)
+}
 
-    let server_log = pgdata.join(crate::postgres::server::LOG_FILE_NAME);
+/// Starts PostgreSQL on the staged data directory and waits for its PID.
+fn start_server(
+    server: &Server,
+    follower: &mut LogFollower,
+    port: u16,
+    reporter: &Reporter,
+) -> Result<Started, Failure> {
     reporter.step(format!(
-        "starting PostgreSQL {major_version} as OS user {} on port {port}; log: {}",
-        user.name,
-        server_log.display()
+        "starting PostgreSQL {} as OS user {} on port {port}; log: {}",
+        server.binaries.major_version,
+        server.user.name,
+        server.log_path.display()
     ));
-    let recovery_started = Instant::now();
-    let server = Server::new(&pgdata, binaries, user);
-    let mut follower = LogFollower::new(&server.log_path);
     server.start().or_fail(FailureKind::Recovery)?;
     let (pid, initial) =
-        wait_for_pid(&server, &mut follower, Duration::from_secs(60)).map_err(|error| {
+        wait_for_pid(server, follower, Duration::from_secs(60)).map_err(|error| {
             Failure::msg(
                 FailureKind::Recovery,
                 format!(
@@ -224,77 +355,85 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
                 ),
             )
         })?;
+    Ok((pid, initial))
+}
+
+/// The server's PID and the log events seen while waiting for it.
+type Started = (Option<nix::unistd::Pid>, Vec<LogEvent>);
+
+/// Follows the server's log to the target, moving the replay bar and
+/// telling the prefetcher how far replay is.
+fn follow_replay(
+    server: &Server,
+    follower: &mut LogFollower,
+    (pid, initial): Started,
+    action: Action,
+    plan: &Plan,
+    prefetcher: Option<&Prefetcher>,
+    reporter: &Reporter,
+) -> Result<(FinalState, Observed), Failure> {
     let mut progress = reporter.bar("replay", plan.wal.segments, Unit::Segments);
     let first = plan.wal.first;
-    let (state, observed) = follow(
-        &server,
-        &mut follower,
+    let followed = follow(
+        server,
+        follower,
         pid,
-        goal,
+        action,
+        &plan.target,
         |event| {
             if let LogEvent::Restored(name) = event {
                 if let Some(segment) = WalSegment::parse(name, first.size) {
                     progress.set(replayed_count(segment, first, plan.wal.segments));
                     progress.set_message(name.clone());
-                    if let Some(prefetcher) = &prefetcher {
+                    if let Some(prefetcher) = prefetcher {
                         prefetcher.replayed(segment);
                     }
                 }
             }
         },
         initial,
-    )?;
+    )
+    .map_err(recovery_failure)?;
     progress.finish();
-    let prefetched = prefetcher.map(|p| p.finish());
-    if goal == Goal::PromoteAtEnd {
-        confirm_end_of_archive(&plan, &observed, &server)?;
-    }
-    let recovery_time = recovery_started.elapsed();
-    let handover = if state == FinalState::Promoted {
-        reporter.step(if args.in_place && !args.keep_running {
-            "promoted; removing pitr's recovery settings from postgresql.auto.conf and stopping the server"
-        } else {
-            "promoted; removing pitr's recovery settings from postgresql.auto.conf and restarting with the backup's own configuration"
-        });
-        let handover = hand_over(&HandoverRequest {
-            server: &server,
-            // A side-by-side copy keeps its own port: the backup's is the
-            // production server's, which applications connect to.
-            port: if args.in_place { args.port } else { Some(port) },
-            keep_archiving,
-            fallback_socket_dir: &socket_dir,
-            then: if args.in_place && !args.keep_running {
-                Then::Stop
-            } else {
-                Then::Restart
-            },
-        })?;
-        Some(handover)
-    } else {
-        None
-    };
+    Ok(followed)
+}
 
-    let summary = Summary {
-        plan: &plan,
-        pgdata: &pgdata,
-        port,
-        socket_dir: &socket_dir,
-        state,
-        observed: &observed,
-        moved_aside: staged.moved_aside.as_deref(),
-        bytes_staged: staged.bytes_written,
-        timings: [planned, staging_time, recovery_time, started.elapsed()],
-        server: &server,
-        prefetched,
-        archiving_kept: keep_archiving,
-        handover: handover.as_ref(),
+/// After promotion: pitr's recovery settings removed, and the server
+/// restarted with the backup's own configuration (or stopped, for an
+/// `--in-place` recovery left to its service manager).
+fn hand_over_promoted(
+    args: &RestoreArgs,
+    server: &Server,
+    port: u16,
+    socket_dir: &Path,
+    reporter: &Reporter,
+) -> Result<Handover, Failure> {
+    let stop = args.in_place && !args.keep_running;
+    reporter.step(if stop {
+        "promoted; removing pitr's recovery settings from postgresql.auto.conf and stopping the server"
+    } else {
+        "promoted; removing pitr's recovery settings from postgresql.auto.conf and restarting with the backup's own configuration"
+    });
+    hand_over(&HandoverRequest {
+        server,
+        // A side-by-side copy keeps its own port: the backup's is the
+        // production server's, which applications connect to.
+        port: if args.in_place { args.port } else { Some(port) },
+        keep_archiving: keep_archiving(args),
+        fallback_socket_dir: socket_dir,
+        then: if stop { Then::Stop } else { Then::Restart },
+    })
+}
+
+/// A recovery that did not end as asked: exit status 130 when interrupted,
+/// 5 otherwise, with the recovery's hint.
+fn recovery_failure(error: RecoveryError) -> Failure {
+    let kind = match error {
+        RecoveryError::Interrupted { .. } => FailureKind::Interrupted,
+        RecoveryError::NotReached { .. } => FailureKind::Recovery,
     };
-    if json {
-        println!("{:#}", summary.json(&local));
-    } else if !reporter.quiet {
-        eprintln!("{}", summary.text());
-    }
-    Ok(())
+    let hint = error.hint();
+    Failure::new(kind, error).with_hint(hint)
 }
 
 /// How many planned segments replay has gone through when PostgreSQL
@@ -308,28 +447,15 @@ fn replayed_count(segment: WalSegment, first: WalSegment, planned: u64) -> u64 {
 /// Creates the spool beside the data directory and starts prefetching the
 /// planned segments that the archive holds complete. None when the parent
 /// directory does not exist (staging then says so).
-#[allow(clippy::disallowed_methods)] // local: the spool is beside --pgdata
 fn start_prefetch(
     plan: &Plan,
     catalog: &Catalog,
     pgdata: &Path,
     user: &OsUser,
 ) -> anyhow::Result<Option<Prefetcher>> {
-    let Some(spool) = spool_dir_for(pgdata) else {
+    let Some(spool) = create_spool(pgdata, user)? else {
         return Ok(None);
     };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&spool)
-        .with_context(|| {
-            let parent = pgdata.parent().unwrap_or(pgdata);
-            format!(
-                "cannot create a directory in `{}`, which holds --pgdata ({})",
-                parent.display(),
-                crate::access::who_may(parent)
-            )
-        })?;
-    user.own(&spool)?;
     let size = plan.wal.first.size;
     let segments = (plan.wal.first.number..=plan.wal.last.number)
         .map(|number| plan.path.segment(number, size))
@@ -349,33 +475,19 @@ fn start_prefetch(
     )))
 }
 
-/// `.<name>.pitr-spool-<pid>` beside `pgdata`, when its parent exists.
-#[allow(clippy::disallowed_methods)] // local: beside --pgdata
-fn spool_dir_for(pgdata: &Path) -> Option<PathBuf> {
-    let parent = pgdata.parent().filter(|p| p.is_dir())?;
-    let name = pgdata.file_name()?.to_string_lossy();
-    Some(work_dir_beside(parent, &name, "spool"))
-}
-
 /// Segments decompressed ahead of replay: enough to hide the archive's
 /// latency and to stay ahead of a replay running at 30 segments a second,
 /// few enough to bound the disk used (16 × 16 MiB).
 const PREFETCH_AHEAD: u64 = 16;
 
-fn goal_for(args: &RestoreArgs) -> Result<Goal, Failure> {
-    let latest = args.target.to.trim().eq_ignore_ascii_case("latest");
-    Ok(match (args.action, latest) {
-        (Action::Promote, true) => Goal::PromoteAtEnd,
-        (Action::Promote, false) => Goal::PromoteAtTarget,
-        (Action::Pause, false) => Goal::PauseAtTarget,
-        (Action::Shutdown, false) => Goal::ShutdownAtTarget,
-        (_, true) => {
-            return Err(Failure::msg(
-                FailureKind::Usage,
-                "`--to latest` replays the whole archive and then promotes; --action pause and shutdown need a target point (a time, lsn:, xid: or name:)",
-            ))
-        }
-    })
+/// This pitr binary, which `restore_command` runs, once the server's user
+/// is known to be able to run it and to read the archive.
+fn check_restore_command(user: &OsUser, catalog: &Catalog) -> Result<PathBuf, Failure> {
+    let pitr = this_program()
+        .context("cannot find the pitr executable")
+        .or_fail(FailureKind::Internal)?;
+    check_user_can_run(user, &pitr, &catalog.location.wal_archive)?;
+    Ok(pitr)
 }
 
 /// PostgreSQL runs `restore_command` as its own user: it must be able to run
@@ -484,6 +596,8 @@ fn confirm_end_of_archive(
 
 struct Summary<'a> {
     plan: &'a Plan,
+    /// Where the backup was read from, for the plan's JSON.
+    backups: &'a dyn StoreRead,
     pgdata: &'a Path,
     port: u16,
     socket_dir: &'a Path,
@@ -503,6 +617,15 @@ struct Summary<'a> {
 }
 
 impl Summary<'_> {
+    /// As JSON on stdout, or as text on stderr unless `--quiet`.
+    fn print(&self, json: bool, local: &jiff::tz::TimeZone, reporter: &Reporter) {
+        if json {
+            println!("{:#}", self.json(local));
+        } else if !reporter.quiet {
+            eprintln!("{}", self.text());
+        }
+    }
+
     /// The socket directory and port the server really uses: its lock
     /// file while it runs, else what its configuration says.
     fn endpoint(&self) -> (PathBuf, u16) {
@@ -641,7 +764,7 @@ impl Summary<'_> {
     fn json(&self, local: &jiff::tz::TimeZone) -> serde_json::Value {
         let [plan, staging, recovery, total] = self.timings.map(|d| d.as_secs_f64());
         json!({
-            "plan": super::plan_json(self.plan, local),
+            "plan": super::plan_json(self.plan, self.backups, local),
             "pgdata": self.pgdata,
             "port": self.endpoint().1,
             "socket_dir": self.endpoint().0,

@@ -6,7 +6,7 @@
 //! instead of as "not found": an unreadable archive must stop recovery, not
 //! end it early.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::WalFetchArgs;
 use crate::compression::Compression;
+use crate::postgres::pg_wal;
 use crate::repo::archive::{self, ArchivedFile};
 use crate::repo::archive_name::WalFileName;
 use crate::repo::store::StoreRead;
@@ -45,24 +46,14 @@ pub fn run(args: &WalFetchArgs) -> u8 {
 
 /// `PITR_FETCH_LOG=FILE` appends one line per call (name, outcome,
 /// microseconds): how long replay waited on restore_command, for the
-/// prefetch benchmark. Failures to log are ignored. A local diagnostic
-/// file, not the repository.
-#[allow(clippy::disallowed_methods)]
+/// prefetch benchmark.
 fn log_timing(args: &WalFetchArgs, result: &Result<Fetched>, elapsed: std::time::Duration) {
-    let Some(path) = std::env::var_os("PITR_FETCH_LOG") else {
-        return;
-    };
     let outcome = match result {
         Ok(Fetched::Delivered) => "delivered",
         Ok(Fetched::NotFound) => "not-found",
         Err(_) => "error",
     };
-    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = std::io::Write::write_all(
-            &mut file,
-            format!("{} {outcome} {}\n", args.name, elapsed.as_micros()).as_bytes(),
-        );
-    }
+    pg_wal::log_fetch(&format!("{} {outcome} {}", args.name, elapsed.as_micros()));
 }
 
 /// `PITR_FETCH_DELAY_MS` makes every fetch wait that long: it simulates a
@@ -130,46 +121,38 @@ fn serve(archive: &Arc<dyn StoreRead>, name: &str, destination: &Path) -> Result
     Ok(Fetched::Delivered)
 }
 
-/// Writes to a temporary name next to `destination`, then renames, so
-/// PostgreSQL never sees a partial file.
+/// Copies the archived file into PostgreSQL's `destination` (see
+/// [`pg_wal::deliver`]: it never sees a partial file).
 fn deliver(file: &ArchivedFile, destination: &Path) -> Result<()> {
-    let dir = destination
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".pitr-fetch-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    // A plain file is copied file to file, which the store may do in place
-    // (copy_file_range on posix); compressed ones stream through their
-    // decoder.
-    let copied = match file.compression {
-        Compression::None => file.download(temp.as_file_mut()),
-        _ => {
-            let stored = file
-                .open_stored()
-                .with_context(|| format!("cannot open `{}`", file.describe()))?;
-            let mut reader = file
-                .compression
-                .decoder(stored)
-                .with_context(|| format!("cannot read `{}`", file.describe()))?;
-            io::copy(&mut reader, temp.as_file_mut())
+    pg_wal::deliver(destination, |out| {
+        // A plain file is copied file to file, which the store may do in
+        // place (copy_file_range on posix); compressed ones stream through
+        // their decoder.
+        let copied = match file.compression {
+            Compression::None => file.download(out),
+            _ => {
+                let stored = file
+                    .open_stored()
+                    .with_context(|| format!("cannot open `{}`", file.describe()))?;
+                let mut reader = file
+                    .compression
+                    .decoder(stored)
+                    .with_context(|| format!("cannot read `{}`", file.describe()))?;
+                io::copy(&mut reader, out)
+            }
+        };
+        copied.with_context(|| {
+            format!(
+                "cannot copy `{}` to `{}`",
+                file.describe(),
+                destination.display()
+            )
+        })?;
+        if file.partial {
+            pad(out, &file.describe())?;
         }
-    };
-    copied.with_context(|| {
-        format!(
-            "cannot copy `{}` to `{}`",
-            file.describe(),
-            destination.display()
-        )
-    })?;
-    if file.partial {
-        pad(temp.as_file_mut(), &file.describe())?;
-    }
-    temp.persist(destination)
-        .with_context(|| format!("cannot rename into `{}`", destination.display()))?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Extends a partial segment with zeroes to its full size (from its own

@@ -18,15 +18,14 @@
 //! None is above 125: those would make PostgreSQL restart the archiver
 //! instead of retrying.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 
 use crate::cli::WalPushArgs;
 use crate::compression::Compression;
+use crate::postgres::pg_wal::{open_handed_over, HandOverError};
 use crate::repo;
 use crate::repo::archive_name::WalFileName;
 use crate::repo::push::{PushError, Pushed, Source};
@@ -114,25 +113,16 @@ pub fn push_file(
         )));
     }
     let archive = Writable::new(archive);
-    // The source is PostgreSQL's own file in pg_wal: local by nature.
-    #[allow(clippy::disallowed_methods)]
-    let mut input =
-        File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
-    let metadata = input
-        .metadata()
-        .with_context(|| format!("cannot read `{}`", source.display()))?;
-    if !metadata.is_file() {
-        return Err(PushError::Usage(anyhow!(
-            "`{}` is not a regular file",
-            source.display()
-        )));
-    }
+    let mut input = open_handed_over(source).map_err(|error| match error {
+        HandOverError::NotAFile(_) => PushError::Usage(error.into()),
+        HandOverError::Unreadable(error) => PushError::Failed(error),
+    })?;
     let pushed = repo::push::push(
         &archive,
         Source {
-            file: &mut input,
+            file: &mut input.file,
             path: source,
-            mode: metadata.permissions().mode(),
+            mode: input.mode,
         },
         name,
         compression,
@@ -143,11 +133,10 @@ pub fn push_file(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::repo::push::archived_name;
-    use std::fs;
-    use std::io::Write;
+    use crate::repo::store::{StoreRead, StoreWrite};
+    use std::io::Read;
 
     #[test]
     fn only_wal_file_names_are_pushed() {
@@ -165,18 +154,29 @@ mod tests {
         );
     }
 
-    fn write(path: &Path, data: &[u8]) {
-        File::create(path).unwrap().write_all(data).unwrap();
+    /// A directory of the test's, through the posix driver: the file
+    /// PostgreSQL hands over is written there, the archive read there.
+    fn put(dir: &Posix, key: &str, data: &[u8]) {
+        dir.write_stream(key, &mut |out| out.write_all(data))
+            .unwrap();
+    }
+
+    fn read(dir: &Posix, key: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        dir.open(key).unwrap().read_to_end(&mut bytes).unwrap();
+        bytes
     }
 
     #[test]
     fn push_then_same_again_then_different() {
         let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("wal");
-        fs::create_dir(&archive).unwrap();
+        let top = Posix::new(dir.path());
+        let archive_tmp = tempfile::tempdir_in(dir.path()).unwrap();
+        let archive = archive_tmp.path().to_path_buf();
+        let archive_dir = Posix::new(&archive);
         let source = dir.path().join("000000010000000000000003");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        write(&source, &data);
+        put(&top, "000000010000000000000003", &data);
         let name = "000000010000000000000003";
         let wal_name = WalFileName::parse(name).unwrap();
 
@@ -192,27 +192,28 @@ mod tests {
                 panic!("{compression:?}: {pushed:?}");
             };
             assert_eq!(key, archived_name(name, compression));
-            let path = dir.path().join(&key);
+            let pushed_dir = Posix::new(dir.path());
             let mut back = Vec::new();
-            let mut reader = compression.decoder(File::open(&path).unwrap()).unwrap();
+            let mut reader = compression.decoder(pushed_dir.open(&key).unwrap()).unwrap();
             io::Read::read_to_end(&mut reader, &mut back).unwrap();
             assert_eq!(back, data);
-            let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-            assert_eq!(files.len(), 1, "no temporary file is left");
+            // Hidden names are listed too: no temporary file is left.
+            assert_eq!(pushed_dir.list("", None).unwrap().len(), 1);
         }
 
         let (_, first) = push_file(&source, &wal_name, &archive, Compression::Zstd, None).unwrap();
         assert!(matches!(first, Pushed::Archived(_)));
-        let archived = archive.join(format!("{name}.zst"));
-        let stored = fs::read(&archived).unwrap();
+        let archived_key = format!("{name}.zst");
+        let archived = archive.join(&archived_key);
+        let stored = read(&archive_dir, &archived_key);
         // Again, even in another compression: the same contents are success.
         let (_, again) = push_file(&source, &wal_name, &archive, Compression::Gzip, None).unwrap();
         assert!(matches!(again, Pushed::AlreadyArchived(ref key) if archive.join(key) == archived));
-        assert!(!archive.join(format!("{name}.gz")).exists());
+        assert!(archive_dir.stat(&format!("{name}.gz")).unwrap().is_none());
 
         let mut other = data.clone();
         other[100] ^= 1;
-        write(&source, &other);
+        put(&top, "000000010000000000000003", &other);
         let error = push_file(&source, &wal_name, &archive, Compression::Zstd, None).unwrap_err();
         assert_eq!(exit_code(&error), EXIT_CONFLICT);
         let message = format!("{:#}", error.error());
@@ -220,14 +221,23 @@ mod tests {
             message.contains(&archived.display().to_string()),
             "{message}"
         );
-        assert_eq!(fs::read(&archived).unwrap(), stored, "nothing overwritten");
+        assert_eq!(
+            read(&archive_dir, &archived_key),
+            stored,
+            "nothing overwritten"
+        );
     }
 
     #[test]
     fn a_missing_archive_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
+        let top = Posix::new(dir.path());
         let source = dir.path().join("00000002.history");
-        write(&source, b"1\t0/3000000\tno recovery target specified\n");
+        put(
+            &top,
+            "00000002.history",
+            b"1\t0/3000000\tno recovery target specified\n",
+        );
         let missing = dir.path().join("not-mounted");
         let error = push_file(
             &source,
@@ -238,6 +248,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(exit_code(&error), EXIT_FAILED);
-        assert!(!missing.exists());
+        assert!(
+            top.list_prefixes("").unwrap().is_empty(),
+            "no directory was created"
+        );
     }
 }

@@ -207,26 +207,82 @@ pub fn archiver_status(
     };
     let major = data_directory_version(pgdata)?;
     let binaries = Binaries::find(bin_dir, major)?;
-    // A standby has no current WAL file of its own to compare with.
-    let query = "SELECT archived_count, coalesce(last_archived_wal, ''), \
-         coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), ''), \
-         failed_count, coalesce(last_failed_wal, ''), \
-         coalesce(to_char(last_failed_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), ''), \
-         coalesce(last_failed_time > last_archived_time, last_failed_time IS NOT NULL), \
-         CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END \
-         FROM pg_stat_archiver";
-    let rows = run_query(&binaries, &postmaster, user, query, "pg_stat_archiver")?;
-    let Some([archived, last_wal, last_time, failed, failed_wal, failed_time, failing, current]) =
-        rows.first()
-            .and_then(|row| <&[String; 8]>::try_from(&row[..]).ok())
-    else {
+    let rows = run_query(
+        &binaries,
+        &postmaster,
+        user,
+        ARCHIVER_QUERY,
+        "pg_stat_archiver",
+    )?;
+    archiver_from_rows(&rows, waiting_segments(pgdata))
+        .with_context(|| {
+            format!(
+                "pg_stat_archiver of the server in `{}` gave no row",
+                pgdata.display()
+            )
+        })
+        .map(Some)
+}
+
+/// What `pg_stat_archiver` says of the server that libpq's `PG*`
+/// environment variables name (`pitr check` without `--pgdata`); psql from
+/// `bin_dir`, else from `PATH`. Segments waiting in pg_wal are not known
+/// from afar.
+pub fn archiver_status_from_environment(
+    user: &OsUser,
+    bin_dir: Option<&Path>,
+) -> Result<ArchiverStatus> {
+    let psql = bin_dir
+        .map(|dir| dir.join("psql"))
+        .unwrap_or_else(|| PathBuf::from("psql"));
+    let mut command = user.command(&psql);
+    command
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-F", "\u{1f}", "-R", "\u{1e}"])
+        .args(["-c", ARCHIVER_QUERY])
+        .stdin(Stdio::null());
+    if std::env::var_os("PGDATABASE").is_none() {
+        command.args(["-d", "postgres"]);
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        command.env("PGCONNECT_TIMEOUT", "10");
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run `{}`", psql.display()))?;
+    if !output.status.success() {
         bail!(
-            "pg_stat_archiver of the server in `{}` gave no row",
-            pgdata.display()
+            "`{}` could not read pg_stat_archiver of the server the PG* variables name: {}",
+            psql.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
         );
-    };
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<Vec<String>> = text
+        .split('\u{1e}')
+        .map(|record| record.trim_matches('\n'))
+        .filter(|record| !record.is_empty())
+        .map(|record| record.split('\u{1f}').map(str::to_string).collect())
+        .collect();
+    archiver_from_rows(&rows, None).context("pg_stat_archiver gave no row")
+}
+
+// A standby has no current WAL file of its own to compare with.
+const ARCHIVER_QUERY: &str = "SELECT archived_count, coalesce(last_archived_wal, ''), \
+     coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), ''), \
+     failed_count, coalesce(last_failed_wal, ''), \
+     coalesce(to_char(last_failed_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), ''), \
+     coalesce(last_failed_time > last_archived_time, last_failed_time IS NOT NULL), \
+     CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END \
+     FROM pg_stat_archiver";
+
+/// The status from the row of [`ARCHIVER_QUERY`]; `None` without one.
+fn archiver_from_rows(rows: &[Vec<String>], waiting: Option<u64>) -> Option<ArchiverStatus> {
+    let [archived, last_wal, last_time, failed, failed_wal, failed_time, failing, current] = rows
+        .first()
+        .and_then(|row| <&[String; 8]>::try_from(&row[..]).ok())?;
     let some = |text: &String| Some(text.clone()).filter(|t| !t.is_empty());
-    Ok(Some(ArchiverStatus {
+    Some(ArchiverStatus {
         archived_count: archived.parse().unwrap_or(0),
         last_archived_wal: some(last_wal),
         last_archived_time: some(last_time),
@@ -235,8 +291,8 @@ pub fn archiver_status(
         last_failed_time: some(failed_time),
         failing: failing == "t",
         current_wal: some(current),
-        waiting: waiting_segments(pgdata),
-    }))
+        waiting,
+    })
 }
 
 /// Files PostgreSQL has marked ready for archiving and not yet archived

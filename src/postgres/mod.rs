@@ -12,13 +12,17 @@ pub mod basebackup;
 pub mod binaries;
 pub mod cluster;
 pub mod commands;
+pub mod conf_file;
+pub mod configure;
 pub mod handover;
 pub mod live;
 pub mod log;
+pub mod pg_wal;
 /// The OS account lives on the ground floor (the repository and staging
 /// use it too); re-exported here for the paths that name it this way.
 pub use crate::os_user;
 pub mod recovery;
+pub mod scratch;
 pub mod server;
 pub mod settings;
 pub mod transfer;

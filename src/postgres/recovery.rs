@@ -5,14 +5,15 @@
 //! FATAL, or the server exiting, is a failure with the log lines that show
 //! why.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use super::log::{explain_fatal, LogEvent};
 use super::server::{LogFollower, Server};
-use crate::error::{Failure, FailureKind};
 use crate::interrupt;
+use crate::target::{Action, Target};
 use crate::wal::Lsn;
 
 /// How long a server paused at the target may take to act on the promotion
@@ -20,18 +21,65 @@ use crate::wal::Lsn;
 /// PostgreSQL's pause loop looks again every second).
 const PROMOTION_GRACE: Duration = Duration::from_secs(3);
 
-/// Where the server should end up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Goal {
-    /// Pause at the target, then `pitr` promotes it (no end-of-recovery
-    /// checkpoint is waited for, unlike `recovery_target_action = promote`).
-    PromoteAtTarget,
-    /// Stay paused at the target, read-only.
-    PauseAtTarget,
-    /// Shut down at the target.
-    ShutdownAtTarget,
-    /// No target: replay everything archived, then PostgreSQL promotes.
-    PromoteAtEnd,
+/// Why a recovery did not end as asked. The command decides what each
+/// means for its exit status; [`RecoveryError::hint`] says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// Ctrl-C or SIGTERM while the server replayed: it was stopped (`how`
+    /// says whether that worked) and its data directory left as it is.
+    #[error("interrupted during recovery; {how}")]
+    Interrupted {
+        how: String,
+        pgdata: PathBuf,
+        /// The `pg_ctl start` that resumes the recovery.
+        start_command: String,
+    },
+    /// The server did not reach the target: what went wrong, where replay
+    /// ended and the log lines that show why.
+    #[error("{summary}{}", details(.replay_ended, .log_lines))]
+    NotReached {
+        /// What went wrong, then `; the server was stopped` (or why stopping
+        /// it failed) when it was still running.
+        summary: String,
+        replay_ended: Option<Lsn>,
+        log_lines: Vec<String>,
+        log_path: PathBuf,
+        pgdata: PathBuf,
+    },
+}
+
+impl RecoveryError {
+    pub fn hint(&self) -> String {
+        match self {
+            RecoveryError::Interrupted {
+                pgdata,
+                start_command,
+                ..
+            } => format!(
+                "the data directory `{}` is left as it is: start it again with `{start_command}` to resume recovery, or remove it",
+                pgdata.display()
+            ),
+            RecoveryError::NotReached {
+                log_path, pgdata, ..
+            } => format!(
+                "the full log is `{}`; the data directory `{}` is left for inspection",
+                log_path.display(),
+                pgdata.display()
+            ),
+        }
+    }
+}
+
+fn details(replay_ended: &Option<Lsn>, log_lines: &[String]) -> String {
+    let mut text = String::new();
+    if let Some(lsn) = replay_ended {
+        text.push_str(&format!(" (replay ended at {lsn})"));
+    }
+    if !log_lines.is_empty() {
+        text.push_str("\nserver log:\n  ");
+        text.push_str(&log_lines.join("\n  "));
+    }
+    text
 }
 
 /// How the server ended up.
@@ -79,24 +127,38 @@ pub enum Step {
 /// alive plays no part: a small restore can reach its target and shut down
 /// within milliseconds of `pg_ctl start`, before pitr has seen the postmaster
 /// running, and it has still succeeded.
+///
+/// The action is the user's, already checked against the target
+/// ([`Action::check`]): `promote` at a target point is pitr's promotion of
+/// the server paused there; with `latest` PostgreSQL replays the whole
+/// archive and promotes by itself.
 #[derive(Debug)]
 pub struct Judge {
-    goal: Goal,
+    action: Action,
+    /// `--to latest`: no `recovery stopping` line is expected.
+    at_end: bool,
     pub observed: Observed,
 }
 
 impl Judge {
-    pub fn new(goal: Goal) -> Judge {
+    pub fn new(action: Action, target: &Target) -> Judge {
         Judge {
-            goal,
+            action,
+            at_end: *target == Target::Latest,
             observed: Observed::default(),
         }
     }
 
+    /// pitr itself promotes the server paused at the target.
+    fn promotes_at_target(&self) -> bool {
+        self.action == Action::Promote && !self.at_end
+    }
+
     /// Takes in one event in log order.
     pub fn feed(&mut self, event: LogEvent) -> Step {
+        let promotes_at_target = self.promotes_at_target();
+        let (action, at_end) = (self.action, self.at_end);
         let observed = &mut self.observed;
-        let goal = self.goal;
         match event {
             LogEvent::Restored(_) => observed.restored_files += 1,
             LogEvent::RedoStarts(_) => return Step::AskPromotionEarly,
@@ -111,20 +173,20 @@ impl Judge {
             LogEvent::Warning(message) => observed.warnings.push(message),
             LogEvent::ShutdownAtTarget => observed.shutdown_at_target = true,
             LogEvent::Paused => {
-                return match goal {
-                    Goal::PauseAtTarget if observed.stop_message.is_some() => {
+                return match action {
+                    Action::Pause if observed.stop_message.is_some() => {
                         Step::Reached(FinalState::Paused)
                     }
-                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
+                    Action::Promote if promotes_at_target && observed.stop_message.is_some() => {
                         Step::PausedForPromotion
                     }
                     _ => Step::Failed("recovery paused before reaching the target".to_string()),
                 }
             }
             LogEvent::AcceptingWrites => {
-                return match goal {
-                    Goal::PromoteAtEnd => Step::Reached(FinalState::Promoted),
-                    Goal::PromoteAtTarget if observed.stop_message.is_some() => {
+                return match action {
+                    Action::Promote if at_end => Step::Reached(FinalState::Promoted),
+                    Action::Promote if observed.stop_message.is_some() => {
                         Step::Reached(FinalState::Promoted)
                     }
                     _ => Step::Failed(
@@ -134,7 +196,7 @@ impl Judge {
                 }
             }
             LogEvent::ShutDown
-                if goal == Goal::ShutdownAtTarget
+                if action == Action::Shutdown
                     && observed.stop_message.is_some()
                     && observed.shutdown_at_target =>
             {
@@ -150,7 +212,7 @@ impl Judge {
     /// the end: reached if the log says so, else a failure.
     pub fn after_exit(&self) -> Step {
         let observed = &self.observed;
-        if self.goal == Goal::ShutdownAtTarget
+        if self.action == Action::Shutdown
             && observed.stop_message.is_some()
             && observed.shutdown_at_target
         {
@@ -183,11 +245,12 @@ pub fn follow(
     server: &Server,
     follower: &mut LogFollower,
     pid: Option<Pid>,
-    goal: Goal,
+    action: Action,
+    target: &Target,
     mut on_event: impl FnMut(&LogEvent),
     initial: Vec<LogEvent>,
-) -> Result<(FinalState, Observed), Failure> {
-    let mut judge = Judge::new(goal);
+) -> Result<(FinalState, Observed), RecoveryError> {
+    let mut judge = Judge::new(action, target);
     let mut pending = initial;
     let mut promote_requested = false;
     let mut paused_at_target: Option<Instant> = None;
@@ -203,11 +266,11 @@ pub fn follow(
                     server.pg_ctl_command("stop -m fast")
                 ),
             };
-            return Err(Failure::msg(FailureKind::Interrupted, format!("interrupted during recovery; {how}")).with_hint(format!(
-                "the data directory `{}` is left as it is: start it again with `{}` to resume recovery, or remove it",
-                server.pgdata.display(),
-                server.pg_ctl_command("start")
-            )));
+            return Err(RecoveryError::Interrupted {
+                how,
+                pgdata: server.pgdata.clone(),
+                start_command: server.pg_ctl_command("start"),
+            });
         }
         // Liveness is looked at before the log is read: once the process
         // is seen gone, the read that follows holds every line it wrote.
@@ -220,7 +283,7 @@ pub fn follow(
                 Step::AskPromotionEarly => {
                     // Only a head start: if pg_ctl refuses, the next chance
                     // (consistency, then the pause at the target) asks again.
-                    if goal == Goal::PromoteAtTarget && !promote_requested && !gone {
+                    if judge.promotes_at_target() && !promote_requested && !gone {
                         promote_requested = server.promote().is_ok();
                     }
                 }
@@ -294,7 +357,12 @@ pub fn follow(
 
 /// A recovery failure: stops the server if it still runs and shows the log
 /// lines that explain it.
-fn fail(server: &Server, follower: &LogFollower, observed: &Observed, summary: String) -> Failure {
+fn fail(
+    server: &Server,
+    follower: &LogFollower,
+    observed: &Observed,
+    summary: String,
+) -> RecoveryError {
     let still_running = server.pid().is_some_and(Server::is_running);
     let stopped = if still_running {
         match server.stop_fast() {
@@ -304,20 +372,13 @@ fn fail(server: &Server, follower: &LogFollower, observed: &Observed, summary: S
     } else {
         String::new()
     };
-    let lines = follower.relevant_lines(12);
-    let mut message = format!("{summary}{stopped}");
-    if let Some(lsn) = observed.redo_done {
-        message.push_str(&format!(" (replay ended at {lsn})"));
+    RecoveryError::NotReached {
+        summary: format!("{summary}{stopped}"),
+        replay_ended: observed.redo_done,
+        log_lines: follower.relevant_lines(12),
+        log_path: server.log_path.clone(),
+        pgdata: server.pgdata.clone(),
     }
-    if !lines.is_empty() {
-        message.push_str("\nserver log:\n  ");
-        message.push_str(&lines.join("\n  "));
-    }
-    Failure::msg(FailureKind::Recovery, message).with_hint(format!(
-        "the full log is `{}`; the data directory `{}` is left for inspection",
-        server.log_path.display(),
-        server.pgdata.display()
-    ))
 }
 
 #[cfg(test)]
@@ -360,8 +421,13 @@ LOG:  database system is shut down
             .collect()
     }
 
-    fn judged(goal: Goal, text: &str) -> Step {
-        let mut judge = Judge::new(goal);
+    /// A target point (any but `latest`).
+    fn at_point() -> Target {
+        Target::Lsn(Lsn::new(0x3000200))
+    }
+
+    fn judged(action: Action, text: &str) -> Step {
+        let mut judge = Judge::new(action, &at_point());
         for event in events(text) {
             match judge.feed(event) {
                 Step::Continue | Step::AskPromotionEarly => {}
@@ -392,7 +458,7 @@ LOG:  database system is shut down
     #[test]
     fn a_shutdown_at_the_target_is_reached_from_the_log_alone() {
         assert_eq!(
-            judged(Goal::ShutdownAtTarget, SHUT_DOWN_BEFORE_SEEN),
+            judged(Action::Shutdown, SHUT_DOWN_BEFORE_SEEN),
             Step::Reached(FinalState::Stopped)
         );
         // Without the stop line the same shutdown is no success.
@@ -402,30 +468,24 @@ LOG:  database system is shut down
             .map(|line| format!("{line}\n"))
             .collect();
         assert!(matches!(
-            judged(Goal::ShutdownAtTarget, &without_stop),
+            judged(Action::Shutdown, &without_stop),
             Step::Failed(_)
         ));
         // A plain shutdown (someone stopped the server) is no success either.
         let stopped = "LOG:  redo starts at 0/3000028\nLOG:  received fast shutdown request\nLOG:  shutting down\nLOG:  database system is shut down\n";
-        assert!(matches!(
-            judged(Goal::ShutdownAtTarget, stopped),
-            Step::Failed(_)
-        ));
+        assert!(matches!(judged(Action::Shutdown, stopped), Step::Failed(_)));
     }
 
     #[test]
     fn pause_and_promotion_are_judged_from_the_log() {
         let paused = "LOG:  redo starts at 0/3000028\nLOG:  recovery stopping after commit of transaction 735, time 2026-12-03 20:41:06.2+00\nLOG:  pausing at the end of recovery\n";
         assert_eq!(
-            judged(Goal::PauseAtTarget, paused),
+            judged(Action::Pause, paused),
             Step::Reached(FinalState::Paused)
         );
-        assert_eq!(
-            judged(Goal::PromoteAtTarget, paused),
-            Step::PausedForPromotion
-        );
+        assert_eq!(judged(Action::Promote, paused), Step::PausedForPromotion);
         let promoted = format!("{paused}LOG:  received promote request\nLOG:  redo done at 0/3000200\nLOG:  selected new timeline ID: 2\nLOG:  database system is ready to accept connections\n");
-        let mut judge = Judge::new(Goal::PromoteAtTarget);
+        let mut judge = Judge::new(Action::Promote, &at_point());
         let steps: Vec<Step> = events(&promoted)
             .into_iter()
             .map(|e| judge.feed(e))
@@ -433,16 +493,30 @@ LOG:  database system is shut down
         assert_eq!(steps.last(), Some(&Step::Reached(FinalState::Promoted)));
         // Paused without a stop line: the target was not reached.
         assert!(matches!(
-            judged(
-                Goal::PauseAtTarget,
-                "LOG:  pausing at the end of recovery\n"
-            ),
+            judged(Action::Pause, "LOG:  pausing at the end of recovery\n"),
             Step::Failed(_)
         ));
         // A server that exits while paused or promoting has failed.
-        let mut judge = Judge::new(Goal::PauseAtTarget);
+        let mut judge = Judge::new(Action::Pause, &at_point());
         judge.feed(LogEvent::RedoStarts(Lsn::new(0x3000028)));
         assert!(matches!(judge.after_exit(), Step::Failed(_)));
+    }
+
+    #[test]
+    fn latest_is_promoted_by_postgresql_at_the_end_of_the_archive() {
+        let ended = "LOG:  redo starts at 0/3000028\nLOG:  redo done at 0/3000200\nLOG:  selected new timeline ID: 2\nLOG:  database system is ready to accept connections\n";
+        let mut judge = Judge::new(Action::Promote, &Target::Latest);
+        let steps: Vec<Step> = events(ended).into_iter().map(|e| judge.feed(e)).collect();
+        assert_eq!(steps.last(), Some(&Step::Reached(FinalState::Promoted)));
+        // The same log at a target point never reached it.
+        assert!(matches!(judged(Action::Promote, ended), Step::Failed(_)));
+        // A pause is no end of the archive.
+        let mut judge = Judge::new(Action::Promote, &Target::Latest);
+        let paused = events("LOG:  pausing at the end of recovery\n");
+        assert!(matches!(
+            judge.feed(paused.into_iter().next().unwrap()),
+            Step::Failed(_)
+        ));
     }
 
     /// The race end to end: the log holds the whole shutdown and
@@ -461,7 +535,8 @@ LOG:  database system is shut down
             &server,
             &mut follower,
             pid,
-            Goal::ShutdownAtTarget,
+            Action::Shutdown,
+            &at_point(),
             |_| {},
             initial,
         )
@@ -477,7 +552,8 @@ LOG:  database system is shut down
             &server,
             &mut follower,
             pid,
-            Goal::PauseAtTarget,
+            Action::Pause,
+            &at_point(),
             |_| {},
             initial,
         )
@@ -485,6 +561,19 @@ LOG:  database system is shut down
         assert!(
             format!("{failure}").contains("exited before reaching the target"),
             "{failure}"
+        );
+        // Its own error, which the command maps to an exit status, with
+        // what to do next.
+        assert!(
+            matches!(failure, RecoveryError::NotReached { .. }),
+            "{failure:?}"
+        );
+        assert!(
+            failure
+                .hint()
+                .contains(&server.log_path.display().to_string()),
+            "{}",
+            failure.hint()
         );
     }
 
@@ -504,7 +593,8 @@ LOG:  database system is shut down
             &server,
             &mut follower,
             pid,
-            Goal::ShutdownAtTarget,
+            Action::Shutdown,
+            &at_point(),
             |_| {},
             initial,
         )

@@ -15,15 +15,8 @@
 
 use std::path::Path;
 
-use crate::target::{postgres_timestamp, Target};
+use crate::target::{postgres_timestamp, Action, Target};
 use crate::wal::TimelineId;
-
-/// What PostgreSQL does when it reaches the target (`recovery_target_action`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetAction {
-    Pause,
-    Shutdown,
-}
 
 /// Everything written into the staged data directory's configuration.
 #[derive(Clone, Debug)]
@@ -32,9 +25,9 @@ pub struct RecoverySettings {
     pub target: Target,
     pub inclusive: bool,
     pub timeline: TimelineId,
-    /// `None` for `latest`: with no target PostgreSQL promotes at the end of
-    /// the archive by itself.
-    pub action: Option<TargetAction>,
+    /// What the server does at the target (checked against the target
+    /// with [`Action::check`]).
+    pub action: Action,
     pub port: u16,
     pub socket_dir: String,
     pub keep_archiving: bool,
@@ -84,14 +77,7 @@ impl RecoverySettings {
         // Always a number: `latest` would follow any newer branch in the
         // archive, even one that forked before the target.
         set("recovery_target_timeline", &self.timeline.to_string());
-        set(
-            "recovery_target_action",
-            match self.action {
-                Some(TargetAction::Pause) => "pause",
-                Some(TargetAction::Shutdown) => "shutdown",
-                None => "promote",
-            },
-        );
+        set("recovery_target_action", self.recovery_target_action());
         set("port", &self.port.to_string());
         set("unix_socket_directories", &self.socket_dir);
         if !self.keep_archiving {
@@ -118,6 +104,17 @@ impl RecoverySettings {
         }
         lines.push(String::new());
         lines.join("\n")
+    }
+
+    /// `recovery_target_action`: pitr promotes at a target itself, so
+    /// PostgreSQL pauses there for it; with `latest` there is no target and
+    /// PostgreSQL promotes at the end of the archive by itself.
+    fn recovery_target_action(&self) -> &'static str {
+        match (self.action, &self.target) {
+            (Action::Shutdown, _) => "shutdown",
+            (Action::Promote, Target::Latest) => "promote",
+            (Action::Promote | Action::Pause, _) => "pause",
+        }
     }
 }
 
@@ -164,12 +161,41 @@ mod tests {
             target: Target::Immediate,
             inclusive: true,
             timeline: TimelineId::FIRST,
-            action: Some(TargetAction::Pause),
+            action: Action::Pause,
             port: 5432,
             socket_dir: "/tmp".to_string(),
             keep_archiving: false,
             major_version,
         }
+    }
+
+    #[test]
+    fn the_action_is_written_as_postgresql_must_act() {
+        let written = |action: Action, target: Target| {
+            let mut settings = settings(15);
+            settings.action = action;
+            settings.target = target;
+            settings.render("test")
+        };
+        let point = || Target::Lsn(crate::wal::Lsn::new(0x3000200));
+        // pitr promotes a server paused at the target.
+        for (action, value) in [
+            (Action::Promote, "pause"),
+            (Action::Pause, "pause"),
+            (Action::Shutdown, "shutdown"),
+        ] {
+            let text = written(action, point());
+            assert!(
+                text.contains(&format!("recovery_target_action = '{value}'")),
+                "{action:?}: {text}"
+            );
+        }
+        // No target: PostgreSQL promotes at the end of the archive.
+        let text = written(Action::Promote, Target::Latest);
+        assert!(
+            text.contains("recovery_target_action = 'promote'"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -49,22 +49,27 @@ pub fn segment_size(archive: &Arc<dyn StoreRead>) -> Option<SegmentSize> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::compression::Compression;
     use crate::repo::store::posix::Posix;
-    use std::fs;
+    use crate::repo::store::StoreWrite;
 
     #[test]
     fn finds_plain_and_compressed_copies() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn StoreRead> = Arc::new(Posix::new(dir.path()));
+        let posix = Posix::new(dir.path());
+        let put = |key: &str| {
+            posix
+                .write_stream(key, &mut |out| out.write_all(b"x"))
+                .unwrap();
+        };
+        let store: Arc<dyn StoreRead> = Arc::new(posix.clone());
         assert!(archived_copy(&store, "000000010000000000000003").is_none());
-        fs::write(dir.path().join("000000010000000000000003.gz"), b"x").unwrap();
+        put("000000010000000000000003.gz");
         let copy = archived_copy(&store, "000000010000000000000003").unwrap();
         assert_eq!(copy.compression, Compression::Gzip);
         assert_eq!(copy.key, "000000010000000000000003.gz");
-        fs::write(dir.path().join("000000010000000000000003"), b"x").unwrap();
+        put("000000010000000000000003");
         assert_eq!(
             archived_copy(&store, "000000010000000000000003")
                 .unwrap()

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -48,7 +47,6 @@ pub enum StopTimeSource {
 pub struct Backup {
     /// The directory name under the backups directory.
     pub id: String,
-    pub dir: PathBuf,
     pub format: BackupFormat,
     pub label: BackupLabel,
     pub timeline: TimelineId,
@@ -86,13 +84,12 @@ pub struct KeptManifest {
     pub damage: Option<String>,
 }
 
-/// One file of a backup: its key in the backups store, its compression,
-/// and its local path, for the work that reads it as a file (staging,
-/// verify, pg_combinebackup) on a store that is a directory.
+/// One file of a backup: its key in the backups store and its
+/// compression. Staging, verify and pg_combinebackup's input read it
+/// through the store, never by a path.
 #[derive(Clone, Debug)]
 pub struct BackupFile {
     pub key: String,
-    pub path: PathBuf,
     pub compression: Compression,
 }
 
@@ -100,9 +97,14 @@ impl Backup {
     fn file(&self, name: &str, compression: Compression) -> BackupFile {
         BackupFile {
             key: format!("{}/{name}", self.id),
-            path: self.dir.join(name),
             compression,
         }
+    }
+
+    /// The prefix of the backup's objects in the backups store
+    /// (`<id>/`): a plain backup's tree is listed under it.
+    pub fn prefix(&self) -> String {
+        format!("{}/", self.id)
     }
 
     /// `backup_label` of a plain backup.
@@ -142,15 +144,8 @@ impl Backup {
             .iter()
             .find(|t| t.oid == oid)
             .and_then(|t| match &t.source {
-                tablespace::TablespaceSource::Tar { path, compression } => Some(BackupFile {
-                    key: format!(
-                        "{}/{}",
-                        self.id,
-                        path.file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default()
-                    ),
-                    path: path.clone(),
+                tablespace::TablespaceSource::Tar { key, compression } => Some(BackupFile {
+                    key: key.clone(),
                     compression: *compression,
                 }),
                 tablespace::TablespaceSource::Directory(_) => None,
@@ -177,7 +172,8 @@ impl Backup {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct UnreadableBackup {
     pub id: String,
-    pub dir: PathBuf,
+    /// Where it is, as the backups store names it (`describe`).
+    pub dir: String,
     pub reason: String,
 }
 
@@ -191,9 +187,6 @@ pub fn read_backup(
 ) -> Result<Backup> {
     let id = id.to_string();
     let prefix = format!("{id}/");
-    let dir = backups
-        .local_dir(&prefix)
-        .unwrap_or_else(|| PathBuf::from(backups.describe(&id)));
     let top = backups
         .list(&prefix, None)
         .with_context(|| format!("cannot read `{}`", backups.describe(&id)))?;
@@ -276,15 +269,15 @@ pub fn read_backup(
     };
     let included_wal = included_wal(backups, &prefix, format, wal_tar)?;
     let tablespaces = match format {
-        BackupFormat::Plain => tablespace::plain_tablespaces(&dir)?,
+        BackupFormat::Plain => tablespace::plain_tablespaces(backups, &prefix)?,
         BackupFormat::Tar(compression) => {
-            let tars = tablespace::tablespace_tars(&top, &prefix, &dir);
+            let tars = tablespace::tablespace_tars(&top, &prefix);
             if tars.is_empty() {
                 Vec::new()
             } else {
                 let key = format!("{prefix}{}", base_tar_name(compression));
                 let map = read_member(backups, &key, compression, "tablespace_map")?;
-                tablespace::tar_tablespaces(&dir, tars, map.as_deref())?
+                tablespace::tar_tablespaces(backups, &id, tars, map.as_deref())?
             }
         }
     };
@@ -292,7 +285,6 @@ pub fn read_backup(
     Ok(Backup {
         id,
         stored_bytes: stored_bytes(backups, &prefix),
-        dir,
         format,
         timeline: label.start_timeline,
         start_lsn: label.start_lsn,
@@ -634,7 +626,7 @@ mod kept_manifest_tests {
         assert!(kept.damage.is_none());
         assert!(kept.parsed.files.iter().any(|f| f.path == "PG_VERSION"));
         assert_eq!(backup.manifest_file().key, "b1/backup_manifest");
-        assert_eq!(backup.label_file().path, dir.path().join("b1/backup_label"));
+        assert_eq!(backup.label_file().key, "b1/backup_label");
         assert!(backup.base_tar().is_none() && backup.wal_tar().is_none());
         // The kept copy is what verify uses: the file is not read again.
         fs::remove_file(dir.path().join("b1/backup_manifest")).unwrap();

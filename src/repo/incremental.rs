@@ -15,11 +15,11 @@
 //! so that staging knows which directories to hand to `pg_combinebackup`.
 
 use std::collections::BTreeSet;
-use std::fs;
 
 use anyhow::{bail, Context, Result};
 
 use super::backup::{Backup, BackupFormat, UnreadableBackup};
+use super::store::{read_all, StoreRead};
 use crate::wal::{Lsn, TimelineId};
 
 /// Longer chains than this are taken for a loop in the repository.
@@ -59,11 +59,9 @@ pub fn incremental_from(label_text: &str) -> Result<Option<IncrementalFrom>> {
 }
 
 /// Where an incremental backup comes from, read from its plain-format
-/// `backup_label` (pg_combinebackup reads plain backups only).
-// pg_combinebackup reads the chain as local plain directories, so the
-// label is read from the same place.
-#[allow(clippy::disallowed_methods)]
-fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
+/// `backup_label` (pg_combinebackup reads plain backups only) in the
+/// backups store.
+fn link_of(store: &dyn StoreRead, backup: &Backup) -> Result<Option<IncrementalFrom>> {
     if backup.label.incremental_from.is_none() {
         return Ok(None);
     }
@@ -73,18 +71,23 @@ fn link_of(backup: &Backup) -> Result<Option<IncrementalFrom>> {
             backup.id
         );
     }
-    let path = backup.label_file().path;
-    let text =
-        fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    incremental_from(&text).with_context(|| format!("`{}` is malformed", path.display()))
+    let key = backup.label_file().key;
+    let text = read_all(store, &key)
+        .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other))
+        .with_context(|| format!("cannot read `{}`", store.describe(&key)))?;
+    incremental_from(&text).with_context(|| format!("`{}` is malformed", store.describe(&key)))
 }
 
 /// The chain that rebuilds `newest`: the full backup first, `newest` last.
 /// A full backup is a chain of one.
-pub fn chain<'a>(backups: &'a [Backup], newest: &'a Backup) -> Result<Vec<&'a Backup>> {
+pub fn chain<'a>(
+    store: &dyn StoreRead,
+    backups: &'a [Backup],
+    newest: &'a Backup,
+) -> Result<Vec<&'a Backup>> {
     let mut chain = vec![newest];
     let mut current = newest;
-    while let Some(from) = link_of(current)? {
+    while let Some(from) = link_of(store, current)? {
         if chain.len() > MAX_CHAIN {
             bail!(
                 "the incremental backups before `{}` form a loop; check the backups directory",
@@ -128,7 +131,11 @@ pub fn chain<'a>(backups: &'a [Backup], newest: &'a Backup) -> Result<Vec<&'a Ba
 
 /// Moves every incremental backup whose chain is broken from `backups` to
 /// `unreadable`, with the reason, so that no plan chooses it.
-pub fn check_chains(backups: &mut Vec<Backup>, unreadable: &mut Vec<UnreadableBackup>) {
+pub fn check_chains(
+    store: &dyn StoreRead,
+    backups: &mut Vec<Backup>,
+    unreadable: &mut Vec<UnreadableBackup>,
+) {
     let mut broken = BTreeSet::new();
     // A backup whose parent is itself broken is broken too: repeat until
     // nothing changes.
@@ -138,7 +145,7 @@ pub fn check_chains(backups: &mut Vec<Backup>, unreadable: &mut Vec<UnreadableBa
             if backup.label.incremental_from.is_none() || broken.contains(&backup.id) {
                 continue;
             }
-            if let Err(error) = chain(backups, backup) {
+            if let Err(error) = chain(store, backups, backup) {
                 found.push((backup.id.clone(), format!("{error:#}")));
             }
         }
@@ -149,8 +156,8 @@ pub fn check_chains(backups: &mut Vec<Backup>, unreadable: &mut Vec<UnreadableBa
             if let Some(at) = backups.iter().position(|b| b.id == id) {
                 let backup = backups.remove(at);
                 unreadable.push(UnreadableBackup {
+                    dir: store.describe(&backup.id),
                     id: backup.id,
-                    dir: backup.dir,
                     reason,
                 });
             }
@@ -159,11 +166,12 @@ pub fn check_chains(backups: &mut Vec<Backup>, unreadable: &mut Vec<UnreadableBa
     }
 }
 
-/// The directories to give `pg_combinebackup`, oldest first.
-pub fn chain_dirs(backups: &[Backup], newest: &Backup) -> Result<Vec<std::path::PathBuf>> {
-    Ok(chain(backups, newest)?
+/// The backups to give `pg_combinebackup`, oldest first (staging finds
+/// their local directories, downloading them where the store is not one).
+pub fn chain_of(store: &dyn StoreRead, backups: &[Backup], newest: &Backup) -> Result<Vec<Backup>> {
+    Ok(chain(store, backups, newest)?
         .into_iter()
-        .map(|backup| backup.dir.clone())
+        .cloned()
         .collect())
 }
 

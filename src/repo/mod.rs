@@ -11,6 +11,7 @@ pub mod archive;
 pub mod archive_name;
 pub mod arrival;
 pub mod backup;
+pub mod facts_cache;
 pub mod incremental;
 pub mod label;
 pub mod manifest;
@@ -74,7 +75,7 @@ impl RepoLocation {
 /// A part of the repository must be a directory pitr can read: a missing
 /// one points to `pitr init`, an unreadable one says who may read it.
 fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
-    use crate::access::{check_dir, Need, Problem};
+    use store::posix::access::{check_dir, Need, Problem};
     match check_dir(dir, Need::Read) {
         Ok(()) => Ok(()),
         Err(Problem::Missing) => match repo {
@@ -82,7 +83,7 @@ fn check_repo_dir(what: &str, dir: &Path, repo: Option<&Path>) -> Result<()> {
                 "the {what} `{}` does not exist: `{}` is not a pitr repository; create one with `pitr init --repo {}`",
                 dir.display(),
                 repo.display(),
-                crate::postgres::commands::shell_word(&repo.to_string_lossy())
+                crate::shell::shell_word(&repo.to_string_lossy())
             ),
             None => bail!("the {what} `{}` does not exist", dir.display()),
         },
@@ -196,7 +197,6 @@ impl Catalog {
             if id.starts_with('.') {
                 continue;
             }
-            let dir = location.backups.join(&id);
             match backup::read_backup(stores.backups.as_ref(), &id, &histories, local) {
                 Ok(mut backup) => {
                     // A tar backup's PG_VERSION and pg_control lie deep in a
@@ -214,13 +214,13 @@ impl Catalog {
                     backups.push(backup)
                 }
                 Err(error) => unreadable.push(UnreadableBackup {
+                    dir: stores.backups.describe(&id),
                     id,
-                    dir,
                     reason: format!("{error:#}"),
                 }),
             }
         }
-        incremental::check_chains(&mut backups, &mut unreadable);
+        incremental::check_chains(stores.backups.as_ref(), &mut backups, &mut unreadable);
         backups.sort_by_key(|backup| (backup.stop_lsn, backup.stop_time));
         Ok(Catalog {
             location,
@@ -270,7 +270,11 @@ mod read_only_tests {
                 include_str!("../commands/wal_fetch.rs"),
             ),
             ("commands/mod.rs", include_str!("../commands/mod.rs")),
-            ("plan.rs", include_str!("../plan.rs")),
+            ("plan/mod.rs", include_str!("../plan/mod.rs")),
+            ("plan/choose.rs", include_str!("../plan/choose.rs")),
+            ("plan/window.rs", include_str!("../plan/window.rs")),
+            ("plan/wal_range.rs", include_str!("../plan/wal_range.rs")),
+            ("plan/error.rs", include_str!("../plan/error.rs")),
             ("verify.rs", include_str!("../verify.rs")),
             ("stage/mod.rs", include_str!("../stage/mod.rs")),
             ("stage/extract.rs", include_str!("../stage/extract.rs")),
@@ -279,6 +283,16 @@ mod read_only_tests {
                 include_str!("../stage/tablespaces.rs"),
             ),
             ("stage/combine.rs", include_str!("../stage/combine.rs")),
+            ("stage/tree.rs", include_str!("../stage/tree.rs")),
+            ("stage/write.rs", include_str!("../stage/write.rs")),
+            ("stage/readahead.rs", include_str!("../stage/readahead.rs")),
+            (
+                "stage/destination.rs",
+                include_str!("../stage/destination.rs"),
+            ),
+            ("stage/commit.rs", include_str!("../stage/commit.rs")),
+            ("stage/ownership.rs", include_str!("../stage/ownership.rs")),
+            ("stage/durable.rs", include_str!("../stage/durable.rs")),
             ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
             ("repo/wal_source.rs", include_str!("wal_source.rs")),
             (

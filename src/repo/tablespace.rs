@@ -5,25 +5,53 @@
 //! `tablespace_map` inside `base.tar`; plain backups carry `pg_tblspc/<oid>`
 //! symbolic links to the directories pg_basebackup wrote.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::store::ObjectInfo;
+use super::store::posix::Posix;
+use super::store::{ObjectInfo, StoreRead, TreeKind};
 use crate::compression::Compression;
 
 /// Where a tablespace's files are in the backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TablespaceSource {
-    /// `<oid>.tar[...]`, members relative to the tablespace directory.
+    /// `<oid>.tar[...]` in the backups store (`key`), members relative to
+    /// the tablespace directory.
     Tar {
-        path: PathBuf,
+        key: String,
         compression: Compression,
     },
     /// A directory (plain format): the target of `pg_tblspc/<oid>`.
-    Directory(PathBuf),
+    Directory(TablespaceTree),
 }
+
+/// The directory a plain backup's `pg_tblspc/<oid>` link points to: the
+/// files pg_basebackup wrote outside the backup, on this host's file
+/// system (local by nature), read like the backup itself through a store
+/// rooted there.
+#[derive(Clone, Debug)]
+pub struct TablespaceTree {
+    pub store: Arc<dyn StoreRead>,
+}
+
+impl TablespaceTree {
+    /// The tree at local directory `dir`.
+    pub fn local(dir: &std::path::Path) -> TablespaceTree {
+        TablespaceTree {
+            store: Arc::new(Posix::new(dir)),
+        }
+    }
+}
+
+impl PartialEq for TablespaceTree {
+    fn eq(&self, other: &TablespaceTree) -> bool {
+        self.store.describe("") == other.store.describe("")
+    }
+}
+
+impl Eq for TablespaceTree {}
 
 /// One tablespace of a backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,12 +123,8 @@ pub fn render_tablespace_map(entries: &[(u32, PathBuf)]) -> String {
 }
 
 /// `<oid>.tar[...]` files next to `base.tar` of a tar backup: among the
-/// objects `top` directly under `prefix`, with their local paths in `dir`.
-pub fn tablespace_tars(
-    top: &[ObjectInfo],
-    prefix: &str,
-    dir: &Path,
-) -> Vec<(u32, PathBuf, Compression)> {
+/// objects `top` directly under `prefix`, with their keys.
+pub fn tablespace_tars(top: &[ObjectInfo], prefix: &str) -> Vec<(u32, String, Compression)> {
     let mut tars = Vec::new();
     for object in top {
         let Some(name) = object.key.strip_prefix(prefix) else {
@@ -110,7 +134,7 @@ pub fn tablespace_tars(
         if let Some(oid) = stem.strip_suffix(".tar") {
             if !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(oid) = oid.parse() {
-                    tars.push((oid, dir.join(name), compression));
+                    tars.push((oid, object.key.clone(), compression));
                 }
             }
         }
@@ -121,8 +145,9 @@ pub fn tablespace_tars(
 
 /// Tablespaces of a tar backup, from its `tablespace_map` and `<oid>.tar`s.
 pub fn tar_tablespaces(
-    dir: &Path,
-    tars: Vec<(u32, PathBuf, Compression)>,
+    backups: &dyn StoreRead,
+    id: &str,
+    tars: Vec<(u32, String, Compression)>,
     map: Option<&str>,
 ) -> Result<Vec<Tablespace>> {
     if tars.is_empty() {
@@ -131,60 +156,66 @@ pub fn tar_tablespaces(
     let Some(map) = map else {
         bail!(
             "`{}` has tablespace archives but base.tar has no tablespace_map",
-            dir.display()
+            backups.describe(id)
         );
     };
     let map = parse_tablespace_map(map)?;
     let mut tablespaces = Vec::new();
-    for (oid, path, compression) in tars {
+    for (oid, key, compression) in tars {
         let Some((_, location)) = map.iter().find(|(o, _)| *o == oid) else {
             bail!(
                 "`{}` is not listed in the backup's tablespace_map",
-                path.display()
+                backups.describe(&key)
             );
         };
         tablespaces.push(Tablespace {
             oid,
             location: location.clone(),
-            source: TablespaceSource::Tar { path, compression },
+            source: TablespaceSource::Tar { key, compression },
         });
     }
     Ok(tablespaces)
 }
 
-/// Tablespaces of a plain backup: the `pg_tblspc/<oid>` links. Symbolic
-/// links to local directories exist only on a file system: a plain backup
-/// with tablespaces is local by nature.
-#[allow(clippy::disallowed_methods)]
-pub fn plain_tablespaces(dir: &Path) -> Result<Vec<Tablespace>> {
-    let links = dir.join("pg_tblspc");
-    let Ok(entries) = fs::read_dir(&links) else {
+/// Tablespaces of a plain backup (objects under `prefix`): the
+/// `pg_tblspc/<oid>` links. Symbolic links to local directories exist only
+/// on a file system: a plain backup with tablespaces is local by nature,
+/// and its tablespaces are read through stores rooted at their directories.
+pub fn plain_tablespaces(backups: &dyn StoreRead, prefix: &str) -> Result<Vec<Tablespace>> {
+    let links_prefix = format!("{prefix}pg_tblspc/");
+    // A backup without pg_tblspc/ has no tablespaces.
+    let Ok(entries) = backups.tree_level(&links_prefix) else {
         return Ok(Vec::new());
     };
     let mut tablespaces = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for entry in entries {
+        let described = backups.describe(&entry.key);
+        let name = &entry.key[links_prefix.len()..];
         let Ok(oid) = name.parse::<u32>() else {
-            bail!("`{}` is not a tablespace link", entry.path().display());
+            bail!("`{described}` is not a tablespace link");
         };
-        let target = fs::read_link(entry.path())
-            .with_context(|| format!("`{}` is not a symbolic link", entry.path().display()))?;
+        let TreeKind::Link { target } = entry.kind else {
+            bail!("`{described}` is not a symbolic link");
+        };
         let target = if target.is_absolute() {
             target
         } else {
+            let links = backups.local_dir(&links_prefix).with_context(|| {
+                format!("`{described}` is a relative link outside a file system")
+            })?;
             links.join(target)
         };
-        if !target.is_dir() {
+        if !Posix::new(&target).exists() {
             bail!(
                 "tablespace {oid} of backup `{}` points to `{}`, which is not a directory",
-                dir.display(),
+                backups.describe(prefix.trim_end_matches('/')),
                 target.display()
             );
         }
         tablespaces.push(Tablespace {
             oid,
             location: target.clone(),
-            source: TablespaceSource::Directory(target),
+            source: TablespaceSource::Directory(TablespaceTree::local(&target)),
         });
     }
     tablespaces.sort_by_key(|t| t.oid);

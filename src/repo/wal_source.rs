@@ -2,39 +2,24 @@
 //!
 //! Decoding one 16 MiB segment takes tens of milliseconds; an archive has
 //! thousands. The facts of each segment file (keyed by name, size and
-//! modification time, so a replaced file is decoded again) are kept in a
-//! cache outside the repository: `$PITR_CACHE_DIR`, else
-//! `$XDG_CACHE_HOME/pitr`, else `~/.cache/pitr`. The repository itself is
-//! never written. A missing or unwritable cache only makes planning slower.
+//! version, so a replaced file is decoded again) are kept in the user's
+//! [`FactsCache`], outside the repository, which is never written.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 use super::archive::{ArchivedFile, WalArchive};
+use super::facts_cache::{CachedFacts, FactsCache};
 use crate::wal::decode::SegmentEnd;
 use crate::wal::decode::{Event, EventKind, StartAt, WalDecoder};
 use crate::wal::facts::{FactsError, SegmentEnding, SegmentFacts, StopEvent, StopKind, WalSource};
 use crate::wal::{SegmentSize, WalSegment};
 
-// 2: segment facts hold the checkpoints' next full xid.
-const CACHE_VERSION: u32 = 2;
-
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct CacheFile {
-    version: u32,
-    segments: BTreeMap<String, SegmentFacts>,
-}
-
 /// The archive as a [`WalSource`].
 pub struct ArchiveWal<'a> {
     archive: &'a WalArchive,
-    cache_path: Option<PathBuf>,
-    cache: RefCell<Option<CacheFile>>,
+    saved: Option<FactsCache>,
+    cache: RefCell<Option<CachedFacts>>,
     dirty: RefCell<bool>,
     events: RefCell<HashMap<WalSegment, Vec<StopEvent>>>,
 }
@@ -44,18 +29,14 @@ impl<'a> ArchiveWal<'a> {
     /// written back only by [`ArchiveWal::save`]: an explicit step of the
     /// command, not a side effect of dropping the source.
     pub fn new(archive: &'a WalArchive) -> ArchiveWal<'a> {
-        let cache_path = cache_dir().map(|dir| {
-            let digest = Sha256::digest(archive.store().identity().as_bytes());
-            let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-            dir.join(format!("archive-{name}.json"))
-        });
-        ArchiveWal::with_cache_file(archive, cache_path)
+        let saved = FactsCache::for_archive(&archive.store().identity());
+        ArchiveWal::with_cache(archive, saved)
     }
 
-    fn with_cache_file(archive: &'a WalArchive, cache_path: Option<PathBuf>) -> ArchiveWal<'a> {
+    fn with_cache(archive: &'a WalArchive, saved: Option<FactsCache>) -> ArchiveWal<'a> {
         ArchiveWal {
             archive,
-            cache_path,
+            saved,
             cache: RefCell::new(None),
             dirty: RefCell::new(false),
             events: RefCell::new(HashMap::new()),
@@ -67,7 +48,7 @@ impl<'a> ArchiveWal<'a> {
     pub fn uncached(archive: &'a WalArchive) -> ArchiveWal<'a> {
         ArchiveWal {
             archive,
-            cache_path: None,
+            saved: None,
             cache: RefCell::new(None),
             dirty: RefCell::new(false),
             events: RefCell::new(HashMap::new()),
@@ -76,43 +57,24 @@ impl<'a> ArchiveWal<'a> {
 
     /// Writes the cache if anything was decoded (best effort). The cache is
     /// a local file in the user's cache directory, not the repository.
-    #[allow(clippy::disallowed_methods)]
     pub fn save(&self) {
         if !*self.dirty.borrow() {
             return;
         }
-        let (Some(path), Some(cache)) = (
-            &self.cache_path,
-            self.cache.borrow().as_ref().map(serde_json::to_vec),
-        ) else {
-            return;
-        };
-        let Ok(bytes) = cache else { return };
-        let Some(dir) = path.parent() else { return };
-        if fs::create_dir_all(dir).is_err() {
-            return;
-        }
-        if let Ok(mut temp) = tempfile::NamedTempFile::new_in(dir) {
-            if temp.write_all(&bytes).is_ok() {
-                let _ = temp.persist(path);
-            }
+        if let (Some(saved), Some(cache)) = (&self.saved, self.cache.borrow().as_ref()) {
+            saved.save(cache);
         }
         *self.dirty.borrow_mut() = false;
     }
 
-    #[allow(clippy::disallowed_methods)] // the local cache file, as in `save`
-    fn with_cache<T>(&self, f: impl FnOnce(&mut CacheFile) -> T) -> T {
+    /// The cached facts, read from the user's cache the first time.
+    fn cached<T>(&self, f: impl FnOnce(&mut CachedFacts) -> T) -> T {
         let mut cache = self.cache.borrow_mut();
         let cache = cache.get_or_insert_with(|| {
-            self.cache_path
+            self.saved
                 .as_ref()
-                .and_then(|path| fs::read(path).ok())
-                .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
-                .filter(|cache| cache.version == CACHE_VERSION)
-                .unwrap_or(CacheFile {
-                    version: CACHE_VERSION,
-                    segments: BTreeMap::new(),
-                })
+                .map(FactsCache::load)
+                .unwrap_or_default()
         });
         f(cache)
     }
@@ -218,7 +180,7 @@ impl<'a> ArchiveWal<'a> {
     ) -> Result<SegmentFacts, FactsError> {
         let (facts, events) = self.decode(segment, file)?;
         self.events.borrow_mut().insert(segment, events);
-        self.with_cache(|cache| {
+        self.cached(|cache| {
             cache
                 .segments
                 .insert(cache_key(segment, file), facts.clone())
@@ -238,7 +200,7 @@ impl WalSource for ArchiveWal<'_> {
             return Ok(None);
         };
         let key = cache_key(segment, file);
-        if let Some(facts) = self.with_cache(|cache| cache.segments.get(&key).cloned()) {
+        if let Some(facts) = self.cached(|cache| cache.segments.get(&key).cloned()) {
             return Ok(Some(facts));
         }
         self.decode_and_remember(segment, file).map(Some)
@@ -285,50 +247,56 @@ fn cache_key(segment: WalSegment, file: &ArchivedFile) -> String {
     )
 }
 
-fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("PITR_CACHE_DIR") {
-        return (!dir.is_empty()).then(|| PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(Path::new(&dir).join("pitr"));
-    }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|home| Path::new(&home).join(".cache").join("pitr"))
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::repo::store::posix::Posix;
+    use crate::repo::store::{StoreRead, StoreWrite};
+    use crate::wal::SegmentSize;
+    use std::io::Read;
+    use std::path::Path;
     use std::sync::Arc;
 
     #[test]
     fn the_cache_is_written_by_save_only() {
         let dir = tempfile::tempdir().unwrap();
-        let archive_dir = dir.path().join("wal");
-        fs::create_dir(&archive_dir).unwrap();
+        // The archive holds one real segment, copied from the fixtures.
         let name = "000000010000000000000007.gz";
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/15/wal")
-            .join(name);
-        fs::copy(&fixture, archive_dir.join(name)).unwrap();
-        let archive =
-            WalArchive::scan(Arc::new(Posix::new(&archive_dir)), SegmentSize::DEFAULT).unwrap();
+        let mut segment_bytes = Vec::new();
+        Posix::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/15/wal"))
+            .open(name)
+            .unwrap()
+            .read_to_end(&mut segment_bytes)
+            .unwrap();
+        let archive_dir = Posix::new(dir.path().join("wal"));
+        archive_dir
+            .write_stream(name, &mut |out| out.write_all(&segment_bytes))
+            .unwrap();
+        let archive = WalArchive::scan(Arc::new(archive_dir), SegmentSize::DEFAULT).unwrap();
         let segment = WalSegment::parse("000000010000000000000007", archive.segment_size).unwrap();
-        let cache = dir.path().join("cache/archive.json");
+        let cache_dir = Posix::new(dir.path().join("cache"));
+        let cache = || Some(FactsCache::at(dir.path().join("cache"), "archive.json"));
 
-        let wal = ArchiveWal::with_cache_file(&archive, Some(cache.clone()));
+        let wal = ArchiveWal::with_cache(&archive, cache());
         assert!(wal.facts(segment).unwrap().is_some());
         drop(wal);
-        assert!(!cache.exists(), "dropping the source writes nothing");
+        assert!(
+            cache_dir.stat("archive.json").unwrap().is_none(),
+            "dropping the source writes nothing"
+        );
 
-        let wal = ArchiveWal::with_cache_file(&archive, Some(cache.clone()));
+        let wal = ArchiveWal::with_cache(&archive, cache());
         assert!(wal.facts(segment).unwrap().is_some());
         wal.save();
-        assert!(cache.is_file());
-        let saved = fs::read(&cache).unwrap();
-        assert!(String::from_utf8_lossy(&saved).contains("000000010000000000000007"));
+        let mut saved = String::new();
+        cache_dir
+            .open("archive.json")
+            .unwrap()
+            .read_to_string(&mut saved)
+            .unwrap();
+        assert!(saved.contains("000000010000000000000007"));
+        // And it is read back: the next source finds the facts cached.
+        let again = ArchiveWal::with_cache(&archive, cache());
+        assert!(again.cached(|cache| !cache.segments.is_empty()));
     }
 }

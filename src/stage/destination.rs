@@ -1,14 +1,146 @@
-//! What `pitr restore` refuses before it writes anything: a destination in
-//! use by a live server, a port already taken, a parent directory it cannot
-//! write into, and replacing a directory without the user's yes.
+//! The destination step: what is at `--pgdata` now, and the hidden
+//! staging directory beside it where the new data directory is written.
+//! And what `pitr restore` refuses before it writes anything: a
+//! destination in use by a live server, a port already taken, a parent
+//! directory it cannot write into, and replacing a directory without the
+//! user's yes.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::fs;
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 
 use crate::access::{check_dir, Need, Problem};
 use crate::error::{Failure, FailureKind};
 use crate::postgres::live::{self, LiveServer};
+
+/// What is at `--pgdata` before the restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Absent,
+    Empty,
+    /// Not empty; allowed only with `--force`, and then moved aside.
+    Occupied,
+}
+
+/// Looks at `--pgdata` without changing anything.
+pub fn inspect_destination(pgdata: &Path, force: bool) -> Result<Destination> {
+    match fs::symlink_metadata(pgdata) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Destination::Absent),
+        Err(error) => Err(error).with_context(|| format!("cannot inspect `{}`", pgdata.display())),
+        Ok(metadata) if !metadata.is_dir() => bail!(
+            "`{}` exists and is not a directory; choose another --pgdata",
+            pgdata.display()
+        ),
+        Ok(_) => {
+            let mut entries = fs::read_dir(pgdata)
+                .with_context(|| format!("cannot read `{}`", pgdata.display()))?;
+            if entries.next().is_none() {
+                Ok(Destination::Empty)
+            } else if force {
+                Ok(Destination::Occupied)
+            } else {
+                bail!(
+                    "`{}` is not empty; nothing was changed. Choose an empty or new directory, or pass --force to move the existing one aside",
+                    pgdata.display()
+                )
+            }
+        }
+    }
+}
+
+/// `.<name>.pitr-<purpose>-<pid>` in `parent`: where this restore puts
+/// what is not finished yet (the staged data directory or tablespace, the
+/// WAL spool), hidden, on the same filesystem as its destination so that a
+/// rename moves it, and told apart from another restore's by the PID.
+pub fn work_dir_beside(parent: &Path, name: &str, purpose: &str) -> PathBuf {
+    parent.join(format!(".{name}.pitr-{purpose}-{}", std::process::id()))
+}
+
+/// The hidden sibling of `--pgdata` the new data directory is written
+/// into; removed unless it was renamed into place.
+pub struct StagingDir {
+    path: PathBuf,
+    destination: PathBuf,
+    parent: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    /// Creates the staging directory beside `pgdata` (mode 0700).
+    pub fn create(pgdata: &Path) -> Result<StagingDir> {
+        let parent = pgdata
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = pgdata
+            .file_name()
+            .with_context(|| format!("`{}` has no directory name", pgdata.display()))?
+            .to_string_lossy()
+            .into_owned();
+        if !parent.is_dir() {
+            bail!(
+                "the parent directory `{}` of --pgdata does not exist; create it first",
+                parent.display()
+            );
+        }
+        let path = work_dir_beside(parent, &name, "staging");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "cannot create a directory in `{}`, which holds --pgdata ({})",
+                    parent.display(),
+                    crate::access::who_may(parent)
+                )
+            })?;
+        Ok(StagingDir {
+            path,
+            destination: pgdata.to_path_buf(),
+            parent: parent.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `--pgdata`.
+    pub fn destination(&self) -> &Path {
+        &self.destination
+    }
+
+    /// The directory holding both.
+    pub fn parent(&self) -> &Path {
+        &self.parent
+    }
+
+    /// Renames the staged directory to `--pgdata` (absent or empty now).
+    pub fn rename_into_place(mut self) -> Result<()> {
+        fs::rename(&self.path, &self.destination).with_context(|| {
+            format!(
+                "cannot rename `{}` to `{}`",
+                self.path.display(),
+                self.destination.display()
+            )
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
 
 /// How deep below a destination a live data directory is looked for: a
 /// `--pgdata` of `/var/lib/postgresql/15` holds `main/`.
@@ -226,6 +358,29 @@ fn describe_contents(dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn occupied_destination_is_refused_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("data");
+        fs::create_dir(&pgdata).unwrap();
+        assert_eq!(
+            inspect_destination(&pgdata, false).unwrap(),
+            Destination::Empty
+        );
+        fs::write(pgdata.join("keep"), b"x").unwrap();
+        let error = inspect_destination(&pgdata, false).unwrap_err();
+        assert!(format!("{error:#}").contains("is not empty"));
+        assert_eq!(fs::read(pgdata.join("keep")).unwrap(), b"x");
+        assert_eq!(
+            inspect_destination(&pgdata, true).unwrap(),
+            Destination::Occupied
+        );
+        assert_eq!(
+            inspect_destination(&dir.path().join("new"), false).unwrap(),
+            Destination::Absent
+        );
+    }
 
     #[test]
     fn a_listening_port_is_taken_and_a_free_one_is_not() {

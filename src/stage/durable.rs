@@ -21,6 +21,29 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::tablespaces::StagedTablespace;
+use crate::progress::Reporter;
+
+/// The durability step: the staged data directory and tablespaces are on
+/// disk before anything is renamed into place, so a directory at
+/// `--pgdata` is always complete, even after a crash.
+pub fn make_durable(
+    staging: &Path,
+    tablespaces: &[StagedTablespace],
+    reporter: &Reporter,
+) -> Result<()> {
+    let syncing = std::time::Instant::now();
+    sync_filesystem(staging)?;
+    for staged in tablespaces {
+        staged.sync()?;
+    }
+    reporter.detail(format!(
+        "flushed to disk in {:.1}s",
+        syncing.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 /// Makes everything written to the filesystem holding `path` durable, and
 /// reports any error the kernel met writing it back (Linux 5.8 and later
 /// report writeback errors through `syncfs`).

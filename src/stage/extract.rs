@@ -1,97 +1,106 @@
-//! Writing backup files into the staging directory: tar members checked
-//! and streamed out, plain backups copied.
+//! The extract step: the backup's files written into the staging
+//! directory, read through the backups store: a tar backup's archives
+//! streamed and unpacked, a plain backup's tree copied, or an incremental
+//! backup's chain combined by pg_combinebackup.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 
+use super::combine;
 use super::readahead::ReadAhead;
-use super::Interrupted;
-use crate::compression::Compression;
-use crate::interrupt;
-use crate::progress::Progress;
-use crate::repo::manifest_check::ManifestCheck;
+use super::tree::{copy_tree, TreeSource};
+use super::write::{interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify};
+use super::StageRequest;
+use crate::progress::{Progress, Reporter, Unit};
+use crate::repo::backup::{BackupFile, BackupFormat};
+use crate::repo::store::StoreRead;
 
-/// Checking extracted files against the backup's manifest, under a path
-/// prefix (`pg_tblspc/<oid>/` for a tablespace).
-pub struct Verify<'a> {
-    pub check: &'a mut ManifestCheck,
-    pub prefix: String,
-}
-
-impl Verify<'_> {
-    fn manifest_path(&self, relative: &Path) -> String {
-        format!("{}{}", self.prefix, relative.to_string_lossy())
-    }
-}
-
-/// One buffer for every file written: data goes from the reader into it
-/// and from there to the kernel, one copy in user space.
-pub struct FileWriter {
-    buffer: Vec<u8>,
-}
-
-impl Default for FileWriter {
-    fn default() -> FileWriter {
-        FileWriter {
-            buffer: vec![0; 256 * 1024],
-        }
-    }
-}
-
-/// Copies `reader` into a new file at `target`, checksumming on the way
-/// when the manifest has a checksum for it, and checks it.
-fn write_checked(
-    reader: &mut dyn Read,
-    target: &Path,
-    relative: &Path,
-    mode: u32,
-    verify: &mut Option<&mut Verify<'_>>,
+/// Writes the plan's backup, read from the backups store, into `staging`
+/// (which exists and is empty): the step that turns the repository's copy
+/// into a data directory. Returns the bytes written.
+pub fn extract_backup(
+    request: &StageRequest<'_>,
+    staging: &Path,
+    verify: Option<&mut Verify<'_>>,
     writer: &mut FileWriter,
+    reporter: &Reporter,
 ) -> Result<u64> {
-    let manifest_path = verify.as_ref().map(|v| v.manifest_path(relative));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode & 0o7777)
-        .open(target)
-        .map_err(|e| interrupt_or(e, target))?;
-    let mut checksummer = match (&verify, &manifest_path) {
-        (Some(v), Some(path)) => v.check.checksummer(path),
-        _ => None,
-    };
-    let buffer = &mut writer.buffer;
-    let mut written = 0u64;
-    loop {
-        let n = match reader.read(buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted && !interrupt::requested() => {
-                continue
-            }
-            Err(error) => return Err(interrupt_or(error, target)),
-        };
-        if let Some(checksummer) = &mut checksummer {
-            checksummer.update(&buffer[..n]);
+    let store = request.backups;
+    let backup = &request.plan.backup;
+    // An incremental backup: pg_combinebackup rebuilds the data directory.
+    if let Some(combine) = request.combine {
+        reporter.step(format!(
+            "combining the chain of {} backups with pg_combinebackup",
+            combine.chain.len()
+        ));
+        combine::combine(store, combine, staging, request.user, reporter)?;
+        return Ok(local_tree_len(staging));
+    }
+    match backup.format {
+        BackupFormat::Plain => {
+            let mut progress = reporter.bar("staging", backup.stored_bytes, Unit::Bytes);
+            let mut verify = verify;
+            let written = copy_tree(
+                TreeSource {
+                    store,
+                    prefix: &backup.prefix(),
+                },
+                staging,
+                &mut progress,
+                &mut verify,
+                writer,
+            )?;
+            progress.finish();
+            Ok(written)
         }
-        file.write_all(&buffer[..n])
-            .map_err(|e| interrupt_or(e, target))?;
-        written += n as u64;
+        BackupFormat::Tar(_) => {
+            let base = backup
+                .base_tar()
+                .with_context(|| format!("backup `{}` has no base.tar", backup.id))?;
+            let wal = backup.wal_tar();
+            let total =
+                stored_size(store, &base) + wal.as_ref().map_or(0, |w| stored_size(store, w));
+            let mut progress = reporter.bar("staging", total, Unit::Bytes);
+            let mut written = extract_tar(store, &base, staging, &mut progress, verify, writer)?;
+            if let Some(wal) = wal {
+                let pg_wal = staging.join("pg_wal");
+                fs::create_dir_all(&pg_wal)
+                    .with_context(|| format!("cannot create `{}`", pg_wal.display()))?;
+                written += extract_tar(store, &wal, &pg_wal, &mut progress, None, writer)?;
+            }
+            progress.finish();
+            Ok(written)
+        }
     }
-    if let (Some(verify), Some(path)) = (verify.as_mut(), manifest_path) {
-        let digest = checksummer.map(|c| c.finish());
-        verify
-            .check
-            .record(&path, written, digest)
-            .map_err(|problem| {
-                anyhow::anyhow!("the backup does not match its manifest: {problem}")
-            })?;
-    }
-    Ok(written)
+}
+
+/// The stored (compressed) size of a backup file, for a progress bar.
+pub fn stored_size(store: &dyn StoreRead, file: &BackupFile) -> u64 {
+    store
+        .stat(&file.key)
+        .ok()
+        .flatten()
+        .map_or(0, |object| object.size)
+}
+
+/// The bytes in a local tree (what pg_combinebackup wrote).
+fn local_tree_len(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => local_tree_len(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Checks a tar member name and turns it into a relative path: no absolute
@@ -113,17 +122,24 @@ pub fn safe_member_path(name: &Path) -> Result<PathBuf> {
     Ok(clean)
 }
 
-/// Streams a (compressed) tar into `dest`, refusing hostile members. The
-/// archive is decompressed on a second thread while this one writes.
+/// Streams a (compressed) tar object of the backups store into `dest`,
+/// refusing hostile members. The object is read as one stream (a store may
+/// fetch it in parallel ranges underneath) and decompressed on a second
+/// thread while this one writes.
 pub fn extract_tar(
-    path: &Path,
-    compression: Compression,
+    store: &dyn StoreRead,
+    file: &BackupFile,
     dest: &Path,
     progress: &mut Progress,
     mut verify: Option<&mut Verify<'_>>,
     writer: &mut FileWriter,
 ) -> Result<u64> {
-    let decompressed = ReadAhead::open(path, compression)
+    // Messages name the object as the store does (a path on posix).
+    let described = store.describe(&file.key);
+    let path = Path::new(&described);
+    let decompressed = store
+        .open(&file.key)
+        .and_then(|reader| ReadAhead::new(reader, file.compression))
         .with_context(|| format!("cannot open `{}`", path.display()))?;
     let consumed = decompressed.consumed();
     let mut reported = 0;
@@ -195,102 +211,5 @@ pub fn extract_tar(
         written += write_checked(&mut entry, &target, &relative, mode, &mut verify, writer)?;
     }
     progress.add(consumed.load(Ordering::Relaxed).saturating_sub(reported));
-    Ok(written)
-}
-
-pub fn interrupt_or(error: io::Error, path: &Path) -> anyhow::Error {
-    if interrupt::requested() {
-        anyhow::Error::new(Interrupted)
-    } else if error.raw_os_error() == Some(nix::libc::ENOSPC) {
-        anyhow::anyhow!("out of disk space while writing `{}`", path.display())
-    } else {
-        anyhow::Error::new(error).context(format!("cannot extract `{}`", path.display()))
-    }
-}
-
-/// Test knob, not a setting: `PITR_STAGE_DELAY_MS` makes staging wait that
-/// long before each file of a backup (copied or extracted), so that a test
-/// can deliver a signal while staging is certainly under way (like
-/// `PITR_FETCH_DELAY_MS` for replay). Unset, it costs one lookup per restore.
-fn simulated_slow_staging() {
-    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    let delay = DELAY.get_or_init(|| {
-        std::env::var("PITR_STAGE_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(std::time::Duration::from_millis)
-    });
-    if let Some(delay) = delay {
-        std::thread::sleep(*delay);
-    }
-}
-
-/// Copies a plain-format backup. A symlinked `pg_wal` is copied as a real
-/// directory; tablespace links in `pg_tblspc/` are skipped (tablespaces are
-/// staged on their own and the server relinks them from tablespace_map);
-/// any other link is refused.
-pub fn copy_tree(
-    source: &Path,
-    dest: &Path,
-    relative: &Path,
-    progress: &mut Progress,
-    verify: &mut Option<&mut Verify<'_>>,
-    writer: &mut FileWriter,
-) -> Result<u64> {
-    let mut written = 0;
-    let dir = source.join(relative);
-    let entries = fs::read_dir(&dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
-    for entry in entries {
-        simulated_slow_staging();
-        if interrupt::requested() {
-            bail!(Interrupted);
-        }
-        let entry = entry.with_context(|| format!("cannot read `{}`", dir.display()))?;
-        let rel = relative.join(entry.file_name());
-        let from = source.join(&rel);
-        let to = dest.join(&rel);
-        let metadata = fs::symlink_metadata(&from)
-            .with_context(|| format!("cannot read `{}`", from.display()))?;
-        let metadata = if metadata.file_type().is_symlink() {
-            if rel == Path::new("pg_wal") {
-                fs::metadata(&from)
-                    .with_context(|| format!("cannot follow `{}`", from.display()))?
-            } else if rel.parent() == Some(Path::new("pg_tblspc")) {
-                continue;
-            } else {
-                bail!(
-                    "`{}` is a symbolic link outside pg_tblspc/; pitr does not follow links in backups",
-                    from.display()
-                );
-            }
-        } else {
-            metadata
-        };
-        if metadata.is_dir() {
-            fs::DirBuilder::new()
-                .mode(metadata.permissions().mode() & 0o7777)
-                .create(&to)
-                .with_context(|| format!("cannot create `{}`", to.display()))?;
-            written += copy_tree(source, dest, &rel, progress, verify, writer)?;
-        } else if metadata.is_file() {
-            let copied = if verify.is_some() {
-                let mut input = File::open(&from)
-                    .with_context(|| format!("cannot open `{}`", from.display()))?;
-                write_checked(
-                    &mut input,
-                    &to,
-                    &rel,
-                    metadata.permissions().mode(),
-                    verify,
-                    writer,
-                )?
-            } else {
-                // copy_file_range: no pass through user space.
-                fs::copy(&from, &to).map_err(|e| interrupt_or(e, &to))?
-            };
-            written += copied;
-            progress.add(copied);
-        }
-    }
     Ok(written)
 }

@@ -22,6 +22,34 @@ use crate::os_user::OsUser;
 use crate::repo::archive::ArchivedFile;
 use crate::wal::WalSegment;
 
+/// Creates the spool `.<name>.pitr-spool-<pid>` beside `pgdata` (same
+/// file system, so wal-fetch can rename from it), given to the server's
+/// user, who runs wal-fetch. None when the parent directory does not exist
+/// (staging then says so).
+pub fn create_spool(pgdata: &Path, user: &OsUser) -> anyhow::Result<Option<PathBuf>> {
+    use anyhow::Context;
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(parent) = pgdata.parent().filter(|p| p.is_dir()) else {
+        return Ok(None);
+    };
+    let Some(name) = pgdata.file_name() else {
+        return Ok(None);
+    };
+    let spool = super::work_dir_beside(parent, &name.to_string_lossy(), "spool");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&spool)
+        .with_context(|| {
+            format!(
+                "cannot create a directory in `{}`, which holds --pgdata ({})",
+                parent.display(),
+                crate::access::who_may(parent)
+            )
+        })?;
+    user.own(&spool)?;
+    Ok(Some(spool))
+}
+
 /// A running prefetcher; stop it with [`Prefetcher::finish`].
 pub struct Prefetcher {
     stop: Arc<AtomicBool>,

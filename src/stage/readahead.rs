@@ -8,9 +8,7 @@
 //! `DEPTH` chunks whatever the size of the backup, and no page is faulted in
 //! twice.
 
-use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -18,6 +16,7 @@ use std::thread::JoinHandle;
 
 use crate::compression::Compression;
 use crate::interrupt;
+use crate::repo::store::ObjectReader;
 
 /// Bytes per chunk: large enough that the channel costs nothing per byte.
 const CHUNK: usize = 1 << 20;
@@ -42,9 +41,9 @@ pub struct ReadAhead {
 struct Upstream(String);
 
 impl ReadAhead {
-    /// Opens `path` and starts decompressing it on its own thread.
-    pub fn open(path: &Path, compression: Compression) -> io::Result<ReadAhead> {
-        let file = File::open(path)?;
+    /// Starts reading and decompressing the stored stream `file` (an
+    /// object opened through the store) on its own thread.
+    pub fn new(file: ObjectReader, compression: Compression) -> io::Result<ReadAhead> {
         let (chunk_sender, chunks) = sync_channel::<io::Result<Vec<u8>>>(DEPTH);
         let (spare, spares) = sync_channel::<Vec<u8>>(DEPTH + 2);
         let consumed = Arc::new(AtomicU64::new(0));
@@ -164,7 +163,7 @@ impl Drop for ReadAhead {
 
 /// Counts compressed bytes and stops reading on Ctrl-C.
 struct Counting {
-    inner: File,
+    inner: ObjectReader,
     consumed: Arc<AtomicU64>,
 }
 
@@ -182,7 +181,15 @@ impl Read for Counting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Write;
+    use std::path::Path;
+
+    impl ReadAhead {
+        fn open(path: &Path, compression: Compression) -> io::Result<ReadAhead> {
+            ReadAhead::new(Box::new(File::open(path)?), compression)
+        }
+    }
 
     fn round_trip(compression: Compression, data: &[u8]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();

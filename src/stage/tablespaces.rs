@@ -13,12 +13,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::extract::{copy_tree, extract_tar, FileWriter, Verify};
+use super::extract::{extract_tar, stored_size};
+use super::tree::{copy_tree, tree_size, TreeSource};
+use super::write::{FileWriter, Verify};
+use super::StageRequest;
 use crate::os_user::OsUser;
-use crate::progress::Progress;
+use crate::progress::{Progress, Reporter, Unit};
 use crate::repo::absolute;
+use crate::repo::backup::BackupFile;
 use crate::repo::manifest_check::ManifestCheck;
-use crate::repo::tablespace::{Tablespace, TablespaceSource};
+use crate::repo::store::StoreRead;
+use crate::repo::tablespace::{render_tablespace_map, Tablespace, TablespaceSource};
 
 /// `--tablespace-mapping OLD=NEW`; `\=` stands for a literal `=` (as in
 /// pg_basebackup).
@@ -217,8 +222,72 @@ impl Drop for StagedTablespace {
     }
 }
 
+/// The tablespaces step: every tablespace written beside its destination
+/// (renamed into place at commit), and `tablespace_map` in the staged data
+/// directory pointing at the destinations. Returns the staged tablespaces
+/// and the bytes written.
+pub fn stage_tablespaces(
+    request: &StageRequest<'_>,
+    staging: &Path,
+    mut check: Option<&mut ManifestCheck>,
+    writer: &mut FileWriter,
+    reporter: &Reporter,
+) -> Result<(Vec<StagedTablespace>, u64)> {
+    let placements = request.placements;
+    if placements.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let total = placements
+        .iter()
+        .map(|p| source_size(request.backups, &p.source))
+        .sum();
+    let mut progress = reporter.bar("tblspc", total, Unit::Bytes);
+    let mut staged = Vec::new();
+    let mut written = 0;
+    for placement in placements {
+        let (tablespace, bytes) = stage_tablespace(
+            request.backups,
+            placement,
+            request.user,
+            &mut progress,
+            check.as_deref_mut(),
+            writer,
+        )?;
+        staged.push(tablespace);
+        written += bytes;
+    }
+    progress.finish();
+    let map: Vec<(u32, PathBuf)> = placements
+        .iter()
+        .map(|p| (p.oid, p.destination.clone()))
+        .collect();
+    super::write::write_file(
+        &staging.join("tablespace_map"),
+        render_tablespace_map(&map).as_bytes(),
+    )?;
+    Ok((staged, written))
+}
+
+/// The stored size of a tablespace's files, for the progress bar.
+fn source_size(backups: &dyn StoreRead, source: &TablespaceSource) -> u64 {
+    match source {
+        TablespaceSource::Tar { key, compression } => stored_size(
+            backups,
+            &BackupFile {
+                key: key.clone(),
+                compression: *compression,
+            },
+        ),
+        TablespaceSource::Directory(tree) => tree_size(TreeSource {
+            store: tree.store.as_ref(),
+            prefix: "",
+        }),
+    }
+}
+
 /// Writes one tablespace next to its destination.
-pub fn stage_tablespace(
+fn stage_tablespace(
+    backups: &dyn StoreRead,
     placement: &Placement,
     user: &OsUser,
     progress: &mut Progress,
@@ -231,7 +300,7 @@ pub fn stage_tablespace(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| placement.oid.to_string());
-    let staging = super::work_dir_beside(parent, &name, "staging");
+    let staging = super::destination::work_dir_beside(parent, &name, "staging");
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
@@ -255,24 +324,29 @@ pub fn stage_tablespace(
         prefix: format!("pg_tblspc/{}/", placement.oid),
     });
     let written = match &placement.source {
-        TablespaceSource::Tar { path, compression } => extract_tar(
-            path,
-            *compression,
+        TablespaceSource::Tar { key, compression } => extract_tar(
+            backups,
+            &BackupFile {
+                key: key.clone(),
+                compression: *compression,
+            },
             &staging,
             progress,
             verify.as_mut(),
             writer,
         )?,
-        TablespaceSource::Directory(dir) => copy_tree(
-            dir,
+        TablespaceSource::Directory(tree) => copy_tree(
+            TreeSource {
+                store: tree.store.as_ref(),
+                prefix: "",
+            },
             &staging,
-            Path::new(""),
             progress,
             &mut verify.as_mut(),
             writer,
         )?,
     };
-    super::give_tree(&staging, user)?;
+    super::ownership::give_tree(&staging, user)?;
     Ok((staged, written))
 }
 
@@ -307,7 +381,9 @@ mod tests {
         let tablespaces = vec![Tablespace {
             oid: 16384,
             location: live.clone(),
-            source: TablespaceSource::Directory(live.clone()),
+            source: TablespaceSource::Directory(crate::repo::tablespace::TablespaceTree::local(
+                &live,
+            )),
         }];
         let pgdata = dir.path().join("pgdata");
         let error = place(&tablespaces, &[], &pgdata, false).unwrap_err();

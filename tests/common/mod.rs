@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -469,6 +470,118 @@ pub fn processes_working_in(dir: &Path) -> Vec<Pid> {
     found
 }
 
+// ---------------------------------------------------------------------------
+// Running pitr and reading what it printed.
+// ---------------------------------------------------------------------------
+
+/// `pitr` with a clean environment for the settings it reads (no
+/// repository from `PITR_REPO`, no libpq defaults) and times shown in UTC.
+pub fn pitr(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_remove("PITR_REPO")
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGUSER")
+        .env_remove("PGDATABASE")
+        .env("TZ", "UTC");
+    command
+}
+
+/// Runs `pitr ARGS` (see [`pitr`]) to its end.
+pub fn run_pitr(binary: &Path, args: &[&str]) -> Output {
+    pitr(binary).args(args).output().unwrap()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What a `--json` command printed; the test fails, showing the text,
+/// when it is not JSON.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", stdout(output)))
+}
+
+/// A time as `--to` takes it, to the microsecond.
+pub fn rfc3339(time: chrono::DateTime<chrono::FixedOffset>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Runs `command` (a `pitr` command with the test's environment) as
+/// `restore --pgdata PGDATA ARGS`, to its end, whatever the outcome.
+pub fn restore_output<A: AsRef<OsStr>>(
+    mut command: Command,
+    pgdata: &Path,
+    args: impl IntoIterator<Item = A>,
+) -> Output {
+    command
+        .arg("restore")
+        .arg("--pgdata")
+        .arg(pgdata)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A server `pitr restore --json` left running, stopped when dropped.
+pub struct Restored {
+    pub summary: serde_json::Value,
+    pub pgdata: PathBuf,
+    _guard: ServerGuard,
+}
+
+impl Restored {
+    /// The restored server's socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        PathBuf::from(self.summary["socket_dir"].as_str().unwrap())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.summary["port"].as_u64().unwrap() as u16
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.socket_dir(), self.port(), sql)
+    }
+}
+
+/// Runs `command` as `--json restore --pgdata PGDATA ARGS`, which must
+/// succeed (the failure shows pitr's stderr and the server's recovery
+/// log); the restored server is stopped when the result is dropped.
+pub fn restore<A: AsRef<OsStr>>(
+    mut command: Command,
+    pgdata: &Path,
+    args: impl IntoIterator<Item = A>,
+) -> Restored {
+    let args: Vec<A> = args.into_iter().collect();
+    command.arg("--json");
+    let output = restore_output(command, pgdata, &args);
+    let guard = ServerGuard(pgdata.to_path_buf());
+    let shown: Vec<_> = args
+        .iter()
+        .map(|arg| arg.as_ref().to_string_lossy())
+        .collect();
+    assert!(
+        output.status.success(),
+        "pitr restore {} failed ({}):\n{}\nlog:\n{}",
+        shown.join(" "),
+        output.status,
+        stderr(&output),
+        fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+    );
+    Restored {
+        summary: json(&output),
+        pgdata: pgdata.to_path_buf(),
+        _guard: guard,
+    }
+}
+
 /// Stops whatever server runs on a data directory when dropped.
 pub struct ServerGuard(pub PathBuf);
 
@@ -501,6 +614,80 @@ pub fn psql(socket_dir: &Path, port: u16, sql: &str) -> String {
     check(output, &format!("psql {sql}")).trim().to_string()
 }
 
+/// initdb a cluster in `dir/source` (not started), with its socket in
+/// `dir/run` and a free port: commit timestamps on, no fsync, UTC, no
+/// autovacuum. Returns the data directory, the socket directory and the
+/// port.
+pub fn initdb(dir: &Path) -> (PathBuf, PathBuf, u16) {
+    let pgdata = pg_owned_dir(&dir.join("source"));
+    let run_dir = pg_owned_dir(&dir.join("run"));
+    check(
+        as_pg_user(pg_bin().join("initdb"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-D",
+            ])
+            .arg(&pgdata)
+            .output()
+            .unwrap(),
+        "initdb",
+    );
+    let port = free_port();
+    append_conf(
+        &pgdata,
+        &format!(
+            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = {}\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\nautovacuum = off\n",
+            conf_quote(&run_dir.to_string_lossy())
+        ),
+    );
+    (pgdata, run_dir, port)
+}
+
+/// `pg_ctl ARGS -D PGDATA -l LOG` as the PostgreSQL user; a failure shows
+/// the server log.
+pub fn pg_ctl(pgdata: &Path, log: &Path, args: &[&str]) {
+    let output = as_pg_user(pg_bin().join("pg_ctl"))
+        .args(args)
+        .arg("-D")
+        .arg(pgdata)
+        .arg("-l")
+        .arg(log)
+        .output()
+        .unwrap();
+    let text = fs::read_to_string(log).unwrap_or_default();
+    check(output, &format!("pg_ctl {args:?} (server log:\n{text})"));
+}
+
+/// Waits until `condition` holds, looking every `every`; the test fails
+/// after `timeout`, naming `what` it waited for.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
+/// Appends `text` to the cluster's postgresql.conf.
+pub fn append_conf(pgdata: &Path, text: &str) {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(pgdata.join("postgresql.conf"))
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .unwrap();
+}
+
 /// A source cluster with archiving into `repo/wal`.
 pub struct Cluster {
     pub dir: PathBuf,
@@ -523,41 +710,20 @@ impl Cluster {
     /// `initdb` and start with this `archive_command` (a shell command line
     /// with `%p` and `%f`); `repo/wal` is created for the postgres user.
     pub fn start_archiving(dir: &Path, repo: &Path, archive_command: &str) -> Cluster {
-        let pgdata = pg_owned_dir(&dir.join("source"));
-        let run_dir = pg_owned_dir(&dir.join("run"));
         pg_owned_dir(&repo.join("base"));
         pg_owned_dir(&repo.join("wal"));
         fs::set_permissions(repo, fs::Permissions::from_mode(0o755)).unwrap();
         for sub in ["base", "wal"] {
             fs::set_permissions(repo.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
         }
-        check(
-            as_pg_user(pg_bin().join("initdb"))
-                .args([
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "-D",
-                ])
-                .arg(&pgdata)
-                .output()
-                .unwrap(),
-            "initdb",
+        let (pgdata, run_dir, port) = initdb(dir);
+        append_conf(
+            &pgdata,
+            &format!(
+                "wal_level = replica\narchive_mode = on\narchive_command = {archive}\nmax_wal_senders = 4\nmax_prepared_transactions = 4\n",
+                archive = conf_quote(archive_command)
+            ),
         );
-        let port = free_port();
-        let conf = format!(
-            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\narchive_command = {archive}\ntrack_commit_timestamp = on\nfsync = off\nmax_wal_senders = 4\nmax_wal_size = 256MB\ntimezone = 'UTC'\nlog_timezone = 'UTC'\nautovacuum = off\nmax_prepared_transactions = 4\n",
-            run_dir.display(),
-            archive = conf_quote(archive_command)
-        );
-        fs::OpenOptions::new()
-            .append(true)
-            .open(pgdata.join("postgresql.conf"))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
-            .unwrap();
         let started = as_pg_user(pg_bin().join("pg_ctl"))
             .args(["start", "-w", "-D"])
             .arg(&pgdata)

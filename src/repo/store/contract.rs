@@ -92,6 +92,41 @@ pub fn listing_order_and_start_after(store: &dyn StoreWrite) {
     assert_eq!(Some(&listed[0]), store.stat("a").unwrap().as_ref());
 }
 
+/// A tree (a plain backup) is listed level by level: objects with their
+/// sizes and groups, in key order, a group's key without its `/`.
+pub fn tree_levels(store: &dyn StoreWrite) {
+    for key in ["t/b", "t/a/x", "t/a/y/z", "t/c"] {
+        store
+            .write_stream(key, &mut |w: &mut dyn Write| w.write_all(key.as_bytes()))
+            .unwrap();
+    }
+    let level = |prefix: &str| -> Vec<(String, super::TreeKind)> {
+        store
+            .tree_level(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|entry| (entry.key, entry.kind))
+            .collect()
+    };
+    let object = |size: u64| super::TreeKind::Object { size };
+    assert_eq!(
+        level("t/"),
+        [
+            ("t/a".to_string(), super::TreeKind::Group),
+            ("t/b".to_string(), object(3)),
+            ("t/c".to_string(), object(3)),
+        ]
+    );
+    assert_eq!(
+        level("t/a/"),
+        [
+            ("t/a/x".to_string(), object(5)),
+            ("t/a/y".to_string(), super::TreeKind::Group),
+        ]
+    );
+    assert_eq!(level("t/a/y/"), [("t/a/y/z".to_string(), object(7))]);
+}
+
 pub fn stat_and_versions(store: &dyn StoreWrite) {
     assert!(store.stat("missing").unwrap().is_none());
     assert_eq!(
@@ -178,6 +213,7 @@ macro_rules! suite {
             concurrent_creates_have_one_winner,
             failed_fill_leaves_nothing,
             listing_order_and_start_after,
+            tree_levels,
             stat_and_versions,
             ranged_reads,
             publish_is_all_or_nothing,

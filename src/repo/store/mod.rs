@@ -64,6 +64,32 @@ pub struct ObjectInfo {
     pub version: Version,
 }
 
+/// One entry directly under a prefix, as a tree copy sees it (a plain
+/// backup is a tree of files with modes, and on posix may hold symbolic
+/// links: `pg_wal` made with `--waldir`, tablespaces in `pg_tblspc/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// The entry's key, without a trailing `/` for a group.
+    pub key: String,
+    pub kind: TreeKind,
+    /// Unix permission bits where the store keeps them (posix); a link's
+    /// are those of what it points to.
+    pub mode: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeKind {
+    Object {
+        size: u64,
+    },
+    /// A group of objects (a directory), listed with its own prefix.
+    Group,
+    /// A symbolic link (posix only), not followed.
+    Link {
+        target: PathBuf,
+    },
+}
+
 /// What [`StoreWrite::create_new`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Created {
@@ -116,6 +142,35 @@ pub trait StoreRead: fmt::Debug + Send + Sync {
     /// The names of the groups directly under `prefix` (directories on
     /// posix, common prefixes on object stores), sorted, without the `/`.
     fn list_prefixes(&self, prefix: &str) -> io::Result<Vec<String>>;
+
+    /// Objects, groups and links directly under `prefix`, in key order,
+    /// for copying a tree. Stores without modes or links (object stores)
+    /// get this from [`list`] and [`list_prefixes`].
+    ///
+    /// [`list`]: StoreRead::list
+    /// [`list_prefixes`]: StoreRead::list_prefixes
+    fn tree_level(&self, prefix: &str) -> io::Result<Vec<TreeEntry>> {
+        let mut entries: Vec<TreeEntry> = self
+            .list(prefix, None)?
+            .into_iter()
+            .map(|object| TreeEntry {
+                key: object.key,
+                kind: TreeKind::Object { size: object.size },
+                mode: None,
+            })
+            .collect();
+        entries.extend(
+            self.list_prefixes(prefix)?
+                .into_iter()
+                .map(|name| TreeEntry {
+                    key: format!("{prefix}{name}"),
+                    kind: TreeKind::Group,
+                    mode: None,
+                }),
+        );
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
 
     /// The object `key`, or `None` when there is none.
     fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>>;

@@ -11,6 +11,8 @@
 //! used directly (see `clippy.toml`).
 #![allow(clippy::disallowed_methods)]
 
+pub mod access;
+
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -23,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     check_key, check_prefix, Created, Fill, NewObject, ObjectInfo, ObjectReader, Staging,
-    StoreRead, StoreWrite, Version, WriteError,
+    StoreRead, StoreWrite, TreeEntry, TreeKind, Version, WriteError,
 };
 
 /// Prefix of a group (backup) being deleted: hidden from every listing.
@@ -125,6 +127,40 @@ impl StoreRead for Posix {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    fn tree_level(&self, prefix: &str) -> io::Result<Vec<TreeEntry>> {
+        let dir = self.dir_of(prefix)?;
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = format!("{prefix}{name}");
+            // Not followed: a link is reported as one.
+            let metadata = entry.metadata()?;
+            let kind = metadata.file_type();
+            let (kind, mode) = if kind.is_symlink() {
+                let path = entry.path();
+                let target = fs::read_link(&path)?;
+                let mode = fs::metadata(&path).ok().map(|m| m.permissions().mode());
+                (TreeKind::Link { target }, mode)
+            } else if kind.is_dir() {
+                (TreeKind::Group, Some(metadata.permissions().mode()))
+            } else if kind.is_file() {
+                (
+                    TreeKind::Object {
+                        size: metadata.len(),
+                    },
+                    Some(metadata.permissions().mode()),
+                )
+            } else {
+                // Sockets, devices, FIFOs are no part of a backup.
+                continue;
+            };
+            entries.push(TreeEntry { key, kind, mode });
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
     }
 
     fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>> {
@@ -371,7 +407,9 @@ pub fn create_layout(repo: &Path, owner: &OsUser) -> Result<Vec<LayoutEntry>> {
             .with_context(|| format!("cannot read `{}`", repo.display()))?
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "base" && name != "wal" && !name.starts_with('.'))
+            .filter(|name| {
+                name != "base" && name != "wal" && name != "drills" && !name.starts_with('.')
+            })
             .collect();
         if !strangers.is_empty() {
             bail!(
@@ -472,6 +510,32 @@ pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)
 }
 
+/// Creates `dir` where missing, mode 0750, owned like its parent (as root:
+/// a directory added to a repository later, `drills/`, belongs to the same
+/// user as `base/` and `wal/`). An existing directory is left as it is.
+pub fn create_dir_like_parent(dir: &Path) -> Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            return Ok(false)
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot create `{}`", dir.display()))
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+        .with_context(|| format!("cannot set the mode of `{}`", dir.display()))?;
+    if nix::unistd::Uid::effective().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let parent = fs::metadata(parent(dir))
+            .with_context(|| format!("cannot read `{}`", parent(dir).display()))?;
+        std::os::unix::fs::lchown(dir, Some(parent.uid()), Some(parent.gid())).with_context(
+            || format!("cannot give `{}` to its repository's owner", dir.display()),
+        )?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::contract;
@@ -519,5 +583,32 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, ["a"]);
+    }
+
+    /// A plain backup's tree as the copy sees it: modes, and symbolic
+    /// links reported (with their target and the mode of what they point
+    /// to), never followed.
+    #[test]
+    fn tree_levels_carry_modes_and_links() {
+        let (dir, store) = fresh();
+        let wal = dir.path().join("elsewhere");
+        fs::create_dir(&wal).unwrap();
+        fs::set_permissions(&wal, fs::Permissions::from_mode(0o750)).unwrap();
+        fs::create_dir(dir.path().join("b1")).unwrap();
+        fs::write(dir.path().join("b1/PG_VERSION"), b"15\n").unwrap();
+        fs::set_permissions(
+            dir.path().join("b1/PG_VERSION"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&wal, dir.path().join("b1/pg_wal")).unwrap();
+        let entries = store.tree_level("b1/").unwrap();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[0].key, "b1/PG_VERSION");
+        assert_eq!(entries[0].kind, TreeKind::Object { size: 3 });
+        assert_eq!(entries[0].mode.map(|m| m & 0o777), Some(0o640));
+        assert_eq!(entries[1].key, "b1/pg_wal");
+        assert_eq!(entries[1].kind, TreeKind::Link { target: wal });
+        assert_eq!(entries[1].mode.map(|m| m & 0o777), Some(0o750));
     }
 }

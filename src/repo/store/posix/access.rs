@@ -2,10 +2,10 @@
 //! mode, and the user pitr runs as, so that a permission problem is never
 //! mistaken for a missing file.
 //!
-//! Like `os_user`, this is the operating system's view of local paths the
-//! user named (`--pgdata`'s parent, a repository directory), so it may ask
-//! the file system directly.
-#![allow(clippy::disallowed_methods)]
+//! Part of the posix driver, the one place outside `stage/` and
+//! `postgres/` that asks the file system (clippy.toml): it explains why a
+//! directory of a repository cannot be read, and staging asks it about
+//! `--pgdata`'s parent, the same question about a local directory.
 
 use std::fs;
 use std::io;

@@ -409,6 +409,12 @@ mod read_only_tests {
             ("stage/durable.rs", include_str!("../stage/durable.rs")),
             ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
             ("repo/wal_source.rs", include_str!("wal_source.rs")),
+            (
+                "commands/extract.rs",
+                include_str!("../commands/extract.rs"),
+            ),
+            ("extract/moment.rs", include_str!("../extract/moment.rs")),
+            ("scratch.rs", include_str!("../scratch.rs")),
         ];
         for (file, text) in readers {
             // Tests may build any store they like.

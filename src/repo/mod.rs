@@ -471,3 +471,45 @@ mod read_only_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod command_args_tests {
+    // Test fixtures: a repository's two directories on disk.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::RepoLocation;
+    use std::ffi::OsString;
+
+    fn args(location: &RepoLocation) -> Vec<String> {
+        location
+            .command_args()
+            .into_iter()
+            .map(|arg: OsString| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A child pitr (drill's and extract's restore) is given the
+    /// repository the way the user gave it.
+    #[test]
+    fn the_repository_is_passed_on_as_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("base")).unwrap();
+        std::fs::create_dir_all(repo.join("wal")).unwrap();
+
+        let given_repo = RepoLocation::new(Some(&repo), None, None).unwrap();
+        assert_eq!(args(&given_repo), ["--repo", &repo.to_string_lossy()]);
+
+        let given_parts =
+            RepoLocation::new(None, Some(&repo.join("base")), Some(&repo.join("wal"))).unwrap();
+        assert_eq!(
+            args(&given_parts),
+            [
+                "--backups",
+                &*repo.join("base").to_string_lossy(),
+                "--wal-archive",
+                &*repo.join("wal").to_string_lossy()
+            ]
+        );
+    }
+}

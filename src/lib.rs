@@ -28,7 +28,6 @@ pub mod postgres;
 pub mod progress;
 pub mod repo;
 pub mod retention;
-pub mod scratch;
 pub mod shell;
 pub mod size;
 pub mod stage;

@@ -3,7 +3,7 @@
 //!
 //! The point is `--to`, or found in the WAL (`--before-drop`,
 //! `--before-truncate`, see [`crate::extract::moment`]). The copy is made
-//! by `pitr restore` in a scratch directory ([`crate::scratch`]), the
+//! by `pitr restore` in a scratch directory ([`crate::postgres::scratch`]), the
 //! selection is dumped with the backup's major's own pg_dump and written
 //! or loaded ([`crate::postgres::transfer`]); then the copy goes.
 //!
@@ -25,12 +25,15 @@ use crate::extract::{
     exists_query, list_tables_sql, quote_ident, quote_literal, rename_table_sql, row_counts_sql,
     Selection, TableName,
 };
+use crate::os_user::OsUser;
 use crate::plan::TimelineChoice;
 use crate::postgres::binaries::Binaries;
+use crate::postgres::scratch::{
+    Disposal, RestoreRequest, RestoreRun, ScratchCopy, RECOVERY_FAILED,
+};
 use crate::postgres::transfer::{check_new_file, dump_to_file, Live};
 use crate::progress::{count, Reporter};
 use crate::repo::{absolute, Catalog};
-use crate::scratch::{CopyRequest, RestoreFailed, ScratchCopy};
 use crate::target::parse_target;
 use crate::wal::lineage::parse_relation_path;
 use crate::wal::{Lsn, TimelineId};
@@ -114,7 +117,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         "restoring a scratch copy to {target}{}",
         if exclusive { " (exclusive)" } else { "" }
     ));
-    let mut copy = restore_copy(args, &catalog, &target, exclusive, None, reporter)?;
+    let (mut copy, restoring) = restore_copy(args, &catalog, &target, exclusive, None, reporter)?;
     let tables = tables_in_copy(&copy, &selection)?;
     if let Some(found) = &found {
         confirm_found_file(&copy, &selection, &found.chosen)?;
@@ -134,7 +137,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         (Selection::Database { .. }, Some(new_name)) => new_name.clone(),
         _ => selection.database().to_string(),
     };
-    let mut dump = copy.program("pg_dump");
+    let mut dump = copy.program("pg_dump").or_fail(FailureKind::Internal)?;
     dump.arg("--no-password")
         .args(destination_names.dump_options())
         .arg("-d")
@@ -195,18 +198,18 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let summary = Summary {
         selection: &selection,
         loaded_as: &destination_names,
-        report: copy.report.clone(),
+        report: copy.report().clone(),
         target,
         exclusive,
         found: found.as_ref(),
         rows: &rows,
         destination,
         scratch: copy.root().to_path_buf(),
-        port: copy.endpoint.port,
-        seconds: [finding, copy.elapsed, transfer, Duration::ZERO],
+        port: copy.endpoint().map_or(0, |endpoint| endpoint.port),
+        seconds: [finding, restoring, transfer, Duration::ZERO],
         kept: args.keep,
     };
-    let kept = copy.finish().map_err(|error| {
+    let kept = copy.finish(Disposal::Remove).map_err(|error| {
         Failure::new(FailureKind::Internal, error)
             .with_hint("the extract itself succeeded; stop and remove the scratch copy by hand")
     })?;
@@ -343,38 +346,77 @@ fn restore_copy(
     exclusive: bool,
     backup: Option<String>,
     reporter: &Reporter,
-) -> Result<ScratchCopy, Failure> {
-    let request = CopyRequest {
-        location: &catalog.location,
+) -> Result<(ScratchCopy, Duration), Failure> {
+    let started = Instant::now();
+    // What fails before or around the restore itself (no scratch
+    // directory, a restore that cannot be run or read) is a failed
+    // restore for the extract.
+    let not_restored = |error: anyhow::Error| Failure::new(FailureKind::Recovery, error);
+    let user = OsUser::for_server(&args.os_user).map_err(not_restored)?;
+    let mut copy = ScratchCopy::create(args.scratch.as_deref(), "pitr-extract-", user)
+        .map_err(not_restored)?;
+    let request = RestoreRequest {
+        repo_args: catalog.location.command_args(),
         target: target.to_string(),
         exclusive,
         backup: backup.or_else(|| args.backup.clone()),
-        timeline: args.timeline.clone(),
-        under: args.scratch.as_deref(),
+        timeline: Some(args.timeline.clone()),
         bin_dir: args.bin_dir.as_deref(),
         os_user: &args.os_user,
-        prefix: "pitr-extract-",
     };
-    ScratchCopy::restore(&request, reporter).map_err(|error| {
-        let failed = error.downcast_ref::<RestoreFailed>();
-        let kept = failed.and_then(|f| f.kept.clone());
+    let run = copy.restore(&request, reporter).map_err(not_restored)?;
+    if run.report.is_none() {
+        // Recovery itself failed: the copy and its log are the evidence
+        // of why (stopped by the restore); otherwise it goes on drop.
+        let kept = (run.exit_code == Some(RECOVERY_FAILED)).then(|| copy.keep());
         // The restore's own class of failure is the extract's.
-        let kind = match failed.and_then(|f| f.exit_code) {
+        let kind = match run.exit_code {
             Some(2) => FailureKind::Usage,
             Some(3) => FailureKind::PlanRefused,
             Some(4) => FailureKind::Staging,
             Some(130) => FailureKind::Interrupted,
             _ => FailureKind::Recovery,
         };
-        let failure = Failure::new(kind, error);
-        match kept {
+        let failure = Failure::msg(kind, restore_failed(target, &run));
+        return Err(match kept {
             Some(dir) => failure.with_hint(format!(
                 "the scratch copy is kept, stopped, with PostgreSQL's log (data/pitr-recovery.log), in `{}`: remove it when done",
                 dir.display()
             )),
             None => failure,
+        });
+    }
+    if copy.endpoint().is_none() {
+        return Err(Failure::msg(
+            FailureKind::Recovery,
+            "pitr restore's report names no socket_dir, port or server bin_dir and major_version",
+        ));
+    }
+    Ok((copy, started.elapsed()))
+}
+
+/// A failed restore in one line: its exit status, and its own error and
+/// hint (its last lines).
+fn restore_failed(target: &str, run: &RestoreRun) -> String {
+    let reason: Vec<&String> = run
+        .lines
+        .iter()
+        .filter(|line| line.starts_with("pitr: error:") || line.starts_with("hint:"))
+        .collect();
+    format!(
+        "the restore of the scratch copy to `{target}` failed ({}): {}",
+        run.exit_code
+            .map_or("killed".to_string(), |code| format!("exit status {code}")),
+        if reason.is_empty() {
+            run.lines.last().cloned().unwrap_or_default()
+        } else {
+            reason
+                .iter()
+                .map(|line| line.trim_start_matches("pitr: error: ").to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         }
-    })
+    )
 }
 
 /// Maps the tables to their files in a copy restored at the window's
@@ -433,12 +475,12 @@ fn find_moment(
             .map(|id| format!(" (backup {id})"))
             .unwrap_or_default()
     ));
-    let window = restore_copy(args, catalog, &from, false, backup.clone(), reporter)?;
+    let (window, _) = restore_copy(args, catalog, &from, false, backup.clone(), reporter)?;
     let window_stop = match &backup {
         Some(id) => format!("the consistent point of backup {id}"),
         None => format!(
             "{from} ({})",
-            window.report["stop"]["message"].as_str().unwrap_or("")
+            window.report()["stop"]["message"].as_str().unwrap_or("")
         ),
     };
     let mut files = Vec::new();
@@ -464,7 +506,7 @@ fn find_moment(
         reporter.step(format!("  {table}: file {path}"));
         files.push((table.clone(), file));
     }
-    let start: Lsn = window.report["plan"]["backup"]["start_lsn"]
+    let start: Lsn = window.report()["plan"]["backup"]["start_lsn"]
         .as_str()
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| {
@@ -473,7 +515,9 @@ fn find_moment(
                 "pitr restore's report names no backup start_lsn",
             )
         })?;
-    window.finish().or_fail(FailureKind::Internal)?;
+    window
+        .finish(Disposal::Remove)
+        .or_fail(FailureKind::Internal)?;
 
     let path = timeline_path(catalog, &args.timeline)?;
     let found = search(

@@ -46,6 +46,10 @@ pub struct RepoLocation {
     /// The repository in object storage, when `--repo` is a URL.
     #[serde(skip)]
     pub object: Option<ObjectRepo>,
+    /// The directory `--repo` named (absolute), when the repository was
+    /// given that way rather than as `--backups` and `--wal-archive`.
+    #[serde(skip)]
+    pub repo_dir: Option<PathBuf>,
 }
 
 /// The object that marks a prefix as a pitr repository in object storage
@@ -137,6 +141,7 @@ impl RepoLocation {
                     backups: PathBuf::from(object.url.join("base").to_string()),
                     wal_archive: PathBuf::from(object.url.join("wal").to_string()),
                     object: Some(object),
+                    repo_dir: None,
                 });
             }
         }
@@ -145,11 +150,13 @@ impl RepoLocation {
                 backups: absolute(backups)?,
                 wal_archive: absolute(wal)?,
                 object: None,
+                repo_dir: None,
             },
             (None, None, Some(repo)) => RepoLocation {
                 backups: absolute(&repo.join("base"))?,
                 wal_archive: absolute(&repo.join("wal"))?,
                 object: None,
+                repo_dir: Some(absolute(repo)?),
             },
             _ => bail!(
                 "no repository given: pass --repo DIR or URL (or set PITR_REPO, or `repository` in {}), or both --backups DIR and --wal-archive DIR", crate::config::DEFAULT_PATH
@@ -162,6 +169,31 @@ impl RepoLocation {
             check_repo_dir(what, dir, repo)?;
         }
         Ok(location)
+    }
+
+    /// The options that name this repository to another pitr command (the
+    /// `pitr restore` a drill or an extract runs), the way the user named
+    /// it: `--repo` with the URL or the directory, else `--backups` and
+    /// `--wal-archive` (a URL's `base/` and `wal/` are not paths).
+    pub fn command_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        match (&self.object, &self.repo_dir) {
+            (Some(object), _) => {
+                args.push("--repo".into());
+                args.push(object.url.to_string().into());
+            }
+            (None, Some(dir)) => {
+                args.push("--repo".into());
+                args.push(dir.clone().into());
+            }
+            (None, None) => {
+                args.push("--backups".into());
+                args.push(self.backups.clone().into());
+                args.push("--wal-archive".into());
+                args.push(self.wal_archive.clone().into());
+            }
+        }
+        args
     }
 }
 
@@ -414,7 +446,10 @@ mod read_only_tests {
                 include_str!("../commands/extract.rs"),
             ),
             ("extract/moment.rs", include_str!("../extract/moment.rs")),
-            ("scratch.rs", include_str!("../scratch.rs")),
+            (
+                "postgres/scratch.rs",
+                include_str!("../postgres/scratch.rs"),
+            ),
         ];
         for (file, text) in readers {
             // Tests may build any store they like.
@@ -434,5 +469,47 @@ mod read_only_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod command_args_tests {
+    // Test fixtures: a repository's two directories on disk.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::RepoLocation;
+    use std::ffi::OsString;
+
+    fn args(location: &RepoLocation) -> Vec<String> {
+        location
+            .command_args()
+            .into_iter()
+            .map(|arg: OsString| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A child pitr (drill's and extract's restore) is given the
+    /// repository the way the user gave it.
+    #[test]
+    fn the_repository_is_passed_on_as_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("base")).unwrap();
+        std::fs::create_dir_all(repo.join("wal")).unwrap();
+
+        let given_repo = RepoLocation::new(Some(&repo), None, None).unwrap();
+        assert_eq!(args(&given_repo), ["--repo", &repo.to_string_lossy()]);
+
+        let given_parts =
+            RepoLocation::new(None, Some(&repo.join("base")), Some(&repo.join("wal"))).unwrap();
+        assert_eq!(
+            args(&given_parts),
+            [
+                "--backups",
+                &*repo.join("base").to_string_lossy(),
+                "--wal-archive",
+                &*repo.join("wal").to_string_lossy()
+            ]
+        );
     }
 }

@@ -547,6 +547,10 @@ pub struct BackupArgs {
     #[arg(long)]
     pub server_compression: bool,
 
+    /// Write a seekable backup: base.tar.zst as independent zstd frames (still read by `tar --zstd` and `zstd -d`) with an index of its files, frames and page checksums, for parallel and delta restores
+    #[arg(long, conflicts_with = "server_compression")]
+    pub seekable: bool,
+
     /// How WAL gets into the backup, so that it restores on its own
     #[arg(long, value_enum, default_value_t = BackupWalMethod::Stream)]
     pub wal_method: BackupWalMethod,

@@ -10,7 +10,9 @@
 //!
 //! - [`index`]: what the index holds and its binary format.
 //! - [`encode`]: the re-encoding of a tar stream, building the index.
+//! - [`convert`]: `pitr backup --seekable`, the staged tars made seekable.
 
+pub mod convert;
 pub mod encode;
 pub mod index;
 

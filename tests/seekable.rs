@@ -232,26 +232,45 @@ fn pitr_backup_seekable_restores_exactly() {
     let text = listing.to_string();
     assert!(text.contains(&id) && text.contains("zstd"), "{text}");
 
-    let pgdata = dir.path().join("restored");
-    let output = pitr(&binary)
-        .args(["--json", "restore", "--repo"])
-        .arg(&repo)
-        .args(["--to", &between(&m1, &m2).to_rfc3339(), "--pgdata"])
-        .arg(&pgdata)
+    // Staged by the workers from the index (point 2), then, with the
+    // index damaged, read as one zstd stream: both exact.
+    let target = between(&m1, &m2).to_rfc3339();
+    let restored = restore_exactly(&binary, &repo, &target, &dir.path().join("restored"), &id);
+    assert!(restored.contains("is seekable"), "{restored}");
+    assert!(!restored.contains("cannot be used"), "{restored}");
+
+    let index = backup.join("base.tar.zst.pitr-index");
+    let mut bytes = fs::read(&index).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&index, bytes).unwrap();
+    let restored = restore_exactly(&binary, &repo, &target, &dir.path().join("streamed"), &id);
+    assert!(
+        restored.contains("base.tar.zst.pitr-index` cannot be used (its SHA-256 does not match its contents: it is damaged): reading"),
+        "{restored}"
+    );
+    assert!(!restored.contains("is seekable"), "{restored}");
+}
+
+/// Restores `id` to `target` into `pgdata` and checks the rows; returns
+/// what the restore said.
+fn restore_exactly(binary: &Path, repo: &Path, target: &str, pgdata: &Path, id: &str) -> String {
+    let output = pitr(binary)
+        .args(["--json", "--verbose", "restore", "--repo"])
+        .arg(repo)
+        .args(["--to", target, "--pgdata"])
+        .arg(pgdata)
         .output()
         .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    assert!(
-        output.status.success(),
-        "restore failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let _guard = ServerGuard(pgdata.to_path_buf());
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "restore failed:\n{said}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["plan"]["backup"]["id"], id);
     let socket = Path::new(summary["socket_dir"].as_str().unwrap());
     let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(psql(socket, port, "SELECT count(*) FROM markers"), "1");
     assert_eq!(psql(socket, port, "SELECT count(*) FROM big"), "100000");
+    said
 }
 
 /// `--seekable` writes zstd: another compression is refused before

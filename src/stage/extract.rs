@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 
 use super::combine;
+use super::parallel;
 use super::readahead::ReadAhead;
 use super::tree::{copy_tree, TreeSource};
 use super::write::{interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify};
@@ -66,7 +67,26 @@ pub fn extract_backup(
             let total =
                 stored_size(store, &base) + wal.as_ref().map_or(0, |w| stored_size(store, w));
             let mut progress = reporter.bar("staging", total, Unit::Bytes);
-            let mut written = extract_tar(store, &base, staging, &mut progress, verify, writer)?;
+            let mut written = match parallel::usable_index(store, backup, &base, reporter) {
+                Some(index) => {
+                    let workers = parallel::workers();
+                    reporter.detail(format!(
+                        "{} is seekable: {} members staged by {workers} workers",
+                        base.key,
+                        index.members.len()
+                    ));
+                    parallel::extract_seekable(
+                        store,
+                        &base,
+                        &index,
+                        staging,
+                        &mut progress,
+                        verify,
+                        workers,
+                    )?
+                }
+                None => extract_tar(store, &base, staging, &mut progress, verify, writer)?,
+            };
             if let Some(wal) = wal {
                 let pg_wal = staging.join("pg_wal");
                 fs::create_dir_all(&pg_wal)

@@ -37,6 +37,7 @@ pub mod destination;
 mod durable;
 pub mod extract;
 mod ownership;
+mod parallel;
 pub mod prefetch;
 mod readahead;
 pub mod tablespaces;

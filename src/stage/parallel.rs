@@ -86,7 +86,16 @@ pub fn usable_index(
         .iter()
         .flat_map(|member| &member.frames)
         .all(|frame| frame.len <= FRAME_LIMIT && frame.stored_len <= FRAME_LIMIT);
-    if !plain || !sane {
+    // Each member's frames follow each other, so one ranged read fetches
+    // them all.
+    let contiguous = index.members.iter().all(|member| {
+        !member.frames.is_empty()
+            && member
+                .frames
+                .windows(2)
+                .all(|pair| pair[0].stored_range().end == pair[1].stored_offset)
+    });
+    if !plain || !sane || !contiguous {
         return refuse("it lists members or frames that pitr does not write".into());
     }
     Some(index)
@@ -250,11 +259,16 @@ impl Buffers {
         }
     }
 
-    /// Fetches and decompresses one frame into `plain`.
-    fn frame(&mut self, store: &dyn StoreRead, key: &str, frame: &Frame) -> io::Result<&[u8]> {
+    /// Reads the next frame from `stored` and decompresses it into `plain`.
+    fn frame(
+        &mut self,
+        stored: &mut dyn Read,
+        store: &dyn StoreRead,
+        key: &str,
+        frame: &Frame,
+    ) -> io::Result<&[u8]> {
         self.compressed.clear();
-        store
-            .open_range(key, frame.stored_range())?
+        stored
             .take(frame.stored_len)
             .read_to_end(&mut self.compressed)?;
         if self.compressed.len() as u64 != frame.stored_len {
@@ -308,6 +322,18 @@ fn write_member(
     let mut file = create_new(&target, member.mode)?;
     let data = member.data_offset..member.data_offset + member.size;
     let mut written = 0u64;
+    // A member's frames are contiguous: one ranged read for all of them
+    // (one request per file on an object store, like pgBackRest's).
+    let (Some(first), Some(last)) = (member.frames.first(), member.frames.last()) else {
+        bail!(
+            "the index of `{}` lists `{}` without frames",
+            store.describe(key),
+            member.path
+        );
+    };
+    let mut stored_bytes = store
+        .open_range(key, first.stored_offset..last.stored_range().end)
+        .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
     for frame in &member.frames {
         if interrupt::requested() {
             bail!(Interrupted);
@@ -316,7 +342,7 @@ fn write_member(
             bail!("stopped: another file failed");
         }
         let plain = buffers
-            .frame(store, key, frame)
+            .frame(&mut stored_bytes, store, key, frame)
             .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
         stored.fetch_add(frame.stored_len, Ordering::Relaxed);
         // The part of this frame that is the member's data (the first

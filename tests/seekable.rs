@@ -189,7 +189,8 @@ fn pitr_backup_seekable_restores_exactly() {
     fs::create_dir_all(&repo).unwrap();
     let cluster = Cluster::start(dir.path(), &repo);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
-    cluster.sql("CREATE TABLE big AS SELECT g FROM generate_series(1, 100000) g");
+    // About 21 MiB: a file staged in parts by several workers.
+    cluster.sql("CREATE TABLE big AS SELECT g FROM generate_series(1, 600000) g");
     let binary = shared_pitr_binary(dir.path());
     let output = run(
         pitr(&binary)
@@ -269,7 +270,10 @@ fn restore_exactly(binary: &Path, repo: &Path, target: &str, pgdata: &Path, id: 
     let socket = Path::new(summary["socket_dir"].as_str().unwrap());
     let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(psql(socket, port, "SELECT count(*) FROM markers"), "1");
-    assert_eq!(psql(socket, port, "SELECT count(*) FROM big"), "100000");
+    assert_eq!(
+        psql(socket, port, "SELECT count(*), sum(g) FROM big"),
+        "600000|180000300000"
+    );
     said
 }
 

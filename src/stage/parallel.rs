@@ -12,9 +12,10 @@
 //! files are made durable by the one `syncfs` of the staged tree.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -106,19 +107,61 @@ pub fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-/// One file to write.
-struct Job<'a> {
+/// Frames per unit of work: a large file is cut into parts of 16 MiB
+/// written by different workers at their offsets, so that one 1 GiB
+/// segment keeps every core busy (a file per worker left one core decoding
+/// the largest relation alone, slower than the stream).
+const UNIT_FRAMES: usize = 16;
+
+/// One part of one file to write.
+struct Unit<'a> {
+    file: usize,
+    part: usize,
     member: &'a Member,
-    target: PathBuf,
-    manifest_path: Option<String>,
+    frames: &'a [Frame],
+    target: &'a Path,
+    /// A fresh checksummer for this part's bytes, when the manifest has a
+    /// checksum for the file.
     checksummer: Option<Checksummer>,
 }
 
-/// What a worker reports for a finished file.
-struct Done {
-    manifest_path: Option<String>,
+/// What a worker reports for a finished part.
+struct Part {
     written: u64,
-    digest: Option<String>,
+    checksummer: Option<Checksummer>,
+}
+
+/// A file being written: its parts as they come back.
+struct FileState {
+    /// The member's size, which its parts must add up to.
+    size: u64,
+    manifest_path: Option<String>,
+    parts: Vec<Option<Part>>,
+    remaining: usize,
+}
+
+impl FileState {
+    /// The file's size and checksum once every part is back, in order.
+    fn finish(&mut self) -> Result<(u64, Option<String>)> {
+        let mut written = 0;
+        let mut whole: Option<Checksummer> = None;
+        for part in self.parts.drain(..).flatten() {
+            written += part.written;
+            match (&mut whole, part.checksummer) {
+                (None, next) => whole = next,
+                (Some(whole), Some(next)) => {
+                    if !whole.combine(&next, part.written) {
+                        bail!("internal error: a checksum of parts that cannot be combined");
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
+        if written != self.size {
+            bail!("its index covers {written} of its {} bytes", self.size);
+        }
+        Ok((written, whole.map(|c| c.finish())))
+    }
 }
 
 /// Writes the members of the seekable tar `file` into `dest` with
@@ -133,7 +176,9 @@ pub fn extract_seekable(
     workers: usize,
 ) -> Result<u64> {
     let described = store.describe(&file.key);
-    let mut jobs = Vec::new();
+    // Directories and empty files first, on this thread, in tar order.
+    let mut files = Vec::new();
+    let mut targets = Vec::new();
     for member in &index.members {
         let relative = safe_member_path(Path::new(&member.path))
             .with_context(|| format!("in `{described}`"))?;
@@ -157,29 +202,54 @@ pub fn extract_seekable(
             }
             continue;
         }
+        create_new(&target, member.mode)?;
         let manifest_path = verify
             .as_ref()
             .map(|v| format!("{}{}", v.prefix, relative.to_string_lossy()));
+        files.push((member, manifest_path));
+        targets.push(target);
+    }
+    let mut units = Vec::new();
+    let mut states = Vec::new();
+    for (n, ((member, manifest_path), target)) in files.into_iter().zip(&targets).enumerate() {
         let checksummer = match (&verify, &manifest_path) {
             (Some(v), Some(path)) => v.check.checksummer(path),
             _ => None,
         };
-        jobs.push(Job {
-            member,
-            target,
+        // A checksum that cannot be combined from parts: one part.
+        let per_unit = match &checksummer {
+            Some(c) if !c.is_combinable() => member.frames.len().max(1),
+            _ => UNIT_FRAMES,
+        };
+        let chunks: Vec<&[Frame]> = member.frames.chunks(per_unit).collect();
+        states.push(FileState {
+            size: member.size,
             manifest_path,
-            checksummer,
+            parts: chunks.iter().map(|_| None).collect(),
+            remaining: chunks.len(),
         });
+        for (part, frames) in chunks.into_iter().enumerate() {
+            units.push(Unit {
+                file: n,
+                part,
+                member,
+                frames,
+                target,
+                checksummer: checksummer.clone(),
+            });
+        }
     }
-    jobs.sort_by_key(|job| std::cmp::Reverse(job.member.size));
-    let queue = Mutex::new(jobs.into_iter());
+    // Largest files first, so that no worker is left alone with one at
+    // the end.
+    units.sort_by_key(|unit| std::cmp::Reverse(unit.member.size));
+    let queue = Mutex::new(units.into_iter());
     let stop = AtomicBool::new(false);
     let stored = AtomicU64::new(0);
     let mut reported = 0;
     let mut written = 0;
     let mut failure: Option<anyhow::Error> = None;
     std::thread::scope(|scope| {
-        let (done, finished) = mpsc::channel::<Result<Done>>();
+        let (done, finished) = mpsc::channel::<(usize, usize, Result<Part>)>();
         for n in 0..workers.max(1) {
             let done = done.clone();
             let (queue, stop, stored) = (&queue, &stop, &stored);
@@ -189,11 +259,13 @@ pub fn extract_seekable(
                 .spawn_scoped(scope, move || {
                     let mut buffers = Buffers::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(job) = queue.lock().ok().and_then(|mut jobs| jobs.next()) else {
+                        let Some(unit) = queue.lock().ok().and_then(|mut units| units.next())
+                        else {
                             return;
                         };
-                        let result = write_member(store, key, job, &mut buffers, stop, stored);
-                        if done.send(result).is_err() {
+                        let (file, part) = (unit.file, unit.part);
+                        let result = write_unit(store, key, unit, &mut buffers, stop, stored);
+                        if done.send((file, part, result)).is_err() {
                             return;
                         }
                     }
@@ -210,20 +282,28 @@ pub fn extract_seekable(
             let now = stored.load(Ordering::Relaxed);
             progress.add(now.saturating_sub(reported));
             reported = now;
-            let result = match received {
-                Ok(result) => result,
+            let (n, part, result) = match received {
+                Ok(received) => received,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let checked = result.and_then(|done| {
-                written += done.written;
-                match (verify.as_mut(), done.manifest_path) {
-                    (Some(verify), Some(path)) => verify
-                        .check
-                        .record(&path, done.written, done.digest)
-                        .map_err(|problem| {
+            let checked = result.and_then(|part_done| {
+                let state = &mut states[n];
+                state.parts[part] = Some(part_done);
+                state.remaining -= 1;
+                if state.remaining > 0 {
+                    return Ok(());
+                }
+                let (size, digest) = state
+                    .finish()
+                    .with_context(|| format!("`{}` in `{described}`", targets[n].display()))?;
+                written += size;
+                match (verify.as_mut(), state.manifest_path.take()) {
+                    (Some(verify), Some(path)) => {
+                        verify.check.record(&path, size, digest).map_err(|problem| {
                             anyhow!("the backup does not match its manifest: {problem}")
-                        }),
+                        })
+                    }
                     _ => Ok(()),
                 }
             });
@@ -239,6 +319,12 @@ pub fn extract_seekable(
     }
     if interrupt::requested() {
         bail!(Interrupted);
+    }
+    if let Some(unfinished) = states.iter().position(|state| state.remaining > 0) {
+        bail!(
+            "internal error: `{}` was not completely written",
+            targets[unfinished].display()
+        );
     }
     Ok(written)
 }
@@ -303,28 +389,36 @@ impl Buffers {
     }
 }
 
-/// Writes one file from its frames, checksumming it for the manifest.
-fn write_member(
+/// Writes one part of a file from its frames, at its offset,
+/// checksumming it for the manifest.
+fn write_unit(
     store: &dyn StoreRead,
     key: &str,
-    job: Job<'_>,
+    unit: Unit<'_>,
     buffers: &mut Buffers,
     stop: &AtomicBool,
     stored: &AtomicU64,
-) -> Result<Done> {
-    simulated_slow_staging();
-    let Job {
+) -> Result<Part> {
+    let Unit {
         member,
+        frames,
         target,
-        manifest_path,
         mut checksummer,
-    } = job;
-    let mut file = create_new(&target, member.mode)?;
+        part,
+        ..
+    } = unit;
+    if part == 0 {
+        simulated_slow_staging();
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(target)
+        .map_err(|e| interrupt_or(e, target))?;
     let data = member.data_offset..member.data_offset + member.size;
     let mut written = 0u64;
-    // A member's frames are contiguous: one ranged read for all of them
-    // (one request per file on an object store, like pgBackRest's).
-    let (Some(first), Some(last)) = (member.frames.first(), member.frames.last()) else {
+    // A part's frames are contiguous: one ranged read for all of them (one
+    // request per part on an object store).
+    let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
         bail!(
             "the index of `{}` lists `{}` without frames",
             store.describe(key),
@@ -334,7 +428,7 @@ fn write_member(
     let mut stored_bytes = store
         .open_range(key, first.stored_offset..last.stored_range().end)
         .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
-    for frame in &member.frames {
+    for frame in frames {
         if interrupt::requested() {
             bail!(Interrupted);
         }
@@ -356,22 +450,13 @@ fn write_member(
         if let Some(checksummer) = &mut checksummer {
             checksummer.update(bytes);
         }
-        file.write_all(bytes)
-            .map_err(|e| interrupt_or(e, &target))?;
+        file.write_all_at(bytes, start - data.start)
+            .map_err(|e| interrupt_or(e, target))?;
         written += bytes.len() as u64;
     }
-    if written != member.size {
-        bail!(
-            "the index of `{}` does not cover all of `{}` ({written} of {} bytes)",
-            store.describe(key),
-            member.path,
-            member.size
-        );
-    }
-    Ok(Done {
-        manifest_path,
+    Ok(Part {
         written,
-        digest: checksummer.map(|c| c.finish()),
+        checksummer,
     })
 }
 
@@ -381,6 +466,7 @@ mod tests {
 
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
 
     use super::*;
     use crate::compression::Compression;
@@ -418,7 +504,8 @@ mod tests {
                 tar::EntryType::Regular,
             );
         }
-        let big: Vec<u8> = (0..3 * FRAME_BYTES + 777)
+        // Parts written by different workers at their offsets.
+        let big: Vec<u8> = (0..(2 * UNIT_FRAMES as u64 + 3) * FRAME_BYTES + 777)
             .map(|i| (i % 241) as u8)
             .collect();
         add("base/1/16384", &big, 0o600, tar::EntryType::Regular);
@@ -502,7 +589,7 @@ mod tests {
             .find(|m| m.path == "base/1/16384")
             .unwrap();
         let mut bytes = fs::read(dir.path().join("base.tar.zst")).unwrap();
-        let frame = big.frames[2];
+        let frame = big.frames[UNIT_FRAMES + 2];
         bytes[(frame.stored_offset + frame.stored_len / 2) as usize] ^= 0x55;
         fs::write(dir.path().join("base.tar.zst"), bytes).unwrap();
         let dest = dir.path().join("dest");

@@ -240,10 +240,26 @@ fn pitr_backup_seekable_restores_exactly() {
     assert!(restored.contains("is seekable"), "{restored}");
     assert!(!restored.contains("cannot be used"), "{restored}");
 
+    run(
+        pitr(&binary).args(["verify", "--repo"]).arg(&repo),
+        "pitr verify of an intact seekable backup",
+    );
     let index = backup.join("base.tar.zst.pitr-index");
     let mut bytes = fs::read(&index).unwrap();
     bytes[100] ^= 1;
     fs::write(&index, bytes).unwrap();
+    // `pitr verify` reports the damaged index.
+    let verified = pitr(&binary)
+        .args(["verify", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(!verified.status.success());
+    let said = format!("{}{}", stdout(&verified), stderr(&verified));
+    assert!(
+        said.contains("base.tar.zst.pitr-index` cannot be used"),
+        "{said}"
+    );
     let restored = restore_exactly(&binary, &repo, &target, &dir.path().join("streamed"), &id);
     assert!(
         restored.contains("base.tar.zst.pitr-index` cannot be used (its SHA-256 does not match its contents: it is damaged): reading"),

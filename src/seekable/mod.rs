@@ -40,3 +40,58 @@ pub const INDEX_SUFFIX: &str = ".pitr-index";
 pub fn page_checksum(page: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(page)
 }
+
+/// The index of the tar `tar_key` of a backup, checked: intact, made for
+/// this backup's manifest (`manifest_key`, when the index names one) and
+/// for this very object (its size). `Ok(None)` when the tar has no index;
+/// the error says what is wrong, for a warning or `pitr verify`.
+pub fn read_index(
+    store: &dyn crate::repo::store::StoreRead,
+    tar_key: &str,
+    manifest_key: &str,
+) -> Result<Option<index::Index>, String> {
+    use sha2::{Digest, Sha256};
+    let key = format!("{tar_key}{INDEX_SUFFIX}");
+    let described = store.describe(&key);
+    match store.stat(&key) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(format!("cannot read `{described}`: {error}")),
+    }
+    let index = crate::repo::store::read_all(store, &key)
+        .and_then(|bytes| index::Index::parse(&bytes))
+        .map_err(|error| format!("`{described}` cannot be used ({error})"))?;
+    if let Some(expected) = index.manifest_sha256 {
+        match crate::repo::store::read_all(store, manifest_key) {
+            Ok(bytes) if <[u8; 32]>::from(Sha256::digest(&bytes)) == expected => {}
+            Ok(_) => {
+                return Err(format!(
+                    "`{described}` cannot be used (it was made for another backup_manifest)"
+                ))
+            }
+            Err(error) => {
+                return Err(format!(
+                    "`{described}` cannot be used (cannot read `{}`: {error})",
+                    store.describe(manifest_key)
+                ))
+            }
+        }
+    }
+    match store.stat(tar_key) {
+        Ok(Some(object)) if object.size == index.stored_bytes => Ok(Some(index)),
+        Ok(Some(object)) => Err(format!(
+            "`{described}` cannot be used (it describes {} bytes, and `{}` has {})",
+            index.stored_bytes,
+            store.describe(tar_key),
+            object.size
+        )),
+        Ok(None) => Err(format!(
+            "`{described}` has no `{}` beside it",
+            store.describe(tar_key)
+        )),
+        Err(error) => Err(format!(
+            "cannot read `{}`: {error}",
+            store.describe(tar_key)
+        )),
+    }
+}

@@ -22,7 +22,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::extract::safe_member_path;
 use super::write::{create_new, interrupt_or, simulated_slow_staging, Verify};
@@ -31,9 +30,9 @@ use crate::interrupt;
 use crate::progress::{Progress, Reporter};
 use crate::repo::backup::{Backup, BackupFile, MANIFEST};
 use crate::repo::manifest::Checksummer;
-use crate::repo::store::{read_all, StoreRead};
+use crate::repo::store::StoreRead;
 use crate::seekable::index::{Frame, Index, Member};
-use crate::seekable::INDEX_SUFFIX;
+use crate::seekable::{read_index, INDEX_SUFFIX};
 
 /// Frames larger than this are refused: a damaged or hostile index must
 /// not make a worker allocate without bound (pitr writes 1 MiB of data
@@ -50,30 +49,19 @@ pub fn usable_index(
     file: &BackupFile,
     reporter: &Reporter,
 ) -> Option<Index> {
-    let key = format!("{}{INDEX_SUFFIX}", file.key);
-    if !matches!(store.stat(&key), Ok(Some(_))) {
-        return None;
-    }
     let refuse = |why: String| {
         reporter.warn(format!(
-            "`{}` cannot be used ({why}): reading `{}` as one stream instead",
-            store.describe(&key),
+            "{why}: reading `{}` as one stream instead",
             store.describe(&file.key)
         ));
         None
     };
-    let index = match read_all(store, &key).and_then(|bytes| Index::parse(&bytes)) {
-        Ok(index) => index,
-        Err(error) => return refuse(error.to_string()),
+    let manifest = format!("{}{MANIFEST}", backup.prefix());
+    let index = match read_index(store, &file.key, &manifest) {
+        Ok(Some(index)) => index,
+        Ok(None) => return None,
+        Err(why) => return refuse(why),
     };
-    if let Some(expected) = index.manifest_sha256 {
-        let manifest = format!("{}{MANIFEST}", backup.prefix());
-        match read_all(store, &manifest) {
-            Ok(bytes) if <[u8; 32]>::from(Sha256::digest(&bytes)) == expected => {}
-            Ok(_) => return refuse("it was made for another backup_manifest".into()),
-            Err(error) => return refuse(format!("cannot read backup_manifest: {error}")),
-        }
-    }
     // Only what pg_basebackup writes: files, directories and tablespace
     // links; anything else goes through the streaming path, which says why
     // it refuses it.
@@ -97,7 +85,10 @@ pub fn usable_index(
                 .all(|pair| pair[0].stored_range().end == pair[1].stored_offset)
     });
     if !plain || !sane || !contiguous {
-        return refuse("it lists members or frames that pitr does not write".into());
+        return refuse(format!(
+            "`{}{INDEX_SUFFIX}` cannot be used (it lists members or frames that pitr does not write)",
+            store.describe(&file.key)
+        ));
     }
     Some(index)
 }

@@ -216,6 +216,16 @@ fn pitr_backup_seekable_restores_exactly() {
         ]
     );
     Index::parse(&fs::read(backup.join("base.tar.zst.pitr-index")).unwrap()).unwrap();
+    // Owned like pg_basebackup's own files (the OS user's).
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(backup.join("backup_manifest")).unwrap().uid();
+    for name in ["base.tar.zst", "base.tar.zst.pitr-index", "pg_wal.tar.zst"] {
+        assert_eq!(
+            fs::metadata(backup.join(name)).unwrap().uid(),
+            owner,
+            "{name}"
+        );
+    }
 
     std::thread::sleep(Duration::from_millis(1200));
     let m1 = cluster.insert_marker(1);

@@ -26,6 +26,7 @@ use crate::repo::wal_source::ArchiveWal;
 use crate::repo::writer::{backup_id, id_taken, publish, stage_backup};
 use crate::repo::{Catalog, RepoLocation};
 use crate::seekable::convert::convert_staged;
+use crate::seekable::INDEX_SUFFIX;
 use crate::wal::{Lsn, SegmentSize, TimelineId, WalSegment};
 
 pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
@@ -150,7 +151,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     }
 
     let temp = if args.seekable {
-        make_seekable(temp, &location, reporter)?
+        make_seekable(temp, &location, &user, reporter)?
     } else {
         temp
     };
@@ -238,11 +239,20 @@ fn compression_name(compression: BackupCompression) -> &'static str {
 fn make_seekable(
     temp: Staging,
     location: &RepoLocation,
+    user: &OsUser,
     reporter: &Reporter,
 ) -> Result<Staging, Failure> {
     let started = Instant::now();
     let staged = Posix::new(temp.path());
-    match convert_staged(&staged) {
+    // The new files belong to the OS user, as pg_basebackup's do.
+    let converted = convert_staged(&staged).and_then(|converted| {
+        for tar in &converted {
+            user.own(&temp.path().join(&tar.name))?;
+            user.own(&temp.path().join(format!("{}{INDEX_SUFFIX}", tar.name)))?;
+        }
+        Ok(converted)
+    });
+    match converted {
         Ok(converted) => {
             for tar in &converted {
                 reporter.detail(format!(

@@ -35,6 +35,9 @@ pub fn encode(
     let mut pending = Vec::new();
     let mut long_name: Option<String> = None;
     loop {
+        if crate::interrupt::requested() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
         let mut block = [0u8; BLOCK];
         if !read_block(input, &mut block)? {
             // No end-of-archive blocks: end the stream where the tar ends.

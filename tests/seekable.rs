@@ -325,3 +325,82 @@ fn seekable_with_another_compression_is_refused() {
     );
     assert!(names_in(&repo.join("base")).is_empty());
 }
+
+/// A tablespace's tar is made seekable too, and staged by the workers into
+/// its mapped location: rows exact.
+#[test]
+fn a_tablespace_of_a_seekable_backup_restores_exactly() {
+    let dir = shared_tempdir("pitr-seekable-tblspc-");
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let cluster = Cluster::start(dir.path(), &repo);
+    let live = pg_owned_dir(&dir.path().join("ts_live"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        live.display()
+    ));
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
+    cluster.sql("CREATE TABLE big TABLESPACE ts1 AS SELECT g FROM generate_series(1, 600000) g");
+    let binary = shared_pitr_binary(dir.path());
+    let output = run(
+        pitr(&binary)
+            .args(["--json", "backup", "--seekable", "--fast", "--repo"])
+            .arg(&repo)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres"),
+        "pitr backup --seekable",
+    );
+    let id = json(&output)["id"].as_str().unwrap().to_string();
+    let oid = cluster.sql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
+    let names = names_in(&repo.join("base").join(&id));
+    assert!(names.contains(&format!("{oid}.tar.zst")), "{names:?}");
+    assert!(
+        names.contains(&format!("{oid}.tar.zst.pitr-index")),
+        "{names:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let m1 = cluster.insert_marker(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let m2 = cluster.insert_marker(2);
+    cluster.archive_everything();
+    drop(cluster);
+
+    let pgdata = dir.path().join("restored");
+    let new_location = dir.path().join("ts_restored");
+    let output = pitr(&binary)
+        .args(["--json", "--verbose", "restore", "--repo"])
+        .arg(&repo)
+        .args(["--to", &between(&m1, &m2).to_rfc3339(), "--pgdata"])
+        .arg(&pgdata)
+        .arg(format!(
+            "--tablespace-mapping={}={}",
+            live.display(),
+            new_location.display()
+        ))
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    let said = stderr(&output);
+    assert!(output.status.success(), "restore failed:\n{said}");
+    assert!(
+        said.contains(&format!("{oid}.tar.zst is seekable")),
+        "{said}"
+    );
+    let summary = json(&output);
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    assert_eq!(psql(socket, port, "SELECT count(*) FROM markers"), "1");
+    assert_eq!(
+        psql(socket, port, "SELECT count(*), sum(g) FROM big"),
+        "600000|180000300000"
+    );
+    assert_eq!(
+        psql(
+            socket,
+            port,
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"
+        ),
+        new_location.to_string_lossy()
+    );
+}

@@ -6,7 +6,10 @@
 //! was (headers, padding, the end-of-archive blocks and whatever follows
 //! them), and the frames must begin exactly at each member's first header.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -27,7 +30,19 @@ pub fn encode(
     output: &mut dyn Write,
     manifest_sha256: Option<[u8; 32]>,
 ) -> io::Result<Index> {
-    let mut frames = FrameWriter::new(output)?;
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        let mut frames = FrameWriter::start(scope, output, workers);
+        walk(input, &mut frames, manifest_sha256)
+    })
+}
+
+/// Walks the tar, cutting it into frames.
+fn walk(
+    input: &mut dyn Read,
+    frames: &mut FrameWriter<'_>,
+    manifest_sha256: Option<[u8; 32]>,
+) -> io::Result<Index> {
     let mut members = Vec::new();
     let mut offset = 0u64;
     // Extension headers (GNU long names, pax) that precede a member's own
@@ -45,7 +60,7 @@ pub fn encode(
                 return Err(damaged("it ends after an extension header"));
             }
             let end = frames.frame(&[], offset)?;
-            return Ok(frames.index(members, end, manifest_sha256, offset));
+            return frames.index(members, end, manifest_sha256, offset);
         }
         if block.iter().all(|b| *b == 0) {
             // The end of the archive: these blocks and anything after them
@@ -57,7 +72,7 @@ pub fn encode(
             }
             let end = frames.frame(&rest, offset)?;
             offset += rest.len() as u64;
-            return Ok(frames.index(members, end, manifest_sha256, offset));
+            return frames.index(members, end, manifest_sha256, offset);
         }
         let header = tar::Header::from_byte_slice(&block);
         let size = header
@@ -144,57 +159,142 @@ pub fn encode(
     }
 }
 
-/// Writes independent frames, each with its content size and checksum (as
-/// the zstd tool does), and remembers where each one lands.
+/// Compresses frames on every core and writes them in order, each an
+/// independent frame with its content size and checksum (as the zstd tool
+/// writes them), remembering where each one lands. At most `limit` frames
+/// (about 1 MiB each) are in flight, whatever the size of the tar.
+///
+/// Until [`FrameWriter::index`], the frames handed out are placeholders
+/// whose `stored_offset` is their sequence number: where a frame lands is
+/// known only once the frames before it are written.
 struct FrameWriter<'a> {
     output: &'a mut dyn Write,
-    compressor: zstd::bulk::Compressor<'static>,
+    jobs: Option<SyncSender<(usize, Vec<u8>)>>,
+    results: Receiver<(usize, io::Result<Vec<u8>>)>,
+    /// Compressed frames that arrived before their turn.
+    ready: BTreeMap<usize, Vec<u8>>,
+    /// Every frame by sequence number, completed as it is written.
+    frames: Vec<Frame>,
+    written: usize,
     stored: u64,
+    limit: usize,
 }
 
 impl<'a> FrameWriter<'a> {
-    fn new(output: &'a mut dyn Write) -> io::Result<FrameWriter<'a>> {
-        let mut compressor = zstd::bulk::Compressor::new(LEVEL)?;
-        compressor.include_checksum(true)?;
-        compressor.include_contentsize(true)?;
-        Ok(FrameWriter {
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        output: &'a mut dyn Write,
+        workers: usize,
+    ) -> FrameWriter<'a> {
+        let limit = 2 * workers.max(1);
+        let (jobs, queue) = sync_channel::<(usize, Vec<u8>)>(limit);
+        let (done, results) = channel();
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for _ in 0..workers.max(1) {
+            let (queue, done) = (queue.clone(), done.clone());
+            scope.spawn(move || {
+                let mut compressor = zstd::bulk::Compressor::new(LEVEL).and_then(|mut c| {
+                    c.include_checksum(true)?;
+                    c.include_contentsize(true)?;
+                    Ok(c)
+                });
+                loop {
+                    // The lock is held only to take the next job.
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, bytes)) = job else {
+                        return; // no more frames
+                    };
+                    let result = match &mut compressor {
+                        Ok(compressor) => compressor.compress(&bytes),
+                        Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+                    };
+                    if done.send((seq, result)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        FrameWriter {
             output,
-            compressor,
+            jobs: Some(jobs),
+            results,
+            ready: BTreeMap::new(),
+            frames: Vec::new(),
+            written: 0,
             stored: 0,
-        })
+            limit,
+        }
     }
 
-    /// Compresses `bytes` (which begin at `offset` in the tar) as one frame.
+    /// Queues `bytes` (which begin at `offset` in the tar) as one frame.
     fn frame(&mut self, bytes: &[u8], offset: u64) -> io::Result<Frame> {
-        let compressed = self.compressor.compress(bytes)?;
-        self.output.write_all(&compressed)?;
+        let seq = self.frames.len();
         let frame = Frame {
-            stored_offset: self.stored,
-            stored_len: compressed.len() as u64,
+            stored_offset: seq as u64,
+            stored_len: 0,
             offset,
             len: bytes.len() as u64,
         };
-        self.stored += compressed.len() as u64;
+        self.frames.push(frame);
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send((seq, bytes.to_vec())).map_err(|_| stopped())?;
+        while self.frames.len() - self.written > self.limit {
+            self.receive()?;
+        }
         Ok(frame)
     }
 
+    /// Takes one compressed frame, and writes every frame whose turn came.
+    fn receive(&mut self) -> io::Result<()> {
+        let (seq, result) = self.results.recv().map_err(|_| stopped())?;
+        self.ready.insert(seq, result?);
+        while let Some(compressed) = self.ready.remove(&self.written) {
+            self.output.write_all(&compressed)?;
+            let frame = &mut self.frames[self.written];
+            frame.stored_offset = self.stored;
+            frame.stored_len = compressed.len() as u64;
+            self.stored += compressed.len() as u64;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the frames still in flight and returns the index, with every
+    /// placeholder replaced by where its frame landed.
     fn index(
-        self,
-        members: Vec<Member>,
+        &mut self,
+        mut members: Vec<Member>,
         end: Frame,
         manifest_sha256: Option<[u8; 32]>,
         tar_bytes: u64,
-    ) -> Index {
-        Index {
+    ) -> io::Result<Index> {
+        self.jobs = None;
+        while self.written < self.frames.len() {
+            self.receive()?;
+        }
+        let placed = |frame: &Frame| self.frames[frame.stored_offset as usize];
+        for member in &mut members {
+            for frame in &mut member.frames {
+                *frame = placed(frame);
+            }
+        }
+        Ok(Index {
             page_bytes: PAGE_BYTES as u32,
             frame_bytes: FRAME_BYTES as u32,
             manifest_sha256,
             tar_bytes,
             stored_bytes: self.stored,
             members,
-            end,
-        }
+            end: placed(&end),
+        })
     }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the compressing threads stopped")
 }
 
 /// Reads one block; `false` at a clean end of the stream.

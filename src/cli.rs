@@ -209,6 +209,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Workers that stage a seekable backup (`pitr backup --seekable`) in parallel (default: one per core)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub jobs: Option<u32>,
+
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,

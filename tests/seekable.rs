@@ -246,8 +246,15 @@ fn pitr_backup_seekable_restores_exactly() {
     // Staged by the workers from the index (point 2), then, with the
     // index damaged, read as one zstd stream: both exact.
     let target = between(&m1, &m2).to_rfc3339();
-    let restored = restore_exactly(&binary, &repo, &target, &dir.path().join("restored"), &id);
-    assert!(restored.contains("is seekable"), "{restored}");
+    let restored = restore_exactly(
+        &binary,
+        &repo,
+        &target,
+        &dir.path().join("restored"),
+        &id,
+        &["--jobs", "3"],
+    );
+    assert!(restored.contains("staged by 3 workers"), "{restored}");
     assert!(!restored.contains("cannot be used"), "{restored}");
 
     run(
@@ -270,7 +277,14 @@ fn pitr_backup_seekable_restores_exactly() {
         said.contains("base.tar.zst.pitr-index` cannot be used"),
         "{said}"
     );
-    let restored = restore_exactly(&binary, &repo, &target, &dir.path().join("streamed"), &id);
+    let restored = restore_exactly(
+        &binary,
+        &repo,
+        &target,
+        &dir.path().join("streamed"),
+        &id,
+        &[],
+    );
     assert!(
         restored.contains("base.tar.zst.pitr-index` cannot be used (its SHA-256 does not match its contents: it is damaged): reading"),
         "{restored}"
@@ -280,9 +294,18 @@ fn pitr_backup_seekable_restores_exactly() {
 
 /// Restores `id` to `target` into `pgdata` and checks the rows; returns
 /// what the restore said.
-fn restore_exactly(binary: &Path, repo: &Path, target: &str, pgdata: &Path, id: &str) -> String {
+fn restore_exactly(
+    binary: &Path,
+    repo: &Path,
+    target: &str,
+    pgdata: &Path,
+    id: &str,
+    options: &[&str],
+) -> String {
     let output = pitr(binary)
-        .args(["--json", "--verbose", "restore", "--repo"])
+        .args(["--json", "--verbose", "restore"])
+        .args(options)
+        .arg("--repo")
         .arg(repo)
         .args(["--to", target, "--pgdata"])
         .arg(pgdata)

@@ -75,6 +75,7 @@ pub fn extract_backup(
                 &mut progress,
                 verify,
                 writer,
+                request.workers,
                 reporter,
             )?;
             if let Some(wal) = wal {
@@ -135,7 +136,7 @@ pub fn safe_member_path(name: &Path) -> Result<PathBuf> {
 /// Writes a tar of the backup (`base.tar[...]`, `<oid>.tar[...]`) into
 /// `dest`: by several workers from its frames when it is seekable and its
 /// index can be used, else as one stream.
-#[allow(clippy::too_many_arguments)] // the streaming path's, plus which backup and who reports
+#[allow(clippy::too_many_arguments)] // the streaming path's, plus which backup, the workers and who reports
 pub fn extract_archive(
     store: &dyn StoreRead,
     backup: &Backup,
@@ -144,12 +145,12 @@ pub fn extract_archive(
     progress: &mut Progress,
     verify: Option<&mut Verify<'_>>,
     writer: &mut FileWriter,
+    workers: usize,
     reporter: &Reporter,
 ) -> Result<u64> {
     let Some(index) = parallel::usable_index(store, backup, file, reporter) else {
         return extract_tar(store, file, dest, progress, verify, writer);
     };
-    let workers = parallel::workers();
     reporter.detail(format!(
         "{} is seekable: {} members staged by {workers} workers",
         file.key,

@@ -248,6 +248,7 @@ pub fn stage_tablespaces(
         let (tablespace, bytes) = stage_tablespace(
             request.backups,
             &request.plan.backup,
+            request.workers,
             reporter,
             placement,
             request.user,
@@ -292,6 +293,7 @@ fn source_size(backups: &dyn StoreRead, source: &TablespaceSource) -> u64 {
 fn stage_tablespace(
     backups: &dyn StoreRead,
     backup: &Backup,
+    workers: usize,
     reporter: &Reporter,
     placement: &Placement,
     user: &OsUser,
@@ -340,6 +342,7 @@ fn stage_tablespace(
             progress,
             verify.as_mut(),
             writer,
+            workers,
             reporter,
         )?,
         TablespaceSource::Directory(tree) => copy_tree(

@@ -257,6 +257,7 @@ fn pitr_backup_seekable_restores_exactly() {
     assert!(restored.contains("staged by 3 workers"), "{restored}");
     assert!(!restored.contains("cannot be used"), "{restored}");
 
+    ctrl_c_while_workers_stage_leaves_nothing(&binary, &repo, &target, &dir.path().join("cut"));
     run(
         pitr(&binary).args(["verify", "--repo"]).arg(&repo),
         "pitr verify of an intact seekable backup",
@@ -426,4 +427,54 @@ fn a_tablespace_of_a_seekable_backup_restores_exactly() {
         ),
         new_location.to_string_lossy()
     );
+}
+
+/// Ctrl-C while the workers stage (slowed by the test knob
+/// `PITR_STAGE_DELAY_MS`): reported as an interruption, and nothing is
+/// left beside the data directory that never appeared.
+fn ctrl_c_while_workers_stage_leaves_nothing(
+    binary: &Path,
+    repo: &Path,
+    target: &str,
+    parent: &Path,
+) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    fs::create_dir_all(parent).unwrap();
+    let pgdata = parent.join("pgdata");
+    let child = pitr(binary)
+        .args(["restore", "--jobs", "2", "--repo"])
+        .arg(repo)
+        .args(["--to", target, "--pgdata"])
+        .arg(&pgdata)
+        .env("PITR_STAGE_DELAY_MS", "20")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    let staging = |parent: &Path| {
+        names_in(parent)
+            .into_iter()
+            .find(|name| name.contains("pitr-staging"))
+    };
+    wait_for(
+        "the staging directory",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || staging(parent).is_some(),
+    );
+    let staging_dir = parent.join(staging(parent).unwrap());
+    wait_for(
+        "the first staged files",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some()),
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{message}");
+    assert!(message.contains("interrupted while staging"), "{message}");
+    assert!(!pgdata.exists(), "{message}");
+    assert!(names_in(parent).is_empty(), "{:?}", names_in(parent));
 }

@@ -35,17 +35,66 @@ use store::object::{ObjectStorage, ObjectUrl};
 use store::posix::Posix;
 use store::{StoreRead, Writable};
 
-/// Where the backups and the WAL archive live.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RepoLocation {
-    /// The backups directory; for a repository in object storage, the URL
-    /// of its `base/` as text, for messages and JSON.
-    pub backups: PathBuf,
-    /// The WAL archive directory; the URL of `wal/` in object storage.
-    pub wal_archive: PathBuf,
-    /// The repository in object storage, when `--repo` is a URL.
-    #[serde(skip)]
-    pub object: Option<ObjectRepo>,
+/// Where the backups and the WAL archive live: two local directories, or
+/// a repository in object storage. Nothing else can be built, so no path
+/// ever holds URL text and no URL is ever opened as a directory.
+#[derive(Clone, Debug)]
+pub enum RepoLocation {
+    /// `DIR/base` and `DIR/wal` of `--repo DIR`, or `--backups` and
+    /// `--wal-archive` (absolute).
+    Local {
+        backups: PathBuf,
+        wal_archive: PathBuf,
+    },
+    /// `--repo s3://…` (`az://`, `gs://`): `base/` and `wal/` under it.
+    Object(ObjectRepo),
+}
+
+impl RepoLocation {
+    /// Where the backups are, as messages and JSON name it: a path or a URL.
+    pub fn backups_text(&self) -> String {
+        match self {
+            RepoLocation::Local { backups, .. } => backups.display().to_string(),
+            RepoLocation::Object(object) => object.url.join("base").to_string(),
+        }
+    }
+
+    /// Where the WAL archive is, as messages and JSON name it.
+    pub fn wal_archive_text(&self) -> String {
+        match self {
+            RepoLocation::Local { wal_archive, .. } => wal_archive.display().to_string(),
+            RepoLocation::Object(object) => object.url.join("wal").to_string(),
+        }
+    }
+
+    /// The repository as a whole, for reports: the directory holding
+    /// `base/` (or the backups directory itself), or the URL.
+    pub fn repository_text(&self) -> String {
+        match self {
+            RepoLocation::Local { backups, .. } => {
+                backups.parent().unwrap_or(backups).display().to_string()
+            }
+            RepoLocation::Object(object) => object.url.to_string(),
+        }
+    }
+
+    /// The arguments that name this repository to another pitr command
+    /// (a drill's restore): `--backups DIR --wal-archive DIR`, or
+    /// `--repo URL`.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            RepoLocation::Local {
+                backups,
+                wal_archive,
+            } => vec![
+                "--backups".into(),
+                backups.into(),
+                "--wal-archive".into(),
+                wal_archive.into(),
+            ],
+            RepoLocation::Object(object) => vec!["--repo".into(), object.url.to_string().into()],
+        }
+    }
 }
 
 /// The object that marks a prefix as a pitr repository in object storage
@@ -133,35 +182,26 @@ impl RepoLocation {
             if let Some(url) = object_url(repo) {
                 let object = ObjectRepo::open(&url?)?;
                 object.check_initialised()?;
-                return Ok(RepoLocation {
-                    backups: PathBuf::from(object.url.join("base").to_string()),
-                    wal_archive: PathBuf::from(object.url.join("wal").to_string()),
-                    object: Some(object),
-                });
+                return Ok(RepoLocation::Object(object));
             }
         }
-        let location = match (backups, wal_archive, repo) {
-            (Some(backups), Some(wal), _) => RepoLocation {
-                backups: absolute(backups)?,
-                wal_archive: absolute(wal)?,
-                object: None,
-            },
-            (None, None, Some(repo)) => RepoLocation {
-                backups: absolute(&repo.join("base"))?,
-                wal_archive: absolute(&repo.join("wal"))?,
-                object: None,
-            },
+        let (backups, wal_archive) = match (backups, wal_archive, repo) {
+            (Some(backups), Some(wal), _) => (absolute(backups)?, absolute(wal)?),
+            (None, None, Some(repo)) => (absolute(&repo.join("base"))?, absolute(&repo.join("wal"))?),
             _ => bail!(
                 "no repository given: pass --repo DIR or URL (or set PITR_REPO, or `repository` in {}), or both --backups DIR and --wal-archive DIR", crate::config::DEFAULT_PATH
             ),
         };
         for (what, dir) in [
-            ("backups directory", &location.backups),
-            ("WAL archive", &location.wal_archive),
+            ("backups directory", &backups),
+            ("WAL archive", &wal_archive),
         ] {
             check_repo_dir(what, dir, repo)?;
         }
-        Ok(location)
+        Ok(RepoLocation::Local {
+            backups,
+            wal_archive,
+        })
     }
 }
 
@@ -206,15 +246,18 @@ pub struct RepoWrite {
 impl RepoLocation {
     /// The repository's stores, to read.
     pub fn read(&self) -> RepoRead {
-        if let Some(object) = &self.object {
-            return RepoRead {
+        match self {
+            RepoLocation::Object(object) => RepoRead {
                 backups: object.backups.clone(),
                 archive: object.archive.clone(),
-            };
-        }
-        RepoRead {
-            backups: Arc::new(Posix::new(&self.backups)),
-            archive: Arc::new(Posix::new(&self.wal_archive)),
+            },
+            RepoLocation::Local {
+                backups,
+                wal_archive,
+            } => RepoRead {
+                backups: Arc::new(Posix::new(backups)),
+                archive: Arc::new(Posix::new(wal_archive)),
+            },
         }
     }
 }
@@ -303,7 +346,7 @@ impl Catalog {
         let ids = stores.backups.list_prefixes("").with_context(|| {
             format!(
                 "cannot read the backups directory `{}`",
-                location.backups.display()
+                location.backups_text()
             )
         })?;
         for id in ids {

@@ -628,3 +628,113 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
         }
     }
 }
+
+/// Every file below `dir` with its bytes, to show nothing changed.
+fn contents_under(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.insert(entry.path(), std::fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Two real clusters archive into one repository on S3: the first one's
+/// segments record its system identifier; every segment of the second is
+/// refused (exit 3, both identifiers named), whether PostgreSQL pushes it
+/// or it is pushed by hand under a name the archive does not have, and
+/// nothing in the bucket changes.
+#[test]
+fn a_second_cluster_is_refused_on_s3() {
+    let test = "a_second_cluster_is_refused_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-intruder");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("shared");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let settings: Vec<String> = server
+        .env()
+        .into_iter()
+        .map(|(name, value)| format!("{name}={}", shell_quote(&value)))
+        .collect();
+    let archive_command = format!(
+        "env {} PITR_CACHE_DIR={} {} wal-push --repo {url} %p",
+        settings.join(" "),
+        shell_quote(&dir.path().join("pg-cache").to_string_lossy()),
+        shell_quote(&binary.to_string_lossy())
+    );
+    let first_dir = dir.path().join("first");
+    std::fs::create_dir_all(&first_dir).unwrap();
+    let first = Cluster::start_archiving(&first_dir, &first_dir.join("unused"), &archive_command);
+    first.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    first.insert_marker(1);
+    first.archive_everything();
+    let first_id = first.sql("SELECT system_identifier FROM pg_control_system()");
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    let identity = std::fs::read_to_string(bucket.join("shared/wal/.pitr-system-identifier"))
+        .expect("the first push records the identity");
+    assert!(identity.contains(&first_id), "{identity}");
+    let before = contents_under(&bucket.join("shared"));
+
+    // The second cluster, archiving into the same place.
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let second =
+        Cluster::start_archiving(&second_dir, &second_dir.join("unused"), &archive_command);
+    let second_id = second.sql("SELECT system_identifier FROM pg_control_system()");
+    assert_ne!(first_id, second_id);
+    second.sql("CREATE TABLE t AS SELECT 1");
+    second.sql("SELECT pg_switch_wal()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let failed: u64 = second
+            .sql("SELECT failed_count FROM pg_stat_archiver")
+            .parse()
+            .unwrap();
+        if failed > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second cluster's archiving never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let archived = second.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+    assert_eq!(archived, "", "nothing of the second cluster is archived");
+
+    // By hand, under a name the archive does not have: refused the same way.
+    let segment = second.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let copy = dir.path().join("by-hand").join("0000000100000000000000F0");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(second.pgdata.join("pg_wal").join(&segment), &copy).unwrap();
+    let pushed = pitr(&binary, &server)
+        .args(["wal-push", "--repo", &url])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(pushed.status.code(), Some(3), "{}", text(&pushed.stderr));
+    let message = text(&pushed.stderr);
+    assert!(
+        message.contains(&first_id) && message.contains(&second_id),
+        "both identifiers named: {message}"
+    );
+    drop(second);
+    drop(first);
+    assert!(
+        contents_under(&bucket.join("shared")) == before,
+        "nothing in the bucket changed"
+    );
+}

@@ -253,6 +253,71 @@ mod tests {
         );
     }
 
+    /// A segment of 64 KiB whose first page carries a long header naming
+    /// the cluster `system_identifier`.
+    fn segment_of(system_identifier: u64) -> Vec<u8> {
+        let mut bytes = vec![0u8; 65536];
+        bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+        bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+        bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_segment_of_another_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = Posix::new(dir.path());
+        let archive = dir.path().join("wal");
+        std::fs::create_dir(&archive).unwrap();
+        let archive_dir = Posix::new(&archive);
+        let push = |name: &str, system_identifier: u64| {
+            put(&top, name, &segment_of(system_identifier));
+            push_file(
+                &dir.path().join(name),
+                &WalFileName::parse(name).unwrap(),
+                &archive,
+                Compression::None,
+                None,
+            )
+        };
+        // The first segment records its cluster.
+        push("000000010000000000000001", 7_000_000_000_000_000_001).unwrap();
+        assert_eq!(
+            crate::repo::identity::recorded(&archive_dir).unwrap(),
+            Some(7_000_000_000_000_000_001)
+        );
+        push("000000010000000000000002", 7_000_000_000_000_000_001).unwrap();
+        // Another cluster's segment, under a name the archive lacks.
+        let error = push("000000010000000000000003", 7_000_000_000_000_000_002).unwrap_err();
+        assert_eq!(exit_code(&error), EXIT_CONFLICT);
+        let message = format!("{:#}", error.error());
+        assert!(
+            message.contains("7000000000000000001") && message.contains("7000000000000000002"),
+            "{message}"
+        );
+        assert!(archive_dir
+            .stat("000000010000000000000003")
+            .unwrap()
+            .is_none());
+        // History files carry no header: they pass.
+        put(
+            &top,
+            "00000002.history",
+            b"1\t0/3000000\tno recovery target specified\n",
+        );
+        push_file(
+            &dir.path().join("00000002.history"),
+            &WalFileName::parse("00000002.history").unwrap(),
+            &archive,
+            Compression::None,
+            None,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn a_missing_archive_is_not_created() {
         let dir = tempfile::tempdir().unwrap();

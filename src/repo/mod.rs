@@ -12,6 +12,7 @@ pub mod archive_name;
 pub mod arrival;
 pub mod backup;
 pub mod facts_cache;
+pub mod identity;
 pub mod incremental;
 pub mod label;
 pub mod manifest;

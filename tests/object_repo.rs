@@ -738,3 +738,79 @@ fn a_second_cluster_is_refused_on_s3() {
         "nothing in the bucket changed"
     );
 }
+
+/// A segment of `size` bytes whose first page has a long header naming
+/// the cluster `system_identifier` (PostgreSQL 15's page magic).
+fn synthetic_segment(system_identifier: u64, fill: u8) -> Vec<u8> {
+    let mut bytes = vec![fill; 16 << 20];
+    bytes[..40].fill(0);
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    bytes
+}
+
+/// What archiving one segment costs on S3, counted in the server's own
+/// log: one LIST (the copies of the name under every compression suffix,
+/// one page that starts at the name) and one conditional PUT. The first
+/// push into a repository also records the cluster's identity; a
+/// re-archived segment costs the LIST and one read to compare.
+#[test]
+fn wal_push_costs_one_list_and_one_put_on_s3() {
+    let test = "wal_push_costs_one_list_and_one_put_on_s3";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+    let url = server.url("counted");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let push = |name: &str, fill: u8| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
+        let seen = server.requests().len();
+        run_ok(
+            pitr(&binary, &server)
+                .args(["wal-push", "--repo", &url])
+                .arg(&path),
+            "wal-push",
+        );
+        server.requests()[seen..].to_vec()
+    };
+    // The first push also records the identity (a HEAD that finds none,
+    // and its conditional PUT).
+    let first = push("000000010000000000000001", 1);
+    assert_eq!(
+        first
+            .iter()
+            .filter(|r| r.contains(".pitr-system-identifier"))
+            .count(),
+        2,
+        "{first:#?}"
+    );
+    eprintln!("first push: {first:#?}");
+    for (number, fill) in [(2, 2u8), (3, 3), (4, 4)] {
+        let requests = push(&format!("00000001000000000000000{number}"), fill);
+        let methods: Vec<&str> = requests
+            .iter()
+            .map(|r| r.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(methods, ["GET", "PUT"], "{requests:#?}");
+        assert!(
+            requests[0].contains("list-type=2") && requests[0].contains("start-after="),
+            "{requests:#?}"
+        );
+        assert!(
+            requests[1].contains(&format!("00000001000000000000000{number}.zst")),
+            "{requests:#?}"
+        );
+    }
+    eprintln!("requests per archived segment on s3s-fs: 1 LIST + 1 PUT");
+}

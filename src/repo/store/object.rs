@@ -686,6 +686,51 @@ impl StoreRead for ObjectStorage {
         }
     }
 
+    fn existing_of(&self, keys: &[String]) -> io::Result<Vec<ObjectInfo>> {
+        let (Some(first), Some(last)) = (keys.iter().min(), keys.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        for key in keys {
+            check_key(key)?;
+        }
+        // `start-after` is exclusive: start just before the smallest key
+        // (at its stem less one character; the few names between are
+        // skipped here) and stop at the first name past the largest, so
+        // the listing is one page, one request, however large the archive.
+        let Some(offset) = first
+            .char_indices()
+            .last()
+            .map(|(at, _)| &first[..at])
+            .filter(|offset| !offset.is_empty())
+        else {
+            return keys
+                .iter()
+                .filter_map(|key| self.stat(key).transpose())
+                .collect();
+        };
+        let offset = ObjectPath::from(offset);
+        let found = self.block_on(async {
+            let mut listing = self.store.list_with_offset(None, &offset);
+            let mut found = Vec::new();
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                let key = meta.location.as_ref();
+                if key > last.as_str() {
+                    break;
+                }
+                if keys.iter().any(|wanted| wanted == key) {
+                    found.push(meta);
+                }
+            }
+            Ok::<_, object_store::Error>(found)
+        })?;
+        let found =
+            found.map_err(|e| self.error(&format!("cannot list {}", self.describe(first)), e))?;
+        let mut objects = self.listed(found)?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
     fn open(&self, key: &str) -> io::Result<ObjectReader> {
         let path = self.path(key)?;
         let described = self.describe(key);

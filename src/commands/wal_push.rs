@@ -270,8 +270,8 @@ mod tests {
     fn a_segment_of_another_cluster_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let top = Posix::new(dir.path());
-        let archive = dir.path().join("wal");
-        std::fs::create_dir(&archive).unwrap();
+        let archive_tmp = tempfile::tempdir_in(dir.path()).unwrap();
+        let archive = archive_tmp.path().to_path_buf();
         let archive_dir = Posix::new(&archive);
         let push = |name: &str, system_identifier: u64| {
             put(&top, name, &segment_of(system_identifier));

@@ -814,3 +814,84 @@ fn wal_push_costs_one_list_and_one_put_on_s3() {
     }
     eprintln!("requests per archived segment on s3s-fs: 1 LIST + 1 PUT");
 }
+
+/// The store goes down in the middle of a restore's replay: `wal-fetch`
+/// exits 126, which stops PostgreSQL's recovery instead of ending it as if
+/// the archive were exhausted, and `pitr restore` fails (exit 5) naming
+/// the restore_command's error, with no secret in what it prints.
+#[test]
+fn a_store_that_goes_down_during_replay_fails_the_restore() {
+    let test = "a_store_that_goes_down_during_replay_fails_the_restore";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-down");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("down");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "backup",
+    );
+    // Several segments of WAL after the backup, so replay has to come
+    // back to the store a few times.
+    for id in 1..=6 {
+        cluster.insert_marker(id);
+        cluster.sql("SELECT pg_switch_wal()");
+    }
+    cluster.archive_everything();
+    drop(cluster);
+
+    let pgdata = dir.path().join("restored");
+    let restore = pitr(&binary, &server)
+        // Each fetch waits a second (a slow store), and a store that is
+        // down is given up on after two seconds of retries.
+        .env("PITR_FETCH_DELAY_MS", "1000")
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["restore", "--no-prefetch", "--repo", &url, "--to", "latest"])
+        .arg("--pgdata")
+        .arg(&pgdata)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    // Kill the store once PostgreSQL has restored its first segment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default();
+        if log.contains("restored log file") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replay never started:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.kill();
+    let output = restore.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("wal-fetch: error"), "{stderr}");
+    assert!(stderr.contains("restore_command failed"), "{stderr}");
+    let log = std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default();
+    assert!(
+        !log.contains("archive recovery complete"),
+        "recovery must not end as if the archive were exhausted:\n{log}"
+    );
+    assert!(!stderr.contains(object_servers::S3_SECRET_KEY));
+    assert!(!log.contains(object_servers::S3_SECRET_KEY));
+}

@@ -39,6 +39,13 @@ fn files_under(dir: &Path) -> usize {
         .sum()
 }
 
+/// Azurite listens on one port per test process (see `object_servers`):
+/// the tests here that start one take turns.
+fn one_azurite_at_a_time(kind: Kind) -> Option<std::sync::MutexGuard<'static, ()>> {
+    static AZURITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    (kind == Kind::Azure).then(|| AZURITE.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -84,7 +91,17 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
         text(&output.stderr)
     );
     let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
-    assert_eq!(names_in(&bucket.join("cluster1")), ["pitr-repository.json"]);
+    assert_eq!(
+        names_in(&bucket.join("cluster1")),
+        ["pitr-repository.json", "wal"]
+    );
+    // What the probe found, for wal-push to choose how it writes.
+    let recorded = std::fs::read_to_string(bucket.join("cluster1/wal/.pitr-store.json")).unwrap();
+    assert!(
+        recorded.contains("\"conditional_create_enforced\":true"),
+        "{recorded}"
+    );
+    assert_eq!(names_in(&bucket.join("cluster1/wal")), [".pitr-store.json"]);
     let archive_command_line = text(&output.stdout);
     assert!(
         archive_command_line.contains(&format!("wal-push --repo {url} %p")),
@@ -344,6 +361,7 @@ fn wal_push_and_fetch_on_s3_and_azure() {
         if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
             continue;
         }
+        let _turn = one_azurite_at_a_time(kind);
         let mut server = ObjectServer::start(kind);
         let url = server.url("pg");
         let work = dir.path().join(kind.name());
@@ -544,6 +562,7 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
         if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
             continue;
         }
+        let _turn = one_azurite_at_a_time(kind);
         let server = ObjectServer::start(kind);
         let dir = shared_tempdir("pitr-object-restore");
         let binary = shared_pitr_binary(dir.path());
@@ -894,4 +913,62 @@ fn a_store_that_goes_down_during_replay_fails_the_restore() {
     );
     assert!(!stderr.contains(object_servers::S3_SECRET_KEY));
     assert!(!log.contains(object_servers::S3_SECRET_KEY));
+}
+
+/// On a store that ignores conditional creates (as `pitr init` records for
+/// garage; recorded by hand here on s3s-fs), `wal-push` looks, writes and
+/// reads the checksum back: a LIST for the copies, a HEAD, the PUT and a
+/// HEAD. The same segment again is success; other bytes are refused (exit
+/// 3) and the archived object stays as it was.
+#[test]
+fn wal_push_falls_back_to_look_write_read_back() {
+    let test = "wal_push_falls_back_to_look_write_read_back";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+    let url = server.url("fallback");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    std::fs::write(
+        bucket.join("fallback/wal/.pitr-store.json"),
+        "{\"conditional_create_enforced\":false}",
+    )
+    .unwrap();
+    let push = |name: &str, fill: u8| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
+        let seen = server.requests().len();
+        let output = pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output, server.requests()[seen..].to_vec())
+    };
+    let (first, _) = push("000000010000000000000001", 1);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let (second, requests) = push("000000010000000000000002", 2);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let methods: Vec<&str> = requests
+        .iter()
+        .map(|r| r.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(methods, ["GET", "HEAD", "PUT", "HEAD"], "{requests:#?}");
+    let stored = bucket.join("fallback/wal/000000010000000000000002.zst");
+    let before = std::fs::read(&stored).unwrap();
+    let (again, _) = push("000000010000000000000002", 2);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let (other, _) = push("000000010000000000000002", 9);
+    assert_eq!(other.status.code(), Some(3), "{}", text(&other.stderr));
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        before,
+        "nothing overwritten"
+    );
 }

@@ -349,17 +349,28 @@ fn create_object_repo(
             .with_hint("check the bucket, the endpoint and the credentials in the environment"));
         }
     };
-    match probe_conditional_create(&repo.root) {
-        Ok(true) => reporter.step(format!(
-            "{url} refuses to replace an object on a conditional create (If-None-Match: *): one PUT archives a segment, never over another"
-        )),
-        Ok(false) => reporter.warn(format!(
-            "{url} ignores conditional creates (If-None-Match: *; garage does): a second server archiving the same segment names could overwrite WAL in it; archive one cluster per repository only (pitr's look-write-verify fallback for such stores is not there yet)"
-        )),
-        Err(error) => reporter.warn(format!(
-            "cannot check whether {url} enforces conditional creates: {error:#}"
-        )),
-    }
+    let enforced = match probe_conditional_create(&repo.root) {
+        Ok(true) => {
+            reporter.step(format!(
+                "{url} refuses to replace an object on a conditional create (If-None-Match: *): one PUT archives a segment, never over another"
+            ));
+            true
+        }
+        Ok(false) => {
+            reporter.warn(format!(
+                "{url} ignores conditional creates (If-None-Match: *; garage does): wal-push falls back to looking first, writing, and reading the checksum back, which catches most but not all concurrent writers of one name; archive one cluster per repository (wal-push refuses segments of another cluster) and never run two archivers of one cluster into it"
+            ));
+            false
+        }
+        Err(error) => {
+            reporter.warn(format!(
+                "cannot check whether {url} enforces conditional creates: {error:#}; wal-push assumes it does (run `pitr init` again to check)"
+            ));
+            return Ok(created);
+        }
+    };
+    let archive = crate::repo::store::Writable::from_arc(repo.archive.clone());
+    crate::repo::capability::record(&archive, enforced).or_fail(FailureKind::Usage)?;
     Ok(created)
 }
 

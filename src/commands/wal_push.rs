@@ -98,6 +98,16 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
             // Configuration problems (no region, no credentials) fail the
             // push: PostgreSQL keeps the segment and retries.
             let archive = crate::repo::open_object_storage(&url).map_err(PushError::Failed)?;
+            // How `pitr init` found the store: one conditional PUT, or the
+            // look-write-read-back fallback where conditional creates are
+            // ignored.
+            let archive = if crate::repo::capability::conditional_create_enforced(&archive)
+                .map_err(PushError::Failed)?
+            {
+                archive
+            } else {
+                archive.looking_before_writing()
+            };
             push_into(
                 Writable::new(archive),
                 source,

@@ -97,6 +97,13 @@ pub struct Remembered {
 
 impl Remembered {
     pub fn for_archive(archive: &dyn StoreRead) -> Remembered {
+        Remembered::of(archive, "identity")
+    }
+
+    /// The cache file `what-<hash of the store>.json`, for object stores
+    /// only; other facts of an archive that never change are kept the same
+    /// way (see `capability`).
+    pub(crate) fn of(archive: &dyn StoreRead, what: &str) -> Remembered {
         if archive.local_dir("").is_some() {
             return Remembered { cache: None };
         }
@@ -104,26 +111,31 @@ impl Remembered {
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         Remembered {
             cache: super::facts_cache::cache_dir()
-                .map(|dir| (Posix::new(dir), format!("identity-{name}.json"))),
+                .map(|dir| (Posix::new(dir), format!("{what}-{name}.json"))),
         }
     }
 
     pub fn get(&self) -> Option<u64> {
-        let (dir, key) = self.cache.as_ref()?;
-        let bytes = super::store::read_all(dir, key).ok()?;
-        parse(&bytes).ok()
+        parse(&self.get_bytes()?).ok()
     }
 
     /// Best effort: a cache that cannot be written costs one read per push.
     pub fn set(&self, system_identifier: u64) {
-        let Some((dir, key)) = &self.cache else {
-            return;
-        };
-        let Ok(bytes) = serde_json::to_vec(&Stored {
+        if let Ok(bytes) = serde_json::to_vec(&Stored {
             system_identifier: system_identifier.to_string(),
-        }) else {
-            return;
-        };
-        let _ = dir.write_stream(key, &mut |out| out.write_all(&bytes));
+        }) {
+            self.set_bytes(&bytes);
+        }
+    }
+
+    pub(crate) fn get_bytes(&self) -> Option<Vec<u8>> {
+        let (dir, key) = self.cache.as_ref()?;
+        super::store::read_all(dir, key).ok()
+    }
+
+    pub(crate) fn set_bytes(&self, bytes: &[u8]) {
+        if let Some((dir, key)) = &self.cache {
+            let _ = dir.write_stream(key, &mut |out| out.write_all(bytes));
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod archive_name;
 pub mod arrival;
 pub mod backup;
+pub mod capability;
 pub mod facts_cache;
 pub mod identity;
 pub mod incremental;

@@ -264,6 +264,9 @@ pub struct ObjectStorage {
     endpoint: Option<String>,
     store: Arc<dyn ObjectStore>,
     secrets: Secrets,
+    /// Whether the store refuses to replace an object on a conditional
+    /// create; when it does not, `create_new` looks, writes and reads back.
+    conditional_create: bool,
 }
 
 impl fmt::Debug for ObjectStorage {
@@ -427,7 +430,18 @@ impl ObjectStorage {
             endpoint,
             store,
             secrets,
+            conditional_create: true,
         })
+    }
+
+    /// The same store, for one that ignores conditional creates (garage,
+    /// as `pitr init` found): `create_new` then looks for the object,
+    /// writes it, and reads its checksum back.
+    pub fn looking_before_writing(self) -> ObjectStorage {
+        ObjectStorage {
+            conditional_create: false,
+            ..self
+        }
     }
 
     pub fn url(&self) -> &ObjectUrl {
@@ -561,6 +575,48 @@ impl ObjectStorage {
         )?
         .map(|_| ())
         .map_err(|e| self.error(&format!("cannot write {}", self.describe(key)), e))
+    }
+
+    /// `create_new` on a store that ignores conditional creates: look (a
+    /// HEAD; an existing object is compared as usual), write, and read the
+    /// stored checksum back. Another writer that replaced ours between the
+    /// write and the read back is caught (its checksum is not ours: the
+    /// push fails and PostgreSQL keeps its copy); two writers whose write
+    /// and read back interleave exactly are not, which is why `init`
+    /// warns about such stores.
+    fn create_looking_first(
+        &self,
+        key: &str,
+        path: &ObjectPath,
+        bytes: &[u8],
+        checksum: &str,
+        attributes: Attributes,
+    ) -> Result<Created, WriteError> {
+        if self
+            .stat(key)
+            .map_err(|e| WriteError::Other(e.into()))?
+            .is_some()
+        {
+            return self.compare_existing(key, path, bytes, checksum);
+        }
+        let options = PutOptions {
+            mode: PutMode::Overwrite,
+            attributes,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(Bytes::from(bytes.to_vec()));
+        self.block_on(self.store.put_opts(path, payload, options))
+            .map_err(|e| WriteError::Other(e.into()))?
+            .map_err(|e| {
+                WriteError::Other(
+                    self.error(&format!("cannot create {}", self.describe(key)), e)
+                        .into(),
+                )
+            })?;
+        match self.compare_existing(key, path, bytes, checksum)? {
+            Created::AlreadyPresentSame => Ok(Created::Created),
+            other => Ok(other),
+        }
     }
 
     /// Compares `bytes` with the object `path` that already exists: by the
@@ -1007,6 +1063,9 @@ impl StoreWrite for ObjectStorage {
             Attribute::Metadata(CHECKSUM_METADATA.into()),
             AttributeValue::from(checksum.clone()),
         );
+        if !self.conditional_create {
+            return self.create_looking_first(key, &path, &bytes, &checksum, attributes);
+        }
         let options = PutOptions {
             mode: PutMode::Create,
             attributes,

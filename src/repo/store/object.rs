@@ -18,6 +18,11 @@
 //!   without the checksum, is read back and compared byte for byte. A
 //!   conditional create is not retried by the crate after a timeout, so
 //!   "already exists" after our own lost reply compares equal, as it must.
+//!   On a store that ignores conditional creates (garage; `pitr init`
+//!   probes and records it, see `repo::capability`), the store is opened
+//!   [`ObjectStorage::looking_before_writing`]: a HEAD, the PUT, and the
+//!   stored checksum read back, which catches a writer that replaced the
+//!   object but not two whose writes and read-backs interleave exactly.
 //! - `write_stream` buffers the first part; a stream that ends within it
 //!   is one PUT, a longer one a multipart upload of [`PART_SIZE`] parts,
 //!   a few in flight, aborted when the producer fails or the writer is

@@ -639,6 +639,54 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
         );
         drop(guard);
 
+        // Credentials only root may read: the server's user could not
+        // fetch WAL, so the restore stops before writing anything.
+        if kind == Kind::S3 {
+            let private = dir.path().join("private");
+            std::fs::create_dir_all(&private).unwrap();
+            let credentials = private.join("s3.credentials");
+            std::fs::write(
+                &credentials,
+                format!(
+                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+                    object_servers::S3_ACCESS_KEY,
+                    object_servers::S3_SECRET_KEY
+                ),
+            )
+            .unwrap();
+            let config = private.join("pitr.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+                    server.endpoint(),
+                    credentials.display()
+                ),
+            )
+            .unwrap();
+            for file in [&config, &credentials] {
+                std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .unwrap();
+            }
+            let pgdata = dir.path().join("restored-unreachable");
+            let output = pitr(&binary, &server)
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env("PITR_CONFIG", &config)
+                .args(["restore", "--repo", &url, "--to", "latest", "--pgdata"])
+                .arg(&pgdata)
+                .output()
+                .unwrap();
+            let said = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(4), "{said}");
+            assert!(
+                said.contains("OS user `postgres` cannot reach the repository"),
+                "{said}"
+            );
+            assert!(!pgdata.exists(), "nothing written");
+            outputs.push_str(&said);
+        }
+
         for secret in [object_servers::S3_SECRET_KEY, object_servers::AZURITE_KEY] {
             assert!(
                 !outputs.contains(secret),

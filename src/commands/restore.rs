@@ -536,14 +536,9 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, location: &RepoLocation) -> Re
         )
         .with_hint("install pitr where every user can run it (for example /usr/local/bin), or make its directories world-executable"));
     }
-    // A store in object storage is reached with pitr's own environment,
-    // which the server inherits: there is no directory to check.
-    let RepoLocation::Local {
-        wal_archive: archive,
-        ..
-    } = location
-    else {
-        return Ok(());
+    let archive = match location {
+        RepoLocation::Local { wal_archive, .. } => wal_archive,
+        RepoLocation::Object(object) => return check_user_reaches_store(user, pitr, object),
     };
     let readable = user
         .command(Path::new("/bin/sh"))
@@ -563,6 +558,46 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, location: &RepoLocation) -> Re
         ));
     }
     Ok(())
+}
+
+/// The server's user reaches a store in object storage with pitr's own
+/// environment (which the server inherits) and `PITR_REPO`: checked by
+/// asking, as that user, for a file no archive has (timeline 1 has no
+/// history file). "Not found" means the store answered; anything else
+/// (a configuration or credentials file only root may read, say) would
+/// otherwise stop recovery at its first segment.
+fn check_user_reaches_store(
+    user: &OsUser,
+    pitr: &Path,
+    object: &crate::repo::ObjectRepo,
+) -> Result<(), Failure> {
+    let output = user
+        .command(pitr)
+        .envs(server_env(&RepoLocation::Object(object.clone())))
+        .args([
+            "wal-fetch",
+            "00000001.history",
+            "/nonexistent/pitr-reachability-check",
+        ])
+        .output();
+    let answered = output.as_ref().is_ok_and(|output| {
+        output.status.code() == Some(i32::from(super::wal_fetch::EXIT_NOT_FOUND))
+    });
+    if answered {
+        return Ok(());
+    }
+    let why = match &output {
+        Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        Err(error) => error.to_string(),
+    };
+    Err(Failure::msg(
+        FailureKind::Staging,
+        format!(
+            "OS user `{}` cannot reach the repository {} with pitr's environment, which PostgreSQL's restore_command inherits: {why}",
+            user.name, object.url
+        ),
+    )
+    .with_hint("make the configuration file (PITR_CONFIG or /etc/pitr/pitr.toml) and its credentials file readable by that user, or give the credentials in the environment; nothing was written"))
 }
 
 /// A port free on TCP and for unix sockets (another server may listen on

@@ -32,7 +32,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
+.PHONY: all build release test test-python test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
 
 all: build
 
@@ -61,10 +61,16 @@ object-stores:
 other-postgres:
 	@./scripts/pg-matrix.sh fetch $(OTHER_PG_MAJOR)
 
+# The Prometheus text parser tests/check.rs reads `pitr check --prometheus`
+# with (PyPI), installed when missing.
+test-python:
+	@python3 -c 'import prometheus_client' 2>/dev/null || \
+		python3 -m pip install --quiet --disable-pip-version-check 'prometheus-client==0.26.0'
+
 # A test that cannot run prints `SKIPPED: <test>: <why>`; with
 # PITR_TEST_STRICT=1 (as .ci/run sets) it fails instead, unless listed in
 # PITR_TEST_ALLOWED_SKIPS.
-test: postgres other-postgres object-stores
+test: postgres other-postgres object-stores test-python
 	PITR_TEST_PG_BIN=$(PG_BIN) \
 	PITR_TEST_OTHER_PG_BIN="$$(./scripts/pg-matrix.sh bin $(OTHER_PG_MAJOR))" \
 	PITR_TEST_S3S_FS="$$(./scripts/object-stores.sh bin s3s-fs)" \

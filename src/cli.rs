@@ -70,6 +70,11 @@ pub enum Command {
         after_help = "Examples:\n  pitr events --repo /backups --from '1h ago' --kind drop\n  pitr events --repo /backups --from '2026-11-23 14:00' --until '2026-11-23 14:10' --json\n  pitr events --repo /backups --from '1d ago' --per-minute\n  pitr events --repo /backups --min-size 10MB --kind commit,abort\n\nEach transaction shows the WAL it wrote (its records' total length) and the relation files\nits records changed (base/<database>/<relfilenode>; files numbered below 16384 are initdb's\nsystem catalogs, counted apart). What happened before the oldest backup started is not shown\nunless --all: no restore can reach it, and it holds initdb's own transactions.\n\nA transaction that dropped relations shows how to undo it:\n  pitr restore --to xid:N --exclusive"
     )]
     Events(EventsArgs),
+    /// Bring back one table, schema or database from a point in time, into a file or a live cluster
+    #[command(
+        after_help = "The backup is restored into a scratch copy (a temporary directory, or a new one inside --scratch,\non a free port, archiving off, run as the server's OS user), the selection is dumped with that\nPostgreSQL major's own pg_dump and written to --into-file or loaded into --into; the copy is then\nstopped and removed (--keep keeps it). Nothing that exists in the live cluster is replaced or\ntruncated: a table, schema or database that exists there is refused unless --as gives a new name.\n\nWith --before-drop (or --before-truncate) the moment is found in the WAL: the table's name is\nmapped to its file in a copy restored at --from (default: the oldest backup's consistent point),\nthe file is followed through rewrites, and the rows are extracted as of just before the\ntransaction that dropped (or truncated) it. Several such transactions: they are listed and\n--pick N chooses one.\n\nExamples:\n  pitr extract --repo /backups --table public.orders --before-drop --into 'dbname=shop'\n  pitr extract --repo /backups --table public.orders --database shop --to '10 minutes ago' --into 'dbname=shop' --as orders_restored\n  pitr extract --repo /backups --database shop --to '2026-11-23 14:05' --into-file shop.dump\n  pitr extract --repo /backups --schema billing --database shop --to xid:1234 --exclusive --into-file billing.sql --format plain\n\nExit status: 0 extracted; 2 bad usage, an unknown table, or a name that exists in the live cluster\n(nothing written); 3 plan refused; 4 the scratch copy could not be made; 5 its recovery failed;\n11 the dump or the load failed (the live cluster is unchanged: the load is one transaction)."
+    )]
+    Extract(ExtractArgs),
     /// Check backups against their manifests and every WAL segment of the archive
     #[command(
         after_help = "Examples:\n  pitr verify --repo /backups\n  pitr verify --repo /backups --backup 20261124T031500Z --json\n\nExit status 9 when any problem is found."
@@ -207,6 +212,106 @@ pub struct RestoreArgs {
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// The dump's format for `--into-file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpFormat {
+    /// pg_dump's custom format, for pg_restore
+    Custom,
+    /// SQL, for psql
+    Plain,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("selection").required(true).multiple(true).args(["tables", "schema", "database"])))]
+#[command(group(clap::ArgGroup::new("moment").required(true).args(["to", "before_drop", "before_truncate"])))]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["into_file", "into"])))]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// A table to bring back, schema-qualified (repeatable)
+    #[arg(long = "table", value_name = "SCHEMA.NAME", conflicts_with = "schema")]
+    pub tables: Vec<String>,
+
+    /// A whole schema to bring back
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+
+    /// The database holding --table or --schema (default `postgres`); alone, the whole database
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
+
+    /// The moment: any `pitr restore --to` form
+    #[arg(long = "to", value_name = "TARGET", allow_hyphen_values = true)]
+    pub to: Option<String>,
+
+    /// With --to: stop just before the target instead of just after it
+    #[arg(long)]
+    pub exclusive: bool,
+
+    /// Find the transaction that dropped the --table in the WAL and extract as of just before it
+    #[arg(long)]
+    pub before_drop: bool,
+
+    /// Find the TRUNCATE of the --table in the WAL and extract as of just before it
+    #[arg(long)]
+    pub before_truncate: bool,
+
+    /// With --before-drop/--before-truncate: where the table still existed (any --to form;
+    /// default: the oldest backup's consistent point)
+    #[arg(long, value_name = "TARGET", allow_hyphen_values = true)]
+    pub from: Option<String>,
+
+    /// With --before-drop/--before-truncate: look no further than this (any --to form)
+    #[arg(long, value_name = "TARGET", allow_hyphen_values = true)]
+    pub until: Option<String>,
+
+    /// Which of several transactions found (as listed, from 1)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pick: Option<u32>,
+
+    /// Write the dump to this file (it must not exist)
+    #[arg(long, value_name = "FILE")]
+    pub into_file: Option<PathBuf>,
+
+    /// Format of --into-file (default: custom)
+    #[arg(long, value_enum)]
+    pub format: Option<DumpFormat>,
+
+    /// Load into this live cluster (a libpq connection string; without a value, the PG* variables)
+    #[arg(long, value_name = "CONNINFO", num_args = 0..=1, default_missing_value = "")]
+    pub into: Option<String>,
+
+    /// Bring the one table, schema or database back under this name instead
+    #[arg(long = "as", value_name = "NEW_NAME")]
+    pub rename: Option<String>,
+
+    /// Keep the scratch copy (stopped) instead of removing it
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Make the scratch copy in a new directory inside DIR (default: the system's temporary directory)
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+
+    /// Use this backup (its directory name) instead of choosing one
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+
+    /// Timeline to follow: `latest`, `current` or a number
+    #[arg(long, value_name = "TIMELINE", default_value = "latest")]
+    pub timeline: String,
+
+    /// Directory with PostgreSQL's programs (default: /usr/lib/postgresql/<major>/bin, then PATH)
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// OS user that runs the scratch copy's server and pg_dump when pitr runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub os_user: String,
 }
 
 #[derive(Debug, Args)]
@@ -671,6 +776,85 @@ mod tests {
         };
         assert_eq!(args.dbname.as_deref(), Some("host=x"));
         assert_eq!(args.archive_wait, std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn extract_needs_a_selection_a_moment_and_a_destination() {
+        let extract = |args: &[&str]| {
+            parse(&[&["extract", "--repo", "/r"], args].concat()).map(|cli| match cli.command {
+                Command::Extract(args) => args,
+                _ => panic!("not extract"),
+            })
+        };
+        let args = extract(&["--table", "public.t", "--before-drop", "--into"]).unwrap();
+        assert_eq!(
+            args.into.as_deref(),
+            Some(""),
+            "--into alone: the PG* variables"
+        );
+        assert_eq!(args.format, None);
+        let args = extract(&["--database", "shop", "--to", "1h ago", "--into-file", "f"]).unwrap();
+        assert_eq!(args.database.as_deref(), Some("shop"));
+        // What clap refuses; the rest (--format without --into-file, ...)
+        // is refused by the command with its own words.
+        for (bad, expected) in [
+            (&["--to", "latest", "--into-file", "f"][..], "required"),
+            (&["--table", "s.t", "--into-file", "f"], "required"),
+            (&["--table", "s.t", "--to", "latest"], "required"),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--schema",
+                    "s",
+                    "--to",
+                    "latest",
+                    "--into-file",
+                    "f",
+                ],
+                "cannot be used with",
+            ),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--to",
+                    "latest",
+                    "--before-drop",
+                    "--into-file",
+                    "f",
+                ],
+                "cannot be used with",
+            ),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--to",
+                    "latest",
+                    "--into-file",
+                    "f",
+                    "--into",
+                    "x",
+                ],
+                "cannot be used with",
+            ),
+            (
+                &[
+                    "--table",
+                    "s.t",
+                    "--before-drop",
+                    "--pick",
+                    "0",
+                    "--into",
+                    "x",
+                ],
+                "--pick",
+            ),
+        ] {
+            let error = extract(bad).unwrap_err().to_string();
+            assert!(error.contains(expected), "{bad:?}: {error}");
+        }
     }
 
     #[test]

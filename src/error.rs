@@ -32,6 +32,9 @@ pub enum FailureKind {
     NotArchiving,
     /// `pitr drill`: a step of the drill failed (its report says which).
     DrillFailed,
+    /// `pitr extract`: the dump or the load failed (the load is one
+    /// transaction: the live cluster is unchanged).
+    Transfer,
 }
 
 impl FailureKind {
@@ -47,6 +50,7 @@ impl FailureKind {
             FailureKind::NotArchiving => 8,
             FailureKind::VerifyFailed => 9,
             FailureKind::DrillFailed => 10,
+            FailureKind::Transfer => 11,
             FailureKind::Interrupted => 130,
         }
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod drill;
 pub mod duration;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod interrupt;
 pub mod os_user;

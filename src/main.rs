@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         Command::Events(args) => commands::events::run(args, cli.json, &reporter),
         Command::Verify(args) => commands::verify::run(args, cli.json, &reporter),
         Command::Drill(args) => commands::drill::run(args, cli.json, &reporter),
+        Command::Extract(args) => commands::extract::run(args, cli.json, &reporter),
         Command::WalFetch(_) | Command::WalPush(_) | Command::Check(_) => Ok(()),
     };
     match result {

@@ -229,6 +229,39 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     );
     assert!(text(&plan.stdout).contains(&id), "{}", text(&plan.stdout));
 
+    // The restore an extract runs as a child is given the repository as
+    // the user named it: the URL (its `base/` and `wal/` are not paths), so
+    // it plans from the bucket.
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    give_to_pg_user(&scratch);
+    let dumped = dir.path().join("markers.sql");
+    let extract = pitr(&binary, &server)
+        .args(["extract", "--repo", &url, "--table", "public.markers"])
+        .args(["--to", &target, "--format", "plain", "--into-file"])
+        .arg(&dumped)
+        .arg("--scratch")
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    let said = text(&extract.stderr);
+    assert!(
+        said.contains(&format!("restore: backup:    {id}")),
+        "the restore child did not plan from the bucket:\n{said}"
+    );
+    // The restore from object storage is built: the extract completes,
+    // exact rows.
+    assert!(extract.status.success(), "{said}");
+    let dump = std::fs::read_to_string(&dumped).unwrap();
+    let rows: Vec<&str> = dump
+        .lines()
+        .skip_while(|line| !line.starts_with("COPY public.markers"))
+        .skip(1)
+        .take_while(|line| *line != "\\.")
+        .collect();
+    assert_eq!(rows, ["1"], "{dump}");
+    assert!(names_in(&scratch).is_empty(), "scratch copy left behind");
+
     // 4. wal-push of a name already archived: the same bytes are success
     // (PostgreSQL re-archives after a crash), other bytes are refused with
     // exit 3 and the archived object stays as it was.

@@ -8,12 +8,8 @@
 //! not: the target, the checks of the copy, the measurements, the report
 //! kept in the repository, and the removal of the copy.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::Value;
 
@@ -26,8 +22,9 @@ use crate::drill::{
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::os_user::OsUser;
 use crate::plan::exact_window;
-use crate::postgres::binaries::Binaries;
-use crate::postgres::scratch::{amcheck, query, read_check_file, Amcheck, Endpoint, Scratch};
+use crate::postgres::scratch::{
+    read_check_file, Amcheck, Disposal, RestoreRequest, RestoreRun, ScratchCopy,
+};
 use crate::progress::Reporter;
 use crate::repo::wal_source::ArchiveWal;
 use crate::repo::{Catalog, RepoLocation};
@@ -63,15 +60,15 @@ pub fn run(args: &DrillArgs, json: bool, reporter: &Reporter) -> Result<(), Fail
             Failure::new(FailureKind::Usage, error)
                 .with_hint("the drills' reports are kept in the repository: run pitr drill as a user that may write there")
         })?;
-    let scratch = Scratch::create(args.scratch.as_deref(), &user).or_fail(FailureKind::Usage)?;
+    let mut scratch = ScratchCopy::create(args.scratch.as_deref(), "pitr-drill-", user)
+        .or_fail(FailureKind::Usage)?;
 
     let mut drill = Drill::new(args, &location, &scratch);
     reporter.step(format!(
         "drill: restoring into scratch directory {}",
         scratch.root().display()
     ));
-    let outcome = drill.run_steps(args, &location, &scratch, &user, &checks, reporter);
-    let binaries = drill.binaries.clone();
+    let outcome = drill.run_steps(args, &location, &mut scratch, &checks, reporter);
     // Measured up to the end of the checks, or to the failure.
     if let Some(started) = drill.checks_started {
         drill.report.rto_seconds.checks = started.elapsed().as_secs_f64();
@@ -89,11 +86,11 @@ pub fn run(args: &DrillArgs, json: bool, reporter: &Reporter) -> Result<(), Fail
         .as_ref()
         .map(|(path, _)| path.display().to_string());
     drill.report.kept = args.keep;
-    let cleanup = if args.keep {
-        scratch.keep(binaries.as_ref(), &user).map(|_| ())
-    } else {
-        scratch.remove(binaries.as_ref(), &user, kept_log.is_some())
-    };
+    let cleanup = scratch.finish(match (args.keep, &kept_log) {
+        (true, _) => Disposal::Keep,
+        (false, Some(_)) => Disposal::RemoveKeepingLog,
+        (false, None) => Disposal::Remove,
+    });
     if let Err(error) = cleanup {
         reporter.warn(format!("the scratch copy was not cleaned up: {error:#}"));
     }
@@ -169,14 +166,13 @@ struct Drill {
     clock: Instant,
     /// When the checks of the copy began (the end of the restore).
     checks_started: Option<Instant>,
-    binaries: Option<Binaries>,
 }
 
 /// The first step that failed, and why.
 type StepFailure = (Step, String);
 
 impl Drill {
-    fn new(args: &DrillArgs, location: &RepoLocation, scratch: &Scratch) -> Drill {
+    fn new(args: &DrillArgs, location: &RepoLocation, scratch: &ScratchCopy) -> Drill {
         let now = Utc::now();
         Drill {
             report: DrillReport {
@@ -216,7 +212,6 @@ impl Drill {
             },
             clock: Instant::now(),
             checks_started: None,
-            binaries: None,
         }
     }
 
@@ -247,8 +242,7 @@ impl Drill {
         &mut self,
         args: &DrillArgs,
         location: &RepoLocation,
-        scratch: &Scratch,
-        user: &OsUser,
+        scratch: &mut ScratchCopy,
         checks: &[Check],
         reporter: &Reporter,
     ) -> Result<(), StepFailure> {
@@ -288,14 +282,24 @@ impl Drill {
 
         // Plan, staging and replay: `pitr restore`, whose exit status says
         // which of them failed.
-        let restore = run_restore(args, location, &target, &scratch.pgdata(), reporter);
-        let restore = match restore {
+        // The copy gets a free port and keeps archiving off (the
+        // restore's defaults), so it never touches the production port,
+        // socket or archive.
+        let request = RestoreRequest {
+            repo_args: location.command_args(),
+            target: target.clone(),
+            exclusive: false,
+            backup: None,
+            timeline: None,
+            bin_dir: args.bin_dir.as_deref(),
+            os_user: &args.os_user,
+        };
+        let restore = match scratch.restore(&request, reporter) {
             Ok(restore) => restore,
             Err(error) => return self.record(Step::Plan, false, format!("{error:#}"), started),
         };
-        let Some(json) = restore.report else {
-            let step = restore.failed_step();
-            return self.record(step, false, restore.error(), started);
+        let Some(json) = restore.report.clone() else {
+            return self.record(failed_step(&restore), false, restore.error(), started);
         };
         let seconds = |name: &str| json["seconds"][name].as_f64().unwrap_or(0.0);
         self.report.rto_seconds.plan = own_planning + seconds("plan");
@@ -339,15 +343,6 @@ impl Drill {
                 seconds: secs,
             });
         }
-        let binaries = json["server"]["bin_dir"]
-            .as_str()
-            .zip(json["server"]["major_version"].as_u64())
-            .and_then(|(dir, major)| Binaries::find(Some(Path::new(dir)), major as u32).ok());
-        self.binaries = binaries.clone();
-        let endpoint = Endpoint {
-            socket_dir: PathBuf::from(json["socket_dir"].as_str().unwrap_or_default()),
-            port: json["port"].as_u64().unwrap_or(0) as u16,
-        };
         self.report.data_age_seconds =
             data_time(plan, &window).map(|time| seconds_between(time, self.report.started));
 
@@ -365,7 +360,7 @@ impl Drill {
         self.report.last_transaction = json["stop"]["last_transaction"]
             .as_str()
             .map(str::to_string);
-        let Some(binaries) = binaries else {
+        if scratch.binaries().is_none() {
             return self.record(
                 Step::StopPoint,
                 false,
@@ -373,16 +368,15 @@ impl Drill {
                     .to_string(),
                 checks_started,
             );
-        };
+        }
         // One query: writable, and not archiving (the copy must never
         // write into the production archive).
-        let state = query(
-            &binaries,
-            &endpoint,
-            user,
-            "postgres",
-            "SELECT NOT pg_is_in_recovery(), current_setting('archive_mode')",
-        );
+        let state = scratch
+            .sql(
+                "postgres",
+                "SELECT NOT pg_is_in_recovery(), current_setting('archive_mode')",
+            )
+            .map_err(|error| format!("{error:#}"));
         let (writable, archive_mode) = match &state {
             Ok(text) => {
                 let mut fields = text.split('|');
@@ -431,7 +425,7 @@ impl Drill {
         if args.amcheck == Switch::On {
             let started = Instant::now();
             reporter.step("drill: pg_amcheck on every database of the copy");
-            match amcheck(&binaries, &endpoint, user) {
+            match scratch.amcheck() {
                 Amcheck::NotInstalled(program) => {
                     self.report.amcheck =
                         Some(format!("skipped: `{}` is not installed", program.display()));
@@ -457,7 +451,9 @@ impl Drill {
         if !checks.is_empty() {
             let started = Instant::now();
             for check in checks {
-                let got = query(&binaries, &endpoint, user, &args.dbname, &check.query);
+                let got = scratch
+                    .sql(&args.dbname, &check.query)
+                    .map_err(|error| format!("{error:#}"));
                 let passed = got.as_deref() == Ok(check.expected.as_str());
                 self.report.checks.push(CheckResult {
                     query: check.query.clone(),
@@ -590,120 +586,20 @@ fn describe_planned(planned: &PlannedStop) -> String {
     }
 }
 
-/// What `pitr restore --json` gave.
-struct RestoreRun {
-    exit_code: Option<i32>,
-    /// Its report, when it succeeded.
-    report: Option<Value>,
-    /// Its stderr lines.
-    lines: Vec<String>,
-}
-
-impl RestoreRun {
-    /// The step a failed restore stopped at, by its documented exit status.
-    fn failed_step(&self) -> Step {
-        match self.exit_code {
-            Some(2 | 3) => Step::Plan,
-            Some(4) => Step::Staging,
-            Some(5) => Step::Replay,
-            _ if self
-                .lines
-                .iter()
-                .any(|l| l.starts_with("starting PostgreSQL")) =>
-            {
-                Step::Replay
-            }
-            _ if self.lines.iter().any(|l| l.starts_with("staging backup")) => Step::Staging,
-            _ => Step::Plan,
+/// The step a failed restore stopped at, by its documented exit status.
+fn failed_step(run: &RestoreRun) -> Step {
+    match run.exit_code {
+        Some(2 | 3) => Step::Plan,
+        Some(4) => Step::Staging,
+        Some(5) => Step::Replay,
+        _ if run
+            .lines
+            .iter()
+            .any(|l| l.starts_with("starting PostgreSQL")) =>
+        {
+            Step::Replay
         }
+        _ if run.lines.iter().any(|l| l.starts_with("staging backup")) => Step::Staging,
+        _ => Step::Plan,
     }
-
-    /// The restore's error and hint, as it printed them.
-    fn error(&self) -> String {
-        let start = self.lines.iter().position(|line| {
-            line.starts_with("pitr: error: ") || line.starts_with("pitr: interrupted: ")
-        });
-        match start {
-            Some(start) => self.lines[start..]
-                .iter()
-                .map(|line| {
-                    line.trim_start_matches("pitr: error: ")
-                        .trim_start_matches("pitr: interrupted: ")
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            None => format!(
-                "pitr restore ended with exit status {}",
-                self.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "unknown (killed)".into())
-            ),
-        }
-    }
-}
-
-/// Runs `pitr restore --json` into `pgdata`, its progress passed through to
-/// stderr. The copy gets a free port and keeps archiving off (the restore's
-/// defaults: no `--port`, no `--keep-archiving`), so it never touches the
-/// production port, socket or archive.
-fn run_restore(
-    args: &DrillArgs,
-    location: &RepoLocation,
-    target: &str,
-    pgdata: &Path,
-    reporter: &Reporter,
-) -> anyhow::Result<RestoreRun> {
-    let pitr = std::env::current_exe().context("cannot find the pitr executable")?;
-    let mut command = Command::new(pitr);
-    command
-        .args(["--json", "restore"])
-        .args(location.args())
-        .arg(format!("--to={target}"))
-        .arg("--pgdata")
-        .arg(pgdata)
-        .args(["--os-user", &args.os_user]);
-    if let Some(dir) = &args.bin_dir {
-        command.arg("--bin-dir").arg(dir);
-    }
-    if reporter.verbose {
-        command.arg("--verbose");
-    }
-    command
-        .env_remove("PITR_REPO")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    reporter.detail(format!("running {command:?}"));
-    let mut child = command.spawn().context("cannot run pitr restore")?;
-    let stderr = child.stderr.take();
-    let quiet = reporter.quiet;
-    let forward = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        if let Some(stderr) = stderr {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !quiet {
-                    eprintln!("  restore: {line}");
-                }
-                lines.push(line);
-            }
-        }
-        lines
-    });
-    let output = child
-        .wait_with_output()
-        .context("cannot wait for pitr restore")?;
-    let lines = forward.join().unwrap_or_default();
-    let report = if output.status.success() {
-        Some(
-            serde_json::from_slice::<Value>(&output.stdout)
-                .context("pitr restore succeeded but its JSON report cannot be read")?,
-        )
-    } else {
-        None
-    };
-    Ok(RestoreRun {
-        exit_code: output.status.code(),
-        report,
-        lines,
-    })
 }

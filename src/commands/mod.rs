@@ -5,6 +5,7 @@ pub mod check;
 pub mod drill;
 pub mod events;
 pub mod expire;
+pub mod extract;
 pub mod generate;
 pub mod init;
 pub mod list;

@@ -32,6 +32,7 @@ pub fn drills_dir(location: &RepoLocation, explicit: Option<&Path>) -> Option<Pa
     let RepoLocation::Local {
         backups,
         wal_archive,
+        ..
     } = location
     else {
         return None;

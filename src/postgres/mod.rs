@@ -25,3 +25,4 @@ pub mod recovery;
 pub mod scratch;
 pub mod server;
 pub mod settings;
+pub mod transfer;

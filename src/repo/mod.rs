@@ -47,6 +47,10 @@ pub enum RepoLocation {
     Local {
         backups: PathBuf,
         wal_archive: PathBuf,
+        /// The directory `--repo` named (absolute), when the repository
+        /// was given that way rather than as `--backups` and
+        /// `--wal-archive`.
+        repo_dir: Option<PathBuf>,
     },
     /// `--repo s3://…` (`az://`, `gs://`): `base/` and `wal/` under it.
     Object(ObjectRepo),
@@ -80,21 +84,27 @@ impl RepoLocation {
         }
     }
 
-    /// The arguments that name this repository to another pitr command
-    /// (a drill's restore): `--backups DIR --wal-archive DIR`, or
-    /// `--repo URL`.
-    pub fn args(&self) -> Vec<std::ffi::OsString> {
+    /// The options that name this repository to another pitr command (the
+    /// `pitr restore` a drill or an extract runs), the way the user named
+    /// it: `--repo` with the URL or the directory, else `--backups` and
+    /// `--wal-archive`.
+    pub fn command_args(&self) -> Vec<std::ffi::OsString> {
         match self {
+            RepoLocation::Object(object) => vec!["--repo".into(), object.url.to_string().into()],
+            RepoLocation::Local {
+                repo_dir: Some(dir),
+                ..
+            } => vec!["--repo".into(), dir.into()],
             RepoLocation::Local {
                 backups,
                 wal_archive,
+                repo_dir: None,
             } => vec![
                 "--backups".into(),
                 backups.into(),
                 "--wal-archive".into(),
                 wal_archive.into(),
             ],
-            RepoLocation::Object(object) => vec!["--repo".into(), object.url.to_string().into()],
         }
     }
 }
@@ -187,9 +197,13 @@ impl RepoLocation {
                 return Ok(RepoLocation::Object(object));
             }
         }
-        let (backups, wal_archive) = match (backups, wal_archive, repo) {
-            (Some(backups), Some(wal), _) => (absolute(backups)?, absolute(wal)?),
-            (None, None, Some(repo)) => (absolute(&repo.join("base"))?, absolute(&repo.join("wal"))?),
+        let (backups, wal_archive, repo_dir) = match (backups, wal_archive, repo) {
+            (Some(backups), Some(wal), _) => (absolute(backups)?, absolute(wal)?, None),
+            (None, None, Some(repo)) => (
+                absolute(&repo.join("base"))?,
+                absolute(&repo.join("wal"))?,
+                Some(absolute(repo)?),
+            ),
             _ => bail!(
                 "no repository given: pass --repo DIR or URL (or set PITR_REPO, or `repository` in {}), or both --backups DIR and --wal-archive DIR", crate::config::DEFAULT_PATH
             ),
@@ -203,6 +217,7 @@ impl RepoLocation {
         Ok(RepoLocation::Local {
             backups,
             wal_archive,
+            repo_dir,
         })
     }
 }
@@ -256,6 +271,7 @@ impl RepoLocation {
             RepoLocation::Local {
                 backups,
                 wal_archive,
+                ..
             } => RepoRead {
                 backups: Arc::new(Posix::new(backups)),
                 archive: Arc::new(Posix::new(wal_archive)),
@@ -454,6 +470,15 @@ mod read_only_tests {
             ("stage/durable.rs", include_str!("../stage/durable.rs")),
             ("stage/prefetch.rs", include_str!("../stage/prefetch.rs")),
             ("repo/wal_source.rs", include_str!("wal_source.rs")),
+            (
+                "commands/extract.rs",
+                include_str!("../commands/extract.rs"),
+            ),
+            ("extract/moment.rs", include_str!("../extract/moment.rs")),
+            (
+                "postgres/scratch.rs",
+                include_str!("../postgres/scratch.rs"),
+            ),
         ];
         for (file, text) in readers {
             // Tests may build any store they like.
@@ -473,5 +498,47 @@ mod read_only_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod command_args_tests {
+    // Test fixtures: a repository's two directories on disk.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::RepoLocation;
+    use std::ffi::OsString;
+
+    fn args(location: &RepoLocation) -> Vec<String> {
+        location
+            .command_args()
+            .into_iter()
+            .map(|arg: OsString| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A child pitr (drill's and extract's restore) is given the
+    /// repository the way the user gave it.
+    #[test]
+    fn the_repository_is_passed_on_as_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("base")).unwrap();
+        std::fs::create_dir_all(repo.join("wal")).unwrap();
+
+        let given_repo = RepoLocation::new(Some(&repo), None, None).unwrap();
+        assert_eq!(args(&given_repo), ["--repo", &repo.to_string_lossy()]);
+
+        let given_parts =
+            RepoLocation::new(None, Some(&repo.join("base")), Some(&repo.join("wal"))).unwrap();
+        assert_eq!(
+            args(&given_parts),
+            [
+                "--backups",
+                &*repo.join("base").to_string_lossy(),
+                "--wal-archive",
+                &*repo.join("wal").to_string_lossy()
+            ]
+        );
     }
 }

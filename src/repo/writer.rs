@@ -37,6 +37,7 @@ pub fn open_for_writing(location: &super::RepoLocation) -> super::RepoWrite {
         super::RepoLocation::Local {
             backups,
             wal_archive,
+            ..
         } => super::RepoWrite {
             backups: Writable::new(Posix::new(backups)),
             archive: Writable::new(Posix::new(wal_archive)),

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod decode;
 pub mod facts;
 pub mod history;
+pub mod lineage;
 pub mod lsn;
 pub mod page;
 pub mod segment;

@@ -1,0 +1,121 @@
+//! What `pitr extract` says when it is done: which backup, where recovery
+//! stopped, the rows of each table, where they went, and the time of each
+//! phase; as text for people (stderr) or JSON (stdout).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::moment::{Candidate, FoundMoment};
+use super::Selection;
+use crate::cli::DumpFormat;
+use crate::progress::{count, human_bytes};
+
+/// Where the dump went.
+pub enum Destination {
+    File {
+        path: PathBuf,
+        format: DumpFormat,
+        bytes: u64,
+    },
+    Live {
+        /// The database created for a whole-database load.
+        created_database: Option<String>,
+        /// What was loaded where, for people.
+        what: String,
+    },
+}
+
+pub struct Summary<'a> {
+    pub selection: &'a Selection,
+    pub loaded_as: &'a Selection,
+    /// `pitr restore --json`'s report of the extracted copy.
+    pub report: Value,
+    pub target: String,
+    pub exclusive: bool,
+    pub found: Option<&'a FoundMoment>,
+    pub rows: &'a [(String, u64)],
+    pub destination: Destination,
+    pub scratch: PathBuf,
+    pub port: u16,
+    /// finding the moment, restoring the copy, dump and load, total.
+    pub seconds: [Duration; 4],
+    pub kept: bool,
+}
+
+impl Summary<'_> {
+    pub fn text(&self) -> String {
+        let [finding, restore, transfer, total] = self.seconds.map(|d| d.as_secs_f64());
+        let mut lines = vec![String::new(), "extract complete".to_string()];
+        lines.push(format!("  what:       {}", self.selection.describe()));
+        if let Some(found) = self.found {
+            lines.push(format!("  found:      {}", found.chosen.text()));
+            lines.push(format!("  window:     from {}", found.window));
+        }
+        lines.push(format!(
+            "  backup:     {}",
+            self.report["plan"]["backup"]["id"].as_str().unwrap_or("?")
+        ));
+        lines.push(format!(
+            "  stop point: {}",
+            self.report["stop"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!(
+                    "{}{}",
+                    self.target,
+                    if self.exclusive { " (exclusive)" } else { "" }
+                ))
+        ));
+        for (table, rows) in self.rows {
+            lines.push(format!("  rows:       {table}: {}", count(*rows, "row")));
+        }
+        lines.push(match &self.destination {
+            Destination::File {
+                path,
+                format,
+                bytes,
+            } => format!(
+                "  written to: {} ({} format, {})",
+                path.display(),
+                match format {
+                    DumpFormat::Custom => "custom",
+                    DumpFormat::Plain => "plain SQL",
+                },
+                human_bytes(*bytes)
+            ),
+            Destination::Live { what, .. } => format!("  loaded:     {what}"),
+        });
+        lines.push(if self.kept {
+            format!("  scratch copy kept (stopped): {}", self.scratch.display())
+        } else {
+            "  scratch copy removed".to_string()
+        });
+        lines.push(format!(
+            "  time: finding {finding:.1}s, restore {restore:.1}s, dump and load {transfer:.1}s, total {total:.1}s"
+        ));
+        lines.join("\n")
+    }
+
+    pub fn json(&self) -> Value {
+        let [finding, restore, transfer, total] = self.seconds.map(|d| d.as_secs_f64());
+        json!({
+            "selection": self.selection.describe(),
+            "loaded_as": self.loaded_as.describe(),
+            "backup": self.report["plan"]["backup"]["id"],
+            "target": { "to": self.target, "exclusive": self.exclusive },
+            "stop": self.report["stop"],
+            "candidates": self.found.map(|f| f.candidates.iter().map(Candidate::json).collect::<Vec<_>>()),
+            "chosen": self.found.map(|f| f.chosen.json()),
+            "followed": self.found.map(|f| f.found.followed.iter().map(Candidate::json).collect::<Vec<_>>()),
+            "tables": self.rows.iter().map(|(table, rows)| json!({"table": table, "rows": rows})).collect::<Vec<_>>(),
+            "destination": match &self.destination {
+                Destination::File { path, format, bytes } => json!({"kind": "file", "path": path, "format": format, "bytes": bytes}),
+                Destination::Live { created_database, what } => json!({"kind": "cluster", "loaded": what, "created_database": created_database}),
+            },
+            "scratch": { "path": self.scratch, "port": self.port, "kept": self.kept },
+            "seconds": { "finding": finding, "restore": restore, "dump_and_load": transfer, "total": total },
+        })
+    }
+}

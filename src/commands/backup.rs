@@ -64,12 +64,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     // The backup is written under a hidden name that the scanner skips, and
     // removed when dropped: only a finished backup ever gets its real name.
     let temp = stage_backup(&repo.backups, &id)
-        .with_context(|| {
-            format!(
-                "cannot create a directory in `{}`",
-                location.backups.display()
-            )
-        })
+        .with_context(|| format!("cannot create a directory in `{}`", location.backups_text()))
         .or_fail(FailureKind::Backup)?;
     user.own(temp.path()).or_fail(FailureKind::Backup)?;
     let options = Options {
@@ -79,7 +74,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let arguments = arguments(&options, major).or_fail(FailureKind::Usage)?;
     reporter.step(format!(
         "backing up into {} with pg_basebackup {major} (tar, {}{}, WAL {})",
-        location.backups.join(&id).display(),
+        repo.backups.describe(&id),
         options.compression.name(),
         if options.server_side {
             " on the server"
@@ -110,7 +105,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     if crate::interrupt::requested() || !status.success() {
         let removal = temp.discard();
         let left = match removal {
-            Ok(()) => format!("nothing was left in `{}`", location.backups.display()),
+            Ok(()) => format!("nothing was left in `{}`", location.backups_text()),
             Err(error) => {
                 format!("its partial output could not be removed ({error}): delete it by hand")
             }

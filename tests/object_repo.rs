@@ -39,6 +39,13 @@ fn files_under(dir: &Path) -> usize {
         .sum()
 }
 
+/// Azurite listens on one port per test process (see `object_servers`):
+/// the tests here that start one take turns.
+fn one_azurite_at_a_time(kind: Kind) -> Option<std::sync::MutexGuard<'static, ()>> {
+    static AZURITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    (kind == Kind::Azure).then(|| AZURITE.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -84,7 +91,17 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
         text(&output.stderr)
     );
     let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
-    assert_eq!(names_in(&bucket.join("cluster1")), ["pitr-repository.json"]);
+    assert_eq!(
+        names_in(&bucket.join("cluster1")),
+        ["pitr-repository.json", "wal"]
+    );
+    // What the probe found, for wal-push to choose how it writes.
+    let recorded = std::fs::read_to_string(bucket.join("cluster1/wal/.pitr-store.json")).unwrap();
+    assert!(
+        recorded.contains("\"conditional_create_enforced\":true"),
+        "{recorded}"
+    );
+    assert_eq!(names_in(&bucket.join("cluster1/wal")), [".pitr-store.json"]);
     let archive_command_line = text(&output.stdout);
     assert!(
         archive_command_line.contains(&format!("wal-push --repo {url} %p")),
@@ -232,25 +249,17 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
         said.contains(&format!("restore: backup:    {id}")),
         "the restore child did not plan from the bucket:\n{said}"
     );
-    if extract.status.success() {
-        let dump = std::fs::read_to_string(&dumped).unwrap();
-        let rows: Vec<&str> = dump
-            .lines()
-            .skip_while(|line| !line.starts_with("COPY public.markers"))
-            .skip(1)
-            .take_while(|line| *line != "\\.")
-            .collect();
-        assert_eq!(rows, ["1"], "{dump}");
-    } else {
-        // `pitr restore` from object storage as another OS user is not
-        // built yet: it checks the archive as a local path for the
-        // server's user. Everything before it is checked above.
-        assert!(
-            said.contains("cannot read the WAL archive `s3://"),
-            "{said}"
-        );
-        eprintln!("KNOWN GAP: restore from object storage: the server's user and restore_command");
-    }
+    // The restore from object storage is built: the extract completes,
+    // exact rows.
+    assert!(extract.status.success(), "{said}");
+    let dump = std::fs::read_to_string(&dumped).unwrap();
+    let rows: Vec<&str> = dump
+        .lines()
+        .skip_while(|line| !line.starts_with("COPY public.markers"))
+        .skip(1)
+        .take_while(|line| *line != "\\.")
+        .collect();
+    assert_eq!(rows, ["1"], "{dump}");
     assert!(names_in(&scratch).is_empty(), "scratch copy left behind");
 
     // 4. wal-push of a name already archived: the same bytes are success
@@ -385,6 +394,7 @@ fn wal_push_and_fetch_on_s3_and_azure() {
         if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
             continue;
         }
+        let _turn = one_azurite_at_a_time(kind);
         let mut server = ObjectServer::start(kind);
         let url = server.url("pg");
         let work = dir.path().join(kind.name());
@@ -476,4 +486,570 @@ fn wal_push_and_fetch_on_s3_and_azure() {
             );
         }
     }
+}
+
+/// The `archive_command` of a source cluster archiving into `url` with no
+/// secret on its command line: on S3 the credentials come from a
+/// configuration file (PITR_CONFIG) with a credentials file beside it; the
+/// Azure emulator needs only where it listens.
+fn archive_command_for(server: &ObjectServer, binary: &Path, url: &str, dir: &Path) -> String {
+    let pitr = shell_quote(&binary.to_string_lossy());
+    match server.kind {
+        Kind::S3 => {
+            let config_dir = dir.join("etc");
+            std::fs::create_dir_all(&config_dir).unwrap();
+            let credentials = config_dir.join("s3.credentials");
+            std::fs::write(
+                &credentials,
+                format!(
+                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+                    object_servers::S3_ACCESS_KEY,
+                    object_servers::S3_SECRET_KEY
+                ),
+            )
+            .unwrap();
+            let config = config_dir.join("pitr.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+                    server.endpoint(),
+                    credentials.display()
+                ),
+            )
+            .unwrap();
+            for file in [&config_dir, &config, &credentials] {
+                give_to_pg_user(file);
+            }
+            format!(
+                "env PITR_CONFIG={} {pitr} wal-push %p",
+                shell_quote(&config.to_string_lossy())
+            )
+        }
+        _ => {
+            let settings: Vec<String> = server
+                .env()
+                .into_iter()
+                .map(|(name, value)| format!("{name}={}", shell_quote(&value)))
+                .collect();
+            format!("env {} {pitr} wal-push --repo {url} %p", settings.join(" "))
+        }
+    }
+}
+
+/// Runs `pitr --json restore` from the object store into `pgdata`; the
+/// output (both streams) is kept for the secret check.
+fn restore_from_store(
+    binary: &Path,
+    server: &ObjectServer,
+    pgdata: &Path,
+    args: &[&str],
+    outputs: &mut String,
+) -> (serde_json::Value, ServerGuard) {
+    let mut command = pitr(binary, server);
+    if server.kind == Kind::Azure {
+        // An explicit key, as a real account has: the restored server's
+        // restore_command inherits it and must not write it down.
+        command.env("AZURE_STORAGE_ACCOUNT_KEY", object_servers::AZURITE_KEY);
+    }
+    let output = command
+        .args(["--json", "restore", "--pgdata"])
+        .arg(pgdata)
+        .args(args)
+        .output()
+        .unwrap();
+    let guard = ServerGuard(pgdata.to_path_buf());
+    outputs.push_str(&text(&output.stdout));
+    outputs.push_str(&text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "restore {args:?} failed ({}):\n{}\nlog:\n{}",
+        output.status,
+        text(&output.stderr),
+        std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+    );
+    (json(&output), guard)
+}
+
+fn count_rows(summary: &serde_json::Value) -> i64 {
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    psql(socket, port, "SELECT count(*) FROM markers")
+        .parse()
+        .unwrap()
+}
+
+/// `pitr restore --repo s3://…` (and az://) end to end with a real
+/// PostgreSQL 15: the backup staged from the store, WAL prefetched from it
+/// and fetched by the restore_command pitr writes, which holds neither the
+/// URL nor a secret (the server inherits the repository from pitr's
+/// environment). A time between two commits gives exactly the rows before
+/// it; `--to latest` gives all of them.
+#[test]
+fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
+    let test = "restore_from_s3_and_azure_to_a_time_and_to_latest";
+    if !require_root(test) {
+        return;
+    }
+    for kind in [Kind::S3, Kind::Azure] {
+        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
+            continue;
+        }
+        let _turn = one_azurite_at_a_time(kind);
+        let server = ObjectServer::start(kind);
+        let dir = shared_tempdir("pitr-object-restore");
+        let binary = shared_pitr_binary(dir.path());
+        let url = server.url("restore");
+        run_ok(
+            pitr(&binary, &server).args(["init", "--repo", &url]),
+            "init",
+        );
+        let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+        let cluster =
+            Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let mut outputs = String::new();
+        let backup = run_ok(
+            pitr(&binary, &server)
+                .env("PGHOST", &cluster.dir)
+                .env("PGPORT", cluster.port.to_string())
+                .env("PGUSER", "postgres")
+                .args(["backup", "--fast", "--repo", &url]),
+            "backup",
+        );
+        outputs.push_str(&text(&backup.stderr));
+        let markers: Vec<Marker> = (1..=3).map(|id| cluster.insert_marker(id)).collect();
+        // Enough WAL after the backup that prefetching has work to do.
+        cluster.sql("SELECT pg_switch_wal()");
+        cluster.sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 1) g");
+        cluster.archive_everything();
+        drop(cluster);
+
+        // A time between the second and third commits: exactly two rows,
+        // the server left paused at the target with pitr's settings.
+        let target = rfc3339(between(&markers[1], &markers[2]));
+        let pgdata = dir.path().join("restored-time");
+        let (summary, guard) = restore_from_store(
+            &binary,
+            &server,
+            &pgdata,
+            &["--repo", &url, "--to", &target, "--action", "pause"],
+            &mut outputs,
+        );
+        assert_eq!(count_rows(&summary), 2, "{kind:?}");
+        let auto_conf = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto_conf.contains("wal-fetch --spool"),
+            "{kind:?}: {auto_conf}"
+        );
+        assert!(
+            !auto_conf.contains(&url) && !auto_conf.contains("://"),
+            "{kind:?}: a URL in postgresql.auto.conf:\n{auto_conf}"
+        );
+        outputs.push_str(&auto_conf);
+        outputs.push_str(
+            &std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default(),
+        );
+        assert!(
+            summary["prefetch"]["prefetched"].as_u64().unwrap_or(0) > 0,
+            "{kind:?}: WAL was prefetched from the store: {summary:#}"
+        );
+        drop(guard);
+
+        // Latest: all three rows, promoted.
+        let pgdata = dir.path().join("restored-latest");
+        let (summary, guard) = restore_from_store(
+            &binary,
+            &server,
+            &pgdata,
+            &["--repo", &url, "--to", "latest"],
+            &mut outputs,
+        );
+        assert_eq!(count_rows(&summary), 3, "{kind:?}");
+        outputs.push_str(&std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap());
+        outputs.push_str(
+            &std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default(),
+        );
+        drop(guard);
+
+        // Credentials only root may read: the server's user could not
+        // fetch WAL, so the restore stops before writing anything.
+        if kind == Kind::S3 {
+            let private = dir.path().join("private");
+            std::fs::create_dir_all(&private).unwrap();
+            let credentials = private.join("s3.credentials");
+            std::fs::write(
+                &credentials,
+                format!(
+                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+                    object_servers::S3_ACCESS_KEY,
+                    object_servers::S3_SECRET_KEY
+                ),
+            )
+            .unwrap();
+            let config = private.join("pitr.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+                    server.endpoint(),
+                    credentials.display()
+                ),
+            )
+            .unwrap();
+            for file in [&config, &credentials] {
+                std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .unwrap();
+            }
+            let pgdata = dir.path().join("restored-unreachable");
+            let output = pitr(&binary, &server)
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env("PITR_CONFIG", &config)
+                .args(["restore", "--repo", &url, "--to", "latest", "--pgdata"])
+                .arg(&pgdata)
+                .output()
+                .unwrap();
+            let said = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(4), "{said}");
+            assert!(
+                said.contains("OS user `postgres` cannot reach the repository"),
+                "{said}"
+            );
+            assert!(!pgdata.exists(), "nothing written");
+            outputs.push_str(&said);
+        }
+
+        for secret in [object_servers::S3_SECRET_KEY, object_servers::AZURITE_KEY] {
+            assert!(
+                !outputs.contains(secret),
+                "{kind:?}: a secret in the output, postgresql.auto.conf or the log"
+            );
+        }
+    }
+}
+
+/// Every file below `dir` with its bytes, to show nothing changed.
+fn contents_under(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.insert(entry.path(), std::fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Two real clusters archive into one repository on S3: the first one's
+/// segments record its system identifier; every segment of the second is
+/// refused (exit 3, both identifiers named), whether PostgreSQL pushes it
+/// or it is pushed by hand under a name the archive does not have, and
+/// nothing in the bucket changes.
+#[test]
+fn a_second_cluster_is_refused_on_s3() {
+    let test = "a_second_cluster_is_refused_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-intruder");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("shared");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let settings: Vec<String> = server
+        .env()
+        .into_iter()
+        .map(|(name, value)| format!("{name}={}", shell_quote(&value)))
+        .collect();
+    let archive_command = format!(
+        "env {} PITR_CACHE_DIR={} {} wal-push --repo {url} %p",
+        settings.join(" "),
+        shell_quote(&dir.path().join("pg-cache").to_string_lossy()),
+        shell_quote(&binary.to_string_lossy())
+    );
+    let first_dir = dir.path().join("first");
+    std::fs::create_dir_all(&first_dir).unwrap();
+    let first = Cluster::start_archiving(&first_dir, &first_dir.join("unused"), &archive_command);
+    first.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    first.insert_marker(1);
+    first.archive_everything();
+    let first_id = first.sql("SELECT system_identifier FROM pg_control_system()");
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    let identity = std::fs::read_to_string(bucket.join("shared/wal/.pitr-system-identifier"))
+        .expect("the first push records the identity");
+    assert!(identity.contains(&first_id), "{identity}");
+    let before = contents_under(&bucket.join("shared"));
+
+    // The second cluster, archiving into the same place.
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let second =
+        Cluster::start_archiving(&second_dir, &second_dir.join("unused"), &archive_command);
+    let second_id = second.sql("SELECT system_identifier FROM pg_control_system()");
+    assert_ne!(first_id, second_id);
+    second.sql("CREATE TABLE t AS SELECT 1");
+    second.sql("SELECT pg_switch_wal()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let failed: u64 = second
+            .sql("SELECT failed_count FROM pg_stat_archiver")
+            .parse()
+            .unwrap();
+        if failed > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second cluster's archiving never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let archived = second.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+    assert_eq!(archived, "", "nothing of the second cluster is archived");
+
+    // By hand, under a name the archive does not have: refused the same way.
+    let segment = second.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let copy = dir.path().join("by-hand").join("0000000100000000000000F0");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(second.pgdata.join("pg_wal").join(&segment), &copy).unwrap();
+    let pushed = pitr(&binary, &server)
+        .args(["wal-push", "--repo", &url])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(pushed.status.code(), Some(3), "{}", text(&pushed.stderr));
+    let message = text(&pushed.stderr);
+    assert!(
+        message.contains(&first_id) && message.contains(&second_id),
+        "both identifiers named: {message}"
+    );
+    drop(second);
+    drop(first);
+    assert!(
+        contents_under(&bucket.join("shared")) == before,
+        "nothing in the bucket changed"
+    );
+}
+
+/// A segment of `size` bytes whose first page has a long header naming
+/// the cluster `system_identifier` (PostgreSQL 15's page magic).
+fn synthetic_segment(system_identifier: u64, fill: u8) -> Vec<u8> {
+    let mut bytes = vec![fill; 16 << 20];
+    bytes[..40].fill(0);
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    bytes
+}
+
+/// What archiving one segment costs on S3, counted in the server's own
+/// log: one LIST (the copies of the name under every compression suffix,
+/// one page that starts at the name) and one conditional PUT. The first
+/// push into a repository also records the cluster's identity; a
+/// re-archived segment costs the LIST and one read to compare.
+#[test]
+fn wal_push_costs_one_list_and_one_put_on_s3() {
+    let test = "wal_push_costs_one_list_and_one_put_on_s3";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+    let url = server.url("counted");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let push = |name: &str, fill: u8| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
+        let seen = server.requests().len();
+        run_ok(
+            pitr(&binary, &server)
+                .args(["wal-push", "--repo", &url])
+                .arg(&path),
+            "wal-push",
+        );
+        server.requests()[seen..].to_vec()
+    };
+    // The first push also records the identity (a HEAD that finds none,
+    // and its conditional PUT).
+    let first = push("000000010000000000000001", 1);
+    assert_eq!(
+        first
+            .iter()
+            .filter(|r| r.contains(".pitr-system-identifier"))
+            .count(),
+        2,
+        "{first:#?}"
+    );
+    eprintln!("first push: {first:#?}");
+    for (number, fill) in [(2, 2u8), (3, 3), (4, 4)] {
+        let requests = push(&format!("00000001000000000000000{number}"), fill);
+        let methods: Vec<&str> = requests
+            .iter()
+            .map(|r| r.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(methods, ["GET", "PUT"], "{requests:#?}");
+        assert!(
+            requests[0].contains("list-type=2") && requests[0].contains("start-after="),
+            "{requests:#?}"
+        );
+        assert!(
+            requests[1].contains(&format!("00000001000000000000000{number}.zst")),
+            "{requests:#?}"
+        );
+    }
+    eprintln!("requests per archived segment on s3s-fs: 1 LIST + 1 PUT");
+}
+
+/// The store goes down in the middle of a restore's replay: `wal-fetch`
+/// exits 126, which stops PostgreSQL's recovery instead of ending it as if
+/// the archive were exhausted, and `pitr restore` fails (exit 5) naming
+/// the restore_command's error, with no secret in what it prints.
+#[test]
+fn a_store_that_goes_down_during_replay_fails_the_restore() {
+    let test = "a_store_that_goes_down_during_replay_fails_the_restore";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-down");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("down");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "backup",
+    );
+    // Several segments of WAL after the backup, so replay has to come
+    // back to the store a few times.
+    for id in 1..=6 {
+        cluster.insert_marker(id);
+        cluster.sql("SELECT pg_switch_wal()");
+    }
+    cluster.archive_everything();
+    drop(cluster);
+
+    let pgdata = dir.path().join("restored");
+    let restore = pitr(&binary, &server)
+        // Each fetch waits a second (a slow store), and a store that is
+        // down is given up on after two seconds of retries.
+        .env("PITR_FETCH_DELAY_MS", "1000")
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["restore", "--no-prefetch", "--repo", &url, "--to", "latest"])
+        .arg("--pgdata")
+        .arg(&pgdata)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.clone());
+    // Kill the store once PostgreSQL has restored its first segment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default();
+        if log.contains("restored log file") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replay never started:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.kill();
+    let output = restore.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("wal-fetch: error"), "{stderr}");
+    assert!(stderr.contains("restore_command failed"), "{stderr}");
+    let log = std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default();
+    assert!(
+        !log.contains("archive recovery complete"),
+        "recovery must not end as if the archive were exhausted:\n{log}"
+    );
+    assert!(!stderr.contains(object_servers::S3_SECRET_KEY));
+    assert!(!log.contains(object_servers::S3_SECRET_KEY));
+}
+
+/// On a store that ignores conditional creates (as `pitr init` records for
+/// garage; recorded by hand here on s3s-fs), `wal-push` looks, writes and
+/// reads the checksum back: a LIST for the copies, a HEAD, the PUT and a
+/// HEAD. The same segment again is success; other bytes are refused (exit
+/// 3) and the archived object stays as it was.
+#[test]
+fn wal_push_falls_back_to_look_write_read_back() {
+    let test = "wal_push_falls_back_to_look_write_read_back";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+    let url = server.url("fallback");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    std::fs::write(
+        bucket.join("fallback/wal/.pitr-store.json"),
+        "{\"conditional_create_enforced\":false}",
+    )
+    .unwrap();
+    let push = |name: &str, fill: u8| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
+        let seen = server.requests().len();
+        let output = pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output, server.requests()[seen..].to_vec())
+    };
+    let (first, _) = push("000000010000000000000001", 1);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let (second, requests) = push("000000010000000000000002", 2);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let methods: Vec<&str> = requests
+        .iter()
+        .map(|r| r.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(methods, ["GET", "HEAD", "PUT", "HEAD"], "{requests:#?}");
+    let stored = bucket.join("fallback/wal/000000010000000000000002.zst");
+    let before = std::fs::read(&stored).unwrap();
+    let (again, _) = push("000000010000000000000002", 2);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let (other, _) = push("000000010000000000000002", 9);
+    assert_eq!(other.status.code(), Some(3), "{}", text(&other.stderr));
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        before,
+        "nothing overwritten"
+    );
 }

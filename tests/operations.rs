@@ -158,6 +158,30 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
         "{messages}"
     );
     assert!(!messages.contains("problem: wal_level"), "{messages}");
+    // The repository now belongs to this cluster: its system identifier,
+    // from pg_control, is recorded for wal-push to check.
+    let control = std::fs::read(pgdata.join("global/pg_control")).unwrap();
+    let system_identifier = u64::from_le_bytes(control[..8].try_into().unwrap()).to_string();
+    let identity = std::fs::read_to_string(repo.join("wal/.pitr-system-identifier")).unwrap();
+    assert!(identity.contains(&system_identifier), "{identity}");
+    assert!(messages.contains(&system_identifier), "{messages}");
+    // Another cluster cannot take it over.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (other_pgdata, _, _) = initdb(&other);
+    let output = pitr(&binary)
+        .args(["init", "--repo"])
+        .arg(&repo)
+        .arg("--pgdata")
+        .arg(&other_pgdata)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&system_identifier),
+        "{}",
+        stderr(&output)
+    );
 
     // 3. The printed lines, appended to postgresql.conf, archive into the
     // repository, through `pitr wal-push` (the command init prints).

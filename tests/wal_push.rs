@@ -294,8 +294,15 @@ fn cluster_archiving_through_wal_push_restores_from_zstd_and_lz4_tar_backups() {
     assert!(lz4.contains(&"base.tar.lz4".to_string()), "{lz4:?}");
 
     // Everything PostgreSQL archived went through wal-push: zstd segments,
-    // zstd backup history files, nothing plain, no temporary files.
-    let wal = archive_files(&repo.join("wal"));
+    // zstd backup history files, nothing plain, no temporary files; and
+    // the identity the first push recorded (the cluster's system
+    // identifier, which later pushes are checked against).
+    let mut wal = archive_files(&repo.join("wal"));
+    let identity = wal
+        .iter()
+        .position(|name| name == ".pitr-system-identifier");
+    assert!(identity.is_some(), "{wal:?}");
+    wal.retain(|name| name != ".pitr-system-identifier");
     assert!(wal.len() >= 4, "{wal:?}");
     assert!(wal.iter().all(|name| name.ends_with(".zst")), "{wal:?}");
     assert!(

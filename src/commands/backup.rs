@@ -80,12 +80,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     // The backup is written under a hidden name that the scanner skips, and
     // removed when dropped: only a finished backup ever gets its real name.
     let temp = stage_backup(&repo.backups, &id)
-        .with_context(|| {
-            format!(
-                "cannot create a directory in `{}`",
-                location.backups.display()
-            )
-        })
+        .with_context(|| format!("cannot create a directory in `{}`", location.backups_text()))
         .or_fail(FailureKind::Backup)?;
     user.own(temp.path()).or_fail(FailureKind::Backup)?;
     let options = Options {
@@ -95,7 +90,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let arguments = arguments(&options, major).or_fail(FailureKind::Usage)?;
     reporter.step(format!(
         "backing up into {} with pg_basebackup {major} (tar, {}{}, WAL {})",
-        location.backups.join(&id).display(),
+        repo.backups.describe(&id),
         if args.seekable {
             "seekable zstd"
         } else {
@@ -130,7 +125,7 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     if crate::interrupt::requested() || !status.success() {
         let removal = temp.discard();
         let left = match removal {
-            Ok(()) => format!("nothing was left in `{}`", location.backups.display()),
+            Ok(()) => format!("nothing was left in `{}`", location.backups_text()),
             Err(error) => {
                 format!("its partial output could not be removed ({error}): delete it by hand")
             }
@@ -280,7 +275,7 @@ fn make_seekable(
         Err(error) => {
             let interrupted = crate::interrupt::requested();
             let left = match temp.discard() {
-                Ok(()) => format!("nothing was left in `{}`", location.backups.display()),
+                Ok(()) => format!("nothing was left in `{}`", location.backups_text()),
                 Err(removal) => format!(
                     "its partial output could not be removed ({removal}): delete it by hand"
                 ),

@@ -201,13 +201,7 @@ fn gather(args: &CheckArgs, catalog: &Catalog) -> Result<Figures, String> {
 
     Ok(Figures {
         now: Utc::now(),
-        repository: catalog
-            .location
-            .backups
-            .parent()
-            .unwrap_or(&catalog.location.backups)
-            .display()
-            .to_string(),
+        repository: catalog.location.repository_text(),
         newest_wal,
         newest_backup,
         backups: catalog.backups.len(),

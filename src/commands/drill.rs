@@ -183,12 +183,7 @@ impl Drill {
                 started: now,
                 finished: now,
                 pitr_version: env!("CARGO_PKG_VERSION").to_string(),
-                repository: location
-                    .backups
-                    .parent()
-                    .unwrap_or(&location.backups)
-                    .display()
-                    .to_string(),
+                repository: location.repository_text(),
                 target_requested: args.to.clone().unwrap_or_else(|| "random".to_string()),
                 target: String::new(),
                 seed: None,
@@ -506,7 +501,7 @@ fn newest_window(location: &RepoLocation) -> Result<Window, String> {
     let Some(timeline) = catalog.archive.timelines().into_iter().max() else {
         return Err(format!(
             "the WAL archive `{}` holds no WAL",
-            location.wal_archive.display()
+            location.wal_archive_text()
         ));
     };
     let path = catalog

@@ -302,7 +302,7 @@ fn backup_major(catalog: &Catalog) -> Result<u32, Failure> {
                 FailureKind::PlanRefused,
                 format!(
                     "no usable backup in `{}`, or none says which PostgreSQL version made it",
-                    catalog.location.backups.display()
+                    catalog.location.backups_text()
                 ),
             )
         })

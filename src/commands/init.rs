@@ -38,6 +38,10 @@ pub fn run(args: &InitArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
         }
     };
 
+    if let Some(pgdata) = &args.pgdata {
+        record_identity(&args.repo, object.as_ref(), pgdata, reporter)?;
+    }
+
     let pitr = pitr_program();
     let mut lines = conf_lines(&pitr, &repo);
     let mut expected = archive_command(&pitr, &repo);
@@ -206,6 +210,63 @@ fn short_archive_command(pitr: &Path) -> String {
     format!("{word} wal-push %p")
 }
 
+/// Records the cluster of `--pgdata` (its system identifier, from
+/// `global/pg_control`) as the one whose WAL the repository holds, so that
+/// `wal-push` refuses segments of any other. Refuses a repository that
+/// already belongs to another cluster; a pg_control that cannot be read
+/// leaves the recording to the first push.
+fn record_identity(
+    repo: &Path,
+    object: Option<&crate::repo::store::object::ObjectUrl>,
+    pgdata: &Path,
+    reporter: &Reporter,
+) -> Result<(), Failure> {
+    use crate::repo::identity;
+    use crate::repo::store::posix::Posix;
+    use crate::repo::store::Writable;
+    let control = crate::repo::store::read_all(&Posix::new(pgdata.join("global")), "pg_control")
+        .map_err(anyhow::Error::new)
+        .and_then(|bytes| crate::repo::pg_control::parse(&bytes).map_err(anyhow::Error::new));
+    let control = match control {
+        Ok(control) => control,
+        Err(error) => {
+            reporter.warn(format!(
+                "cannot read the system identifier from `{}/global/pg_control` ({error:#}); the first segment archived records it",
+                pgdata.display()
+            ));
+            return Ok(());
+        }
+    };
+    let archive = match object {
+        Some(url) => Writable::from_arc(
+            crate::repo::ObjectRepo::open(url)
+                .or_fail(FailureKind::Usage)?
+                .archive,
+        ),
+        None => Writable::new(Posix::new(
+            absolute(repo).or_fail(FailureKind::Usage)?.join("wal"),
+        )),
+    };
+    let ours = control.system_identifier;
+    let recorded = identity::claim(&archive, ours).or_fail(FailureKind::Usage)?;
+    if recorded != ours {
+        return Err(Failure::msg(
+            FailureKind::Usage,
+            format!(
+                "the repository {} holds the WAL of the PostgreSQL cluster with system identifier {recorded}, and the cluster in `{}` has system identifier {ours}",
+                repo.display(),
+                pgdata.display()
+            ),
+        )
+        .with_hint("give each cluster a repository of its own: `pitr init --repo` with a new directory or prefix"));
+    }
+    reporter.step(format!(
+        "the repository holds the WAL of the cluster with system identifier {ours} (recorded in {}): wal-push refuses segments of any other",
+        archive.describe(identity::IDENTITY_KEY)
+    ));
+    Ok(())
+}
+
 /// Creates `repo/base` and `repo/wal` where missing; the directories created.
 fn create_directory_repo(
     repo: &Path,
@@ -288,17 +349,28 @@ fn create_object_repo(
             .with_hint("check the bucket, the endpoint and the credentials in the environment"));
         }
     };
-    match probe_conditional_create(&repo.root) {
-        Ok(true) => reporter.step(format!(
-            "{url} refuses to replace an object on a conditional create (If-None-Match: *): one PUT archives a segment, never over another"
-        )),
-        Ok(false) => reporter.warn(format!(
-            "{url} ignores conditional creates (If-None-Match: *; garage does): a second server archiving the same segment names could overwrite WAL in it; archive one cluster per repository only (pitr's look-write-verify fallback for such stores is not there yet)"
-        )),
-        Err(error) => reporter.warn(format!(
-            "cannot check whether {url} enforces conditional creates: {error:#}"
-        )),
-    }
+    let enforced = match probe_conditional_create(&repo.root) {
+        Ok(true) => {
+            reporter.step(format!(
+                "{url} refuses to replace an object on a conditional create (If-None-Match: *): one PUT archives a segment, never over another"
+            ));
+            true
+        }
+        Ok(false) => {
+            reporter.warn(format!(
+                "{url} ignores conditional creates (If-None-Match: *; garage does): wal-push falls back to looking first, writing, and reading the checksum back, which catches most but not all concurrent writers of one name; archive one cluster per repository (wal-push refuses segments of another cluster) and never run two archivers of one cluster into it"
+            ));
+            false
+        }
+        Err(error) => {
+            reporter.warn(format!(
+                "cannot check whether {url} enforces conditional creates: {error:#}; wal-push assumes it does (run `pitr init` again to check)"
+            ));
+            return Ok(created);
+        }
+    };
+    let archive = crate::repo::store::Writable::from_arc(repo.archive.clone());
+    crate::repo::capability::record(&archive, enforced).or_fail(FailureKind::Usage)?;
     Ok(created)
 }
 

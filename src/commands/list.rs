@@ -82,7 +82,7 @@ pub fn run(args: &ListArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
                 "backups": backups,
                 "unreadable_backups": catalog.unreadable,
                 "timelines": timelines,
-                "wal_archive": catalog.location.wal_archive,
+                "wal_archive": catalog.location.wal_archive_text(),
                 "segments": catalog.archive.segment_count(),
             })
         );

@@ -18,12 +18,12 @@ use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Observed, RecoveryError};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
-use crate::postgres::settings::{restore_command, RecoverySettings};
+use crate::postgres::settings::{restore_command, FetchFrom, RecoverySettings};
 use crate::prefetch::{create_spool, PrefetchStats, Prefetcher};
 use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
 use crate::repo::store::StoreRead;
-use crate::repo::Catalog;
+use crate::repo::{Catalog, RepoLocation};
 use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
 use crate::stage::tablespaces::{parse_mapping, place, Placement};
@@ -70,7 +70,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &plan,
         restore_command(
             &pitr,
-            &catalog.location.wal_archive,
+            fetch_from(&catalog.location),
             prefetcher.as_ref().map(|p| p.spool()),
         ),
         port,
@@ -100,7 +100,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let staging_time = staging_started.elapsed();
 
     let recovery_started = Instant::now();
-    let server = Server::new(&pgdata, binaries, user);
+    let server = Server::new(&pgdata, binaries, user).with_env(server_env(&catalog.location));
     let mut follower = LogFollower::new(&server.log_path);
     let running = start_server(&server, &mut follower, port, reporter)?;
     let (state, observed) = follow_replay(
@@ -489,14 +489,36 @@ fn check_restore_command(user: &OsUser, catalog: &Catalog) -> Result<PathBuf, Fa
     let pitr = this_program()
         .context("cannot find the pitr executable")
         .or_fail(FailureKind::Internal)?;
-    check_user_can_run(user, &pitr, &catalog.location.wal_archive)?;
+    check_user_can_run(user, &pitr, &catalog.location)?;
     Ok(pitr)
+}
+
+/// How restore_command reaches the archive: a local one by its path; one
+/// in object storage through the server's environment ([`server_env`]),
+/// so that postgresql.auto.conf holds neither a URL nor a secret.
+fn fetch_from(location: &RepoLocation) -> FetchFrom<'_> {
+    match location {
+        RepoLocation::Local { wal_archive, .. } => FetchFrom::Dir(wal_archive),
+        RepoLocation::Object(_) => FetchFrom::Environment,
+    }
+}
+
+/// What the restored server needs in its environment beyond pitr's own
+/// (which it inherits, with `PITR_CONFIG` and the store's credential
+/// variables): the repository in object storage, for its restore_command.
+/// A server restarted by hand before recovery ends needs the same
+/// (`PITR_REPO`, or `repository` in the configuration file).
+fn server_env(location: &RepoLocation) -> Vec<(String, String)> {
+    match location {
+        RepoLocation::Local { .. } => Vec::new(),
+        RepoLocation::Object(object) => vec![("PITR_REPO".to_string(), object.url.to_string())],
+    }
 }
 
 /// PostgreSQL runs `restore_command` as its own user: it must be able to run
 /// this very binary and read the archive, or recovery fails later with a
 /// confusing message.
-fn check_user_can_run(user: &OsUser, pitr: &Path, archive: &Path) -> Result<(), Failure> {
+fn check_user_can_run(user: &OsUser, pitr: &Path, location: &RepoLocation) -> Result<(), Failure> {
     if !user.switch {
         return Ok(());
     }
@@ -517,6 +539,10 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, archive: &Path) -> Result<(), 
         )
         .with_hint("install pitr where every user can run it (for example /usr/local/bin), or make its directories world-executable"));
     }
+    let archive = match location {
+        RepoLocation::Local { wal_archive, .. } => wal_archive,
+        RepoLocation::Object(object) => return check_user_reaches_store(user, pitr, object),
+    };
     let readable = user
         .command(Path::new("/bin/sh"))
         .args(["-c", "test -r \"$1\" && test -x \"$1\"", "sh"])
@@ -535,6 +561,46 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, archive: &Path) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// The server's user reaches a store in object storage with pitr's own
+/// environment (which the server inherits) and `PITR_REPO`: checked by
+/// asking, as that user, for a file no archive has (timeline 1 has no
+/// history file). "Not found" means the store answered; anything else
+/// (a configuration or credentials file only root may read, say) would
+/// otherwise stop recovery at its first segment.
+fn check_user_reaches_store(
+    user: &OsUser,
+    pitr: &Path,
+    object: &crate::repo::ObjectRepo,
+) -> Result<(), Failure> {
+    let output = user
+        .command(pitr)
+        .envs(server_env(&RepoLocation::Object(object.clone())))
+        .args([
+            "wal-fetch",
+            "00000001.history",
+            "/nonexistent/pitr-reachability-check",
+        ])
+        .output();
+    let answered = output.as_ref().is_ok_and(|output| {
+        output.status.code() == Some(i32::from(super::wal_fetch::EXIT_NOT_FOUND))
+    });
+    if answered {
+        return Ok(());
+    }
+    let why = match &output {
+        Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        Err(error) => error.to_string(),
+    };
+    Err(Failure::msg(
+        FailureKind::Staging,
+        format!(
+            "OS user `{}` cannot reach the repository {} with pitr's environment, which PostgreSQL's restore_command inherits: {why}",
+            user.name, object.url
+        ),
+    )
+    .with_hint("make the configuration file (PITR_CONFIG or /etc/pitr/pitr.toml) and its credentials file readable by that user, or give the credentials in the environment; nothing was written"))
 }
 
 /// A port free on TCP and for unix sockets (another server may listen on

@@ -98,6 +98,16 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
             // Configuration problems (no region, no credentials) fail the
             // push: PostgreSQL keeps the segment and retries.
             let archive = crate::repo::open_object_storage(&url).map_err(PushError::Failed)?;
+            // How `pitr init` found the store: one conditional PUT, or the
+            // look-write-read-back fallback where conditional creates are
+            // ignored.
+            let archive = if crate::repo::capability::conditional_create_enforced(&archive)
+                .map_err(PushError::Failed)?
+            {
+                archive
+            } else {
+                archive.looking_before_writing()
+            };
             push_into(
                 Writable::new(archive),
                 source,
@@ -251,6 +261,71 @@ mod tests {
             stored,
             "nothing overwritten"
         );
+    }
+
+    /// A segment of 64 KiB whose first page carries a long header naming
+    /// the cluster `system_identifier`.
+    fn segment_of(system_identifier: u64) -> Vec<u8> {
+        let mut bytes = vec![0u8; 65536];
+        bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+        bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+        bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_segment_of_another_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = Posix::new(dir.path());
+        let archive_tmp = tempfile::tempdir_in(dir.path()).unwrap();
+        let archive = archive_tmp.path().to_path_buf();
+        let archive_dir = Posix::new(&archive);
+        let push = |name: &str, system_identifier: u64| {
+            put(&top, name, &segment_of(system_identifier));
+            push_file(
+                &dir.path().join(name),
+                &WalFileName::parse(name).unwrap(),
+                &archive,
+                Compression::None,
+                None,
+            )
+        };
+        // The first segment records its cluster.
+        push("000000010000000000000001", 7_000_000_000_000_000_001).unwrap();
+        assert_eq!(
+            crate::repo::identity::recorded(&archive_dir).unwrap(),
+            Some(7_000_000_000_000_000_001)
+        );
+        push("000000010000000000000002", 7_000_000_000_000_000_001).unwrap();
+        // Another cluster's segment, under a name the archive lacks.
+        let error = push("000000010000000000000003", 7_000_000_000_000_000_002).unwrap_err();
+        assert_eq!(exit_code(&error), EXIT_CONFLICT);
+        let message = format!("{:#}", error.error());
+        assert!(
+            message.contains("7000000000000000001") && message.contains("7000000000000000002"),
+            "{message}"
+        );
+        assert!(archive_dir
+            .stat("000000010000000000000003")
+            .unwrap()
+            .is_none());
+        // History files carry no header: they pass.
+        put(
+            &top,
+            "00000002.history",
+            b"1\t0/3000000\tno recovery target specified\n",
+        );
+        push_file(
+            &dir.path().join("00000002.history"),
+            &WalFileName::parse("00000002.history").unwrap(),
+            &archive,
+            Compression::None,
+            None,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -27,9 +27,19 @@ pub fn drills_dir(location: &RepoLocation, explicit: Option<&Path>) -> Option<Pa
     if let Some(dir) = explicit {
         return crate::repo::absolute(dir).ok();
     }
-    let repo = location.backups.parent()?;
-    let is_repo_layout = location.backups.file_name().is_some_and(|n| n == "base")
-        && location.wal_archive == repo.join("wal");
+    // Reports are local files: a repository in object storage keeps
+    // none unless `--drill-reports` says where.
+    let RepoLocation::Local {
+        backups,
+        wal_archive,
+        ..
+    } = location
+    else {
+        return None;
+    };
+    let repo = backups.parent()?;
+    let is_repo_layout =
+        backups.file_name().is_some_and(|n| n == "base") && *wal_archive == repo.join("wal");
     is_repo_layout.then(|| repo.join(DRILLS_DIR))
 }
 

@@ -6,7 +6,7 @@
 //! data directory's `postmaster.pid`, because `--pgdata` names the cluster.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::kill;
@@ -146,6 +146,27 @@ fn server_host(postmaster: &Postmaster) -> String {
     }
 }
 
+/// psql running one query as `user`, unaligned with separators no value
+/// holds, stopping at the first error; the server is libpq's choice unless
+/// the caller adds `-h`/`-p`. Any database will do for the views read here:
+/// `postgres` exists by default, unlike libpq's default of a database
+/// named after the user.
+fn psql_query(user: &OsUser, psql: &Path, query: &str) -> Command {
+    let mut command = user.command(psql);
+    command
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-F", "\u{1f}", "-R", "\u{1e}"])
+        .args(["-c", query])
+        .stdin(Stdio::null());
+    if std::env::var_os("PGDATABASE").is_none() {
+        command.args(["-d", "postgres"]);
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        command.env("PGCONNECT_TIMEOUT", "10");
+    }
+    command
+}
+
 /// Runs one query with psql as `user` and returns its rows' fields.
 fn run_query(
     binaries: &Binaries,
@@ -158,21 +179,8 @@ fn run_query(
         .filter(|path| path.is_file())
         .unwrap_or_else(|| PathBuf::from("psql"));
     let host = server_host(postmaster);
-    let mut command = user.command(&psql);
-    command
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args(["-F", "\u{1f}", "-R", "\u{1e}"])
-        .args(["-h", &host, "-p", &postmaster.port.to_string()])
-        .args(["-c", query])
-        .stdin(Stdio::null());
-    // Any database will do for pg_settings; `postgres` exists by default,
-    // unlike libpq's default of a database named after the user.
-    if std::env::var_os("PGDATABASE").is_none() {
-        command.args(["-d", "postgres"]);
-    }
-    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        command.env("PGCONNECT_TIMEOUT", "10");
-    }
+    let mut command = psql_query(user, &psql, query);
+    command.args(["-h", &host, "-p", &postmaster.port.to_string()]);
     let output = command
         .output()
         .with_context(|| format!("cannot run `{}`", psql.display()))?;
@@ -235,18 +243,7 @@ pub fn archiver_status_from_environment(
     let psql = bin_dir
         .map(|dir| dir.join("psql"))
         .unwrap_or_else(|| PathBuf::from("psql"));
-    let mut command = user.command(&psql);
-    command
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args(["-F", "\u{1f}", "-R", "\u{1e}"])
-        .args(["-c", ARCHIVER_QUERY])
-        .stdin(Stdio::null());
-    if std::env::var_os("PGDATABASE").is_none() {
-        command.args(["-d", "postgres"]);
-    }
-    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        command.env("PGCONNECT_TIMEOUT", "10");
-    }
+    let mut command = psql_query(user, &psql, ARCHIVER_QUERY);
     let output = command
         .output()
         .with_context(|| format!("cannot run `{}`", psql.display()))?;

@@ -26,6 +26,9 @@ pub struct Server {
     pub binaries: Binaries,
     pub user: OsUser,
     pub log_path: PathBuf,
+    /// Variables the server (and so its restore_command) gets beyond
+    /// pitr's own environment, which it inherits.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -35,7 +38,14 @@ impl Server {
             log_path: pgdata.join(LOG_FILE_NAME),
             binaries,
             user,
+            env: Vec::new(),
         }
+    }
+
+    /// The same server, started with these variables set.
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Server {
+        self.env = env;
+        self
     }
 
     /// Starts the server detached (it outlives `pitr`), logging to
@@ -175,6 +185,7 @@ impl Server {
     fn pg_ctl(&self) -> std::process::Command {
         let mut command = self.user.command(&self.binaries.program("pg_ctl"));
         command.current_dir(&self.pgdata);
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         command
     }
 }

@@ -130,20 +130,33 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// `'<pitr>' wal-fetch --wal-archive '<dir>' %f %p`, with `%` in paths
-/// doubled so PostgreSQL does not take it for a placeholder.
-/// With `spool` (relative to the data directory, where PostgreSQL runs the
-/// command), prefetched segments are taken from there first.
-pub fn restore_command(pitr: &Path, wal_archive: &Path, spool: Option<&Path>) -> String {
+/// Where the `wal-fetch` of restore_command finds the archive.
+#[derive(Clone, Copy, Debug)]
+pub enum FetchFrom<'a> {
+    /// A local directory, named in the command.
+    Dir(&'a Path),
+    /// The repository in the environment pitr starts the server with
+    /// (`PITR_REPO`, with `PITR_CONFIG` and the store's credential
+    /// variables inherited): postgresql.auto.conf then holds no URL and no
+    /// secret, which a data directory copied elsewhere would carry along.
+    Environment,
+}
+
+/// `'<pitr>' wal-fetch --wal-archive '<dir>' %f %p` (or without the
+/// archive, see [`FetchFrom::Environment`]), with `%` in paths doubled so
+/// PostgreSQL does not take it for a placeholder. With `spool` (relative
+/// to the data directory, where PostgreSQL runs the command), prefetched
+/// segments are taken from there first.
+pub fn restore_command(pitr: &Path, from: FetchFrom<'_>, spool: Option<&Path>) -> String {
     let escape = |path: &Path| shell_quote(&path.to_string_lossy()).replace('%', "%%");
+    let archive = match from {
+        FetchFrom::Dir(dir) => format!(" --wal-archive {}", escape(dir)),
+        FetchFrom::Environment => String::new(),
+    };
     let spool = spool
         .map(|dir| format!(" --spool {}", escape(dir)))
         .unwrap_or_default();
-    format!(
-        "{} wal-fetch --wal-archive {}{spool} %f %p",
-        escape(pitr),
-        escape(wal_archive)
-    )
+    format!("{} wal-fetch{archive}{spool} %f %p", escape(pitr))
 }
 
 #[cfg(test)]
@@ -151,7 +164,7 @@ mod tests {
     use super::*;
 
     fn restore_command_for_test(pitr: &Path, wal_archive: &Path) -> String {
-        restore_command(pitr, wal_archive, None)
+        restore_command(pitr, FetchFrom::Dir(wal_archive), None)
     }
     use std::process::Command;
 

@@ -409,19 +409,24 @@ fn keep_preferred<K: Ord>(map: &mut BTreeMap<K, ArchivedFile>, key: K, file: Arc
 }
 
 /// Every copy of `name` in the archive, plain or compressed, the
-/// preferred first: a few `stat`s, never a listing of a large archive.
+/// preferred first: a few `stat`s on a local archive, one listing request
+/// on object storage, never a listing of a large archive.
 pub fn copies_in(store: &Arc<dyn StoreRead>, name: &str) -> Result<Vec<ArchivedFile>> {
+    let keys: Vec<String> = Compression::ALL
+        .iter()
+        .map(|compression| format!("{name}{}", compression.suffix()))
+        .collect();
+    let found = store
+        .existing_of(&keys)
+        .with_context(|| format!("cannot read `{}`", store.describe(name)))?;
     let mut copies = Vec::new();
-    for compression in Compression::ALL {
-        let key = format!("{name}{}", compression.suffix());
-        let found = store
-            .stat(&key)
-            .with_context(|| format!("cannot read `{}`", store.describe(&key)))?;
-        if let Some(object) = found {
+    // In the order of Compression::ALL: the preferred copy first.
+    for (compression, key) in Compression::ALL.iter().zip(&keys) {
+        if let Some(object) = found.iter().find(|object| &object.key == key) {
             copies.push(ArchivedFile::new(
                 Arc::clone(store),
-                object,
-                compression,
+                object.clone(),
+                *compression,
                 name.ends_with(".partial"),
             ));
         }

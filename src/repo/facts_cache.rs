@@ -87,7 +87,7 @@ impl FactsCache {
     }
 }
 
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PITR_CACHE_DIR") {
         return (!dir.is_empty()).then(|| PathBuf::from(dir));
     }

@@ -11,7 +11,9 @@ pub mod archive;
 pub mod archive_name;
 pub mod arrival;
 pub mod backup;
+pub mod capability;
 pub mod facts_cache;
+pub mod identity;
 pub mod incremental;
 pub mod label;
 pub mod manifest;
@@ -35,21 +37,76 @@ use store::object::{ObjectStorage, ObjectUrl};
 use store::posix::Posix;
 use store::{StoreRead, Writable};
 
-/// Where the backups and the WAL archive live.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RepoLocation {
-    /// The backups directory; for a repository in object storage, the URL
-    /// of its `base/` as text, for messages and JSON.
-    pub backups: PathBuf,
-    /// The WAL archive directory; the URL of `wal/` in object storage.
-    pub wal_archive: PathBuf,
-    /// The repository in object storage, when `--repo` is a URL.
-    #[serde(skip)]
-    pub object: Option<ObjectRepo>,
-    /// The directory `--repo` named (absolute), when the repository was
-    /// given that way rather than as `--backups` and `--wal-archive`.
-    #[serde(skip)]
-    pub repo_dir: Option<PathBuf>,
+/// Where the backups and the WAL archive live: two local directories, or
+/// a repository in object storage. Nothing else can be built, so no path
+/// ever holds URL text and no URL is ever opened as a directory.
+#[derive(Clone, Debug)]
+pub enum RepoLocation {
+    /// `DIR/base` and `DIR/wal` of `--repo DIR`, or `--backups` and
+    /// `--wal-archive` (absolute).
+    Local {
+        backups: PathBuf,
+        wal_archive: PathBuf,
+        /// The directory `--repo` named (absolute), when the repository
+        /// was given that way rather than as `--backups` and
+        /// `--wal-archive`.
+        repo_dir: Option<PathBuf>,
+    },
+    /// `--repo s3://…` (`az://`, `gs://`): `base/` and `wal/` under it.
+    Object(ObjectRepo),
+}
+
+impl RepoLocation {
+    /// Where the backups are, as messages and JSON name it: a path or a URL.
+    pub fn backups_text(&self) -> String {
+        match self {
+            RepoLocation::Local { backups, .. } => backups.display().to_string(),
+            RepoLocation::Object(object) => object.url.join("base").to_string(),
+        }
+    }
+
+    /// Where the WAL archive is, as messages and JSON name it.
+    pub fn wal_archive_text(&self) -> String {
+        match self {
+            RepoLocation::Local { wal_archive, .. } => wal_archive.display().to_string(),
+            RepoLocation::Object(object) => object.url.join("wal").to_string(),
+        }
+    }
+
+    /// The repository as a whole, for reports: the directory holding
+    /// `base/` (or the backups directory itself), or the URL.
+    pub fn repository_text(&self) -> String {
+        match self {
+            RepoLocation::Local { backups, .. } => {
+                backups.parent().unwrap_or(backups).display().to_string()
+            }
+            RepoLocation::Object(object) => object.url.to_string(),
+        }
+    }
+
+    /// The options that name this repository to another pitr command (the
+    /// `pitr restore` a drill or an extract runs), the way the user named
+    /// it: `--repo` with the URL or the directory, else `--backups` and
+    /// `--wal-archive`.
+    pub fn command_args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            RepoLocation::Object(object) => vec!["--repo".into(), object.url.to_string().into()],
+            RepoLocation::Local {
+                repo_dir: Some(dir),
+                ..
+            } => vec!["--repo".into(), dir.into()],
+            RepoLocation::Local {
+                backups,
+                wal_archive,
+                repo_dir: None,
+            } => vec![
+                "--backups".into(),
+                backups.into(),
+                "--wal-archive".into(),
+                wal_archive.into(),
+            ],
+        }
+    }
 }
 
 /// The object that marks a prefix as a pitr repository in object storage
@@ -137,63 +194,31 @@ impl RepoLocation {
             if let Some(url) = object_url(repo) {
                 let object = ObjectRepo::open(&url?)?;
                 object.check_initialised()?;
-                return Ok(RepoLocation {
-                    backups: PathBuf::from(object.url.join("base").to_string()),
-                    wal_archive: PathBuf::from(object.url.join("wal").to_string()),
-                    object: Some(object),
-                    repo_dir: None,
-                });
+                return Ok(RepoLocation::Object(object));
             }
         }
-        let location = match (backups, wal_archive, repo) {
-            (Some(backups), Some(wal), _) => RepoLocation {
-                backups: absolute(backups)?,
-                wal_archive: absolute(wal)?,
-                object: None,
-                repo_dir: None,
-            },
-            (None, None, Some(repo)) => RepoLocation {
-                backups: absolute(&repo.join("base"))?,
-                wal_archive: absolute(&repo.join("wal"))?,
-                object: None,
-                repo_dir: Some(absolute(repo)?),
-            },
+        let (backups, wal_archive, repo_dir) = match (backups, wal_archive, repo) {
+            (Some(backups), Some(wal), _) => (absolute(backups)?, absolute(wal)?, None),
+            (None, None, Some(repo)) => (
+                absolute(&repo.join("base"))?,
+                absolute(&repo.join("wal"))?,
+                Some(absolute(repo)?),
+            ),
             _ => bail!(
                 "no repository given: pass --repo DIR or URL (or set PITR_REPO, or `repository` in {}), or both --backups DIR and --wal-archive DIR", crate::config::DEFAULT_PATH
             ),
         };
         for (what, dir) in [
-            ("backups directory", &location.backups),
-            ("WAL archive", &location.wal_archive),
+            ("backups directory", &backups),
+            ("WAL archive", &wal_archive),
         ] {
             check_repo_dir(what, dir, repo)?;
         }
-        Ok(location)
-    }
-
-    /// The options that name this repository to another pitr command (the
-    /// `pitr restore` a drill or an extract runs), the way the user named
-    /// it: `--repo` with the URL or the directory, else `--backups` and
-    /// `--wal-archive` (a URL's `base/` and `wal/` are not paths).
-    pub fn command_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        match (&self.object, &self.repo_dir) {
-            (Some(object), _) => {
-                args.push("--repo".into());
-                args.push(object.url.to_string().into());
-            }
-            (None, Some(dir)) => {
-                args.push("--repo".into());
-                args.push(dir.clone().into());
-            }
-            (None, None) => {
-                args.push("--backups".into());
-                args.push(self.backups.clone().into());
-                args.push("--wal-archive".into());
-                args.push(self.wal_archive.clone().into());
-            }
-        }
-        args
+        Ok(RepoLocation::Local {
+            backups,
+            wal_archive,
+            repo_dir,
+        })
     }
 }
 
@@ -238,15 +263,19 @@ pub struct RepoWrite {
 impl RepoLocation {
     /// The repository's stores, to read.
     pub fn read(&self) -> RepoRead {
-        if let Some(object) = &self.object {
-            return RepoRead {
+        match self {
+            RepoLocation::Object(object) => RepoRead {
                 backups: object.backups.clone(),
                 archive: object.archive.clone(),
-            };
-        }
-        RepoRead {
-            backups: Arc::new(Posix::new(&self.backups)),
-            archive: Arc::new(Posix::new(&self.wal_archive)),
+            },
+            RepoLocation::Local {
+                backups,
+                wal_archive,
+                ..
+            } => RepoRead {
+                backups: Arc::new(Posix::new(backups)),
+                archive: Arc::new(Posix::new(wal_archive)),
+            },
         }
     }
 }
@@ -335,7 +364,7 @@ impl Catalog {
         let ids = stores.backups.list_prefixes("").with_context(|| {
             format!(
                 "cannot read the backups directory `{}`",
-                location.backups.display()
+                location.backups_text()
             )
         })?;
         for id in ids {

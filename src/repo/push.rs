@@ -21,6 +21,7 @@ use anyhow::{anyhow, Context};
 
 use super::archive::{copies_in, ArchivedFile};
 use super::archive_name::WalFileName;
+use super::identity;
 use super::store::{Created, NewObject, Writable, WriteError};
 use crate::compression::{same_contents, Compression};
 
@@ -75,6 +76,7 @@ pub fn push(
     compression: Compression,
     level: Option<i32>,
 ) -> Result<Pushed, PushError> {
+    check_cluster(archive, &source, name)?;
     let name = name.to_string();
     let existing = copies_in(archive.read(), &name)?;
     if !existing.is_empty() {
@@ -108,6 +110,50 @@ pub fn push(
         Err(WriteError::Write(error)) => Err(write_error(error, &archive.describe(&key))),
         Err(WriteError::Other(error)) => Err(PushError::Failed(error)),
     }
+}
+
+/// Refuses a segment written by another cluster than the archive's (its
+/// first page's long header names the cluster); the first segment pushed
+/// into an archive without an identity records its own. History files carry
+/// no header, and a file without a valid one cannot tell: both pass.
+fn check_cluster(archive: &Writable, source: &Source, name: &WalFileName) -> Result<(), PushError> {
+    use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
+    use std::os::unix::fs::FileExt;
+    if !matches!(name, WalFileName::Segment(_) | WalFileName::Partial(_)) {
+        return Ok(());
+    }
+    let mut header = [0u8; LONG_HEADER_LEN];
+    if source.file.read_exact_at(&mut header, 0).is_err() {
+        return Ok(());
+    }
+    let Some(header) = LongPageHeader::parse(&header) else {
+        return Ok(());
+    };
+    let ours = header.system_identifier;
+    let remembered = identity::Remembered::for_archive(archive.read().as_ref());
+    // What is remembered is trusted when it agrees; a disagreement is read
+    // again from the archive (a repository deleted and made anew under the
+    // same URL leaves a stale memory) before anything is refused.
+    let recorded = match remembered.get() {
+        Some(recorded) if recorded == ours => recorded,
+        _ => {
+            let recorded = match identity::recorded(archive.read().as_ref())? {
+                Some(recorded) => recorded,
+                None => identity::claim(archive, ours)?,
+            };
+            remembered.set(recorded);
+            recorded
+        }
+    };
+    if recorded != ours {
+        return Err(PushError::Conflict(anyhow!(
+            "`{}` comes from the PostgreSQL cluster with system identifier {ours}, but the archive `{}` holds the WAL of the cluster with system identifier {recorded} (recorded in `{}`); nothing was archived: give each cluster a repository of its own (`pitr init --repo …`) and point this cluster's archive_command there",
+            source.path.display(),
+            archive.describe(""),
+            archive.describe(identity::IDENTITY_KEY)
+        )));
+    }
+    Ok(())
 }
 
 /// `source` is already archived as `existing`: success if every copy holds

@@ -29,15 +29,19 @@ pub use super::store::posix::{create_layout, LayoutEntry};
 /// restore and every other reader gets a [`super::RepoRead`] through the
 /// catalog, which cannot change anything).
 pub fn open_for_writing(location: &super::RepoLocation) -> super::RepoWrite {
-    if let Some(object) = &location.object {
-        return super::RepoWrite {
+    match location {
+        super::RepoLocation::Object(object) => super::RepoWrite {
             backups: Writable::from_arc(object.backups.clone()),
             archive: Writable::from_arc(object.archive.clone()),
-        };
-    }
-    super::RepoWrite {
-        backups: Writable::new(Posix::new(&location.backups)),
-        archive: Writable::new(Posix::new(&location.wal_archive)),
+        },
+        super::RepoLocation::Local {
+            backups,
+            wal_archive,
+            ..
+        } => super::RepoWrite {
+            backups: Writable::new(Posix::new(backups)),
+            archive: Writable::new(Posix::new(wal_archive)),
+        },
     }
 }
 

@@ -144,7 +144,10 @@ impl ObjectServer {
                 command
                     .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                     .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-                    .arg(&data);
+                    .arg(&data)
+                    // One log line per request, for the tests that count
+                    // them (see `requests`).
+                    .env("RUST_LOG", "s3s::service=debug");
             }
             Kind::Azure => {
                 command
@@ -188,6 +191,20 @@ impl ObjectServer {
             Kind::Gcs => server.create_gcs_bucket(BUCKET),
         }
         server
+    }
+
+    /// The requests the server has received so far, as `METHOD URI` (S3
+    /// only: s3s-fs logs each one at debug level).
+    pub fn requests(&self) -> Vec<String> {
+        self.server_output()
+            .lines()
+            .filter_map(|line| line.split_once("req: Request { method: "))
+            .filter_map(|(_, rest)| {
+                let (method, rest) = rest.split_once(", uri: ")?;
+                let (uri, _) = rest.split_once(", version: ")?;
+                Some(format!("{method} {uri}"))
+            })
+            .collect()
     }
 
     fn server_output(&self) -> String {

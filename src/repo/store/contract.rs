@@ -92,6 +92,43 @@ pub fn listing_order_and_start_after(store: &dyn StoreWrite) {
     assert_eq!(Some(&listed[0]), store.stat("a").unwrap().as_ref());
 }
 
+/// The copies of one name under several suffixes are found together (one
+/// listing on object stores), only those asked for, in key order, with
+/// what `stat` says of them; a neighbour's copies are not among them.
+pub fn existing_of_finds_the_copies_of_a_name(store: &dyn StoreWrite) {
+    for key in [
+        "000000010000000000000002.zst",
+        "000000010000000000000003",
+        "000000010000000000000003.gz",
+        "000000010000000000000003.zst",
+        "000000010000000000000003x",
+        "000000010000000000000004",
+    ] {
+        put(store, key, key.as_bytes());
+    }
+    let wanted: Vec<String> = ["", ".zst", ".lz4", ".gz", ".br"]
+        .iter()
+        .map(|suffix| format!("000000010000000000000003{suffix}"))
+        .collect();
+    let found = store.existing_of(&wanted).unwrap();
+    let found_keys: Vec<&str> = found.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(
+        found_keys,
+        [
+            "000000010000000000000003",
+            "000000010000000000000003.gz",
+            "000000010000000000000003.zst"
+        ]
+    );
+    assert_eq!(
+        Some(&found[1]),
+        store.stat("000000010000000000000003.gz").unwrap().as_ref()
+    );
+    let none = ["000000010000000000000009".to_string()];
+    assert!(store.existing_of(&none).unwrap().is_empty());
+    assert!(store.existing_of(&[]).unwrap().is_empty());
+}
+
 /// A tree (a plain backup) is listed level by level: objects with their
 /// sizes and groups, in key order, a group's key without its `/`.
 pub fn tree_levels(store: &dyn StoreWrite) {
@@ -224,6 +261,7 @@ macro_rules! store_contract_suite {
             concurrent_creates_have_one_winner,
             failed_fill_leaves_nothing,
             listing_order_and_start_after,
+            existing_of_finds_the_copies_of_a_name,
             tree_levels,
             stat_and_versions,
             ranged_reads,

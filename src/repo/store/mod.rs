@@ -179,6 +179,21 @@ pub trait StoreRead: fmt::Debug + Send + Sync {
     /// The object `key`, or `None` when there is none.
     fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>>;
 
+    /// Which of `keys` (at the top of the store, all sharing a stem: one
+    /// WAL file under every compression suffix) exist, in key order. A
+    /// `stat` each here; object stores answer with one listing that starts
+    /// at the stem, one request instead of one per key.
+    fn existing_of(&self, keys: &[String]) -> io::Result<Vec<ObjectInfo>> {
+        let mut found = Vec::new();
+        for key in keys {
+            if let Some(object) = self.stat(key)? {
+                found.push(object);
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
     /// The whole object. A missing object is an error of kind `NotFound`.
     fn open(&self, key: &str) -> io::Result<ObjectReader>;
 

@@ -18,6 +18,11 @@
 //!   without the checksum, is read back and compared byte for byte. A
 //!   conditional create is not retried by the crate after a timeout, so
 //!   "already exists" after our own lost reply compares equal, as it must.
+//!   On a store that ignores conditional creates (garage; `pitr init`
+//!   probes and records it, see `repo::capability`), the store is opened
+//!   [`ObjectStorage::looking_before_writing`]: a HEAD, the PUT, and the
+//!   stored checksum read back, which catches a writer that replaced the
+//!   object but not two whose writes and read-backs interleave exactly.
 //! - `write_stream` buffers the first part; a stream that ends within it
 //!   is one PUT, a longer one a multipart upload of [`PART_SIZE`] parts,
 //!   a few in flight, aborted when the producer fails or the writer is
@@ -264,6 +269,9 @@ pub struct ObjectStorage {
     endpoint: Option<String>,
     store: Arc<dyn ObjectStore>,
     secrets: Secrets,
+    /// Whether the store refuses to replace an object on a conditional
+    /// create; when it does not, `create_new` looks, writes and reads back.
+    conditional_create: bool,
 }
 
 impl fmt::Debug for ObjectStorage {
@@ -427,7 +435,18 @@ impl ObjectStorage {
             endpoint,
             store,
             secrets,
+            conditional_create: true,
         })
+    }
+
+    /// The same store, for one that ignores conditional creates (garage,
+    /// as `pitr init` found): `create_new` then looks for the object,
+    /// writes it, and reads its checksum back.
+    pub fn looking_before_writing(self) -> ObjectStorage {
+        ObjectStorage {
+            conditional_create: false,
+            ..self
+        }
     }
 
     pub fn url(&self) -> &ObjectUrl {
@@ -563,6 +582,48 @@ impl ObjectStorage {
         .map_err(|e| self.error(&format!("cannot write {}", self.describe(key)), e))
     }
 
+    /// `create_new` on a store that ignores conditional creates: look (a
+    /// HEAD; an existing object is compared as usual), write, and read the
+    /// stored checksum back. Another writer that replaced ours between the
+    /// write and the read back is caught (its checksum is not ours: the
+    /// push fails and PostgreSQL keeps its copy); two writers whose write
+    /// and read back interleave exactly are not, which is why `init`
+    /// warns about such stores.
+    fn create_looking_first(
+        &self,
+        key: &str,
+        path: &ObjectPath,
+        bytes: &[u8],
+        checksum: &str,
+        attributes: Attributes,
+    ) -> Result<Created, WriteError> {
+        if self
+            .stat(key)
+            .map_err(|e| WriteError::Other(e.into()))?
+            .is_some()
+        {
+            return self.compare_existing(key, path, bytes, checksum);
+        }
+        let options = PutOptions {
+            mode: PutMode::Overwrite,
+            attributes,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(Bytes::from(bytes.to_vec()));
+        self.block_on(self.store.put_opts(path, payload, options))
+            .map_err(|e| WriteError::Other(e.into()))?
+            .map_err(|e| {
+                WriteError::Other(
+                    self.error(&format!("cannot create {}", self.describe(key)), e)
+                        .into(),
+                )
+            })?;
+        match self.compare_existing(key, path, bytes, checksum)? {
+            Created::AlreadyPresentSame => Ok(Created::Created),
+            other => Ok(other),
+        }
+    }
+
     /// Compares `bytes` with the object `path` that already exists: by the
     /// checksum stored with it, else by reading it back.
     fn compare_existing(
@@ -684,6 +745,51 @@ impl StoreRead for ObjectStorage {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(error) => Err(self.error(&format!("cannot look up {}", self.describe(key)), error)),
         }
+    }
+
+    fn existing_of(&self, keys: &[String]) -> io::Result<Vec<ObjectInfo>> {
+        let (Some(first), Some(last)) = (keys.iter().min(), keys.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        for key in keys {
+            check_key(key)?;
+        }
+        // `start-after` is exclusive: start just before the smallest key
+        // (at its stem less one character; the few names between are
+        // skipped here) and stop at the first name past the largest, so
+        // the listing is one page, one request, however large the archive.
+        let Some(offset) = first
+            .char_indices()
+            .last()
+            .map(|(at, _)| &first[..at])
+            .filter(|offset| !offset.is_empty())
+        else {
+            return keys
+                .iter()
+                .filter_map(|key| self.stat(key).transpose())
+                .collect();
+        };
+        let offset = ObjectPath::from(offset);
+        let found = self.block_on(async {
+            let mut listing = self.store.list_with_offset(None, &offset);
+            let mut found = Vec::new();
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                let key = meta.location.as_ref();
+                if key > last.as_str() {
+                    break;
+                }
+                if keys.iter().any(|wanted| wanted == key) {
+                    found.push(meta);
+                }
+            }
+            Ok::<_, object_store::Error>(found)
+        })?;
+        let found =
+            found.map_err(|e| self.error(&format!("cannot list {}", self.describe(first)), e))?;
+        let mut objects = self.listed(found)?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
     }
 
     fn open(&self, key: &str) -> io::Result<ObjectReader> {
@@ -962,6 +1068,9 @@ impl StoreWrite for ObjectStorage {
             Attribute::Metadata(CHECKSUM_METADATA.into()),
             AttributeValue::from(checksum.clone()),
         );
+        if !self.conditional_create {
+            return self.create_looking_first(key, &path, &bytes, &checksum, attributes);
+        }
         let options = PutOptions {
             mode: PutMode::Create,
             attributes,

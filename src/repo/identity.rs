@@ -1,0 +1,141 @@
+//! The repository's identity: the PostgreSQL cluster (its system
+//! identifier) whose WAL the archive holds. Two clusters archiving into one
+//! place overwrite or interleave each other's segments under the same names,
+//! a known way to lose WAL with other tools; `wal-push` refuses a segment
+//! whose long page header (`xlp_sysid`) names another cluster.
+//!
+//! The identity is the object [`IDENTITY_KEY`] in the WAL archive (beside
+//! the segments, so that `wal-push`, which only knows the archive, reaches
+//! it), written once with a conditional create and never replaced: by
+//! `pitr init --pgdata` from the cluster's `global/pg_control`, else by the
+//! first segment pushed. A repository without it (made before this) gets it
+//! from its next push.
+//!
+//! On object storage the identity is remembered in the user's cache
+//! directory once read (it never changes), so a push costs no request to
+//! learn it; a local archive is simply read each time.
+
+use std::io::Read;
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::store::posix::Posix;
+use super::store::{Created, NewObject, StoreRead, StoreWrite, Writable, WriteError};
+
+/// The identity object in the WAL archive. Hidden: no listing of segments
+/// takes it for one.
+pub const IDENTITY_KEY: &str = ".pitr-system-identifier";
+
+/// What the identity object holds. The identifier is text: a u64 does not
+/// survive JSON readers that use doubles.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    system_identifier: String,
+}
+
+/// The system identifier recorded in `archive`, if any.
+pub fn recorded(archive: &dyn StoreRead) -> Result<Option<u64>> {
+    if archive
+        .stat(IDENTITY_KEY)
+        .with_context(|| format!("cannot read `{}`", archive.describe(IDENTITY_KEY)))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    archive
+        .open(IDENTITY_KEY)
+        .and_then(|mut reader| reader.read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read `{}`", archive.describe(IDENTITY_KEY)))?;
+    parse(&bytes)
+        .map(Some)
+        .with_context(|| format!("`{}` is damaged", archive.describe(IDENTITY_KEY)))
+}
+
+fn parse(bytes: &[u8]) -> Result<u64> {
+    let stored: Stored = serde_json::from_slice(bytes)?;
+    stored
+        .system_identifier
+        .parse()
+        .map_err(|_| anyhow!("`{}` is no system identifier", stored.system_identifier))
+}
+
+/// Records `system_identifier` as the archive's cluster unless one is
+/// recorded already; returns the one recorded afterwards (ours, or the one
+/// that was there, possibly written by a concurrent first push).
+pub fn claim(archive: &Writable, system_identifier: u64) -> Result<u64> {
+    let bytes = serde_json::to_vec(&Stored {
+        system_identifier: system_identifier.to_string(),
+    })?;
+    let created = archive.create_new(
+        IDENTITY_KEY,
+        // Readable by every user: root's `init` writes it, the server's
+        // user reads it on every push.
+        &NewObject { mode: Some(0o644) },
+        &mut |out| out.write_all(&bytes),
+    );
+    match created {
+        Ok(Created::Created | Created::AlreadyPresentSame) => Ok(system_identifier),
+        Ok(Created::PresentDifferent) => recorded(archive.read().as_ref())?.ok_or_else(|| {
+            anyhow!(
+                "`{}` vanished while it was compared",
+                archive.describe(IDENTITY_KEY)
+            )
+        }),
+        Err(WriteError::Write(error)) => Err(anyhow::Error::new(error)
+            .context(format!("cannot write `{}`", archive.describe(IDENTITY_KEY)))),
+        Err(WriteError::Other(error)) => Err(error),
+    }
+}
+
+/// The archive's identity as remembered locally (object stores only: a
+/// local archive is read directly).
+pub struct Remembered {
+    cache: Option<(Posix, String)>,
+}
+
+impl Remembered {
+    pub fn for_archive(archive: &dyn StoreRead) -> Remembered {
+        Remembered::of(archive, "identity")
+    }
+
+    /// The cache file `what-<hash of the store>.json`, for object stores
+    /// only; other facts of an archive that never change are kept the same
+    /// way (see `capability`).
+    pub(crate) fn of(archive: &dyn StoreRead, what: &str) -> Remembered {
+        if archive.local_dir("").is_some() {
+            return Remembered { cache: None };
+        }
+        let digest = Sha256::digest(archive.identity().as_bytes());
+        let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        Remembered {
+            cache: super::facts_cache::cache_dir()
+                .map(|dir| (Posix::new(dir), format!("{what}-{name}.json"))),
+        }
+    }
+
+    pub fn get(&self) -> Option<u64> {
+        parse(&self.get_bytes()?).ok()
+    }
+
+    /// Best effort: a cache that cannot be written costs one read per push.
+    pub fn set(&self, system_identifier: u64) {
+        if let Ok(bytes) = serde_json::to_vec(&Stored {
+            system_identifier: system_identifier.to_string(),
+        }) {
+            self.set_bytes(&bytes);
+        }
+    }
+
+    pub(crate) fn get_bytes(&self) -> Option<Vec<u8>> {
+        let (dir, key) = self.cache.as_ref()?;
+        super::store::read_all(dir, key).ok()
+    }
+
+    pub(crate) fn set_bytes(&self, bytes: &[u8]) {
+        if let Some((dir, key)) = &self.cache {
+            let _ = dir.write_stream(key, &mut |out| out.write_all(bytes));
+        }
+    }
+}

@@ -209,6 +209,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Workers that stage a seekable backup (`pitr backup --seekable`) in parallel (default: one per core)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub jobs: Option<u32>,
+
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,
@@ -546,6 +550,10 @@ pub struct BackupArgs {
     /// Compress on the server instead of in pg_basebackup (less network traffic, more server CPU)
     #[arg(long)]
     pub server_compression: bool,
+
+    /// Write a seekable backup: base.tar.zst as independent zstd frames (still read by `tar --zstd` and `zstd -d`) with an index of its files, frames and page checksums, for parallel and delta restores
+    #[arg(long, conflicts_with = "server_compression")]
+    pub seekable: bool,
 
     /// How WAL gets into the backup, so that it restores on its own
     #[arg(long, value_enum, default_value_t = BackupWalMethod::Stream)]

@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub mod seekable;
 pub mod shell;
 pub mod size;
 pub mod stage;

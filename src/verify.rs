@@ -97,6 +97,20 @@ pub fn verify_backup(backups: &dyn StoreRead, backup: &Backup) -> BackupReport {
             ),
         }
     }
+    // A seekable backup's indexes: intact, and made for this backup.
+    let tars = backup.base_tar().into_iter().chain(
+        backup
+            .tablespaces
+            .iter()
+            .filter_map(|t| backup.tablespace_tar(t.oid)),
+    );
+    for tar in tars {
+        if let Err(problem) =
+            crate::seekable::read_index(backups, &tar.key, &backup.manifest_file().key)
+        {
+            report.problems.push(problem);
+        }
+    }
     for missing in check.missing() {
         report.problems.push(format!(
             "`{missing}` is listed in backup_manifest but missing from the backup"

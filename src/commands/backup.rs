@@ -20,10 +20,13 @@ use crate::progress::{human_bytes, Reporter};
 use crate::repo::arrival::{archived_copy, segment_size};
 use crate::repo::backup::{read_manifest, read_tar_label};
 use crate::repo::label::{parse_backup_history, parse_backup_label};
-use crate::repo::store::StoreRead;
+use crate::repo::store::posix::Posix;
+use crate::repo::store::{Staging, StoreRead};
 use crate::repo::wal_source::ArchiveWal;
 use crate::repo::writer::{backup_id, id_taken, publish, stage_backup};
 use crate::repo::{Catalog, RepoLocation};
+use crate::seekable::convert::convert_staged;
+use crate::seekable::INDEX_SUFFIX;
 use crate::wal::{Lsn, SegmentSize, TimelineId, WalSegment};
 
 pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
@@ -37,12 +40,25 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Usage)?;
     let (program, major) =
         find_pg_basebackup(args.bin_dir.as_deref()).or_fail(FailureKind::Backup)?;
+    if args.seekable && !matches!(args.compress, BackupCompression::Zstd) {
+        return Err(Failure::msg(
+            FailureKind::Usage,
+            format!(
+                "--seekable writes zstd, and --compress {} asks for another compression",
+                compression_name(args.compress)
+            ),
+        )
+        .with_hint("drop --compress (or give --compress zstd) with --seekable"));
+    }
     let repo = crate::repo::writer::open_for_writing(&location);
     let id = backup_id(Utc::now(), |id| id_taken(repo.backups.read().as_ref(), id));
     let options = Options {
         target: PathBuf::new(),
         label: id.clone(),
+        // A seekable backup is compressed by pitr, frame by frame, from
+        // the plain tar pg_basebackup writes.
         compression: match args.compress {
+            _ if args.seekable => basebackup::Compression::None,
             BackupCompression::Zstd => basebackup::Compression::Zstd,
             BackupCompression::Lz4 => basebackup::Compression::Lz4,
             BackupCompression::Gzip => basebackup::Compression::Gzip,
@@ -75,7 +91,11 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     reporter.step(format!(
         "backing up into {} with pg_basebackup {major} (tar, {}{}, WAL {})",
         repo.backups.describe(&id),
-        options.compression.name(),
+        if args.seekable {
+            "seekable zstd"
+        } else {
+            options.compression.name()
+        },
         if options.server_side {
             " on the server"
         } else {
@@ -124,6 +144,12 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             "its messages are above; check that the server runs and accepts replication connections from this user (pg_hba.conf `replication` lines, max_wal_senders), and the PG* environment variables or -d CONNSTR",
         ));
     }
+
+    let temp = if args.seekable {
+        make_seekable(temp, &location, &user, reporter)?
+    } else {
+        temp
+    };
 
     let dir = match publish(&repo.backups, temp, &id) {
         Ok(dir) => dir,
@@ -191,6 +217,82 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             started,
         },
     )
+}
+
+fn compression_name(compression: BackupCompression) -> &'static str {
+    match compression {
+        BackupCompression::Zstd => "zstd",
+        BackupCompression::Lz4 => "lz4",
+        BackupCompression::Gzip => "gzip",
+        BackupCompression::None => "none",
+    }
+}
+
+/// Re-encodes the staged backup's tars as seekable ones (the staging area
+/// is a local directory on every store: a posix store of its own here). On
+/// failure the staged backup is discarded, as after a failed pg_basebackup.
+fn make_seekable(
+    temp: Staging,
+    location: &RepoLocation,
+    user: &OsUser,
+    reporter: &Reporter,
+) -> Result<Staging, Failure> {
+    let started = Instant::now();
+    let staged = Posix::new(temp.path());
+    // The new files belong to the OS user, as pg_basebackup's do.
+    let converted = convert_staged(&staged).and_then(|converted| {
+        for tar in &converted {
+            user.own(&temp.path().join(&tar.name))?;
+            user.own(&temp.path().join(format!("{}{INDEX_SUFFIX}", tar.name)))?;
+        }
+        Ok(converted)
+    });
+    match converted {
+        Ok(converted) => {
+            for tar in &converted {
+                reporter.detail(format!(
+                    "{}: {} members, {} in {} frames, {} of tar",
+                    tar.name,
+                    tar.index.members.len(),
+                    human_bytes(tar.index.stored_bytes),
+                    tar.index
+                        .members
+                        .iter()
+                        .map(|m| m.frames.len())
+                        .sum::<usize>()
+                        + 1,
+                    human_bytes(tar.index.tar_bytes),
+                ));
+            }
+            reporter.step(format!(
+                "made the backup seekable ({} tar{}) in {:.1} s",
+                converted.len(),
+                if converted.len() == 1 { "" } else { "s" },
+                started.elapsed().as_secs_f64()
+            ));
+            Ok(temp)
+        }
+        Err(error) => {
+            let interrupted = crate::interrupt::requested();
+            let left = match temp.discard() {
+                Ok(()) => format!("nothing was left in `{}`", location.backups_text()),
+                Err(removal) => format!(
+                    "its partial output could not be removed ({removal}): delete it by hand"
+                ),
+            };
+            if interrupted {
+                return Err(Failure::msg(
+                    FailureKind::Interrupted,
+                    format!("the backup was interrupted; {left}"),
+                ));
+            }
+            Err(Failure::new(
+                FailureKind::Backup,
+                error.context(format!("cannot make the backup seekable; {left}")),
+            )
+            .with_hint("check the free space of the backups directory (the plain tar and its seekable copy are both there for a moment), or back up without --seekable"))
+        }
+    }
 }
 
 /// The moment from which the new backup can be restored, computed as

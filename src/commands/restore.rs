@@ -91,6 +91,9 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             settings: &settings,
             verify: !args.no_verify,
             combine: combine.as_ref(),
+            workers: args
+                .jobs
+                .map_or_else(crate::stage::parallel::workers, |n| n as usize),
         },
         reporter,
     )?;

@@ -143,6 +143,26 @@ impl Checksummer {
         }
     }
 
+    /// True when checksums of consecutive parts of a file can be combined
+    /// into the file's ([`Checksummer::combine`]): CRC32C, pg_basebackup's
+    /// default, can; the SHA-2 family cannot.
+    pub fn is_combinable(&self) -> bool {
+        matches!(self.0, State::Crc32c(_))
+    }
+
+    /// Appends the checksum of the `len` bytes that follow what this one
+    /// has seen (computed from a fresh checksummer of the same algorithm).
+    /// Returns false, changing nothing, when the two cannot be combined.
+    pub fn combine(&mut self, next: &Checksummer, len: u64) -> bool {
+        match (&mut self.0, &next.0) {
+            (State::Crc32c(crc), State::Crc32c(following)) => {
+                *crc = crc32c::crc32c_combine(*crc, *following, len as usize);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The lower-case hex digest, comparable with [`ManifestFile::checksum`].
     pub fn finish(self) -> String {
         match self.0 {
@@ -416,6 +436,25 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_of_parts_combines_into_the_whole_and_sha_does_not() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let (head, tail) = data.split_at(40_000);
+        let mut whole = Checksummer::new(ChecksumAlgorithm::Crc32c);
+        whole.update(head);
+        let mut next = Checksummer::new(ChecksumAlgorithm::Crc32c);
+        next.update(tail);
+        assert!(whole.is_combinable());
+        assert!(whole.combine(&next, tail.len() as u64));
+        assert_eq!(
+            whole.finish(),
+            checksum_hex(ChecksumAlgorithm::Crc32c, &data)
+        );
+        let mut sha = Checksummer::new(ChecksumAlgorithm::Sha256);
+        assert!(!sha.is_combinable());
+        assert!(!sha.combine(&Checksummer::new(ChecksumAlgorithm::Sha256), 0));
+    }
     use proptest::prelude::*;
 
     /// pg_basebackup 15 -Fp -X stream, default CRC32C checksums.

@@ -12,12 +12,13 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 
 use super::combine;
+use super::parallel;
 use super::readahead::ReadAhead;
 use super::tree::{copy_tree, TreeSource};
 use super::write::{interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify};
 use super::StageRequest;
 use crate::progress::{Progress, Reporter, Unit};
-use crate::repo::backup::{BackupFile, BackupFormat};
+use crate::repo::backup::{Backup, BackupFile, BackupFormat};
 use crate::repo::store::StoreRead;
 
 /// Writes the plan's backup, read from the backups store, into `staging`
@@ -66,7 +67,17 @@ pub fn extract_backup(
             let total =
                 stored_size(store, &base) + wal.as_ref().map_or(0, |w| stored_size(store, w));
             let mut progress = reporter.bar("staging", total, Unit::Bytes);
-            let mut written = extract_tar(store, &base, staging, &mut progress, verify, writer)?;
+            let mut written = extract_archive(
+                store,
+                backup,
+                &base,
+                staging,
+                &mut progress,
+                verify,
+                writer,
+                request.workers,
+                reporter,
+            )?;
             if let Some(wal) = wal {
                 let pg_wal = staging.join("pg_wal");
                 fs::create_dir_all(&pg_wal)
@@ -120,6 +131,32 @@ pub fn safe_member_path(name: &Path) -> Result<PathBuf> {
         }
     }
     Ok(clean)
+}
+
+/// Writes a tar of the backup (`base.tar[...]`, `<oid>.tar[...]`) into
+/// `dest`: by several workers from its frames when it is seekable and its
+/// index can be used, else as one stream.
+#[allow(clippy::too_many_arguments)] // the streaming path's, plus which backup, the workers and who reports
+pub fn extract_archive(
+    store: &dyn StoreRead,
+    backup: &Backup,
+    file: &BackupFile,
+    dest: &Path,
+    progress: &mut Progress,
+    verify: Option<&mut Verify<'_>>,
+    writer: &mut FileWriter,
+    workers: usize,
+    reporter: &Reporter,
+) -> Result<u64> {
+    let Some(index) = parallel::usable_index(store, backup, file, reporter) else {
+        return extract_tar(store, file, dest, progress, verify, writer);
+    };
+    reporter.detail(format!(
+        "{} is seekable: {} members staged by {workers} workers",
+        file.key,
+        index.members.len()
+    ));
+    parallel::extract_seekable(store, file, &index, dest, progress, verify, workers)
 }
 
 /// Streams a (compressed) tar object of the backups store into `dest`,

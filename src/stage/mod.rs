@@ -37,6 +37,7 @@ pub mod destination;
 mod durable;
 pub mod extract;
 mod ownership;
+pub mod parallel;
 pub mod prefetch;
 mod readahead;
 pub mod tablespaces;
@@ -72,6 +73,8 @@ pub struct StageRequest<'a> {
     pub verify: bool,
     /// An incremental backup's chain, rebuilt with pg_combinebackup.
     pub combine: Option<&'a combine::Combine>,
+    /// Workers that stage a seekable backup's tars.
+    pub workers: usize,
 }
 
 /// Extracts the backup, writes the recovery settings, gives everything to

@@ -214,6 +214,7 @@ fn a_tar_backup_is_staged_and_verified_through_a_store_without_paths() {
             settings: &settings,
             verify: true,
             combine: None,
+            workers: 2,
         },
         &Reporter::new(true),
     )

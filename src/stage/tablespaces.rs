@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::extract::{extract_tar, stored_size};
+use super::extract::{extract_archive, stored_size};
 use super::tree::{copy_tree, tree_size, TreeSource};
 use super::write::{FileWriter, Verify};
 use super::StageRequest;
 use crate::os_user::OsUser;
 use crate::progress::{Progress, Reporter, Unit};
 use crate::repo::absolute;
-use crate::repo::backup::BackupFile;
+use crate::repo::backup::{Backup, BackupFile};
 use crate::repo::manifest_check::ManifestCheck;
 use crate::repo::store::StoreRead;
 use crate::repo::tablespace::{render_tablespace_map, Tablespace, TablespaceSource};
@@ -247,6 +247,9 @@ pub fn stage_tablespaces(
     for placement in placements {
         let (tablespace, bytes) = stage_tablespace(
             request.backups,
+            &request.plan.backup,
+            request.workers,
+            reporter,
             placement,
             request.user,
             &mut progress,
@@ -286,8 +289,12 @@ fn source_size(backups: &dyn StoreRead, source: &TablespaceSource) -> u64 {
 }
 
 /// Writes one tablespace next to its destination.
+#[allow(clippy::too_many_arguments)] // each is one thing a tablespace's staging needs
 fn stage_tablespace(
     backups: &dyn StoreRead,
+    backup: &Backup,
+    workers: usize,
+    reporter: &Reporter,
     placement: &Placement,
     user: &OsUser,
     progress: &mut Progress,
@@ -324,8 +331,9 @@ fn stage_tablespace(
         prefix: format!("pg_tblspc/{}/", placement.oid),
     });
     let written = match &placement.source {
-        TablespaceSource::Tar { key, compression } => extract_tar(
+        TablespaceSource::Tar { key, compression } => extract_archive(
             backups,
+            backup,
             &BackupFile {
                 key: key.clone(),
                 compression: *compression,
@@ -334,6 +342,8 @@ fn stage_tablespace(
             progress,
             verify.as_mut(),
             writer,
+            workers,
+            reporter,
         )?,
         TablespaceSource::Directory(tree) => copy_tree(
             TreeSource {

@@ -8,7 +8,10 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use pitr::compression::Compression;
 use pitr::progress::{Reporter, Unit};
-use pitr::stage::extract::{extract_tar, FileWriter};
+use pitr::repo::backup::BackupFile;
+use pitr::repo::store::posix::Posix;
+use pitr::stage::extract::extract_tar;
+use pitr::stage::FileWriter;
 
 fn no_symlinks(dir: &Path) {
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -33,7 +36,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut progress = reporter.bar("fuzz", data.len() as u64, Unit::Bytes);
     let mut writer = FileWriter::default();
-    let _ = extract_tar(&input, Compression::None, &dest, &mut progress, None, &mut writer);
+    // The tar is read as staging reads every backup: an object of a store.
+    let store = Posix::new(dir.path());
+    let file = BackupFile {
+        key: "input.tar".to_string(),
+        compression: Compression::None,
+    };
+    let _ = extract_tar(&store, &file, &dest, &mut progress, None, &mut writer);
     let mut outside: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -43,11 +43,13 @@ mod readahead;
 pub mod tablespaces;
 mod tree;
 mod write;
+/// The one write buffer staging reuses (the tar fuzz target builds one too).
+pub use write::FileWriter;
 
 use destination::StagingDir;
 pub use destination::{inspect_destination, work_dir_beside, Destination};
 pub use extract::safe_member_path;
-use write::{FileWriter, Verify};
+use write::Verify;
 
 /// The result of staging.
 #[derive(Clone, Debug)]

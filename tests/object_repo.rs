@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::object_servers::{self, Kind, ObjectServer};
@@ -140,31 +140,7 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     // the repository, the endpoint and the credentials come from the
     // configuration file (PITR_CONFIG here; /etc/pitr/pitr.toml by
     // default), so the archive_command holds no secret and no URL.
-    let config_dir = dir.path().join("etc");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let credentials = config_dir.join("s3.credentials");
-    std::fs::write(
-        &credentials,
-        format!(
-            "# test credentials\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-            object_servers::S3_ACCESS_KEY,
-            object_servers::S3_SECRET_KEY
-        ),
-    )
-    .unwrap();
-    let config = config_dir.join("pitr.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
-            server.endpoint(),
-            credentials.display()
-        ),
-    )
-    .unwrap();
-    for file in [&config_dir, &config, &credentials] {
-        give_to_pg_user(file);
-    }
+    let (config, credentials) = s3_config_file(&server, &url, dir.path());
     std::fs::set_permissions(
         &credentials,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -492,35 +468,43 @@ fn wal_push_and_fetch_on_s3_and_azure() {
 /// secret on its command line: on S3 the credentials come from a
 /// configuration file (PITR_CONFIG) with a credentials file beside it; the
 /// Azure emulator needs only where it listens.
+/// The configuration file a DBA puts in place once (`PITR_CONFIG` here,
+/// /etc/pitr/pitr.toml by default) for the S3 server, with its credentials
+/// in a file of their own; both readable by the server's OS user.
+fn s3_config_file(server: &ObjectServer, url: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    let config_dir = dir.join("etc");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let credentials = config_dir.join("s3.credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "# test credentials\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+            object_servers::S3_ACCESS_KEY,
+            object_servers::S3_SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config = config_dir.join("pitr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+            server.endpoint(),
+            credentials.display()
+        ),
+    )
+    .unwrap();
+    for file in [&config_dir, &config, &credentials] {
+        give_to_pg_user(file);
+    }
+    (config, credentials)
+}
+
 fn archive_command_for(server: &ObjectServer, binary: &Path, url: &str, dir: &Path) -> String {
     let pitr = shell_quote(&binary.to_string_lossy());
     match server.kind {
         Kind::S3 => {
-            let config_dir = dir.join("etc");
-            std::fs::create_dir_all(&config_dir).unwrap();
-            let credentials = config_dir.join("s3.credentials");
-            std::fs::write(
-                &credentials,
-                format!(
-                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-                    object_servers::S3_ACCESS_KEY,
-                    object_servers::S3_SECRET_KEY
-                ),
-            )
-            .unwrap();
-            let config = config_dir.join("pitr.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
-                    server.endpoint(),
-                    credentials.display()
-                ),
-            )
-            .unwrap();
-            for file in [&config_dir, &config, &credentials] {
-                give_to_pg_user(file);
-            }
+            let (config, _) = s3_config_file(server, url, dir);
             format!(
                 "env PITR_CONFIG={} {pitr} wal-push %p",
                 shell_quote(&config.to_string_lossy())

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::DrillReport;
 use crate::repo::store::posix::{create_dir_like_parent, Posix};
@@ -61,37 +61,52 @@ impl DrillReports {
 
     /// Stores `report` as `<time>.json` (a second drill in the same second
     /// gets `-2`), and the server log of a failed drill as `<time>.log`.
-    /// Returns the report's key.
+    /// Two drills may choose the same name at once (drills of one repository
+    /// run from cron on several hosts): the create never replaces, and the
+    /// one that finds the name taken takes the next. Returns the report's key.
     pub fn save(&self, report: &DrillReport, server_log: Option<&[u8]>) -> Result<SavedReport> {
-        let taken = |name: &str| {
-            self.store
-                .stat(&format!("{name}.json"))
-                .is_ok_and(|found| found.is_some())
-        };
-        let name = crate::repo::writer::backup_id(report.started, taken);
-        let log_key = server_log.map(|_| format!("{name}.log"));
-        let mut report = report.clone();
-        report.server_log_key = log_key.as_ref().map(|key| format!("{DRILLS_DIR}/{key}"));
-        if let (Some(key), Some(bytes)) = (&log_key, server_log) {
-            self.create(key, bytes)?;
+        let mut tried = std::collections::BTreeSet::new();
+        loop {
+            let taken = |name: &str| {
+                tried.contains(name)
+                    || ["json", "log"].iter().any(|ext| {
+                        self.store
+                            .stat(&format!("{name}.{ext}"))
+                            .is_ok_and(|found| found.is_some())
+                    })
+            };
+            let name = crate::repo::writer::backup_id(report.started, taken);
+            let log_key = server_log.map(|_| format!("{name}.log"));
+            let mut report = report.clone();
+            report.server_log_key = log_key.as_ref().map(|key| format!("{DRILLS_DIR}/{key}"));
+            if let (Some(key), Some(bytes)) = (&log_key, server_log) {
+                if !self.create(key, bytes)? {
+                    tried.insert(name);
+                    continue;
+                }
+            }
+            let json =
+                serde_json::to_vec_pretty(&report).context("cannot write the drill report")?;
+            let key = format!("{name}.json");
+            // A log written just before under a name another drill's report
+            // then took stays unreferenced; reports are what is read.
+            if !self.create(&key, &json)? {
+                tried.insert(name);
+                continue;
+            }
+            return Ok(SavedReport {
+                described: self.store.describe(&key),
+                report,
+            });
         }
-        let json = serde_json::to_vec_pretty(&report).context("cannot write the drill report")?;
-        let key = format!("{name}.json");
-        self.create(&key, &json)?;
-        Ok(SavedReport {
-            described: self.store.describe(&key),
-            report,
-        })
     }
 
-    fn create(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    /// Creates `key`; false when another drill's object has that name.
+    fn create(&self, key: &str, bytes: &[u8]) -> Result<bool> {
         let mut fill = |out: &mut dyn std::io::Write| out.write_all(bytes);
         match self.store.create_new(key, &NewObject::default(), &mut fill) {
-            Ok(Created::Created | Created::AlreadyPresentSame) => Ok(()),
-            Ok(Created::PresentDifferent) => bail!(
-                "`{}` already exists with other contents; it was left as it is",
-                self.store.describe(key)
-            ),
+            Ok(Created::Created | Created::AlreadyPresentSame) => Ok(true),
+            Ok(Created::PresentDifferent) => Ok(false),
             Err(WriteError::Write(error)) => {
                 Err(error).with_context(|| format!("cannot write `{}`", self.store.describe(key)))
             }

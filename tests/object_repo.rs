@@ -464,10 +464,6 @@ fn wal_push_and_fetch_on_s3_and_azure() {
     }
 }
 
-/// The `archive_command` of a source cluster archiving into `url` with no
-/// secret on its command line: on S3 the credentials come from a
-/// configuration file (PITR_CONFIG) with a credentials file beside it; the
-/// Azure emulator needs only where it listens.
 /// The configuration file a DBA puts in place once (`PITR_CONFIG` here,
 /// /etc/pitr/pitr.toml by default) for the S3 server, with its credentials
 /// in a file of their own; both readable by the server's OS user.
@@ -500,6 +496,10 @@ fn s3_config_file(server: &ObjectServer, url: &str, dir: &Path) -> (PathBuf, Pat
     (config, credentials)
 }
 
+/// The `archive_command` of a source cluster archiving into `url` with no
+/// secret on its command line: on S3 the credentials come from a
+/// configuration file (PITR_CONFIG) with a credentials file beside it; the
+/// Azure emulator needs only where it listens.
 fn archive_command_for(server: &ObjectServer, binary: &Path, url: &str, dir: &Path) -> String {
     let pitr = shell_quote(&binary.to_string_lossy());
     match server.kind {

@@ -165,7 +165,11 @@ fn archiving_and_a_restore_while_a_node_is_down() {
     let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(psql(socket, port, "SELECT count(*) FROM markers"), "3");
     assert_eq!(
-        psql(socket, port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"),
+        psql(
+            socket,
+            port,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"
+        ),
         "1,2,3"
     );
     let said = format!("{}{}", text(&output.stdout), text(&output.stderr));

@@ -23,13 +23,13 @@ pub const BUCKET: &str = "pitr";
 const REGION: &str = "garage";
 
 /// The garage program, if built: `PITR_TEST_GARAGE`, else the cache of
-/// scripts/object-stores.sh.
+/// scripts/object-stores.sh (the same rule as its other servers).
 pub fn program() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PITR_TEST_GARAGE").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
-    let path = Path::new("/var/cache/pitr/garage/bin/garage");
-    path.is_file().then(|| path.to_path_buf())
+    let path = super::object_servers::cache_dir()?.join("garage/bin/garage");
+    path.is_file().then_some(path)
 }
 
 /// Requires garage (skips the test, or fails it under PITR_TEST_STRICT=1,
@@ -283,7 +283,10 @@ impl GarageCluster {
     /// endpoint (the tests never kill node 1) and the key.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.nodes[0].s3)),
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.nodes[0].s3),
+            ),
             ("AWS_REGION", REGION.to_string()),
             ("AWS_ALLOW_HTTP", "true".to_string()),
             ("AWS_ACCESS_KEY_ID", self.key_id.clone()),

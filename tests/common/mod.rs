@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, Uid, User};
 
+pub mod archivers;
+pub mod garage;
 pub mod object_servers;
 
 pub fn pg_bin() -> PathBuf {

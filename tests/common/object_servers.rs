@@ -70,7 +70,7 @@ impl Kind {
 }
 
 /// The cache of scripts/object-stores.sh (same rule as the script).
-fn cache_dir() -> Option<PathBuf> {
+pub fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PITR_STORE_CACHE") {
         return Some(PathBuf::from(dir));
     }

@@ -266,7 +266,13 @@ pub fn delta_preview(
     let placements =
         crate::stage::tablespaces::place(&plan.backup.tablespaces, &mappings, &pgdata, true)
             .or_fail(FailureKind::Staging)?;
-    crate::stage::delta::preview(&plan.backup, &pgdata, &placements).or_fail(FailureKind::Staging)
+    crate::stage::delta::preview(
+        &plan.backup,
+        &pgdata,
+        &placements,
+        plan.wal.first.size.bytes(),
+    )
+    .or_fail(FailureKind::Staging)
 }
 
 pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {

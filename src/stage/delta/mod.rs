@@ -162,6 +162,11 @@ pub fn stage_delta(request: &StageRequest<'_>, reporter: &Reporter) -> Result<St
     // 6. Durable, then pg_control last.
     let syncing = std::time::Instant::now();
     durable::sync_filesystem(pgdata)?;
+    // A pg_wal linked elsewhere (initdb -X) may be on another filesystem.
+    let pg_wal = pgdata.join("pg_wal");
+    if pg_wal.is_symlink() {
+        durable::sync_filesystem(&pg_wal)?;
+    }
     for (_, location) in &locations {
         durable::sync_filesystem(location)?;
     }

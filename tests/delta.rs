@@ -58,7 +58,13 @@ fn scenario(prefix: &str, backup_options: &[&str]) -> Scenario {
     let binary = shared_pitr_binary(dir.path());
     let output = run(
         pitr(&binary)
-            .args(["--json", "backup", "--fast", "--repo"])
+            // The programs of the major under test (the newest installed
+            // pg_basebackup may be older than the matrix's server).
+            .arg("--json")
+            .arg("backup")
+            .arg("--bin-dir")
+            .arg(pg_bin())
+            .args(["--fast", "--repo"])
             .arg(&repo)
             .args(backup_options)
             .env("PGHOST", &cluster.dir)
@@ -402,4 +408,107 @@ fn delta_refuses_what_is_not_this_clusters_stopped_directory() {
     fs::create_dir_all(&not_pg).unwrap();
     fs::write(not_pg.join("notes.txt"), b"mine").unwrap();
     refuse(&not_pg, "is not a PostgreSQL data directory");
+}
+
+/// A tablespace is brought back in place too, at its recorded location
+/// (the data directory's own `pg_tblspc` link points there): with
+/// `--in-place`, the primary is recovered over itself, stray files in the
+/// tablespace removed, its rows exact; a mapping to another cluster's
+/// non-empty directory is refused.
+#[test]
+fn delta_in_place_brings_back_a_tablespace() {
+    let dir = shared_tempdir("pitr-delta-tblspc-");
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let cluster = Cluster::start(dir.path(), &repo);
+    let location = pg_owned_dir(&dir.path().join("ts_primary"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        location.display()
+    ));
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    cluster.sql("CREATE TABLE spaced TABLESPACE ts1 AS SELECT g FROM generate_series(1, 50000) g");
+    let binary = shared_pitr_binary(dir.path());
+    run(
+        pitr(&binary)
+            .arg("backup")
+            .arg("--bin-dir")
+            .arg(pg_bin())
+            .args(["--seekable", "--fast", "--repo"])
+            .arg(&repo)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres"),
+        "pitr backup --seekable",
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let m1 = cluster.insert_marker(1);
+    std::thread::sleep(Duration::from_millis(200));
+    let m2 = cluster.insert_marker(2);
+    cluster.sql("UPDATE spaced SET g = 0 WHERE g % 3 = 0");
+    cluster.archive_everything();
+    stop_by_pid(&cluster.pgdata);
+    let version_dir = location.join(
+        names_in(&location)
+            .into_iter()
+            .find(|n| n.starts_with("PG_"))
+            .unwrap(),
+    );
+    let stray = version_dir.join("stray");
+    fs::write(&stray, b"not in the backup").unwrap();
+    let target = between(&m1, &m2).to_rfc3339();
+
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join("precious"), b"x").unwrap();
+    let refused = pitr(&binary)
+        .args(["restore", "--delta", "--repo"])
+        .arg(&repo)
+        .args(["--to", &target, "--pgdata"])
+        .arg(&cluster.pgdata)
+        .arg(format!(
+            "--tablespace-mapping={}={}",
+            location.display(),
+            elsewhere.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not empty"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(cluster.pgdata.join("global/pg_control").exists());
+    assert_eq!(names_in(&elsewhere), ["precious"]);
+
+    let output = pitr(&binary)
+        .args(["restore", "--delta", "--in-place", "--repo"])
+        .arg(&repo)
+        .args(["--to", &target, "--pgdata"])
+        .arg(&cluster.pgdata)
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(cluster.pgdata.clone());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stray.exists(), "the stray file in the tablespace survived");
+    check(
+        as_pg_user(pg_bin().join("pg_ctl"))
+            .args(["start", "-w", "-D"])
+            .arg(&cluster.pgdata)
+            .arg("-l")
+            .arg(cluster.dir.join("after.log"))
+            .output()
+            .unwrap(),
+        "pg_ctl start",
+    );
+    assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "1");
+    assert_eq!(
+        cluster.sql("SELECT count(*), sum(g) FROM spaced"),
+        "50000|1250025000"
+    );
+    assert_eq!(
+        cluster.sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+        location.to_string_lossy()
+    );
 }

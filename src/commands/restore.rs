@@ -26,7 +26,7 @@ use crate::repo::store::StoreRead;
 use crate::repo::{Catalog, RepoLocation};
 use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
-use crate::stage::tablespaces::{parse_mapping, place, Placement};
+use crate::stage::tablespaces::{parse_mapping, place_occupied, Placement};
 use crate::stage::{inspect_destination, stage, Destination, Interrupted, StageRequest, Staged};
 use crate::target::{Action, Target};
 use crate::wal::WalSegment;
@@ -227,11 +227,12 @@ fn place_tablespaces(
         .map(|text| parse_mapping(text))
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
-    let placements = place(
+    let placements = place_occupied(
         &plan.backup.tablespaces,
         &mappings,
         pgdata,
         args.in_place || args.delta,
+        args.delta,
     )
     .map_err(|error| Failure::new(FailureKind::Staging, error).with_hint("nothing was changed"))?;
     for placement in &placements {

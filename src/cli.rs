@@ -146,6 +146,18 @@ pub struct PlanArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+
+    /// Also plan a delta restore over --pgdata: how many files and bytes it would compare, rewrite and remove
+    #[arg(long, requires = "pgdata")]
+    pub delta: bool,
+
+    /// The existing data directory a delta restore would rewrite (with --delta)
+    #[arg(long, value_name = "DIR", requires = "delta")]
+    pub pgdata: Option<PathBuf>,
+
+    /// Restore the tablespace recorded at OLD into NEW instead (with --delta; as for restore)
+    #[arg(long = "tablespace-mapping", value_name = "OLD=NEW", requires = "delta")]
+    pub tablespace_mappings: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +174,11 @@ pub struct RestoreArgs {
     /// Replace a non-empty --pgdata: the old directory is moved aside, never deleted (asks on a terminal; --yes in scripts)
     #[arg(long)]
     pub force: bool,
+
+    /// Rewrite the existing, stopped data directory --pgdata in place, writing only the files and
+    /// pages that differ from the backup and removing what it does not hold (tar backups)
+    #[arg(long, conflicts_with = "force")]
+    pub delta: bool,
 
     /// Recover a lost primary into its own data directory: the stopped primary's --pgdata is moved
     /// aside, the backup's archiving is kept, and after promotion the server is stopped with its

@@ -226,6 +226,49 @@ pub fn describe_stop(event: &StopEvent) -> String {
 }
 
 /// The plan for people.
+/// The plan as JSON on stdout or as text, with a delta restore's
+/// forecast when one was asked for.
+pub fn print_plan(
+    plan: &Plan,
+    backups: &dyn StoreRead,
+    delta: Option<&crate::stage::delta::DeltaPreview>,
+    json: bool,
+    local: &jiff::tz::TimeZone,
+) {
+    if json {
+        let mut value = plan_json(plan, backups, local);
+        if let (Some(delta), Some(object)) = (delta, value.as_object_mut()) {
+            object.insert("delta".to_string(), json!(delta));
+        }
+        println!("{value:#}");
+    } else {
+        println!("{}", plan_text(plan, local));
+        if let Some(delta) = delta {
+            println!("{}", delta.text());
+        }
+    }
+}
+
+/// What a delta restore of `plan` over `pgdata` would compare, rewrite and
+/// remove, the tablespaces placed as `restore` would place them.
+pub fn delta_preview(
+    plan: &Plan,
+    pgdata: &std::path::Path,
+    mappings: &[String],
+) -> Result<crate::stage::delta::DeltaPreview, Failure> {
+    let pgdata = crate::repo::absolute(pgdata).or_fail(FailureKind::Usage)?;
+    crate::stage::delta::check_delta_target(&pgdata, &plan.backup)?;
+    let mappings = mappings
+        .iter()
+        .map(|text| crate::stage::tablespaces::parse_mapping(text))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .or_fail(FailureKind::Usage)?;
+    let placements =
+        crate::stage::tablespaces::place(&plan.backup.tablespaces, &mappings, &pgdata, true)
+            .or_fail(FailureKind::Staging)?;
+    crate::stage::delta::preview(&plan.backup, &pgdata, &placements).or_fail(FailureKind::Staging)
+}
+
 pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {
     let backup = &plan.backup;
     let mut lines = vec![

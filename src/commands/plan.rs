@@ -9,13 +9,20 @@ pub fn run(args: &PlanArgs, json: bool, reporter: &Reporter) -> Result<(), Failu
     let target = super::parse_target_args(&args.target)?;
     let (catalog, plan) =
         super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
-    if json {
-        println!(
-            "{:#}",
-            super::plan_json(&plan, catalog.stores.backups.as_ref(), &local)
-        );
-    } else {
-        println!("{}", super::plan_text(&plan, &local));
-    }
+    let delta = match (&args.pgdata, args.delta) {
+        (Some(pgdata), true) => Some(super::delta_preview(
+            &plan,
+            pgdata,
+            &args.tablespace_mappings,
+        )?),
+        _ => None,
+    };
+    super::print_plan(
+        &plan,
+        catalog.stores.backups.as_ref(),
+        delta.as_ref(),
+        json,
+        &local,
+    );
     Ok(())
 }

@@ -38,7 +38,12 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let (catalog, plan) =
         super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if args.dry_run {
-        print_plan(&plan, &catalog, json, &local);
+        let delta = if args.delta {
+            Some(super::delta_preview(&plan, &args.pgdata, &args.tablespace_mappings)?)
+        } else {
+            None
+        };
+        print_plan(&plan, &catalog, delta.as_ref(), json, &local);
         return Ok(());
     }
     reporter.step(super::plan_text(&plan, &local));
@@ -47,6 +52,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let pgdata = absolute(&args.pgdata).or_fail(FailureKind::Usage)?;
     let destination = check_destination(args, &plan, &pgdata)?;
     let placements = place_tablespaces(args, &plan, &pgdata, reporter)?;
+    if args.delta {
+        let preview = crate::stage::delta::preview(&plan.backup, &pgdata, &placements)
+            .or_fail(FailureKind::Staging)?;
+        reporter.step(preview.text());
+    }
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
     let (major_version, binaries) = find_binaries(args, &plan)?;
     let combine = resolve_chain(&catalog, &plan, &binaries, reporter)?;
@@ -54,7 +64,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let socket_dir = socket_dir_for(&pgdata);
     let port = choose_port(args.port, &socket_dir)?;
     // The last question, once everything else is known to be fine.
-    if destination == Destination::Occupied {
+    if destination == Destination::Occupied && !args.delta {
         restore_checks::confirm_replacement(&pgdata, &plan.backup.id, args.yes)?;
     }
 
@@ -81,6 +91,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
 
     let staging_started = Instant::now();
     let staged = stage_backup(
+        args.delta,
         &StageRequest {
             backups: catalog.stores.backups.as_ref(),
             plan: &plan,
@@ -139,6 +150,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         observed: &observed,
         moved_aside: staged.moved_aside.as_deref(),
         bytes_staged: staged.bytes_written,
+        delta: staged.delta,
         timings: [planned, staging_time, recovery_time, started.elapsed()],
         server: &server,
         prefetched,
@@ -149,16 +161,15 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     Ok(())
 }
 
-/// `--dry-run`: the plan, and nothing else.
-fn print_plan(plan: &Plan, catalog: &Catalog, json: bool, local: &jiff::tz::TimeZone) {
-    if json {
-        println!(
-            "{:#}",
-            super::plan_json(plan, catalog.stores.backups.as_ref(), local)
-        );
-    } else {
-        println!("{}", super::plan_text(plan, local));
-    }
+/// `--dry-run`: the plan (and a delta restore's forecast), and nothing else.
+fn print_plan(
+    plan: &Plan,
+    catalog: &Catalog,
+    delta: Option<&crate::stage::delta::DeltaPreview>,
+    json: bool,
+    local: &jiff::tz::TimeZone,
+) {
+    super::print_plan(plan, catalog.stores.backups.as_ref(), delta, json, local);
 }
 
 /// `--in-place` recovers a lost primary into its own directory: it
@@ -181,6 +192,11 @@ fn check_destination(
     pgdata: &Path,
 ) -> Result<Destination, Failure> {
     restore_checks::refuse_live_server(pgdata, "--pgdata")?;
+    if args.delta {
+        crate::stage::delta::check_delta_target(pgdata, &plan.backup)?;
+        return Ok(Destination::Occupied);
+    }
+    crate::stage::delta::refuse_unfinished(pgdata, replaces_destination(args))?;
     restore_checks::check_parent_writable(pgdata, "--pgdata")?;
     if args.in_place {
         restore_checks::refuse_other_cluster(pgdata, plan.backup.system_identifier)?;
@@ -203,10 +219,13 @@ fn place_tablespaces(
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
     let placements =
-        place(&plan.backup.tablespaces, &mappings, pgdata, args.in_place).map_err(|error| {
+        place(&plan.backup.tablespaces, &mappings, pgdata, args.in_place || args.delta).map_err(|error| {
             Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
         })?;
     for placement in &placements {
+        if args.delta {
+            crate::stage::delta::check_delta_tablespace(pgdata, placement)?;
+        }
         restore_checks::refuse_live_server(&placement.destination, "the tablespace destination")?;
         restore_checks::check_parent_writable(
             &placement.destination,
@@ -307,7 +326,34 @@ fn recovery_settings(
 }
 
 /// Writes the data directory (see `stage::stage`), and says what it did.
-fn stage_backup(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged, Failure> {
+fn stage_backup(
+    delta: bool,
+    request: &StageRequest<'_>,
+    reporter: &Reporter,
+) -> Result<Staged, Failure> {
+    if delta {
+        reporter.step(format!(
+            "delta restore of backup {} over {}: only what differs is written",
+            request.plan.backup.id,
+            request.pgdata.display()
+        ));
+        return crate::stage::delta::stage_delta(request, reporter).map_err(|error| {
+            let kind = if error.downcast_ref::<Interrupted>().is_some() {
+                FailureKind::Interrupted
+            } else {
+                FailureKind::Staging
+            };
+            let error = if kind == FailureKind::Interrupted {
+                anyhow::anyhow!("interrupted during the delta restore")
+            } else {
+                error
+            };
+            Failure::new(kind, error).with_hint(format!(
+                "`{}` is incomplete and cannot be started (its pg_control is removed until the delta restore finishes): run the same `pitr restore --delta` again to finish it",
+                request.pgdata.display()
+            ))
+        });
+    }
     reporter.step(format!(
         "staging backup {} into {}",
         request.plan.backup.id,
@@ -674,6 +720,8 @@ struct Summary<'a> {
     observed: &'a Observed,
     moved_aside: Option<&'a Path>,
     bytes_staged: u64,
+    /// What a delta restore kept, rewrote and removed.
+    delta: Option<crate::stage::delta::DeltaStats>,
     /// plan, staging, recovery, total.
     timings: [Duration; 4],
     server: &'a Server,
@@ -806,6 +854,9 @@ impl Summary<'_> {
         if let Some(aside) = self.moved_aside {
             lines.push(format!("  previous directory kept at {}", aside.display()));
         }
+        if let Some(delta) = &self.delta {
+            lines.extend(delta_lines(delta));
+        }
         if let Some(stats) = self.prefetched {
             lines.push(format!(
                 "  prefetch:   {} segments ({}) decompressed ahead of replay",
@@ -860,11 +911,34 @@ impl Summary<'_> {
             "moved_aside": self.moved_aside,
             "log": self.server.log_path,
             "bytes_staged": self.bytes_staged,
+            "delta": self.delta,
             "prefetch": self.prefetched,
             "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
         })
     }
+}
+
+/// The summary's account of a delta restore.
+fn delta_lines(delta: &crate::stage::delta::DeltaStats) -> Vec<String> {
+    vec![
+        format!(
+            "  delta:      kept {} unchanged ({}), patched {} ({} of {} compared pages rewritten), rewrote {} in full",
+            count(delta.files_kept, "file"),
+            human_bytes(delta.bytes_kept),
+            count(delta.files_patched, "file"),
+            delta.pages_rewritten,
+            delta.pages_kept + delta.pages_rewritten,
+            count(delta.files_rewritten, "file"),
+        ),
+        format!(
+            "              wrote {}, removed {} ({}) not in the backup, read {} from the repository",
+            human_bytes(delta.bytes_written),
+            count(delta.files_removed, "file"),
+            human_bytes(delta.bytes_removed),
+            human_bytes(delta.repository_bytes),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use crate::repo::store::StoreRead;
 
 pub mod combine;
 mod commit;
+pub mod delta;
 pub mod destination;
 mod durable;
 pub mod extract;
@@ -59,6 +60,8 @@ pub struct Staged {
     pub moved_aside: Option<PathBuf>,
     pub bytes_written: u64,
     pub notes: Vec<String>,
+    /// What a delta restore kept, rewrote and removed.
+    pub delta: Option<delta::DeltaStats>,
 }
 
 /// Everything staging needs, decided before anything is written.
@@ -123,6 +126,7 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         moved_aside,
         bytes_written,
         notes,
+        delta: None,
     })
 }
 

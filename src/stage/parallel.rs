@@ -321,14 +321,14 @@ pub fn extract_seekable(
 }
 
 /// A worker's two buffers, reused for every frame.
-struct Buffers {
+pub(super) struct Buffers {
     compressed: Vec<u8>,
     plain: Vec<u8>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl Buffers {
-    fn new() -> Buffers {
+    pub(super) fn new() -> Buffers {
         Buffers {
             compressed: Vec::new(),
             plain: Vec::new(),
@@ -337,7 +337,7 @@ impl Buffers {
     }
 
     /// Reads the next frame from `stored` and decompresses it into `plain`.
-    fn frame(
+    pub(super) fn frame(
         &mut self,
         stored: &mut dyn Read,
         store: &dyn StoreRead,

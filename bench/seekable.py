@@ -13,7 +13,7 @@ time. Then
     (process-max=2, asynchronous archive-get: its best in bench/restore.py),
     the write floor (bench/floor.py: the backup's tree, same directories and
     file sizes, written from memory with one syncfs) and the replay floor
-    (PostgreSQL alone with every segment in pg_wal);
+    (PostgreSQL alone with every segment in pg_wal, from the seekable backup);
   part 2, delta restore: a restored copy is started and changed by pgbench
     until DELTA_PCT % of the backup's pages differ (measured page by page
     against the backup's tree), then stopped; every round gives each method an
@@ -302,7 +302,7 @@ max_wal_size = 4GB
         run(["tar", "--zstd", "-xf", base / "base.tar.zst", "-C", self.tree])
         self.listing = self.work / "tree.json"
         with open(self.listing, "w") as f:
-            run(["python3", FLOOR, "list", self.tree], stdout=f)
+            subprocess.run(["python3", str(FLOOR), "list", str(self.tree)], stdout=f, check=True)
         listing = json.loads(self.listing.read_text())
         self.facts["tree_gb"] = sum(s for _, s in listing["files"]) / 1e9
         self.facts["tree_files"] = len(listing["files"])
@@ -317,8 +317,12 @@ max_wal_size = 4GB
         res = check(timed(cmd), f"pitr restore {' '.join(extra)}")
         report = json.loads(res["stdout"])
         seconds = report["seconds"]
-        return {"staging": seconds["plan"] + seconds["staging"], "replay": seconds["recovery"],
-                "total": res["seconds"], "host": Path(report["socket_dir"]), **res}
+        row = {"staging": seconds["plan"] + seconds["staging"], "replay": seconds["recovery"],
+               "total": res["seconds"], "host": Path(report["socket_dir"]), **res}
+        if report.get("delta"):
+            # pitr's own account: pages rewritten, bytes written and read from the repository.
+            row["pitr_delta"] = report["delta"]
+        return row
 
     def pgbackrest_restore(self, pgdata: Path, port: int, logfile: Path, delta: bool) -> dict:
         started = time.monotonic()
@@ -334,9 +338,10 @@ max_wal_size = 4GB
                 "host": self.sock, **res}
 
     def prepare_replay_floor(self, pgdata: Path, port: int) -> None:
-        """Not timed: the backup extracted, every segment replay reads in pg_wal."""
+        """Not timed: the seekable backup (the one pitr-seekable replays from)
+        extracted, every segment replay reads in pg_wal."""
         mkdir_pg(pgdata)
-        base = self.repo / "base" / self.backup_ids["default"]
+        base = self.repo / "base" / self.backup_ids["seekable"]
         run(["tar", "--zstd", "-xf", base / "base.tar.zst", "-C", pgdata], pg=True)
         hi, lo = (int(part, 16) for part in self.target_lsn.split("/"))
         last = f"00000001{hi:08X}{(lo >> 24):08X}"
@@ -545,7 +550,9 @@ max_wal_size = 4GB
         print("  every timed run began with sync; echo 3 > /proc/sys/vm/drop_caches (cold caches, all methods);")
         print("  repo read = the repositories' loop device (/proc/diskstats), whole run incl. replay's WAL;")
         print("  tool read/written = the restore tool's process tree (wait4 rusage = /proc/PID/io read_bytes/")
-        print("  write_bytes), PostgreSQL's replay excluded; MB = 10^6 bytes")
+        print("  write_bytes), PostgreSQL's replay excluded (pitr's WAL prefetch into pg_wal is pitr's, pgBackRest's")
+        print("  async archive-get daemon is not in the tree); MB = 10^6 bytes. pitr's WAL archive is plain segments")
+        print("  (archive_command cp, as bench/restore.py), pgBackRest's is gzip: repo read counts both as stored.")
         print()
         head = (f"{'method':20} {'rnd':>3} {'staging':>8} {'replay':>7} {'total':>7} | {'repo rd':>8} {'tool rd':>8} "
                 f"{'tool wr':>8} {'tool cpu':>8} | {'markers':>7} {'load':>5}")
@@ -588,8 +595,8 @@ max_wal_size = 4GB
                   f"({rate:.0f} MB/s, {floors[0]['jobs']} threads; CPU {fmt(wf['tool_cpu'])}s); dd conv=fdatasync of one "
                   f"file: {fmt(dd, 0)} MB/s (rounds: {', '.join(fmt(v, 0) for v in self.stats.get('dd_mbs', []))})")
         if med["replay-floor"]["replay"]:
-            print(f"  replay floor: {fmt(med['replay-floor']['replay'])}s (start -> promoted, WAL in pg_wal, pause at the "
-                  f"target then pg_ctl promote)")
+            print(f"  replay floor: {fmt(med['replay-floor']['replay'])}s (the seekable backup extracted, its WAL to the "
+                  f"target in pg_wal; start -> promoted: pause at the target, then pg_ctl promote)")
         if rf["staging"]:
             floors = [r["floor"] for r in self.results if r["method"] == "read-floor"]
             print(f"  read floor: {fmt(rf['staging'])}s for {floors[0]['bytes'] / 1e9:.2f} GB in {floors[0]['files']} files "
@@ -621,6 +628,16 @@ max_wal_size = 4GB
         if "delta" in PARTS:
             print(f"  {'delta staging / read floor (reported)':48} {fmt(ratio(d['staging'], rf['staging']), 2):>6}")
             print(f"  {'delta total / read floor (reported)':48} {fmt(ratio(d['total'], rf['staging']), 2):>6}")
+        for m in ("pitr-delta-seekable", "pitr-delta-default"):
+            stats = [r["pitr_delta"] for r in self.results if r["method"] == m and r.get("pitr_delta")]
+            if stats:
+                x = stats[0]
+                print(f"  {m}, pitr's own account (round 1): kept {x.get('files_kept')} files, patched "
+                      f"{x.get('files_patched')} ({x.get('pages_rewritten')} of "
+                      f"{(x.get('pages_kept') or 0) + (x.get('pages_rewritten') or 0)} compared pages rewritten), rewrote "
+                      f"{x.get('files_rewritten')} in full, removed {x.get('files_removed')}; wrote "
+                      f"{(x.get('bytes_written') or 0) / 1e6:.0f} MB, read {(x.get('repository_bytes') or 0) / 1e6:.0f} MB "
+                      f"from the repository")
         loads = [r["load1"] for r in self.results if r.get("load1") is not None]
         print()
         print(f"Machine load (1-min load average at the start of each timed run): median {fmt(median(loads), 1)}, "

@@ -53,10 +53,13 @@ fi
 (cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
 export PITR_BUILD="$target_dir/release/pitr"
 
+commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
+header="reproduce: SCALE=$SCALE ROUNDS=$ROUNDS WORKLOAD_WAL_MB=$WORKLOAD_WAL_MB DELTA_PCT=${DELTA_PCT:-5} PARTS=${PARTS:-full,delta} ./bench/seekable.sh  (make bench-seekable; commit $commit$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo ', with uncommitted changes'))"
 results=${RESULTS-$here/bench/results-seekable-$(date +%Y-%m-%d)-s$SCALE.txt}
 if [ -n "$results" ]; then
-    python3 -u "$here/bench/seekable.py" 2>&1 | tee "$results"
+    { echo "$header"; python3 -u "$here/bench/seekable.py" 2>&1; } | tee "$results"
     exit "${PIPESTATUS[0]}"
 else
+    echo "$header"
     exec python3 -u "$here/bench/seekable.py"
 fi

@@ -127,7 +127,7 @@ def page_diff(backup: Path, copy: Path) -> dict:
     """Pages (8 KiB) of the backup's tree that differ in the copy (a page past
     the copy's end, or of a file the copy lacks, differs), over the backup's
     pages; plus what the copy has beyond the backup (new files, pg_wal)."""
-    total = differ = 0
+    total = differ = blocks = blocks_touched = 0
     for path, _, names in os.walk(backup):
         for name in names:
             b = Path(path) / name
@@ -138,8 +138,11 @@ def page_diff(backup: Path, copy: Path) -> dict:
             size = b.stat().st_size
             pages = (size + PAGE - 1) // PAGE
             total += pages
+            file_blocks = (size + (1 << 20) - 1) >> 20
+            blocks += file_blocks
             if not c.is_file():
                 differ += pages
+                blocks_touched += file_blocks
                 continue
             with open(b, "rb") as fb, open(c, "rb") as fc:
                 while True:
@@ -149,6 +152,7 @@ def page_diff(backup: Path, copy: Path) -> dict:
                     y = fc.read(len(x))
                     if x == y:
                         continue
+                    blocks_touched += 1
                     for off in range(0, len(x), PAGE):
                         if x[off:off + PAGE] != y[off:off + PAGE]:
                             differ += 1
@@ -165,6 +169,7 @@ def page_diff(backup: Path, copy: Path) -> dict:
                 extra_files += 1
                 extra_bytes += c.stat().st_size
     return {"pages": total, "differ": differ, "pct": 100.0 * differ / max(1, total),
+            "blocks": blocks, "blocks_touched": blocks_touched,
             "extra_files": extra_files, "extra_mb": extra_bytes / 1e6, "wal_mb": wal_bytes / 1e6}
 
 
@@ -547,6 +552,10 @@ max_wal_size = 4GB
                   f"{self.stats.get('changed_transactions')} pgbench transactions; it also has "
                   f"{changed['extra_files']} files ({changed['extra_mb']:.0f} MB) not in the backup, "
                   f"{changed['wal_mb']:.0f} MB in pg_wal")
+            if "blocks" in changed:
+                print(f"  ... and in {changed['blocks_touched']} of its {changed['blocks']} 1 MiB blocks "
+                      f"({100.0 * changed['blocks_touched'] / max(1, changed['blocks']):.1f}%; a seekable backup's "
+                      f"frames are 1 MiB: the frames a delta restore must read)")
         print("  every timed run began with sync; echo 3 > /proc/sys/vm/drop_caches (cold caches, all methods);")
         print("  repo read = the repositories' loop device (/proc/diskstats), whole run incl. replay's WAL;")
         print("  tool read/written = the restore tool's process tree (wait4 rusage = /proc/PID/io read_bytes/")

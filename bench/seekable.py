@@ -494,6 +494,9 @@ max_wal_size = 4GB
             fresh = False
             for index, method in enumerate(DELTA_METHODS):
                 if method == "pitr-full":
+                    # Into an empty directory; the copy is not needed any more
+                    # (less disk at the peak).
+                    shutil.rmtree(target, ignore_errors=True)
                     pgdata = self.work / "restore" / f"pitr-full-r{round_no}"
                 else:
                     # An identical copy of the changed directory for each

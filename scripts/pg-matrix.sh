@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 DEFAULT_MAJORS="13 14 16 17 18"
 MAJORS_ENV="${PG_MATRIX:-$DEFAULT_MAJORS}"
 CARGO="${CARGO:-cargo}"
-TESTS="${MATRIX_TESTS:-restore timelines events formats incremental exactness wal_decoder tablespaces extract}"
+TESTS="${MATRIX_TESTS:-restore timelines events formats incremental exactness wal_decoder tablespaces extract seekable delta}"
 
 if [ -n "${PITR_PG_CACHE:-}" ]; then
     CACHE="$PITR_PG_CACHE"

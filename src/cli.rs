@@ -156,7 +156,11 @@ pub struct PlanArgs {
     pub pgdata: Option<PathBuf>,
 
     /// Restore the tablespace recorded at OLD into NEW instead (with --delta; as for restore)
-    #[arg(long = "tablespace-mapping", value_name = "OLD=NEW", requires = "delta")]
+    #[arg(
+        long = "tablespace-mapping",
+        value_name = "OLD=NEW",
+        requires = "delta"
+    )]
     pub tablespace_mappings: Vec<String>,
 }
 

@@ -194,7 +194,10 @@ fn pitr_backup_seekable_restores_exactly() {
     let binary = shared_pitr_binary(dir.path());
     let output = run(
         pitr(&binary)
-            .args(["--json", "backup", "--seekable", "--fast", "--repo"])
+            // The major under test's pg_basebackup (the matrix).
+            .args(["--json", "backup", "--bin-dir"])
+            .arg(pg_bin())
+            .args(["--seekable", "--fast", "--repo"])
             .arg(&repo)
             .env("PGHOST", &cluster.dir)
             .env("PGPORT", cluster.port.to_string())
@@ -368,7 +371,10 @@ fn a_tablespace_of_a_seekable_backup_restores_exactly() {
     let binary = shared_pitr_binary(dir.path());
     let output = run(
         pitr(&binary)
-            .args(["--json", "backup", "--seekable", "--fast", "--repo"])
+            // The major under test's pg_basebackup (the matrix).
+            .args(["--json", "backup", "--bin-dir"])
+            .arg(pg_bin())
+            .args(["--seekable", "--fast", "--repo"])
             .arg(&repo)
             .env("PGHOST", &cluster.dir)
             .env("PGPORT", cluster.port.to_string())

@@ -45,7 +45,9 @@ fn filters(dir: &Path) -> Vec<(String, &'static str)> {
         (r"\b\d+\.\d+ ?s\b".to_string(), "[SECS]"),
         (r"(port|-p) \d+".to_string(), "$1 [PORT]"),
         (r"port = '\d+'".to_string(), "port = '[PORT]'"),
-        (r"\b\d+ (segment|file)".to_string(), "[N] $1"),
+        // Singular or plural, as the count decides.
+        (r"\b\d+ (segment|file)s?\b".to_string(), "[N] $1s"),
+        (r"\b\d+ of \d+ compared".to_string(), "[N] of [N] compared"),
         (r"-\d+\b".to_string(), "-[N]"),
     ]
 }
@@ -122,8 +124,45 @@ fn what_people_read() {
         let summary = &text[text.find("restore complete").unwrap_or(0)..];
         insta::assert_snapshot!("restore_summary", summary);
 
-        // -q: nothing at all on success.
+        // A delta restore over that directory, stopped: its forecast, as
+        // text and JSON (counts depend on the major version), and what the
+        // restore says it did.
         drop(_guard);
+        let pgdata_arg = pgdata.to_string_lossy().into_owned();
+        let delta_plan = ["plan", "--to", &target, "--delta", "--pgdata", &pgdata_arg];
+        let output = run_with_repo(&binary, &repo, &delta_plan);
+        assert!(output.status.success(), "{}", stderr(&output));
+        insta::assert_snapshot!("plan_delta", stdout(&output));
+        let output = run_with_repo(&binary, &repo, &[&["--json"][..], &delta_plan].concat());
+        assert!(output.status.success(), "{}", stderr(&output));
+        let mut forecast = json(&output)["delta"].clone();
+        for part in ["compare", "rewrite", "remove"] {
+            for key in ["files", "bytes"] {
+                assert!(forecast[part][key].is_u64(), "{forecast}");
+                forecast[part][key] = "[N]".into();
+            }
+        }
+        insta::assert_snapshot!("plan_delta_json", format!("{forecast:#}"));
+        let output = run_with_repo(
+            &binary,
+            &repo,
+            &[
+                "restore",
+                "--delta",
+                "--to",
+                &target,
+                "--pgdata",
+                &pgdata_arg,
+            ],
+        );
+        let _guard = ServerGuard(pgdata.clone());
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = stderr(&output);
+        let summary = &text[text.find("restore complete").unwrap_or(0)..];
+        insta::assert_snapshot!("restore_delta_summary", summary);
+        drop(_guard);
+
+        // -q: nothing at all on success.
         let quiet = dir.path().join("quiet");
         let output = run_with_repo(
             &binary,

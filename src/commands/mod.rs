@@ -263,10 +263,21 @@ pub fn delta_preview(
         .map(|text| crate::stage::tablespaces::parse_mapping(text))
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
-    let placements =
-        crate::stage::tablespaces::place(&plan.backup.tablespaces, &mappings, &pgdata, true)
-            .or_fail(FailureKind::Staging)?;
-    crate::stage::delta::preview(&plan.backup, &pgdata, &placements).or_fail(FailureKind::Staging)
+    let placements = crate::stage::tablespaces::place_occupied(
+        &plan.backup.tablespaces,
+        &mappings,
+        &pgdata,
+        true,
+        true,
+    )
+    .or_fail(FailureKind::Staging)?;
+    crate::stage::delta::preview(
+        &plan.backup,
+        &pgdata,
+        &placements,
+        plan.wal.first.size.bytes(),
+    )
+    .or_fail(FailureKind::Staging)
 }
 
 pub fn plan_text(plan: &Plan, local: &jiff::tz::TimeZone) -> String {

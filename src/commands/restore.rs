@@ -26,7 +26,7 @@ use crate::repo::store::StoreRead;
 use crate::repo::{Catalog, RepoLocation};
 use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
-use crate::stage::tablespaces::{parse_mapping, place, Placement};
+use crate::stage::tablespaces::{parse_mapping, place_occupied, Placement};
 use crate::stage::{inspect_destination, stage, Destination, Interrupted, StageRequest, Staged};
 use crate::target::{Action, Target};
 use crate::wal::WalSegment;
@@ -39,7 +39,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         super::plan_from_args(&args.repo, &args.target, target, &local, reporter)?;
     if args.dry_run {
         let delta = if args.delta {
-            Some(super::delta_preview(&plan, &args.pgdata, &args.tablespace_mappings)?)
+            Some(super::delta_preview(
+                &plan,
+                &args.pgdata,
+                &args.tablespace_mappings,
+            )?)
         } else {
             None
         };
@@ -53,8 +57,13 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let destination = check_destination(args, &plan, &pgdata)?;
     let placements = place_tablespaces(args, &plan, &pgdata, reporter)?;
     if args.delta {
-        let preview = crate::stage::delta::preview(&plan.backup, &pgdata, &placements)
-            .or_fail(FailureKind::Staging)?;
+        let preview = crate::stage::delta::preview(
+            &plan.backup,
+            &pgdata,
+            &placements,
+            plan.wal.first.size.bytes(),
+        )
+        .or_fail(FailureKind::Staging)?;
         reporter.step(preview.text());
     }
     let user = OsUser::for_server(&args.os_user).or_fail(FailureKind::Staging)?;
@@ -218,10 +227,14 @@ fn place_tablespaces(
         .map(|text| parse_mapping(text))
         .collect::<anyhow::Result<Vec<_>>>()
         .or_fail(FailureKind::Usage)?;
-    let placements =
-        place(&plan.backup.tablespaces, &mappings, pgdata, args.in_place || args.delta).map_err(|error| {
-            Failure::new(FailureKind::Staging, error).with_hint("nothing was changed")
-        })?;
+    let placements = place_occupied(
+        &plan.backup.tablespaces,
+        &mappings,
+        pgdata,
+        args.in_place || args.delta,
+        args.delta,
+    )
+    .map_err(|error| Failure::new(FailureKind::Staging, error).with_hint("nothing was changed"))?;
     for placement in &placements {
         if args.delta {
             crate::stage::delta::check_delta_tablespace(pgdata, placement)?;

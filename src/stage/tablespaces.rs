@@ -81,6 +81,20 @@ pub fn place(
     pgdata: &Path,
     replace_recorded: bool,
 ) -> Result<Vec<Placement>> {
+    place_occupied(tablespaces, mappings, pgdata, replace_recorded, false)
+}
+
+/// As [`place`], and with `replace_mapped` a mapped destination may be
+/// occupied too: a delta restore rewrites the data directory's own
+/// tablespace wherever it was mapped before (checked against its
+/// `pg_tblspc` link by the caller).
+pub fn place_occupied(
+    tablespaces: &[Tablespace],
+    mappings: &[(PathBuf, PathBuf)],
+    pgdata: &Path,
+    replace_recorded: bool,
+    replace_mapped: bool,
+) -> Result<Vec<Placement>> {
     for (old, _) in mappings {
         if !tablespaces.iter().any(|t| &t.location == old) {
             let recorded: Vec<String> = tablespaces
@@ -118,7 +132,12 @@ pub fn place(
             );
         }
         let occupied = !is_absent_or_empty(&destination)?;
-        if occupied && !(replace_recorded && mapping.is_none()) {
+        let allowed = if mapping.is_some() {
+            replace_mapped
+        } else {
+            replace_recorded
+        };
+        if occupied && !allowed {
             if mapping.is_some() {
                 bail!(
                     "tablespace {} is mapped to `{}`, which exists and is not empty; choose an empty or new directory",

@@ -27,7 +27,8 @@ pub type Seen = HashSet<PathBuf>;
 /// Removes under `root` every entry not in `keep`; a directory in `keep`
 /// is cleaned inside.
 pub fn remove_unlisted(root: &Path, keep: &Seen, stats: &mut DeltaStats) -> Result<()> {
-    let entries = fs::read_dir(root).with_context(|| format!("cannot read `{}`", root.display()))?;
+    let entries =
+        fs::read_dir(root).with_context(|| format!("cannot read `{}`", root.display()))?;
     for entry in entries {
         if interrupt::requested() {
             bail!(Interrupted);
@@ -44,7 +45,8 @@ pub fn remove_unlisted(root: &Path, keep: &Seen, stats: &mut DeltaStats) -> Resu
         let kind = entry
             .file_type()
             .with_context(|| format!("cannot inspect `{}`", path.display()))?;
-        let followed = kind.is_symlink() && path.file_name() == Some("pg_wal".as_ref()) && path.is_dir();
+        let followed =
+            kind.is_symlink() && path.file_name() == Some("pg_wal".as_ref()) && path.is_dir();
         if kind.is_dir() || followed {
             remove_unlisted(&path, keep, stats)?;
         }

@@ -121,7 +121,11 @@ pub fn ensure_dir(target: &Path, mode: u32, relative: &Path) -> Result<()> {
             }
             return Ok(());
         }
-        Ok(meta) if meta.file_type().is_symlink() && relative == Path::new("pg_wal") && target.is_dir() => {
+        Ok(meta)
+            if meta.file_type().is_symlink()
+                && relative == Path::new("pg_wal")
+                && target.is_dir() =>
+        {
             return Ok(())
         }
         Ok(_) => {
@@ -133,7 +137,8 @@ pub fn ensure_dir(target: &Path, mode: u32, relative: &Path) -> Result<()> {
         }
     }
     if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create `{}`", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create `{}`", parent.display()))?;
     }
     fs::DirBuilder::new()
         .mode(mode)
@@ -162,8 +167,9 @@ fn tree_bytes(dir: &Path) -> (u64, u64) {
     let Ok(entries) = fs::read_dir(dir) else {
         return (0, 0);
     };
-    entries.flatten().fold((0, 0), |(bytes, files), entry| {
-        match entry.file_type() {
+    entries
+        .flatten()
+        .fold((0, 0), |(bytes, files), entry| match entry.file_type() {
             Ok(kind) if kind.is_dir() => {
                 let (b, f) = tree_bytes(&entry.path());
                 (bytes + b, files + f)
@@ -173,6 +179,5 @@ fn tree_bytes(dir: &Path) -> (u64, u64) {
                 files + 1,
             ),
             _ => (bytes, files + 1),
-        }
-    })
+        })
 }

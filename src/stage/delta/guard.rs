@@ -90,22 +90,37 @@ pub fn refuse_unfinished(pgdata: &Path, force: bool) -> Result<(), Failure> {
 /// cannot be told.
 pub fn check_delta_target(pgdata: &Path, backup: &Backup) -> Result<(), Failure> {
     let refuse = |message: String, hint: &str| {
-        Err(Failure::msg(FailureKind::Staging, format!("--delta: {message}; nothing was changed")).with_hint(hint))
+        Err(Failure::msg(
+            FailureKind::Staging,
+            format!("--delta: {message}; nothing was changed"),
+        )
+        .with_hint(hint))
     };
     let scratch = "restore without --delta to write a new data directory";
     match fs::symlink_metadata(pgdata) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return refuse(format!("`{}` is not a directory", pgdata.display()), scratch),
+        Ok(_) => {
+            return refuse(
+                format!("`{}` is not a directory", pgdata.display()),
+                scratch,
+            )
+        }
         Err(_) => {
             return refuse(
-                format!("`{}` does not exist; a delta restore rewrites an existing data directory", pgdata.display()),
+                format!(
+                    "`{}` does not exist; a delta restore rewrites an existing data directory",
+                    pgdata.display()
+                ),
                 scratch,
             )
         }
     }
     let Ok(version) = fs::read_to_string(pgdata.join("PG_VERSION")) else {
         return refuse(
-            format!("`{}` is not a PostgreSQL data directory (it has no PG_VERSION)", pgdata.display()),
+            format!(
+                "`{}` is not a PostgreSQL data directory (it has no PG_VERSION)",
+                pgdata.display()
+            ),
             scratch,
         );
     };

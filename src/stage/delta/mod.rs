@@ -108,7 +108,10 @@ pub fn stage_delta(request: &StageRequest<'_>, reporter: &Reporter) -> Result<St
     let mut locations = Vec::new();
     for placement in request.placements {
         let TablespaceSource::Tar { key, compression } = &placement.source else {
-            bail!("--delta reads tar backups; tablespace {} of this backup is a plain directory", placement.oid);
+            bail!(
+                "--delta reads tar backups; tablespace {} of this backup is a plain directory",
+                placement.oid
+            );
         };
         let destination = &placement.destination;
         file::ensure_dir(destination, 0o700, Path::new(""))?;
@@ -159,10 +162,18 @@ pub fn stage_delta(request: &StageRequest<'_>, reporter: &Reporter) -> Result<St
     // 6. Durable, then pg_control last.
     let syncing = std::time::Instant::now();
     durable::sync_filesystem(pgdata)?;
+    // A pg_wal linked elsewhere (initdb -X) may be on another filesystem.
+    let pg_wal = pgdata.join("pg_wal");
+    if pg_wal.is_symlink() {
+        durable::sync_filesystem(&pg_wal)?;
+    }
     for (_, location) in &locations {
         durable::sync_filesystem(location)?;
     }
-    reporter.detail(format!("flushed to disk in {:.1}s", syncing.elapsed().as_secs_f64()));
+    reporter.detail(format!(
+        "flushed to disk in {:.1}s",
+        syncing.elapsed().as_secs_f64()
+    ));
     guard::finish(pgdata, &control, request.user)?;
     Ok(Staged {
         pgdata: pgdata.to_path_buf(),
@@ -208,7 +219,11 @@ fn delta_archive(
     let backup = &request.plan.backup;
     let index = parallel::usable_index(store, backup, file, reporter).filter(seekable::pages_align);
     let mut progress = match &index {
-        Some(index) => reporter.bar("delta", index.members.iter().map(|m| m.size).sum(), Unit::Bytes),
+        Some(index) => reporter.bar(
+            "delta",
+            index.members.iter().map(|m| m.size).sum(),
+            Unit::Bytes,
+        ),
         None => reporter.bar("delta", stored_size(store, file), Unit::Bytes),
     };
     match index {
@@ -232,14 +247,27 @@ fn delta_archive(
                 request.workers,
             )?;
         }
-        None => stream::delta_tar(store, file, root, &mut progress, verify, control, seen, stats, writer)?,
+        None => stream::delta_tar(
+            store,
+            file,
+            root,
+            &mut progress,
+            verify,
+            control,
+            seen,
+            stats,
+            writer,
+        )?,
     }
     progress.finish();
     Ok(())
 }
 
 /// Where a tablespace's files are (for the preview).
-pub fn tablespace_root(placements: &[crate::stage::tablespaces::Placement], oid: u32) -> Option<PathBuf> {
+pub fn tablespace_root(
+    placements: &[crate::stage::tablespaces::Placement],
+    oid: u32,
+) -> Option<PathBuf> {
     placements
         .iter()
         .find(|p| p.oid == oid)

@@ -61,8 +61,15 @@ impl DeltaPreview {
     }
 }
 
-/// The forecast for `backup` over `pgdata` and the tablespaces' locations.
-pub fn preview(backup: &Backup, pgdata: &Path, placements: &[Placement]) -> Result<DeltaPreview> {
+/// The forecast for `backup` over `pgdata` and the tablespaces' locations
+/// (`segment_bytes`: the size of the WAL segments the backup carries,
+/// which its manifest does not list).
+pub fn preview(
+    backup: &Backup,
+    pgdata: &Path,
+    placements: &[Placement],
+    segment_bytes: u64,
+) -> Result<DeltaPreview> {
     let Some(manifest) = backup.manifest() else {
         bail!(
             "backup `{}` has no backup_manifest, which lists its files: a delta restore cannot be planned from sizes",
@@ -71,9 +78,17 @@ pub fn preview(backup: &Backup, pgdata: &Path, placements: &[Placement]) -> Resu
     };
     let mut expected: HashMap<PathBuf, u64> = HashMap::new();
     for file in &manifest.parsed.files {
-        let path = match file.path.strip_prefix("pg_tblspc/").and_then(|rest| rest.split_once('/')) {
+        let path = match file
+            .path
+            .strip_prefix("pg_tblspc/")
+            .and_then(|rest| rest.split_once('/'))
+        {
             Some((oid, rest)) => {
-                let Some(root) = oid.parse().ok().and_then(|oid| super::tablespace_root(placements, oid)) else {
+                let Some(root) = oid
+                    .parse()
+                    .ok()
+                    .and_then(|oid| super::tablespace_root(placements, oid))
+                else {
                     continue;
                 };
                 root.join(rest)
@@ -81,6 +96,9 @@ pub fn preview(backup: &Backup, pgdata: &Path, placements: &[Placement]) -> Resu
             None => pgdata.join(&file.path),
         };
         expected.insert(path, file.size);
+    }
+    for segment in &backup.included_wal {
+        expected.insert(pgdata.join("pg_wal").join(segment), segment_bytes);
     }
     let mut preview = DeltaPreview {
         pgdata: pgdata.to_path_buf(),

@@ -36,12 +36,15 @@ pub fn pages_align(index: &Index) -> bool {
     index.members.iter().filter(|m| m.is_file()).all(|member| {
         let pages = member.size.div_ceil(PAGE_BYTES);
         member.pages.len() as u64 == pages
-            && member.frames.iter().all(|frame| match data_range(member, frame) {
-                None => true,
-                Some((start, end)) => {
-                    start % PAGE_BYTES == 0 && (end % PAGE_BYTES == 0 || end == member.size)
-                }
-            })
+            && member
+                .frames
+                .iter()
+                .all(|frame| match data_range(member, frame) {
+                    None => true,
+                    Some((start, end)) => {
+                        start % PAGE_BYTES == 0 && (end % PAGE_BYTES == 0 || end == member.size)
+                    }
+                })
     })
 }
 
@@ -84,7 +87,8 @@ pub fn delta_seekable(
     let mut jobs = Vec::new();
     let mut control = control;
     for member in &index.members {
-        let relative = safe_member_path(Path::new(&member.path)).with_context(|| format!("in `{described}`"))?;
+        let relative = safe_member_path(Path::new(&member.path))
+            .with_context(|| format!("in `{described}`"))?;
         if relative.as_os_str().is_empty() {
             continue;
         }
@@ -99,7 +103,10 @@ pub fn delta_seekable(
             continue;
         }
         let manifest = verify.as_ref().map(|v| manifest_path(v, &relative));
-        if let Some(held) = control.as_deref_mut().filter(|_| relative == Path::new("global/pg_control")) {
+        if let Some(held) = control
+            .as_deref_mut()
+            .filter(|_| relative == Path::new("global/pg_control"))
+        {
             let mut buffers = Buffers::new();
             let bytes = read_member(store, key, member, &mut buffers, &stored)?;
             if let (Some(v), Some(p)) = (verify.as_mut(), manifest) {
@@ -109,7 +116,9 @@ pub fn delta_seekable(
                 });
                 v.check
                     .record(&p, bytes.len() as u64, digest)
-                    .map_err(|problem| anyhow!("the backup does not match its manifest: {problem}"))?;
+                    .map_err(|problem| {
+                        anyhow!("the backup does not match its manifest: {problem}")
+                    })?;
             }
             *held = Some((bytes, member.mode));
             continue;
@@ -150,7 +159,8 @@ pub fn delta_seekable(
                 .spawn_scoped(scope, move || {
                     let mut buffers = Buffers::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let Some((n, job)) = queue.lock().ok().and_then(|mut jobs| jobs.pop()) else {
+                        let Some((n, job)) = queue.lock().ok().and_then(|mut jobs| jobs.pop())
+                        else {
                             return;
                         };
                         let result = delta_member(store, key, job, &mut buffers, stop, stored);
@@ -176,10 +186,13 @@ pub fn delta_seekable(
                 progress.add(sizes[n]);
                 stats.add(outcome);
                 match (verify.as_mut(), &manifests[n]) {
-                    (Some(v), Some(path)) => v
-                        .check
-                        .record(path, outcome.size, digest)
-                        .map_err(|problem| anyhow!("the backup does not match its manifest: {problem}")),
+                    (Some(v), Some(path)) => {
+                        v.check
+                            .record(path, outcome.size, digest)
+                            .map_err(|problem| {
+                                anyhow!("the backup does not match its manifest: {problem}")
+                            })
+                    }
                     _ => Ok(()),
                 }
             });
@@ -265,7 +278,8 @@ fn delta_member(
             differing.extend(pages);
         } else {
             local.resize(len, 0);
-            file.read_exact_at(&mut local, start).map_err(|e| interrupt_or(e, &target))?;
+            file.read_exact_at(&mut local, start)
+                .map_err(|e| interrupt_or(e, &target))?;
             for page in pages {
                 let from = (page * PAGE_BYTES - start) as usize;
                 let to = (from + PAGE_BYTES as usize).min(len);
@@ -290,7 +304,8 @@ fn delta_member(
             let skip = (member.data_offset + start - frame.offset) as usize;
             let new = &plain[skip..skip + len];
             if whole {
-                file.write_all_at(new, start).map_err(|e| interrupt_or(e, &target))?;
+                file.write_all_at(new, start)
+                    .map_err(|e| interrupt_or(e, &target))?;
                 outcome.bytes_written += len as u64;
                 if let Some(c) = &mut checksummer {
                     c.update(new);

@@ -20,7 +20,9 @@ use crate::repo::store::StoreRead;
 use crate::seekable::PAGE_BYTES;
 use crate::stage::extract::safe_member_path;
 use crate::stage::readahead::ReadAhead;
-use crate::stage::write::{interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify};
+use crate::stage::write::{
+    interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify,
+};
 use crate::stage::Interrupted;
 
 /// Pages read and compared at a time: 256 KiB, so that the existing file
@@ -65,7 +67,8 @@ pub fn delta_tar(
             .path()
             .with_context(|| format!("`{}` has a member with an unreadable name", path.display()))?
             .into_owned();
-        let relative = safe_member_path(&raw).with_context(|| format!("in `{}`", path.display()))?;
+        let relative =
+            safe_member_path(&raw).with_context(|| format!("in `{}`", path.display()))?;
         if relative.as_os_str().is_empty() {
             continue;
         }
@@ -93,10 +96,15 @@ pub fn delta_tar(
             ensure_parent(parent)?;
         }
         let manifest = verify.as_ref().map(|v| manifest_path(v, &relative));
-        if let Some(held) = control.as_deref_mut().filter(|_| relative == Path::new("global/pg_control")) {
+        if let Some(held) = control
+            .as_deref_mut()
+            .filter(|_| relative == Path::new("global/pg_control"))
+        {
             // Written last, by the guard; checked now like any file.
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(|e| interrupt_or(e, path))?;
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| interrupt_or(e, path))?;
             record(&mut verify, manifest, &bytes, bytes.len() as u64)?;
             *held = Some((bytes, mode));
             continue;
@@ -104,7 +112,8 @@ pub fn delta_tar(
         let size = entry.header().size().unwrap_or(0);
         let outcome = match comparable(&target, size)? {
             None => {
-                let written = write_checked(&mut entry, &target, &relative, mode, &mut verify, writer)?;
+                let written =
+                    write_checked(&mut entry, &target, &relative, mode, &mut verify, writer)?;
                 FileOutcome {
                     size: written,
                     whole: true,
@@ -126,7 +135,9 @@ pub fn delta_tar(
                 if let (Some(v), Some(p)) = (verify.as_mut(), manifest) {
                     v.check
                         .record(&p, size, checksummer.map(|c| c.finish()))
-                        .map_err(|problem| anyhow::anyhow!("the backup does not match its manifest: {problem}"))?;
+                        .map_err(|problem| {
+                            anyhow::anyhow!("the backup does not match its manifest: {problem}")
+                        })?;
                 }
                 outcome
             }
@@ -150,15 +161,20 @@ fn ensure_parent(parent: &Path) -> Result<()> {
 }
 
 /// Checks a held file against the manifest.
-fn record(verify: &mut Option<&mut Verify<'_>>, manifest: Option<String>, bytes: &[u8], size: u64) -> Result<()> {
+fn record(
+    verify: &mut Option<&mut Verify<'_>>,
+    manifest: Option<String>,
+    bytes: &[u8],
+    size: u64,
+) -> Result<()> {
     if let (Some(v), Some(p)) = (verify.as_mut(), manifest) {
         let digest = v.check.checksummer(&p).map(|mut c| {
             c.update(bytes);
             c.finish()
         });
-        v.check
-            .record(&p, size, digest)
-            .map_err(|problem| anyhow::anyhow!("the backup does not match its manifest: {problem}"))?;
+        v.check.record(&p, size, digest).map_err(|problem| {
+            anyhow::anyhow!("the backup does not match its manifest: {problem}")
+        })?;
     }
     Ok(())
 }
@@ -215,7 +231,8 @@ fn read_fully(reader: &mut dyn Read, mut buffer: &mut [u8]) -> io::Result<()> {
         match reader.read(buffer) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => buffer = &mut buffer[n..],
-            Err(error) if error.kind() == io::ErrorKind::Interrupted && !interrupt::requested() => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted && !interrupt::requested() => {
+            }
             Err(error) => return Err(error),
         }
     }
@@ -232,7 +249,9 @@ mod tests {
     fn only_the_pages_that_differ_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rel");
-        let backup: Vec<u8> = (0..PAGE_BYTES * 70 + 100).map(|i| (i % 251) as u8).collect();
+        let backup: Vec<u8> = (0..PAGE_BYTES * 70 + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut damaged = backup.clone();
         damaged[PAGE_BYTES as usize * 3 + 17] ^= 1;
         damaged[PAGE_BYTES as usize * 69 + 5] ^= 1;
@@ -240,9 +259,13 @@ mod tests {
         std::fs::write(&path, &damaged).unwrap();
         let existing = comparable(&path, backup.len() as u64).unwrap().unwrap();
         let mut all = Vec::new();
-        let outcome = patch(&mut backup.as_slice(), &existing, &path, backup.len() as u64, |b| {
-            all.extend_from_slice(b)
-        })
+        let outcome = patch(
+            &mut backup.as_slice(),
+            &existing,
+            &path,
+            backup.len() as u64,
+            |b| all.extend_from_slice(b),
+        )
         .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), backup);
         assert_eq!(all, backup);

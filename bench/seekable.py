@@ -27,10 +27,13 @@ caches, every method alike) and every restore is checked by its marker count.
 
 Bytes: "repo read" is the repository loop device's read counter
 (/proc/diskstats) around the whole run, replay's WAL reads included; "tool
-read"/"tool written" are the restore tool's process tree (pitr, pgbackrest and
-their workers; the floor tool), from wait4's rusage (ru_inblock/ru_oublock:
-/proc/PID/io read_bytes/write_bytes of the tree), PostgreSQL's own replay
-excluded (it is not the tool's child once started).
+read" is the restore tool's process tree (pitr, pgbackrest and their workers;
+the floor tool) reading from storage (wait4's ru_inblock = /proc/PID/io
+read_bytes), "tool written" what that tree passed to write(2) (/proc/PID/io
+wchar: a reaped child's counters go to its parent). PostgreSQL's own replay is
+excluded (it is not the tool's child once started). The kernel's write_bytes
+("dirtied") is shown too, but it overstates a delta restore's writes on
+kernels with large page-cache folios (see timed()).
 
 Python 3.11 standard library only; reuses bench/restore.py's helpers.
 """
@@ -105,16 +108,38 @@ def timed(cmd: list, pg: bool = False, cwd=None) -> dict:
     if pg:
         cmd = R.as_pg(cmd)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        io_before = self_io()
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.monotonic() - started
+        io_after = self_io()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         return {"seconds": seconds, "code": proc.returncode, "stdout": out.read(), "stderr": err.read(),
-                "tool_read": usage.ru_inblock * 512, "tool_written": usage.ru_oublock * 512,
+                "tool_read": usage.ru_inblock * 512,
+                # What the tree passed to write(2) and friends: a reaped
+                # child's counters are added to its parent's /proc/PID/io,
+                # and this process does no I/O while it waits.
+                "tool_written": io_after["wchar"] - io_before["wchar"],
+                # The kernel's write_bytes (ru_oublock): pages dirtied. On
+                # kernels with large page-cache folios (ext4, 6.x) an 8 KiB
+                # pwrite into a 2 MiB folio read before counts the whole
+                # folio, though writeback writes only the dirty blocks: it
+                # overstates a delta restore's writes, so it is only shown.
+                "tool_dirtied": usage.ru_oublock * 512,
                 "tool_cpu": usage.ru_utime + usage.ru_stime}
+
+
+def self_io() -> dict[str, int]:
+    """This process's /proc/self/io, which includes its reaped children's."""
+    counters = {}
+    with open("/proc/self/io") as f:
+        for line in f:
+            key, value = line.split(":")
+            counters[key] = int(value)
+    return counters
 
 
 def check(result: dict, what: str) -> dict:
@@ -561,19 +586,22 @@ max_wal_size = 4GB
                       f"frames are 1 MiB: the frames a delta restore must read)")
         print("  every timed run began with sync; echo 3 > /proc/sys/vm/drop_caches (cold caches, all methods);")
         print("  repo read = the repositories' loop device (/proc/diskstats), whole run incl. replay's WAL;")
-        print("  tool read/written = the restore tool's process tree (wait4 rusage = /proc/PID/io read_bytes/")
-        print("  write_bytes), PostgreSQL's replay excluded (pitr's WAL prefetch into pg_wal is pitr's, pgBackRest's")
+        print("  tool read = the restore tool's process tree reading storage (/proc/PID/io read_bytes), tool written =")
+        print("  what it passed to write(2) (wchar); dirtied = the kernel's write_bytes, which counts a whole large")
+        print("  page-cache folio for an 8 KiB write into it (overstates delta writes; writeback writes only the dirty")
+        print("  blocks); PostgreSQL's replay excluded (pitr's WAL prefetch into pg_wal is pitr's, pgBackRest's")
         print("  async archive-get daemon is not in the tree); MB = 10^6 bytes. pitr's WAL archive is plain segments")
         print("  (archive_command cp, as bench/restore.py), pgBackRest's is gzip: repo read counts both as stored.")
         print()
         head = (f"{'method':20} {'rnd':>3} {'staging':>8} {'replay':>7} {'total':>7} | {'repo rd':>8} {'tool rd':>8} "
-                f"{'tool wr':>8} {'tool cpu':>8} | {'markers':>7} {'load':>5}")
+                f"{'tool wr':>8} {'dirtied':>8} {'tool cpu':>8} | {'markers':>7} {'load':>5}")
         print(head)
         print("-" * len(head))
         for r in self.results:
             print(f"{r['method']:20} {r['round']:>3} {fmt(r.get('staging')):>8} {fmt(r.get('replay')):>7} "
                   f"{fmt(r.get('total')):>7} | {r['repo_read'] / 1e6:8.0f} {r.get('tool_read', 0) / 1e6:8.0f} "
-                  f"{r.get('tool_written', 0) / 1e6:8.0f} {fmt(r.get('tool_cpu')):>8} | {str(r.get('count', '-')):>7} "
+                  f"{r.get('tool_written', 0) / 1e6:8.0f} {r.get('tool_dirtied', 0) / 1e6:8.0f} "
+                  f"{fmt(r.get('tool_cpu')):>8} | {str(r.get('count', '-')):>7} "
                   f"{fmt(r.get('load1'), 1):>5}")
         print()
         print(f"Medians of {ROUNDS} round(s) (seconds; MB)")

@@ -65,6 +65,8 @@ HERE = Path(__file__).resolve().parent
 FLOOR = HERE / "floor.py"
 PAGE = 8192
 JOBS = os.cpu_count() or 1
+# PERF_DIR: record a perf profile of every pitr restore into this directory.
+PERF_DIR = os.environ.get("PERF_DIR", "")
 
 FULL_METHODS = ["pitr-seekable", "pitr-default", "pgbackrest", "write-floor", "replay-floor"]
 DELTA_METHODS = ["read-floor", "pitr-delta-seekable", "pitr-delta-default", "pgbackrest-delta", "pitr-full"]
@@ -343,6 +345,12 @@ max_wal_size = 4GB
     def pitr_restore(self, pgdata: Path, port: int, backup: str, extra: list[str]) -> dict:
         cmd = [self.pitr, "restore", "--repo", self.repo, "--to", self.target, "--backup", backup,
                "--pgdata", pgdata, "--port", port, "--json", "--quiet", *extra]
+        if PERF_DIR:
+            # Where the time goes: a profile of each pitr restore (perf's
+            # overhead is in the times then; not for the figures).
+            self.perf_runs = getattr(self, "perf_runs", 0) + 1
+            data = Path(PERF_DIR) / f"pitr-{self.perf_runs}{'-delta' if '--delta' in extra else ''}-{backup}.data"
+            cmd = ["perf", "record", "-q", "-g", "-o", data, "--", *cmd]
         self.started_pgdata.append(pgdata)
         res = check(timed(cmd), f"pitr restore {' '.join(extra)}")
         report = json.loads(res["stdout"])

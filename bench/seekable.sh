@@ -13,6 +13,7 @@
 #   ROUNDS            timed runs per method, interleaved (default 3)
 #   DELTA_PCT         pages of the backup the changed copy differs in (default 5)
 #   PARTS             full,delta (default both)
+#   PERF_DIR          record a perf profile of every pitr restore there (not for figures)
 #   WORKLOAD_WAL_MB   the workload after the backups writes this much WAL
 #                     (default 100: its replay changes pages of the copy too)
 #   PG_BIN, BENCH_DIR, KEEP, CARGO_TARGET_DIR   as in bench/restore.sh

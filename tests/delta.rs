@@ -169,6 +169,71 @@ fn plant_leftovers(pgdata: &Path) -> Vec<PathBuf> {
     leftovers
 }
 
+/// A delta restore interrupted halfway (Ctrl-C, slowed by the test knob
+/// `PITR_STAGE_DELAY_MS`): it says how to finish, the directory keeps the
+/// marker, PostgreSQL refuses to start on it (no pg_control), and `pitr
+/// restore` without `--delta` refuses it. Then the second `--delta`, whose
+/// output is returned (the server it started is stopped when the test's
+/// guard on the directory drops).
+fn interrupted_then_finished(s: &Scenario, pgdata: &Path, options: &[&str]) -> Output {
+    // Interrupted halfway (slowed by the test knob), then refused.
+    let child = s
+        .restore(pgdata, true, options)
+        .env("PITR_STAGE_DELAY_MS", "20")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the delta restore to begin",
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        || {
+            pgdata.join("pitr-delta-restore.in-progress").exists()
+                && !pgdata.join("global/pg_control").exists()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("run the same `pitr restore --delta` again"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(pgdata.join("pitr-delta-restore.in-progress").exists());
+    let started = as_pg_user(pg_bin().join("pg_ctl"))
+        .args(["start", "-w", "-t", "20", "-D"])
+        .arg(pgdata)
+        .arg("-l")
+        .arg(s.cluster.dir.join("refused-start.log"))
+        .output()
+        .unwrap();
+    let _guard = ServerGuard(pgdata.to_path_buf());
+    let log = fs::read_to_string(s.cluster.dir.join("refused-start.log")).unwrap_or_default();
+    assert!(
+        !started.status.success(),
+        "PostgreSQL started on a half-restored directory:\n{log}"
+    );
+    let said = format!("{}{log}", stderr(&started));
+    assert!(said.contains("pg_control"), "{said}");
+    let plain = s.restore(pgdata, false, &[]).output().unwrap();
+    assert!(!plain.status.success());
+    assert!(
+        stderr(&plain).contains("unfinished delta restore"),
+        "{}",
+        stderr(&plain)
+    );
+
+    drop(_guard);
+    s.restore(pgdata, true, options).output().unwrap()
+}
+
 /// The bad UPDATE and the DROP undone over the crashed primary itself,
 /// from a seekable backup, through an interruption: `pitr plan --delta`
 /// forecasts; a delta restore killed halfway leaves a directory that
@@ -204,62 +269,7 @@ fn delta_over_the_crashed_primary_from_a_seekable_backup_survives_an_interruptio
     assert!(delta["rewrite"]["files"].as_u64().unwrap() >= 1, "{delta}");
     assert!(delta["remove"]["files"].as_u64().unwrap() >= 3, "{delta}");
 
-    // Interrupted halfway (slowed by the test knob), then refused.
-    let child = s
-        .restore(&pgdata, true, &["--jobs", "2"])
-        .env("PITR_STAGE_DELAY_MS", "20")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(
-        "the delta restore to begin",
-        Duration::from_secs(60),
-        Duration::from_millis(5),
-        || {
-            pgdata.join("pitr-delta-restore.in-progress").exists()
-                && !pgdata.join("global/pg_control").exists()
-        },
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("run the same `pitr restore --delta` again"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(pgdata.join("pitr-delta-restore.in-progress").exists());
-    let started = as_pg_user(pg_bin().join("pg_ctl"))
-        .args(["start", "-w", "-t", "20", "-D"])
-        .arg(&pgdata)
-        .arg("-l")
-        .arg(s.cluster.dir.join("refused-start.log"))
-        .output()
-        .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    let log = fs::read_to_string(s.cluster.dir.join("refused-start.log")).unwrap_or_default();
-    assert!(
-        !started.status.success(),
-        "PostgreSQL started on a half-restored directory:\n{log}"
-    );
-    let said = format!("{}{log}", stderr(&started));
-    assert!(said.contains("pg_control"), "{said}");
-    let plain = s.restore(&pgdata, false, &[]).output().unwrap();
-    assert!(!plain.status.success());
-    assert!(
-        stderr(&plain).contains("unfinished delta restore"),
-        "{}",
-        stderr(&plain)
-    );
-
-    // The second --delta finishes the job.
-    let output = s.restore(&pgdata, true, &["--jobs", "2"]).output().unwrap();
+    let output = interrupted_then_finished(&s, &pgdata, &["--jobs", "2"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let summary = json(&output);
     assert_exact(&summary);
@@ -351,8 +361,9 @@ fn one_corrupted_page(s: &Scenario, decompress: &str) {
     assert_exact(&summary);
 }
 
-/// From a gzip tar read as a stream: the damaged primary (stopped) back
-/// to the target, and one corrupted page found in an extracted copy.
+/// From a gzip tar read as a stream: one corrupted page found in an
+/// extracted copy, and the damaged primary (stopped) back to the target
+/// through an interruption.
 #[test]
 fn delta_from_a_plain_gzip_tar() {
     let s = scenario("pitr-delta-gzip-", &["--compress", "gzip"]);
@@ -360,7 +371,7 @@ fn delta_from_a_plain_gzip_tar() {
     one_corrupted_page(&s, "-z");
     let pgdata = s.cluster.pgdata.clone();
     let leftovers = plant_leftovers(&pgdata);
-    let output = s.restore(&pgdata, true, &[]).output().unwrap();
+    let output = interrupted_then_finished(&s, &pgdata, &[]);
     let _guard = ServerGuard(pgdata.clone());
     assert!(output.status.success(), "{}", stderr(&output));
     let summary = json(&output);

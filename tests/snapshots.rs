@@ -46,7 +46,7 @@ fn filters(dir: &Path) -> Vec<(String, &'static str)> {
         (r"(port|-p) \d+".to_string(), "$1 [PORT]"),
         (r"port = '\d+'".to_string(), "port = '[PORT]'"),
         // Singular or plural, as the count decides.
-        (r"\b\d+ (segment|file)s?\b".to_string(), "[N] $1s"),
+        (r"\b\d+ (segment|file)s?\b".to_string(), "[N] ${1}s"),
         (r"\b\d+ of \d+ compared".to_string(), "[N] of [N] compared"),
         (r"-\d+\b".to_string(), "-[N]"),
     ]

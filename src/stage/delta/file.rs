@@ -1,12 +1,12 @@
 //! One entry of the existing directory brought to the backup's: what is
 //! there is kept to be compared when it can be (a regular file at least
 //! as large as the backup's, truncated to its size first, as pgBackRest
-//! does: a relation that grew since the backup keeps its first pages),
-//! else removed and written anew. And what a delta restore counts.
+//! does: a relation that grew since the backup keeps its first pages; and
+//! not hard-linked elsewhere), else removed and written anew. And what a delta restore counts.
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -78,7 +78,9 @@ pub fn comparable(target: &Path, size: u64) -> Result<Option<File>> {
             return Err(error).with_context(|| format!("cannot inspect `{}`", target.display()))
         }
     };
-    if meta.is_file() && meta.len() >= size {
+    // A file with other hard links (pg_upgrade --link, a `cp -al` copy)
+    // is written anew: writing in place would change the other copies.
+    if meta.is_file() && meta.len() >= size && meta.nlink() == 1 {
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -180,4 +182,31 @@ fn tree_bytes(dir: &Path) -> (u64, u64) {
             ),
             _ => (bytes, files + 1),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+
+    #[test]
+    fn a_larger_file_is_cut_and_a_hard_linked_one_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let grown = dir.path().join("grown");
+        fs::write(&grown, vec![1u8; 3 * 8192]).unwrap();
+        let kept = comparable(&grown, 8192).unwrap().unwrap();
+        assert_eq!(kept.metadata().unwrap().len(), 8192);
+        // Smaller: removed, to be written in full.
+        assert!(comparable(&grown, 4 * 8192).unwrap().is_none());
+        assert!(!grown.exists());
+        // Another directory's copy sharing the inode keeps its bytes.
+        let linked = dir.path().join("linked");
+        let other = dir.path().join("other-copy");
+        fs::write(&linked, vec![2u8; 8192]).unwrap();
+        fs::hard_link(&linked, &other).unwrap();
+        assert!(comparable(&linked, 8192).unwrap().is_none());
+        assert!(!linked.exists());
+        assert_eq!(fs::read(&other).unwrap(), vec![2u8; 8192]);
+    }
 }

@@ -53,6 +53,18 @@ pub fn stage_delta(request: &StageRequest<'_>, reporter: &Reporter) -> Result<St
     let backup = &request.plan.backup;
     let base = delta_source(backup)?;
     let mut notes = Vec::new();
+    // The manifest is read before anything changes: a damaged one leaves
+    // the directory as it was.
+    let mut check = super::manifest_check(request, &mut notes)?;
+    // Checked before, and again now: a server may have been started there
+    // since.
+    if let Some(server) = crate::postgres::live::server_in_or_around(pgdata, 2) {
+        bail!(
+            "`{}` is in use now: {}; nothing was changed",
+            pgdata.display(),
+            server.describe()
+        );
+    }
     // 1. Nothing changes before the directory is marked and unstartable.
     guard::begin(
         pgdata,
@@ -62,7 +74,6 @@ pub fn stage_delta(request: &StageRequest<'_>, reporter: &Reporter) -> Result<St
         },
         request.user,
     )?;
-    let mut check = super::manifest_check(request, &mut notes)?;
     let mut writer = FileWriter::default();
     let mut stats = DeltaStats::default();
     let mut seen = Seen::new();

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -37,7 +38,7 @@ pub struct DeltaPreview {
     /// Present with the backup's size, or larger (cut to it first):
     /// compared page by page, kept where they match.
     pub compare: Tally,
-    /// Absent or smaller: written in full.
+    /// Absent, smaller, or hard-linked elsewhere: written in full.
     pub rewrite: Tally,
     /// Not in the backup (pg_wal's old segments among them): removed.
     pub remove: Tally,
@@ -108,7 +109,9 @@ pub fn preview(
     };
     for (path, size) in &expected {
         match fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_file() && meta.len() >= *size => preview.compare.add(*size),
+            Ok(meta) if meta.is_file() && meta.len() >= *size && meta.nlink() == 1 => {
+                preview.compare.add(*size)
+            }
             _ => preview.rewrite.add(*size),
         }
     }

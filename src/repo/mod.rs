@@ -22,6 +22,7 @@ pub mod pg_control;
 pub mod push;
 pub mod store;
 pub mod tablespace;
+pub mod tar_split;
 pub mod wal_source;
 pub mod writer;
 

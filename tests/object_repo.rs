@@ -1037,3 +1037,254 @@ fn wal_push_falls_back_to_look_write_read_back() {
         "nothing overwritten"
     );
 }
+
+/// Bytes of the files below `dir`, at any depth (0 when it is gone).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Samples the size of `dir` every 10 ms until told to stop; returns the
+/// largest seen.
+struct DiskWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl DiskWatch {
+    fn start(dir: &Path) -> DiskWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(bytes_under(&dir));
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak
+        });
+        DiskWatch { stop, thread }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The objects under `prefix` of the test bucket, as the driver lists them.
+fn keys_under(server: &ObjectServer, url: &str, prefix: &str) -> Vec<String> {
+    use pitr::repo::store::object::{ObjectStorage, ObjectUrl};
+    use pitr::repo::store::StoreRead;
+    let url = ObjectUrl::parse(url).unwrap().unwrap();
+    let store = ObjectStorage::open_with(&url, &server.settings()).unwrap();
+    let mut keys: Vec<String> = store
+        .list(prefix, None)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    for group in store.list_prefixes(prefix).unwrap() {
+        keys.push(format!("{prefix}{group}/"));
+    }
+    keys.sort();
+    keys
+}
+
+/// `pitr backup --repo s3://…` (and az://) streams pg_basebackup's stdout
+/// into the store: the local temporary directory (where the backup used
+/// to be staged) never holds more than a few kB while a backup of tens of
+/// MB is taken; the backup is stored as a staged one is (base.tar.zst,
+/// pg_wal.tar.zst, backup_manifest), `pitr verify` checks it against its
+/// manifest, and a restore to a time between two commits has exactly the
+/// rows before it and every row of a table copied into the backup.
+#[test]
+fn a_backup_streams_into_the_store_with_no_local_copy() {
+    let test = "a_backup_streams_into_the_store_with_no_local_copy";
+    if !require_root(test) {
+        return;
+    }
+    for kind in [Kind::S3, Kind::Azure] {
+        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
+            continue;
+        }
+        let _turn = one_azurite_at_a_time(kind);
+        let server = ObjectServer::start(kind);
+        let dir = shared_tempdir("pitr-object-stream");
+        let binary = shared_pitr_binary(dir.path());
+        let url = server.url("stream");
+        run_ok(
+            pitr(&binary, &server).args(["init", "--repo", &url]),
+            "init",
+        );
+        let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+        let cluster =
+            Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        // About 40 MB of rows that compress poorly: several upload parts.
+        cluster.sql(
+            "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t FROM generate_series(1, 400000) g",
+        );
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let watch = DiskWatch::start(&tmp);
+        let backup = run_ok(
+            pitr(&binary, &server)
+                .env("TMPDIR", &tmp)
+                .env("PGHOST", &cluster.dir)
+                .env("PGPORT", cluster.port.to_string())
+                .env("PGUSER", "postgres")
+                .args(["backup", "--fast", "--repo", &url]),
+            "backup",
+        );
+        let peak = watch.peak();
+        let said = text(&backup.stderr);
+        assert!(said.contains("streaming into"), "{kind:?}: {said}");
+        assert!(
+            peak < 64 * 1024,
+            "{kind:?}: {peak} bytes in TMPDIR during a streamed backup"
+        );
+        let id = text(&backup.stdout).trim().to_string();
+        let keys = keys_under(&server, &server.url("stream/base"), &format!("{id}/"));
+        assert_eq!(
+            keys,
+            [
+                format!("{id}/backup_manifest"),
+                format!("{id}/base.tar.zst"),
+                format!("{id}/pg_wal.tar.zst"),
+            ],
+            "{kind:?}"
+        );
+        let stored = keys_under(&server, &server.url("stream/base"), "");
+        assert!(
+            stored.iter().all(|key| !key.starts_with(".pitr-")),
+            "{kind:?}: a marker left: {stored:?}"
+        );
+        run_ok(
+            pitr(&binary, &server).args(["verify", "--repo", &url, "--backup", &id]),
+            "verify",
+        );
+
+        let markers: Vec<Marker> = (1..=3).map(|id| cluster.insert_marker(id)).collect();
+        cluster.archive_everything();
+        drop(cluster);
+        let target = rfc3339(between(&markers[1], &markers[2]));
+        let pgdata = dir.path().join("restored");
+        let mut outputs = String::new();
+        let (summary, guard) = restore_from_store(
+            &binary,
+            &server,
+            &pgdata,
+            &["--repo", &url, "--to", &target, "--action", "pause"],
+            &mut outputs,
+        );
+        assert_eq!(count_rows(&summary), 2, "{kind:?}");
+        let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+        let port = summary["port"].as_u64().unwrap() as u16;
+        assert_eq!(
+            psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+            "400000|80000200000",
+            "{kind:?}"
+        );
+        drop(guard);
+    }
+}
+
+/// Ctrl-C during the upload of a streamed backup: pitr exits 130, and
+/// the store holds no backup, no marker and no open multipart upload
+/// (s3s-fs keeps an open upload as `.upload-<id>.json` and its parts as
+/// `.upload_id-<id>.part-<n>` in its root).
+#[test]
+fn ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3() {
+    let test = "ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-ctrl-c");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("ctrlc");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    // Rows of 1 kB (under the TOAST threshold: stored as they are), about
+    // 200 MB backed up uncompressed: many upload parts.
+    cluster.sql(
+        "CREATE TABLE noise AS SELECT g, repeat(md5(g::text), 30) AS t FROM generate_series(1, 200000) g",
+    );
+    let mut child = pitr(&binary, &server)
+        .env("PGHOST", &cluster.dir)
+        .env("PGPORT", cluster.port.to_string())
+        .env("PGUSER", "postgres")
+        .args(["backup", "--fast", "--compress", "none", "--repo", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the multipart upload has a part stored.
+    let root = object_servers::data_dir(&server).join("data");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let open_uploads = |root: &Path| -> Vec<String> {
+        std::fs::read_dir(root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(".upload"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    loop {
+        let files = open_uploads(&root);
+        if files.iter().any(|name| name.contains(".part-")) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pitr backup ended before a part was uploaded"
+        );
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{said}");
+    assert!(said.contains("interrupted"), "{said}");
+    assert_eq!(open_uploads(&root), Vec::<String>::new(), "{said}");
+    assert_eq!(
+        keys_under(&server, &server.url("ctrlc/base"), ""),
+        Vec::<String>::new(),
+        "{said}"
+    );
+    let listed = run_ok(
+        pitr(&binary, &server).args(["--json", "list", "--repo", &url]),
+        "list",
+    );
+    let listed = json(&listed);
+    assert_eq!(
+        listed["backups"].as_array().map(Vec::len),
+        Some(0),
+        "{listed:#}"
+    );
+    drop(cluster);
+}

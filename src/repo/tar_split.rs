@@ -148,19 +148,31 @@ mod tests {
     /// The shape of `pg_basebackup -D - -Ft -X fetch` on PostgreSQL 15.
     fn stdout_tar() -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        member(&mut builder, "backup_label", b"START WAL LOCATION: 0/2000028\n");
+        member(
+            &mut builder,
+            "backup_label",
+            b"START WAL LOCATION: 0/2000028\n",
+        );
         dir(&mut builder, "base");
         member(&mut builder, "base/1/1259", &[7u8; 8192]);
         dir(&mut builder, "pg_wal");
         dir(&mut builder, "pg_wal/archive_status");
         member(&mut builder, "global/pg_control", &[1u8; 8192]);
-        member(&mut builder, "pg_wal/000000010000000000000002", &[2u8; 4096]);
+        member(
+            &mut builder,
+            "pg_wal/000000010000000000000002",
+            &[2u8; 4096],
+        );
         member(
             &mut builder,
             "pg_wal/archive_status/000000010000000000000002.done",
             b"",
         );
-        member(&mut builder, "backup_manifest", b"{\"PostgreSQL-Backup-Manifest-Version\": 1}");
+        member(
+            &mut builder,
+            "backup_manifest",
+            b"{\"PostgreSQL-Backup-Manifest-Version\": 1}",
+        );
         let mut bytes = builder.into_inner().unwrap();
         // pg_basebackup ends with more zero blocks than tar needs.
         bytes.extend_from_slice(&[0u8; 4096]);

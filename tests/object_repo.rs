@@ -1288,3 +1288,65 @@ fn ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3() {
     );
     drop(cluster);
 }
+
+/// A cluster with a second tablespace cannot be written to stdout:
+/// pg_basebackup refuses once the backup has started, and pitr stages the
+/// backup locally instead, saying so; the backup is complete, with the
+/// tablespace's tar, and no marker is left.
+#[test]
+fn several_tablespaces_are_staged_instead_of_streamed() {
+    let test = "several_tablespaces_are_staged_instead_of_streamed";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-tablespaces");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("spaces");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    let location = pg_owned_dir(&dir.path().join("ts1"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        location.display()
+    ));
+    cluster
+        .sql("CREATE TABLE elsewhere TABLESPACE ts1 AS SELECT g FROM generate_series(1, 1000) g");
+    let backup = run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "backup",
+    );
+    let said = text(&backup.stderr);
+    assert!(
+        said.contains("cannot stream a cluster with several tablespaces"),
+        "{said}"
+    );
+    let id = text(&backup.stdout).trim().to_string();
+    let keys = keys_under(&server, &server.url("spaces/base"), &format!("{id}/"));
+    assert!(
+        keys.contains(&format!("{id}/base.tar.zst"))
+            && keys.contains(&format!("{id}/backup_manifest")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|key| key.ends_with(".tar.zst")
+            && key[id.len() + 1..].starts_with(|c: char| c.is_ascii_digit())),
+        "the tablespace's tar: {keys:?}"
+    );
+    let stored = keys_under(&server, &server.url("spaces/base"), "");
+    assert_eq!(stored, [format!("{id}/")], "no marker left");
+    run_ok(
+        pitr(&binary, &server).args(["verify", "--repo", &url, "--backup", &id]),
+        "verify",
+    );
+    drop(cluster);
+}

@@ -9,7 +9,7 @@
 # (pg_resetwal -l), archiving with `pitr wal-push` into s3s-fs, one backup
 # (`pitr backup`, streamed) and a few segments after it; below them,
 # SEGMENTS older segment names of timeline 1 written straight into
-# s3s-fs's directory (8 kB bodies, a real first page: no plan reads them, every listing must
+# s3s-fs's directory (64-byte bodies, a real first page header: no plan reads them, every listing must
 # page through them). s3s-fs logs every request (RUST_LOG=s3s::service=debug);
 # a LIST is a `GET /bucket?list-type=2...`.
 #
@@ -77,7 +77,7 @@ first_real=$(ls "$work/primary/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | head 
 python3 - "$work/s3/$bucket/repo/wal" "$SEGMENTS" "$work/primary/pg_wal/$first_real" <<'PY'
 import os, sys
 wal, n, real = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-header = open(real, "rb").read(8192)
+header = open(real, "rb").read(64)
 for i in range(1, n + 1):
     with open(os.path.join(wal, "00000001%08X%08X" % (i >> 8, i & 0xFF)), "wb") as f:
         f.write(header)
@@ -99,7 +99,18 @@ measure() {
         grep -o 'uri: [^ ]*list-type=2[^ ,]*' "$work/s3.log" | tail -n $((after - before)) | sed 's/^/    /' | cut -c1-160
     fi
 }
-measure "list (cold cache)" list --repo "$url"
-measure "plan --to latest (cold cache)" plan --repo "$url" --to latest
-measure "plan --to latest (warm cache)" plan --repo "$url" --to latest
-measure "list (warm cache)" list --repo "$url"
+# The first command finds the local caches (facts, listing) empty.
+measure "list (empty caches)" list --repo "$url"
+measure "plan --to latest (after list)" plan --repo "$url" --to latest
+measure "list (again)" list --repo "$url"
+for i in 4 5 6; do sql "INSERT INTO t VALUES ($i)"; sql "SELECT pg_switch_wal()" >/dev/null; done
+while [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" != 0 ]; do sleep 0.5; done
+measure "plan --to latest (3 new segments)" --json plan --repo "$url" --to latest
+cp "$work/out" "$work/plan-resumed.json"
+rm -rf "$work/cache"
+measure "plan --to latest (empty caches)" --json plan --repo "$url" --to latest
+if cmp -s "$work/out" "$work/plan-resumed.json"; then
+    echo "the plan from the resumed listing is the plan from a full one"
+else
+    echo "DIFFERENT plans from the resumed and the full listing:"; diff "$work/plan-resumed.json" "$work/out" | head -20
+fi

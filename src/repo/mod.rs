@@ -16,6 +16,7 @@ pub mod facts_cache;
 pub mod identity;
 pub mod incremental;
 pub mod label;
+pub mod listing_cache;
 pub mod manifest;
 pub mod manifest_check;
 pub mod pg_control;

@@ -91,7 +91,8 @@ impl ListingCache {
         }
         let digest = Sha256::digest(store.identity().as_bytes());
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        super::facts_cache::cache_dir().map(|dir| ListingCache::at(dir, format!("listing-{name}.json")))
+        super::facts_cache::cache_dir()
+            .map(|dir| ListingCache::at(dir, format!("listing-{name}.json")))
     }
 
     /// The copy `key` in `dir`.
@@ -250,7 +251,11 @@ mod tests {
         // New segments, and a backup history file arriving late, among
         // the last RELISTED keys.
         fs::write(archive.join(name(3001)), b"x").unwrap();
-        fs::write(archive.join(format!("{}.00000028.backup", name(2500))), b"b").unwrap();
+        fs::write(
+            archive.join(format!("{}.00000028.backup", name(2500))),
+            b"b",
+        )
+        .unwrap();
         let second = list_archive(&store, Some(&cache)).unwrap();
         assert_eq!(store.resumed.load(Ordering::SeqCst), 1);
         assert_eq!(keys(&second), keys(&store.inner.list("", None).unwrap()));

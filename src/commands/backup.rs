@@ -1,6 +1,9 @@
 //! `pitr backup`: pg_basebackup into a hidden directory under `base/`,
-//! renamed to `base/<id>` on success, then a wait until the backup's WAL is
-//! in the archive, so that the backup can be restored when this returns.
+//! renamed to `base/<id>` on success (into an object store: streamed from
+//! pg_basebackup's stdout straight into the store, see `backup_stream`,
+//! unless it must be staged locally first), then a wait until the backup's
+//! WAL is in the archive, so that the backup can be restored when this
+//! returns.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};

@@ -823,6 +823,72 @@ fn a_second_cluster_is_refused_on_s3() {
     );
 }
 
+/// A seekable backup (`pitr backup --seekable`) in S3: its index is read
+/// from the store, the workers fetch each part of a file with one ranged
+/// GET, and the restore is exact at a time between two commits; `pitr
+/// verify` passes on it (the index checked through the store).
+#[test]
+fn a_seekable_backup_in_s3_is_staged_by_the_workers() {
+    let test = "a_seekable_backup_in_s3_is_staged_by_the_workers";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-seekable");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("seekable");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    // A table of several MiB: files that are staged in several parts.
+    cluster.sql(
+        "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g",
+    );
+    run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--seekable", "--repo", &url]),
+        "backup --seekable",
+    );
+    let markers: Vec<Marker> = (1..=3).map(|id| cluster.insert_marker(id)).collect();
+    cluster.archive_everything();
+    drop(cluster);
+
+    let mut outputs = String::new();
+    let target = rfc3339(between(&markers[1], &markers[2]));
+    let pgdata = dir.path().join("restored");
+    let (summary, guard) = restore_from_store(
+        &binary,
+        &server,
+        &pgdata,
+        &["--repo", &url, "--to", &target, "--jobs", "2", "--verbose"],
+        &mut outputs,
+    );
+    assert!(outputs.contains("staged by 2 workers"), "{outputs}");
+    assert_eq!(count_rows(&summary), 2);
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    assert_eq!(
+        psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+        "200000|20000100000"
+    );
+    drop(guard);
+
+    let verify = run_ok(
+        pitr(&binary, &server).args(["verify", "--repo", &url]),
+        "verify",
+    );
+    let said = text(&verify.stdout);
+    assert!(said.contains(": ok"), "{said}");
+}
+
 /// A segment of `size` bytes whose first page has a long header naming
 /// the cluster `system_identifier` (PostgreSQL 15's page magic).
 fn synthetic_segment(system_identifier: u64, fill: u8) -> Vec<u8> {
@@ -838,13 +904,15 @@ fn synthetic_segment(system_identifier: u64, fill: u8) -> Vec<u8> {
 }
 
 /// What archiving one segment costs on S3, counted in the server's own
-/// log: one LIST (the copies of the name under every compression suffix,
-/// one page that starts at the name) and one conditional PUT. The first
-/// push into a repository also records the cluster's identity; a
-/// re-archived segment costs the LIST and one read to compare.
+/// log: one conditional PUT. The first push into a repository also records
+/// the cluster's identity and the archive's one compression, and lists the
+/// name's copies (it cannot know what was archived before the record). A
+/// re-archived segment costs the refused PUT, a LIST and one read to
+/// compare; a push asking for another compression is refused (exit 2)
+/// before anything is written.
 #[test]
-fn wal_push_costs_one_list_and_one_put_on_s3() {
-    let test = "wal_push_costs_one_list_and_one_put_on_s3";
+fn wal_push_costs_one_put_on_s3() {
+    let test = "wal_push_costs_one_put_on_s3";
     if !object_servers::require_server(test, Kind::S3) {
         return;
     }
@@ -856,47 +924,76 @@ fn wal_push_costs_one_list_and_one_put_on_s3() {
         pitr(&binary, &server).args(["init", "--repo", &url]),
         "init",
     );
-    let push = |name: &str, fill: u8| {
+    let wal_push = |name: &str, fill: u8, extra: &[&str]| {
         let path = dir.path().join(name);
         std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
         let seen = server.requests().len();
-        run_ok(
-            pitr(&binary, &server)
-                .args(["wal-push", "--repo", &url])
-                .arg(&path),
-            "wal-push",
-        );
-        server.requests()[seen..].to_vec()
+        let output = pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output, server.requests()[seen..].to_vec())
     };
-    // The first push also records the identity (a HEAD that finds none,
-    // and its conditional PUT).
-    let first = push("000000010000000000000001", 1);
-    assert_eq!(
-        first
+    let methods = |requests: &[String]| -> Vec<String> {
+        requests
             .iter()
-            .filter(|r| r.contains(".pitr-system-identifier"))
-            .count(),
-        2,
+            .map(|r| r.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    // The first push records the identity (a HEAD that finds none, and its
+    // conditional PUT) and the compression (a conditional PUT), and lists.
+    let (output, first) = wal_push("000000010000000000000001", 1, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for record in [".pitr-system-identifier", ".pitr-wal-compression"] {
+        assert!(first.iter().any(|r| r.contains(record)), "{first:#?}");
+    }
+    assert!(
+        first.iter().any(|r| r.contains("list-type=2")),
         "{first:#?}"
     );
-    eprintln!("first push: {first:#?}");
     for (number, fill) in [(2, 2u8), (3, 3), (4, 4)] {
-        let requests = push(&format!("00000001000000000000000{number}"), fill);
-        let methods: Vec<&str> = requests
-            .iter()
-            .map(|r| r.split(' ').next().unwrap())
-            .collect();
-        assert_eq!(methods, ["GET", "PUT"], "{requests:#?}");
+        let name = format!("00000001000000000000000{number}");
+        let (output, requests) = wal_push(&name, fill, &[]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert_eq!(methods(&requests), ["PUT"], "{requests:#?}");
         assert!(
-            requests[0].contains("list-type=2") && requests[0].contains("start-after="),
-            "{requests:#?}"
-        );
-        assert!(
-            requests[1].contains(&format!("00000001000000000000000{number}.zst")),
+            requests[0].contains(&format!("{name}.zst")),
             "{requests:#?}"
         );
     }
-    eprintln!("requests per archived segment on s3s-fs: 1 LIST + 1 PUT");
+    eprintln!("requests per archived segment on s3s-fs: 1 PUT");
+
+    // The same segment again: the store refuses the PUT, the copies are
+    // listed and compared, success.
+    let (output, again) = wal_push("000000010000000000000004", 4, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(methods(&again)[0], "PUT", "{again:#?}");
+    assert!(
+        again.iter().any(|r| r.contains("list-type=2")),
+        "{again:#?}"
+    );
+    // Other bytes under that name: refused, the archived object unchanged.
+    let (output, _) = wal_push("000000010000000000000004", 9, &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+
+    // Another compression: refused before any segment is written, both
+    // compressions named, what to do said.
+    let (output, refused) = wal_push("000000010000000000000005", 5, &["--compress", "gzip"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("compressed with zstd") && stderr.contains("asks for gzip"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--compress zstd"), "{stderr}");
+    assert!(
+        !refused
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("000000010000000000000005")),
+        "{refused:#?}"
+    );
 }
 
 /// The store goes down in the middle of a restore's replay: `wal-fetch`

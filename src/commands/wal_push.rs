@@ -31,6 +31,7 @@ use crate::repo::archive_name::WalFileName;
 use crate::repo::push::{PushError, Pushed, Source};
 use crate::repo::store::posix::Posix;
 use crate::repo::store::Writable;
+use crate::repo::wal_compression::{self, EarlierCopies};
 use crate::repo::ArchiveAt;
 
 pub const EXIT_FAILED: u8 = 1;
@@ -101,20 +102,23 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
             // How `pitr init` found the store: one conditional PUT, or the
             // look-write-read-back fallback where conditional creates are
             // ignored.
-            let archive = if crate::repo::capability::conditional_create_enforced(&archive)
-                .map_err(PushError::Failed)?
-            {
-                archive
-            } else {
-                archive.looking_before_writing()
-            };
-            push_into(
-                Writable::new(archive),
-                source,
-                &name,
-                compression,
-                args.level,
-            )
+            let enforced = crate::repo::capability::conditional_create_enforced(&archive)
+                .map_err(PushError::Failed)?;
+            if !enforced {
+                let archive = Writable::new(archive.looking_before_writing());
+                return push_into(
+                    archive,
+                    source,
+                    &name,
+                    compression,
+                    args.level,
+                    EarlierCopies::ListedFirst,
+                );
+            }
+            let archive = Writable::new(archive);
+            let earlier =
+                wal_compression::earlier_copies(&archive, compression).map_err(PushError::Usage)?;
+            push_into(archive, source, &name, compression, args.level, earlier)
         }
     }
 }
@@ -137,7 +141,15 @@ pub fn push_file(
             dir.display()
         )));
     }
-    push_into(Writable::new(archive), source, name, compression, level)
+    // A directory holds whatever `cp` or another tool put there: look.
+    push_into(
+        Writable::new(archive),
+        source,
+        name,
+        compression,
+        level,
+        EarlierCopies::ListedFirst,
+    )
 }
 
 /// Archives `source` into `archive` as `<name><suffix>`.
@@ -147,6 +159,7 @@ fn push_into(
     name: &WalFileName,
     compression: Compression,
     level: Option<i32>,
+    earlier: EarlierCopies,
 ) -> Result<(Writable, Pushed), PushError> {
     let mut input = open_handed_over(source).map_err(|error| match error {
         HandOverError::NotAFile(_) => PushError::Usage(error.into()),
@@ -162,6 +175,7 @@ fn push_into(
         name,
         compression,
         level,
+        earlier,
     )?;
     Ok((archive, pushed))
 }

@@ -68,23 +68,33 @@ pub fn claim(archive: &Writable, system_identifier: u64) -> Result<u64> {
     let bytes = serde_json::to_vec(&Stored {
         system_identifier: system_identifier.to_string(),
     })?;
+    let (recorded, _) = claim_once(archive, IDENTITY_KEY, &bytes)?;
+    parse(&recorded).with_context(|| format!("`{}` is damaged", archive.describe(IDENTITY_KEY)))
+}
+
+/// Writes `bytes` as the write-once record `key` unless the object exists;
+/// returns what the record holds afterwards (ours, or what an earlier or
+/// concurrent writer put there) and whether this call wrote it.
+pub(crate) fn claim_once(archive: &Writable, key: &str, bytes: &[u8]) -> Result<(Vec<u8>, bool)> {
     let created = archive.create_new(
-        IDENTITY_KEY,
-        // Readable by every user: root's `init` writes it, the server's
-        // user reads it on every push.
+        key,
+        // Readable by every user: root's `init` writes such records, the
+        // server's user reads them on every push.
         &NewObject { mode: Some(0o644) },
-        &mut |out| out.write_all(&bytes),
+        &mut |out| out.write_all(bytes),
     );
     match created {
-        Ok(Created::Created | Created::AlreadyPresentSame) => Ok(system_identifier),
-        Ok(Created::PresentDifferent) => recorded(archive.read().as_ref())?.ok_or_else(|| {
-            anyhow!(
-                "`{}` vanished while it was compared",
-                archive.describe(IDENTITY_KEY)
-            )
-        }),
-        Err(WriteError::Write(error)) => Err(anyhow::Error::new(error)
-            .context(format!("cannot write `{}`", archive.describe(IDENTITY_KEY)))),
+        Ok(Created::Created) => Ok((bytes.to_vec(), true)),
+        Ok(Created::AlreadyPresentSame) => Ok((bytes.to_vec(), false)),
+        Ok(Created::PresentDifferent) => {
+            let recorded = super::store::read_all(archive.read().as_ref(), key)
+                .with_context(|| format!("cannot read `{}`", archive.describe(key)))?;
+            Ok((recorded, false))
+        }
+        Err(WriteError::Write(error)) => {
+            Err(anyhow::Error::new(error)
+                .context(format!("cannot write `{}`", archive.describe(key))))
+        }
         Err(WriteError::Other(error)) => Err(error),
     }
 }

@@ -24,6 +24,7 @@ pub mod push;
 pub mod store;
 pub mod tablespace;
 pub mod tar_split;
+pub mod wal_compression;
 pub mod wal_source;
 pub mod writer;
 

@@ -12,6 +12,10 @@
 //! the archive, in any compression, is compared with what is pushed, once
 //! decompressed: identical contents are success without writing anything,
 //! different contents are refused and the archived file is left as it is.
+//! Where the archive holds one compression in a store that enforces
+//! conditional creates, the create itself finds the earlier copy: one PUT
+//! per segment (see `wal_compression`); elsewhere the copies are listed
+//! first.
 
 use std::fs::File;
 use std::io::{self, Seek, Write};
@@ -23,6 +27,7 @@ use super::archive::{copies_in, ArchivedFile};
 use super::archive_name::WalFileName;
 use super::identity;
 use super::store::{Created, NewObject, Writable, WriteError};
+use super::wal_compression::EarlierCopies;
 use crate::compression::{same_contents, Compression};
 
 /// What happened to the pushed file.
@@ -68,19 +73,23 @@ pub struct Source<'a> {
     pub mode: u32,
 }
 
-/// Archives `source` as `<name><suffix>` in `archive`.
+/// Archives `source` as `<name><suffix>` in `archive`, finding an earlier
+/// copy of the name as `earlier` says (see `wal_compression`).
 pub fn push(
     archive: &Writable,
     source: Source,
     name: &WalFileName,
     compression: Compression,
     level: Option<i32>,
+    earlier: EarlierCopies,
 ) -> Result<Pushed, PushError> {
     check_cluster(archive, &source, name)?;
     let name = name.to_string();
-    let existing = copies_in(archive.read(), &name)?;
-    if !existing.is_empty() {
-        return already_archived(archive, source, &existing);
+    if earlier == EarlierCopies::ListedFirst {
+        let existing = copies_in(archive.read(), &name)?;
+        if !existing.is_empty() {
+            return already_archived(archive, source, &existing);
+        }
     }
     let key = archived_name(&name, compression);
     let created = {

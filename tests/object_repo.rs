@@ -1297,13 +1297,30 @@ fn a_backup_streams_into_the_store_with_no_local_copy() {
     }
 }
 
-/// Ctrl-C during the upload of a streamed backup: pitr exits 130, and
-/// the store holds no backup, no marker and no open multipart upload
-/// (s3s-fs keeps an open upload as `.upload-<id>.json` and its parts as
-/// `.upload_id-<id>.part-<n>` in its root).
+/// The pid of pitr's child `pg_basebackup`.
+fn pg_basebackup_child_of(parent: u32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces, so after `)`.
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (comm == "pg_basebackup" && ppid == parent).then_some(pid)
+        })
+}
+
+/// Ctrl-C during the upload of a streamed backup (SIGINT to pitr: it
+/// exits 130), and pg_basebackup dying during it (SIGKILL: pitr exits 6):
+/// either way the store holds no backup, no marker and no open multipart
+/// upload (s3s-fs keeps an open upload as `.upload-<id>.json` and its
+/// parts as `.upload_id-<id>.part-<n>` in its root), and `pitr list` shows
+/// no backup.
 #[test]
-fn ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3() {
-    let test = "ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3";
+fn ctrl_c_or_a_failing_pg_basebackup_during_a_streamed_backup_leaves_nothing_on_s3() {
+    let test = "ctrl_c_or_a_failing_pg_basebackup_during_a_streamed_backup_leaves_nothing_on_s3";
     if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
         return;
     }
@@ -1323,18 +1340,7 @@ fn ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3() {
     cluster.sql(
         "CREATE TABLE noise AS SELECT g, repeat(md5(g::text), 30) AS t FROM generate_series(1, 200000) g",
     );
-    let mut child = pitr(&binary, &server)
-        .env("PGHOST", &cluster.dir)
-        .env("PGPORT", cluster.port.to_string())
-        .env("PGUSER", "postgres")
-        .args(["backup", "--fast", "--compress", "none", "--repo", &url])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Interrupt once the multipart upload has a part stored.
     let root = object_servers::data_dir(&server).join("data");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let open_uploads = |root: &Path| -> Vec<String> {
         std::fs::read_dir(root)
             .map(|entries| {
@@ -1346,43 +1352,69 @@ fn ctrl_c_during_a_streamed_backup_leaves_nothing_on_s3() {
             })
             .unwrap_or_default()
     };
-    loop {
-        let files = open_uploads(&root);
-        if files.iter().any(|name| name.contains(".part-")) {
-            break;
+    for (killed, signal, status, says) in [
+        ("pitr", nix::sys::signal::Signal::SIGINT, 130, "interrupted"),
+        (
+            "pg_basebackup",
+            nix::sys::signal::Signal::SIGKILL,
+            6,
+            "pg_basebackup failed",
+        ),
+    ] {
+        let mut child = pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--compress", "none", "--repo", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Strike once the multipart upload has a part stored.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let files = open_uploads(&root);
+            if files.iter().any(|name| name.contains(".part-")) {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "pitr backup ended before a part was uploaded"
+            );
+            assert!(std::time::Instant::now() < deadline, "no upload started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "pitr backup ended before a part was uploaded"
+        let pid = match killed {
+            "pitr" => child.id() as i32,
+            _ => pg_basebackup_child_of(child.id()).expect("pg_basebackup runs"),
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let said = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{killed}: {said}");
+        assert!(said.contains(says), "{killed}: {said}");
+        assert!(said.contains("nothing was left"), "{killed}: {said}");
+        assert_eq!(
+            open_uploads(&root),
+            Vec::<String>::new(),
+            "{killed}: {said}"
         );
-        assert!(std::time::Instant::now() < deadline, "no upload started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            keys_under(&server, &server.url("ctrlc/base"), ""),
+            Vec::<String>::new(),
+            "{killed}: {said}"
+        );
+        let listed = run_ok(
+            pitr(&binary, &server).args(["--json", "list", "--repo", &url]),
+            "list",
+        );
+        let listed = json(&listed);
+        assert_eq!(
+            listed["backups"].as_array().map(Vec::len),
+            Some(0),
+            "{killed}: {listed:#}"
+        );
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{said}");
-    assert!(said.contains("interrupted"), "{said}");
-    assert_eq!(open_uploads(&root), Vec::<String>::new(), "{said}");
-    assert_eq!(
-        keys_under(&server, &server.url("ctrlc/base"), ""),
-        Vec::<String>::new(),
-        "{said}"
-    );
-    let listed = run_ok(
-        pitr(&binary, &server).args(["--json", "list", "--repo", &url]),
-        "list",
-    );
-    let listed = json(&listed);
-    assert_eq!(
-        listed["backups"].as_array().map(Vec::len),
-        Some(0),
-        "{listed:#}"
-    );
     drop(cluster);
 }
 

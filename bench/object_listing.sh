@@ -85,15 +85,20 @@ PY
 echo "fixture: $SEGMENTS older segments written in $(echo "$(date +%s.%N) - $start" | bc) s; archive holds $(ls "$work/s3/$bucket/repo/wal" | wc -l) objects"
 
 lists() { grep -c "list-type=2" "$work/s3.log" || true; }
+heads() { grep -c "method: HEAD" "$work/s3.log" || true; }
 measure() {
     local what=$1; shift
-    local before after s e
+    local before after s e heads_before
     before=$(lists)
+    heads_before=$(heads)
     s=$(date +%s.%N)
     if "$pitr" "$@" > "$work/out" 2> "$work/err"; then status=ok; else status="exit $?: $(tail -1 "$work/err")"; fi
     e=$(date +%s.%N)
     after=$(lists)
-    printf '%-40s %6d LIST pages  %6.1f s  %s\n' "$what" $((after - before)) "$(echo "$e - $s" | bc)" "$status"
+    # s3s-fs lists no ETags: the driver HEADs each listed object (real
+    # stores need none of these).
+    printf '%-40s %6d LIST pages %7d HEADs %7.1f s  %s\n' "$what" $((after - before)) \
+        $(($(heads) - heads_before)) "$(echo "$e - $s" | bc)" "$status"
     # SHOW_LISTS=1: each LIST's query (prefix, start-after, token), in order.
     if [ -n "${SHOW_LISTS:-}" ]; then
         grep -o 'uri: [^ ]*list-type=2[^ ,]*' "$work/s3.log" | tail -n $((after - before)) | sed 's/^/    /' | cut -c1-160

@@ -1479,3 +1479,70 @@ fn several_tablespaces_are_staged_instead_of_streamed() {
     );
     drop(cluster);
 }
+
+/// The store going down during a streamed backup: pitr stops
+/// pg_basebackup, exits 6 within its retry budget and names the store's
+/// failure, not pg_basebackup's; no pg_basebackup is left running.
+#[test]
+fn a_store_that_goes_down_during_a_streamed_backup_fails_it_on_s3() {
+    let test = "a_store_that_goes_down_during_a_streamed_backup_fails_it_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-store-down");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("down");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    cluster.sql(
+        "CREATE TABLE noise AS SELECT g, repeat(md5(g::text), 30) AS t FROM generate_series(1, 200000) g",
+    );
+    let root = object_servers::data_dir(&server).join("data");
+    let child = pitr(&binary, &server)
+        .env("PGHOST", &cluster.dir)
+        .env("PGPORT", cluster.port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["backup", "--fast", "--compress", "none", "--repo", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".part-"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill();
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{said}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(90),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert!(said.contains("cannot store the backup"), "{said}");
+    assert!(!said.contains("pg_basebackup failed"), "{said}");
+    // Nothing of that backup still runs: no pg_basebackup with its PGHOST.
+    let ours = format!("PGHOST={}", cluster.dir.display());
+    let left = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        comm.trim() == "pg_basebackup"
+            && environ.split(|b| *b == 0).any(|var| var == ours.as_bytes())
+    });
+    assert!(!left, "pg_basebackup left running");
+    drop(cluster);
+}

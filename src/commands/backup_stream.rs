@@ -63,7 +63,13 @@ pub fn stream_backup(
         })?;
     let mut running = RunningBackup::start(user, program, arguments)
         .map_err(|e| Failure::new(FailureKind::Backup, e))?;
-    let stdout = running.stdout();
+    // Whether pg_basebackup's output ended (EOF or a read error): when the
+    // split fails before that, the store failed, not pg_basebackup.
+    let input_ended = Arc::new(AtomicBool::new(false));
+    let stdout = running.stdout().map(|stdout| WatchedInput {
+        inner: stdout,
+        ended: input_ended.clone(),
+    });
     let split = stdout.and_then(|stdout| {
         split_backup_tar(stdout, |name| {
             let sink = group.object(&format!("{name}{}", compression.suffix()))?;
@@ -71,8 +77,10 @@ pub fn stream_backup(
         })
         .context("cannot store the backup")
     });
-    // On a failed upload pg_basebackup still writes: stop it first.
-    if split.is_err() {
+    // The upload failed while pg_basebackup still writes: stop it (it may
+    // have died of the closed pipe already); the store's error is the one.
+    let store_failed = split.is_err() && !input_ended.load(Ordering::SeqCst);
+    if store_failed {
         running.stop();
     }
     let ended = running.wait();
@@ -86,14 +94,19 @@ pub fn stream_backup(
         ));
     }
     let ended = ended.map_err(|e| Failure::new(FailureKind::Backup, e.context(left.clone())))?;
-    if !ended.status.success() {
+    if !ended.status.success() && !store_failed {
         if ended.several_tablespaces {
             return Ok(Streamed::NeedsStaging);
         }
         return Err(pg_basebackup_failed(ended.status, &left));
     }
     let split = split.map_err(|error| {
-        Failure::new(FailureKind::Backup, error.context(left.clone())).with_hint(
+        let left = format!(
+            "backup {} was not made; what it uploaded was deleted, or, if the store no longer answers, stays hidden from every reader by `{}{id}`",
+            backups.describe(id),
+            crate::repo::store::object::PUBLISHING_PREFIX
+        );
+        Failure::new(FailureKind::Backup, error.context(left)).with_hint(
             "check that the object store is reachable and writable (the message says which request failed), then run the command again",
         )
     })?;
@@ -220,6 +233,22 @@ impl RunningBackup {
             status: status?,
             several_tablespaces: self.several_tablespaces.load(Ordering::SeqCst),
         })
+    }
+}
+
+/// pg_basebackup's output, noting when it ends.
+struct WatchedInput<R> {
+    inner: R,
+    ended: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for WatchedInput<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf);
+        if !matches!(read, Ok(n) if n > 0) && !buf.is_empty() {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        read
     }
 }
 

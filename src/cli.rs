@@ -54,7 +54,7 @@ pub enum Command {
     Init(InitArgs),
     /// Take a base backup with pg_basebackup into the repository
     #[command(
-        after_help = "The backup is written to a hidden directory under base/ and renamed to base/<id> (the UTC\nstart time, such as 20261124T031500Z) only when pg_basebackup succeeded; the command then\nwaits until the backup's WAL is archived, so that it can be restored when pitr returns.\nThe server is reached through libpq's PG* environment variables or -d.\n\nExit status: 6 pg_basebackup failed (nothing was left in base/), 7 the backup is in place\nbut its WAL did not reach the archive within --archive-wait.\n\nExamples:\n  pitr backup --repo /backups\n  PGHOST=/run/postgresql PGUSER=postgres pitr backup --repo /backups --fast\n  pitr backup --repo /backups -d 'host=db1 user=replicator' --compress lz4 --server-compression\n  # crontab of the postgres user: a backup every night at 03:15\n  15 3 * * * /usr/local/bin/pitr backup --repo /backups --quiet && /usr/local/bin/pitr expire --repo /backups --keep-within 14d --quiet"
+        after_help = "The backup is written to a hidden directory under base/ and renamed to base/<id> (the UTC\nstart time, such as 20261124T031500Z) only when pg_basebackup succeeded; the command then\nwaits until the backup's WAL is archived, so that it can be restored when pitr returns.\nInto an object store (s3://, az://, gs://) the backup is streamed from pg_basebackup's stdout\n(-X fetch: wal_keep_size must keep the WAL written meanwhile) straight into multipart uploads,\nwith no local copy, and appears only once complete. A cluster with several tablespaces,\n--seekable, --server-compression or --wal-method stream is staged in a local temporary\ndirectory ($TMPDIR) first, as is every backup into a directory repository.\nThe server is reached through libpq's PG* environment variables or -d.\n\nExit status: 6 pg_basebackup failed (nothing was left in base/), 7 the backup is in place\nbut its WAL did not reach the archive within --archive-wait.\n\nExamples:\n  pitr backup --repo /backups\n  PGHOST=/run/postgresql PGUSER=postgres pitr backup --repo /backups --fast\n  pitr backup --repo /backups -d 'host=db1 user=replicator' --compress lz4 --server-compression\n  # crontab of the postgres user: a backup every night at 03:15\n  15 3 * * * /usr/local/bin/pitr backup --repo /backups --quiet && /usr/local/bin/pitr expire --repo /backups --keep-within 14d --quiet"
     )]
     Backup(BackupArgs),
     /// Remove old backups and the WAL that no kept backup needs
@@ -576,9 +576,9 @@ pub struct BackupArgs {
     #[arg(long, conflicts_with = "server_compression")]
     pub seekable: bool,
 
-    /// How WAL gets into the backup, so that it restores on its own
-    #[arg(long, value_enum, default_value_t = BackupWalMethod::Stream)]
-    pub wal_method: BackupWalMethod,
+    /// How WAL gets into the backup, so that it restores on its own (default: stream; fetch for a backup streamed into an object store, as pg_basebackup cannot stream WAL to stdout)
+    #[arg(long, value_enum)]
+    pub wal_method: Option<BackupWalMethod>,
 
     /// Start at once with an immediate checkpoint (pg_basebackup -c fast) instead of a spread one
     #[arg(long)]
@@ -787,7 +787,7 @@ mod tests {
             panic!("not backup")
         };
         assert_eq!(args.compress, BackupCompression::Zstd);
-        assert_eq!(args.wal_method, BackupWalMethod::Stream);
+        assert_eq!(args.wal_method, None);
         assert_eq!(args.archive_wait, std::time::Duration::from_secs(300));
         assert!(!args.fast && !args.server_compression);
         let cli = parse(&[

@@ -1145,3 +1145,415 @@ fn two_archivers_racing_on_s3() {
     };
     archivers::two_archivers_racing(store, dir.path());
 }
+
+/// Bytes of the files below `dir`, at any depth (0 when it is gone).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Samples the size of `dir` every 10 ms until told to stop; returns the
+/// largest seen.
+struct DiskWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl DiskWatch {
+    fn start(dir: &Path) -> DiskWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(bytes_under(&dir));
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak
+        });
+        DiskWatch { stop, thread }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The objects under `prefix` of the test bucket, as the driver lists them.
+fn keys_under(server: &ObjectServer, url: &str, prefix: &str) -> Vec<String> {
+    use pitr::repo::store::object::{ObjectStorage, ObjectUrl};
+    use pitr::repo::store::StoreRead;
+    let url = ObjectUrl::parse(url).unwrap().unwrap();
+    let store = ObjectStorage::open_with(&url, &server.settings()).unwrap();
+    let mut keys: Vec<String> = store
+        .list(prefix, None)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    for group in store.list_prefixes(prefix).unwrap() {
+        keys.push(format!("{prefix}{group}/"));
+    }
+    keys.sort();
+    keys
+}
+
+/// `pitr backup --repo s3://…` (and az://) streams pg_basebackup's stdout
+/// into the store: the local temporary directory (where the backup used
+/// to be staged) never holds more than a few kB while a backup of tens of
+/// MB is taken; the backup is stored as a staged one is (base.tar.zst,
+/// pg_wal.tar.zst, backup_manifest), `pitr verify` checks it against its
+/// manifest, and a restore to a time between two commits has exactly the
+/// rows before it and every row of a table copied into the backup.
+#[test]
+fn a_backup_streams_into_the_store_with_no_local_copy() {
+    let test = "a_backup_streams_into_the_store_with_no_local_copy";
+    if !require_root(test) {
+        return;
+    }
+    for kind in [Kind::S3, Kind::Azure] {
+        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
+            continue;
+        }
+        let _turn = one_azurite_at_a_time(kind);
+        let server = ObjectServer::start(kind);
+        let dir = shared_tempdir("pitr-object-stream");
+        let binary = shared_pitr_binary(dir.path());
+        let url = server.url("stream");
+        run_ok(
+            pitr(&binary, &server).args(["init", "--repo", &url]),
+            "init",
+        );
+        let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+        let cluster =
+            Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        // About 40 MB of rows that compress poorly: several upload parts.
+        cluster.sql(
+            "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t FROM generate_series(1, 400000) g",
+        );
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let watch = DiskWatch::start(&tmp);
+        let backup = run_ok(
+            pitr(&binary, &server)
+                .env("TMPDIR", &tmp)
+                .env("PGHOST", &cluster.dir)
+                .env("PGPORT", cluster.port.to_string())
+                .env("PGUSER", "postgres")
+                .args(["backup", "--fast", "--repo", &url]),
+            "backup",
+        );
+        let peak = watch.peak();
+        let said = text(&backup.stderr);
+        assert!(said.contains("streaming into"), "{kind:?}: {said}");
+        assert!(
+            peak < 64 * 1024,
+            "{kind:?}: {peak} bytes in TMPDIR during a streamed backup"
+        );
+        let id = text(&backup.stdout).trim().to_string();
+        let keys = keys_under(&server, &server.url("stream/base"), &format!("{id}/"));
+        assert_eq!(
+            keys,
+            [
+                format!("{id}/backup_manifest"),
+                format!("{id}/base.tar.zst"),
+                format!("{id}/pg_wal.tar.zst"),
+            ],
+            "{kind:?}"
+        );
+        let stored = keys_under(&server, &server.url("stream/base"), "");
+        assert!(
+            stored.iter().all(|key| !key.starts_with(".pitr-")),
+            "{kind:?}: a marker left: {stored:?}"
+        );
+        run_ok(
+            pitr(&binary, &server).args(["verify", "--repo", &url, "--backup", &id]),
+            "verify",
+        );
+
+        let markers: Vec<Marker> = (1..=3).map(|id| cluster.insert_marker(id)).collect();
+        cluster.archive_everything();
+        drop(cluster);
+        let target = rfc3339(between(&markers[1], &markers[2]));
+        let pgdata = dir.path().join("restored");
+        let mut outputs = String::new();
+        let (summary, guard) = restore_from_store(
+            &binary,
+            &server,
+            &pgdata,
+            &["--repo", &url, "--to", &target, "--action", "pause"],
+            &mut outputs,
+        );
+        assert_eq!(count_rows(&summary), 2, "{kind:?}");
+        let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+        let port = summary["port"].as_u64().unwrap() as u16;
+        assert_eq!(
+            psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+            "400000|80000200000",
+            "{kind:?}"
+        );
+        drop(guard);
+    }
+}
+
+/// The pid of pitr's child `pg_basebackup`.
+fn pg_basebackup_child_of(parent: u32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces, so after `)`.
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (comm == "pg_basebackup" && ppid == parent).then_some(pid)
+        })
+}
+
+/// Ctrl-C during the upload of a streamed backup (SIGINT to pitr: it
+/// exits 130), and pg_basebackup dying during it (SIGKILL: pitr exits 6):
+/// either way the store holds no backup, no marker and no open multipart
+/// upload (s3s-fs keeps an open upload as `.upload-<id>.json` and its
+/// parts as `.upload_id-<id>.part-<n>` in its root), and `pitr list` shows
+/// no backup.
+#[test]
+fn ctrl_c_or_a_failing_pg_basebackup_during_a_streamed_backup_leaves_nothing_on_s3() {
+    let test = "ctrl_c_or_a_failing_pg_basebackup_during_a_streamed_backup_leaves_nothing_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-ctrl-c");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("ctrlc");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    // Rows of 1 kB (under the TOAST threshold: stored as they are), about
+    // 200 MB backed up uncompressed: many upload parts.
+    cluster.sql(
+        "CREATE TABLE noise AS SELECT g, repeat(md5(g::text), 30) AS t FROM generate_series(1, 200000) g",
+    );
+    let root = object_servers::data_dir(&server).join("data");
+    let open_uploads = |root: &Path| -> Vec<String> {
+        std::fs::read_dir(root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(".upload"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (killed, signal, status, says) in [
+        ("pitr", nix::sys::signal::Signal::SIGINT, 130, "interrupted"),
+        (
+            "pg_basebackup",
+            nix::sys::signal::Signal::SIGKILL,
+            6,
+            "pg_basebackup failed",
+        ),
+    ] {
+        let mut child = pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--compress", "none", "--repo", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Strike once the multipart upload has a part stored.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let files = open_uploads(&root);
+            if files.iter().any(|name| name.contains(".part-")) {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "pitr backup ended before a part was uploaded"
+            );
+            assert!(std::time::Instant::now() < deadline, "no upload started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let pid = match killed {
+            "pitr" => child.id() as i32,
+            _ => pg_basebackup_child_of(child.id()).expect("pg_basebackup runs"),
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let said = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{killed}: {said}");
+        assert!(said.contains(says), "{killed}: {said}");
+        assert!(said.contains("nothing was left"), "{killed}: {said}");
+        assert_eq!(
+            open_uploads(&root),
+            Vec::<String>::new(),
+            "{killed}: {said}"
+        );
+        assert_eq!(
+            keys_under(&server, &server.url("ctrlc/base"), ""),
+            Vec::<String>::new(),
+            "{killed}: {said}"
+        );
+        let listed = run_ok(
+            pitr(&binary, &server).args(["--json", "list", "--repo", &url]),
+            "list",
+        );
+        let listed = json(&listed);
+        assert_eq!(
+            listed["backups"].as_array().map(Vec::len),
+            Some(0),
+            "{killed}: {listed:#}"
+        );
+    }
+    drop(cluster);
+}
+
+/// A cluster with a second tablespace cannot be written to stdout:
+/// pg_basebackup refuses once the backup has started, and pitr stages the
+/// backup locally instead, saying so; the backup is complete, with the
+/// tablespace's tar, and no marker is left.
+#[test]
+fn several_tablespaces_are_staged_instead_of_streamed() {
+    let test = "several_tablespaces_are_staged_instead_of_streamed";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-tablespaces");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("spaces");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    let location = pg_owned_dir(&dir.path().join("ts1"));
+    cluster.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
+        location.display()
+    ));
+    cluster
+        .sql("CREATE TABLE elsewhere TABLESPACE ts1 AS SELECT g FROM generate_series(1, 1000) g");
+    let backup = run_ok(
+        pitr(&binary, &server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", &url]),
+        "backup",
+    );
+    let said = text(&backup.stderr);
+    assert!(
+        said.contains("cannot stream a cluster with several tablespaces"),
+        "{said}"
+    );
+    let id = text(&backup.stdout).trim().to_string();
+    let keys = keys_under(&server, &server.url("spaces/base"), &format!("{id}/"));
+    assert!(
+        keys.contains(&format!("{id}/base.tar.zst"))
+            && keys.contains(&format!("{id}/backup_manifest")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|key| key.ends_with(".tar.zst")
+            && key[id.len() + 1..].starts_with(|c: char| c.is_ascii_digit())),
+        "the tablespace's tar: {keys:?}"
+    );
+    let stored = keys_under(&server, &server.url("spaces/base"), "");
+    assert_eq!(stored, [format!("{id}/")], "no marker left");
+    run_ok(
+        pitr(&binary, &server).args(["verify", "--repo", &url, "--backup", &id]),
+        "verify",
+    );
+    drop(cluster);
+}
+
+/// The store going down during a streamed backup: pitr stops
+/// pg_basebackup, exits 6 within its retry budget and names the store's
+/// failure, not pg_basebackup's; no pg_basebackup is left running.
+#[test]
+fn a_store_that_goes_down_during_a_streamed_backup_fails_it_on_s3() {
+    let test = "a_store_that_goes_down_during_a_streamed_backup_fails_it_on_s3";
+    if !require_root(test) || !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-store-down");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("down");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    cluster.sql(
+        "CREATE TABLE noise AS SELECT g, repeat(md5(g::text), 30) AS t FROM generate_series(1, 200000) g",
+    );
+    let root = object_servers::data_dir(&server).join("data");
+    let child = pitr(&binary, &server)
+        .env("PGHOST", &cluster.dir)
+        .env("PGPORT", cluster.port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["backup", "--fast", "--compress", "none", "--repo", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".part-"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill();
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{said}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(90),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert!(said.contains("cannot store the backup"), "{said}");
+    assert!(!said.contains("pg_basebackup failed"), "{said}");
+    // Nothing of that backup still runs: no pg_basebackup with its PGHOST.
+    let ours = format!("PGHOST={}", cluster.dir.display());
+    let left = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        comm.trim() == "pg_basebackup"
+            && environ.split(|b| *b == 0).any(|var| var == ours.as_bytes())
+    });
+    assert!(!left, "pg_basebackup left running");
+    drop(cluster);
+}

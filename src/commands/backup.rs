@@ -1,6 +1,9 @@
 //! `pitr backup`: pg_basebackup into a hidden directory under `base/`,
-//! renamed to `base/<id>` on success, then a wait until the backup's WAL is
-//! in the archive, so that the backup can be restored when this returns.
+//! renamed to `base/<id>` on success (into an object store: streamed from
+//! pg_basebackup's stdout straight into the store, see `backup_stream`,
+//! unless it must be staged locally first), then a wait until the backup's
+//! WAL is in the archive, so that the backup can be restored when this
+//! returns.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,9 @@ use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::json;
 
+use super::backup_stream::{stream_backup, Streamed};
 use crate::cli::{BackupArgs, BackupCompression, BackupWalMethod};
+use crate::compression::Compression;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::os_user::OsUser;
 use crate::postgres::basebackup::{self, arguments, find_pg_basebackup, Options, WalMethod};
@@ -52,112 +57,26 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     }
     let repo = crate::repo::writer::open_for_writing(&location);
     let id = backup_id(Utc::now(), |id| id_taken(repo.backups.read().as_ref(), id));
-    let options = Options {
-        target: PathBuf::new(),
-        label: id.clone(),
-        // A seekable backup is compressed by pitr, frame by frame, from
-        // the plain tar pg_basebackup writes.
-        compression: match args.compress {
-            _ if args.seekable => basebackup::Compression::None,
-            BackupCompression::Zstd => basebackup::Compression::Zstd,
-            BackupCompression::Lz4 => basebackup::Compression::Lz4,
-            BackupCompression::Gzip => basebackup::Compression::Gzip,
-            BackupCompression::None => basebackup::Compression::None,
-        },
-        server_side: args.server_compression,
-        wal_method: match args.wal_method {
-            BackupWalMethod::Stream => WalMethod::Stream,
-            BackupWalMethod::Fetch => WalMethod::Fetch,
-        },
-        fast_checkpoint: args.fast,
-        progress: !reporter.quiet && (reporter.terminal || reporter.verbose),
-        verbose: reporter.verbose,
-        dbname: args.dbname.clone(),
+    let job = Job {
+        location: &location,
+        repo: &repo,
+        user: &user,
+        program: &program,
+        major,
+        id: &id,
     };
-    // Refuse impossible options before anything is created.
-    arguments(&options, major).or_fail(FailureKind::Usage)?;
-
-    // The backup is written under a hidden name that the scanner skips, and
-    // removed when dropped: only a finished backup ever gets its real name.
-    let temp = stage_backup(&repo.backups, &id)
-        .with_context(|| format!("cannot create a directory in `{}`", location.backups_text()))
-        .or_fail(FailureKind::Backup)?;
-    user.own(temp.path()).or_fail(FailureKind::Backup)?;
-    let options = Options {
-        target: temp.path().to_path_buf(),
-        ..options
-    };
-    let arguments = arguments(&options, major).or_fail(FailureKind::Usage)?;
-    reporter.step(format!(
-        "backing up into {} with pg_basebackup {major} (tar, {}{}, WAL {})",
-        repo.backups.describe(&id),
-        if args.seekable {
-            "seekable zstd"
-        } else {
-            options.compression.name()
-        },
-        if options.server_side {
-            " on the server"
-        } else {
-            ""
-        },
-        match options.wal_method {
-            WalMethod::Stream => "streamed",
-            WalMethod::Fetch => "fetched",
-        }
-    ));
-    reporter.detail(format!(
-        "running {} {}{}",
-        program.display(),
-        arguments
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" "),
-        if user.switch {
-            format!(" as OS user {}", user.name)
-        } else {
-            String::new()
-        }
-    ));
-
-    let status = run_pg_basebackup(&user, &program, &arguments).or_fail(FailureKind::Backup)?;
-    if crate::interrupt::requested() || !status.success() {
-        let removal = temp.discard();
-        let left = match removal {
-            Ok(()) => format!("nothing was left in `{}`", location.backups_text()),
-            Err(error) => {
-                format!("its partial output could not be removed ({error}): delete it by hand")
+    let streamed = match staging_reason(args, &location) {
+        None => stream(&job, args, reporter)?,
+        Some(reason) => {
+            if let Some(reason) = reason {
+                reporter.detail(format!("staging the backup locally: {reason}"));
             }
-        };
-        if crate::interrupt::requested() {
-            return Err(Failure::msg(
-                FailureKind::Interrupted,
-                format!("the backup was interrupted; {left}"),
-            ));
+            None
         }
-        return Err(Failure::msg(
-            FailureKind::Backup,
-            format!("pg_basebackup failed ({status}); {left}"),
-        )
-        .with_hint(
-            "its messages are above; check that the server runs and accepts replication connections from this user (pg_hba.conf `replication` lines, max_wal_senders), and the PG* environment variables or -d CONNSTR",
-        ));
-    }
-
-    let temp = if args.seekable {
-        make_seekable(temp, &location, &user, reporter)?
-    } else {
-        temp
     };
-
-    let dir = match publish(&repo.backups, temp, &id) {
-        Ok(dir) => dir,
-        Err(error) => {
-            return Err(Failure::new(FailureKind::Backup, error).with_hint(
-                "another backup took the same name at the same second; run the command again",
-            ));
-        }
+    let dir = match streamed {
+        Some(dir) => dir,
+        None => staged(&job, args, reporter)?,
     };
     let wal = backup_wal(repo.backups.read().as_ref(), &id);
     let from_standby = made_on_standby(repo.backups.read().as_ref(), &id);
@@ -217,6 +136,222 @@ pub fn run(args: &BackupArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             started,
         },
     )
+}
+
+/// What one backup run works with.
+struct Job<'a> {
+    location: &'a RepoLocation,
+    repo: &'a crate::repo::RepoWrite,
+    user: &'a OsUser,
+    program: &'a Path,
+    major: u32,
+    id: &'a str,
+}
+
+/// `None` when the backup streams straight into the store; otherwise why
+/// it is staged locally first (`None` inside for a directory repository,
+/// where staging is in the repository itself and costs nothing).
+fn staging_reason(args: &BackupArgs, location: &RepoLocation) -> Option<Option<&'static str>> {
+    if !matches!(location, RepoLocation::Object(_)) {
+        return Some(None);
+    }
+    if args.seekable {
+        return Some(Some("--seekable re-encodes the finished tars"));
+    }
+    if args.server_compression {
+        return Some(Some(
+            "--server-compression: the server's compressed tar cannot be split on the way",
+        ));
+    }
+    if args.wal_method == Some(BackupWalMethod::Stream) {
+        return Some(Some(
+            "--wal-method stream writes a second tar, which pg_basebackup cannot send to stdout",
+        ));
+    }
+    None
+}
+
+/// The pg_basebackup options every backup shares.
+fn base_options(args: &BackupArgs, id: &str, reporter: &Reporter) -> Options {
+    Options {
+        target: PathBuf::new(),
+        label: id.to_string(),
+        // A seekable backup is compressed by pitr, frame by frame, from
+        // the plain tar pg_basebackup writes.
+        compression: match args.compress {
+            _ if args.seekable => basebackup::Compression::None,
+            BackupCompression::Zstd => basebackup::Compression::Zstd,
+            BackupCompression::Lz4 => basebackup::Compression::Lz4,
+            BackupCompression::Gzip => basebackup::Compression::Gzip,
+            BackupCompression::None => basebackup::Compression::None,
+        },
+        server_side: args.server_compression,
+        wal_method: match args.wal_method {
+            Some(BackupWalMethod::Stream) | None => WalMethod::Stream,
+            Some(BackupWalMethod::Fetch) => WalMethod::Fetch,
+        },
+        fast_checkpoint: args.fast,
+        progress: !reporter.quiet && (reporter.terminal || reporter.verbose),
+        verbose: reporter.verbose,
+        dbname: args.dbname.clone(),
+    }
+}
+
+/// The compression pitr applies itself to a streamed backup: the one
+/// pg_basebackup would have applied to a staged one.
+fn stream_compression(compression: BackupCompression) -> Compression {
+    match compression {
+        BackupCompression::Zstd => Compression::Zstd,
+        BackupCompression::Lz4 => Compression::Lz4,
+        BackupCompression::Gzip => Compression::Gzip,
+        BackupCompression::None => Compression::None,
+    }
+}
+
+fn describe_command(job: &Job, arguments: &[std::ffi::OsString]) -> String {
+    format!(
+        "running {} {}{}",
+        job.program.display(),
+        arguments
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        if job.user.switch {
+            format!(" as OS user {}", job.user.name)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The backup streamed from pg_basebackup's stdout into the store (see
+/// `backup_stream`); `None` when pg_basebackup cannot stream this cluster
+/// (several tablespaces) and it must be staged.
+fn stream(job: &Job, args: &BackupArgs, reporter: &Reporter) -> Result<Option<PathBuf>, Failure> {
+    let options = Options {
+        target: PathBuf::from("-"),
+        // pitr compresses; the tar must stay readable on the way.
+        compression: basebackup::Compression::None,
+        wal_method: WalMethod::Fetch,
+        ..base_options(args, job.id, reporter)
+    };
+    let arguments = arguments(&options, job.major).or_fail(FailureKind::Usage)?;
+    let compression = stream_compression(args.compress);
+    reporter.step(format!(
+        "streaming into {} with pg_basebackup {} (tar to stdout, {} by pitr, WAL fetched at the end; no local copy)",
+        job.repo.backups.describe(job.id),
+        job.major,
+        compression.name(),
+    ));
+    reporter.detail(describe_command(job, &arguments));
+    let streamed = stream_backup(
+        &job.repo.backups,
+        job.id,
+        job.user,
+        job.program,
+        &arguments,
+        compression,
+    )?;
+    match streamed {
+        Streamed::Published { data_bytes } => {
+            reporter.detail(format!(
+                "{} of data files streamed",
+                human_bytes(data_bytes)
+            ));
+            Ok(Some(PathBuf::from(job.repo.backups.describe(job.id))))
+        }
+        Streamed::NeedsStaging => {
+            reporter.step(
+                "pg_basebackup cannot stream a cluster with several tablespaces: staging the backup locally instead",
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// pg_basebackup into a hidden staging directory (in the repository on
+/// posix, local for object stores), made seekable if asked, then
+/// published whole.
+fn staged(job: &Job, args: &BackupArgs, reporter: &Reporter) -> Result<PathBuf, Failure> {
+    let Job {
+        location,
+        repo,
+        user,
+        program,
+        major,
+        id,
+    } = *job;
+    let options = base_options(args, id, reporter);
+    // Refuse impossible options before anything is created.
+    arguments(&options, major).or_fail(FailureKind::Usage)?;
+
+    // The backup is written under a hidden name that the scanner skips, and
+    // removed when dropped: only a finished backup ever gets its real name.
+    let temp = stage_backup(&repo.backups, id)
+        .with_context(|| format!("cannot create a directory in `{}`", location.backups_text()))
+        .or_fail(FailureKind::Backup)?;
+    user.own(temp.path()).or_fail(FailureKind::Backup)?;
+    let options = Options {
+        target: temp.path().to_path_buf(),
+        ..options
+    };
+    let arguments = arguments(&options, major).or_fail(FailureKind::Usage)?;
+    reporter.step(format!(
+        "backing up into {} with pg_basebackup {major} (tar, {}{}, WAL {})",
+        repo.backups.describe(id),
+        if args.seekable {
+            "seekable zstd"
+        } else {
+            options.compression.name()
+        },
+        if options.server_side {
+            " on the server"
+        } else {
+            ""
+        },
+        match options.wal_method {
+            WalMethod::Stream => "streamed",
+            WalMethod::Fetch => "fetched",
+        }
+    ));
+    reporter.detail(describe_command(job, &arguments));
+
+    let status = run_pg_basebackup(user, program, &arguments).or_fail(FailureKind::Backup)?;
+    if crate::interrupt::requested() || !status.success() {
+        let removal = temp.discard();
+        let left = match removal {
+            Ok(()) => format!("nothing was left in `{}`", location.backups_text()),
+            Err(error) => {
+                format!("its partial output could not be removed ({error}): delete it by hand")
+            }
+        };
+        if crate::interrupt::requested() {
+            return Err(Failure::msg(
+                FailureKind::Interrupted,
+                format!("the backup was interrupted; {left}"),
+            ));
+        }
+        return Err(Failure::msg(
+            FailureKind::Backup,
+            format!("pg_basebackup failed ({status}); {left}"),
+        )
+        .with_hint(
+            "its messages are above; check that the server runs and accepts replication connections from this user (pg_hba.conf `replication` lines, max_wal_senders), and the PG* environment variables or -d CONNSTR",
+        ));
+    }
+
+    let temp = if args.seekable {
+        make_seekable(temp, location, user, reporter)?
+    } else {
+        temp
+    };
+
+    publish(&repo.backups, temp, id).map_err(|error| {
+        Failure::new(FailureKind::Backup, error).with_hint(
+            "another backup took the same name at the same second; run the command again",
+        )
+    })
 }
 
 fn compression_name(compression: BackupCompression) -> &'static str {

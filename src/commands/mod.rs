@@ -1,6 +1,7 @@
 //! One module per subcommand, each a short script over the library.
 
 pub mod backup;
+pub mod backup_stream;
 pub mod check;
 pub mod drill;
 pub mod events;

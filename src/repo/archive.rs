@@ -101,8 +101,9 @@ impl WalArchive {
     /// Lists the archive's store. `fallback_size` is used when the archive
     /// holds no segment to read the segment size from.
     pub fn scan(store: Arc<dyn StoreRead>, fallback_size: SegmentSize) -> Result<WalArchive> {
-        let objects = store
-            .list("", None)
+        // In object storage, resumed from the local copy of the listing.
+        let cache = super::listing_cache::ListingCache::for_store(store.as_ref());
+        let objects = super::listing_cache::list_archive(store.as_ref(), cache.as_ref())
             .with_context(|| format!("cannot read the WAL archive `{}`", store.describe("")))?;
         let mut segment_files = Vec::new();
         let mut partial_files = Vec::new();

@@ -284,7 +284,12 @@ pub fn read_backup(
 
     Ok(Backup {
         id,
-        stored_bytes: stored_bytes(backups, &prefix),
+        stored_bytes: match format {
+            // A tar backup is the files at its top, listed above: no more
+            // LIST requests per backup on an object store.
+            BackupFormat::Tar(_) => top.iter().map(|object| object.size).sum(),
+            BackupFormat::Plain => stored_bytes(backups, &prefix),
+        },
         format,
         timeline: label.start_timeline,
         start_lsn: label.start_lsn,

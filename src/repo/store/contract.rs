@@ -221,6 +221,50 @@ pub fn publish_is_all_or_nothing(store: &dyn StoreWrite) {
     other.discard().unwrap();
 }
 
+/// A group written as streams (`begin_group`, object stores): invisible
+/// while written, nothing left when dropped unpublished (a multipart
+/// upload of several parts included), whole once published, and a second
+/// group of the name refused. Stores that stage locally have no such
+/// groups.
+pub fn streamed_group_is_all_or_nothing(store: &dyn StoreWrite) {
+    let big: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+    {
+        let Some(group) = store.begin_group("s1").unwrap() else {
+            return;
+        };
+        let mut tar = group.object("base.tar").unwrap();
+        tar.write_all(&big).unwrap();
+        assert!(!store.list_prefixes("").unwrap().iter().any(|p| p == "s1"));
+        // Dropped unfinished and unpublished: the upload is aborted.
+    }
+    assert!(keys(store, "s1/", None).is_empty());
+    assert!(keys(store, "", None).is_empty(), "no marker left");
+
+    let group = store.begin_group("s1").unwrap().unwrap();
+    let mut tar = group.object("base.tar").unwrap();
+    tar.write_all(&big).unwrap();
+    tar.finish().unwrap();
+    let mut manifest = group.object("backup_manifest").unwrap();
+    manifest.write_all(b"{}").unwrap();
+    manifest.finish().unwrap();
+    assert!(!store.list_prefixes("").unwrap().iter().any(|p| p == "s1"));
+    group.publish().unwrap();
+    assert_eq!(store.list_prefixes("").unwrap(), ["s1"]);
+    assert_eq!(
+        keys(store, "s1/", None),
+        ["s1/backup_manifest", "s1/base.tar"]
+    );
+    assert!(read(store, "s1/base.tar") == big);
+
+    let error = store.begin_group("s1").err().map(|e| e.kind());
+    assert_eq!(error, Some(io::ErrorKind::AlreadyExists));
+    assert_eq!(
+        keys(store, "", None),
+        Vec::<String>::new(),
+        "no marker left"
+    );
+}
+
 pub fn delete(store: &dyn StoreWrite) {
     put(store, "a", b"a");
     put(store, "b", b"b");
@@ -266,6 +310,7 @@ macro_rules! store_contract_suite {
             stat_and_versions,
             ranged_reads,
             publish_is_all_or_nothing,
+            streamed_group_is_all_or_nothing,
             delete);
     };
     (@tests [] $factory:path; $($rule:ident),*) => {

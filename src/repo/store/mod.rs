@@ -257,6 +257,37 @@ pub trait StoreWrite: StoreRead {
     /// Removes the group `prefix` so that no reader ever sees it half
     /// deleted: hidden first, then deleted.
     fn delete_group(&self, prefix: &str) -> anyhow::Result<()>;
+
+    /// Starts writing the new group `name` object by object, as streams,
+    /// hidden from readers until [`GroupUpload::publish`]: for a backup
+    /// that goes straight to the store with no local copy. `None` where
+    /// the store assembles groups locally anyway ([`stage`]: posix, where
+    /// the staging area is in the repository itself). Refuses a name that
+    /// exists (error `AlreadyExists`), as [`publish`] does.
+    ///
+    /// [`stage`]: StoreWrite::stage
+    /// [`publish`]: StoreWrite::publish
+    fn begin_group(&self, _name: &str) -> io::Result<Option<Box<dyn GroupUpload + '_>>> {
+        Ok(None)
+    }
+}
+
+/// One object of a [`GroupUpload`] being written as a stream.
+pub trait ObjectSink: Write + Send {
+    /// Stores what was written; durable when it returns. Dropping the sink
+    /// unfinished stores nothing (an upload is aborted).
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A group being written under its final name, invisible until published.
+/// Dropped unpublished, it deletes what it wrote and leaves no trace.
+pub trait GroupUpload {
+    /// A new object `key` (relative to the group); several may be open at
+    /// once.
+    fn object(&self, key: &str) -> io::Result<Box<dyn ObjectSink + '_>>;
+
+    /// Makes the group appear, whole, once every object is finished.
+    fn publish(self: Box<Self>) -> io::Result<()>;
 }
 
 /// A store opened for writing, and the same store as a reader (Rust 1.85

@@ -69,8 +69,8 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Runtime;
 
 use super::{
-    check_key, check_prefix, Created, Fill, NewObject, ObjectInfo, ObjectReader, Staging,
-    StoreRead, StoreWrite, Version, WriteError,
+    check_key, check_prefix, Created, Fill, GroupUpload, NewObject, ObjectInfo, ObjectReader,
+    ObjectSink, Staging, StoreRead, StoreWrite, Version, WriteError,
 };
 
 /// Size of one ranged GET of [`StoreRead::open`]: one WAL segment is one
@@ -556,16 +556,11 @@ impl ObjectStorage {
     /// for what fits in a part, else a multipart upload.
     fn upload(&self, key: &str, fill: Fill) -> Result<(), WriteError> {
         let path = self.path(key).map_err(|e| WriteError::Other(e.into()))?;
-        let mut writer = UploadWriter {
-            storage: self,
-            path: &path,
-            buffer: Vec::new(),
-            multipart: None,
-        };
+        let mut writer = UploadWriter::new(self, path);
         fill(&mut writer)
             .and_then(|()| writer.flush())
             .map_err(WriteError::Write)?;
-        writer.finish().map_err(WriteError::Write)
+        writer.complete().map_err(WriteError::Write)
     }
 
     fn put_marker(&self, key: &str, mode: PutMode) -> io::Result<()> {
@@ -958,12 +953,21 @@ impl Drop for ChunkedReader {
 /// the producer), aborted unless finished.
 struct UploadWriter<'a> {
     storage: &'a ObjectStorage,
-    path: &'a ObjectPath,
+    path: ObjectPath,
     buffer: Vec<u8>,
     multipart: Option<WriteMultipart>,
 }
 
-impl UploadWriter<'_> {
+impl<'a> UploadWriter<'a> {
+    fn new(storage: &'a ObjectStorage, path: ObjectPath) -> UploadWriter<'a> {
+        UploadWriter {
+            storage,
+            path,
+            buffer: Vec::new(),
+            multipart: None,
+        }
+    }
+
     fn io_error(&self, what: &str, error: object_store::Error) -> io::Error {
         self.storage.error(
             &format!(
@@ -975,13 +979,13 @@ impl UploadWriter<'_> {
     }
 
     /// Stores what was written; durable when it returns.
-    fn finish(mut self) -> io::Result<()> {
+    fn complete(mut self) -> io::Result<()> {
         let runtime = runtime()?;
         match self.multipart.take() {
             None => {
                 let payload = PutPayload::from(std::mem::take(&mut self.buffer));
                 runtime
-                    .block_on(self.storage.store.put(self.path, payload))
+                    .block_on(self.storage.store.put(&self.path, payload))
                     .map(|_| ())
                     .map_err(|e| self.io_error("write", e))
             }
@@ -1002,7 +1006,7 @@ impl Write for UploadWriter<'_> {
                 return Ok(buf.len());
             }
             let upload = runtime
-                .block_on(self.storage.store.put_multipart(self.path))
+                .block_on(self.storage.store.put_multipart(&self.path))
                 .map_err(|e| self.io_error("start the upload of", e))?;
             let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let _context = runtime.enter();
@@ -1043,6 +1047,55 @@ impl Drop for UploadWriter<'_> {
         if let (Some(multipart), Ok(runtime)) = (self.multipart.take(), runtime()) {
             let _ = runtime.block_on(multipart.abort());
         }
+    }
+}
+
+impl ObjectSink for UploadWriter<'_> {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        (*self).complete()
+    }
+}
+
+/// A group being uploaded under its final name while its publishing
+/// marker hides it; see the module's documentation.
+struct ObjectGroup<'a> {
+    storage: &'a ObjectStorage,
+    name: String,
+    marker: String,
+    published: bool,
+}
+
+impl GroupUpload for ObjectGroup<'_> {
+    fn object(&self, key: &str) -> io::Result<Box<dyn ObjectSink + '_>> {
+        check_key(key)?;
+        let path = self.storage.path(&format!("{}/{key}", self.name))?;
+        Ok(Box::new(UploadWriter::new(self.storage, path)))
+    }
+
+    fn publish(mut self: Box<Self>) -> io::Result<()> {
+        // The group appears, whole.
+        self.storage.delete(&[&self.marker])?;
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for ObjectGroup<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        // Half uploaded (the producer failed, Ctrl-C): hidden by the
+        // marker; delete what was stored, then the marker. What cannot be
+        // deleted stays hidden until `delete_group` removes it.
+        if let Ok(path) = self.storage.path(&self.name) {
+            if let Ok(objects) = self.storage.list_all(&path) {
+                let _ = self
+                    .storage
+                    .delete_paths(objects.into_iter().map(|m| m.location).collect());
+            }
+        }
+        let _ = self.storage.delete(&[&self.marker]);
     }
 }
 
@@ -1128,38 +1181,14 @@ impl StoreWrite for ObjectStorage {
     }
 
     fn publish(&self, staging: &Staging, prefix: &str) -> io::Result<()> {
-        let name = prefix.trim_end_matches('/');
-        check_key(name)?;
-        let marker = format!("{PUBLISHING_PREFIX}{name}");
-        // One publisher per name: the marker is a conditional create.
-        self.put_marker(&marker, PutMode::Create).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} is already being published", self.describe(name)),
-                )
-            } else {
-                e
-            }
-        })?;
-        let result = self.publish_under_marker(staging, name);
-        if let Err(error) = &result {
-            if error.kind() == io::ErrorKind::AlreadyExists {
-                // Someone else's group: leave it, remove only our marker.
-                let _ = self.delete(&[&marker]);
-                return result;
-            }
-            // Half uploaded: hidden by the marker; clean up what we can.
-            if let Ok(path) = self.path(name) {
-                if let Ok(objects) = self.list_all(&path) {
-                    let _ = self.delete_paths(objects.into_iter().map(|m| m.location).collect());
-                }
-            }
-            let _ = self.delete(&[&marker]);
-            return result;
-        }
-        // The group appears, whole.
-        self.delete(&[&marker])
+        let group = self.open_group(prefix.trim_end_matches('/'))?;
+        // On failure the group is dropped unpublished: nothing is left.
+        self.upload_staged(&group, staging)?;
+        Box::new(group).publish()
+    }
+
+    fn begin_group(&self, name: &str) -> io::Result<Option<Box<dyn GroupUpload + '_>>> {
+        Ok(Some(Box::new(self.open_group(name)?)))
     }
 
     fn delete_group(&self, prefix: &str) -> anyhow::Result<()> {
@@ -1203,34 +1232,61 @@ impl ObjectStorage {
         Ok(())
     }
 
-    /// Uploads the staged files under `name/` (the marker hides them).
-    fn publish_under_marker(&self, staging: &Staging, name: &str) -> io::Result<()> {
-        let path = self.path(name)?;
-        if !self.list_all(&path)?.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} already exists", self.describe(name)),
-            ));
+    /// Starts the group `name`: its marker, a conditional create (one
+    /// publisher per name), then a check that no group of that name exists.
+    fn open_group(&self, name: &str) -> io::Result<ObjectGroup<'_>> {
+        check_key(name)?;
+        let marker = format!("{PUBLISHING_PREFIX}{name}");
+        self.put_marker(&marker, PutMode::Create).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is already being published", self.describe(name)),
+                )
+            } else {
+                e
+            }
+        })?;
+        let existing = self.path(name).and_then(|path| self.list_all(&path));
+        match existing {
+            Ok(objects) if objects.is_empty() => Ok(ObjectGroup {
+                storage: self,
+                name: name.to_string(),
+                marker,
+                published: false,
+            }),
+            // Someone else's group, or no way to tell: leave it, remove
+            // only our marker.
+            Ok(_) => {
+                let _ = self.delete(&[&marker]);
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} already exists", self.describe(name)),
+                ))
+            }
+            Err(error) => {
+                let _ = self.delete(&[&marker]);
+                Err(error)
+            }
         }
+    }
+
+    /// Uploads the staged files into `group`.
+    fn upload_staged(&self, group: &ObjectGroup, staging: &Staging) -> io::Result<()> {
         // The staging area is a local directory, read through the posix
         // driver like any other store.
         let local = super::posix::Posix::new(staging.path());
         let mut pending = vec![String::new()];
         while let Some(dir) = pending.pop() {
-            for group in local.list_prefixes(&dir)? {
-                pending.push(format!("{dir}{group}/"));
+            for prefix in local.list_prefixes(&dir)? {
+                pending.push(format!("{dir}{prefix}/"));
             }
             for object in local.list(&dir, None)? {
                 interrupted()?;
                 let mut source = local.open(&object.key)?;
-                let key = format!("{name}/{}", object.key);
-                self.upload(&key, &mut |w: &mut dyn Write| {
-                    io::copy(&mut source, w).map(|_| ())
-                })
-                .map_err(|error| match error {
-                    WriteError::Write(e) => e,
-                    WriteError::Other(e) => io::Error::other(format!("{e:#}")),
-                })?;
+                let mut sink = group.object(&object.key)?;
+                io::copy(&mut source, &mut sink)?;
+                sink.finish()?;
             }
         }
         Ok(())

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Peak RSS of `pitr restore` from s3s-fs (issue 14, point 6: < 200 MB at
+# any database size), and of the `pitr backup` that made the backup.
+#
+#   flock /tmp/pitr-bench-heavy.lock bench/object_restore_rss.sh SCALE [PITR]
+#
+# A PostgreSQL 15 cluster of pgbench scale SCALE archiving with `pitr
+# wal-push` into s3s-fs; `pitr backup` (streamed into the store); pgbench
+# for BENCH_SECONDS (default 30) so that the restore replays WAL from the
+# store; then `pitr restore --to latest --action shutdown` into a new data
+# directory, under /usr/bin/time (peak RSS of pitr; PostgreSQL's own
+# processes are not pitr's). PITR defaults to target/release/pitr.
+#
+# Run as root. Needs s3s-fs (PITR_S3S_FS) and /usr/bin/time. Leaves
+# nothing behind.
+set -euo pipefail
+SCALE=${1:?usage: $0 SCALE [PITR]}
+here=$(cd "$(dirname "$0")/.." && pwd)
+PITR_BUILT=${2:-$here/target/release/pitr}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+S3S=${PITR_S3S_FS:-/var/cache/pitr/s3s-fs/bin/s3s-fs}
+BENCH_SECONDS=${BENCH_SECONDS:-30}
+work=$(mktemp -d /tmp/pitr-objrestore.XXXXXX)
+chmod 755 "$work"
+if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; chown postgres: "$work"; else as_pg() { "$@"; }; fi
+s3s_pid=""
+cleanup() {
+    for d in primary restored; do
+        [ -f "$work/$d/postmaster.pid" ] && kill -INT "$(head -1 "$work/$d/postmaster.pid")" 2>/dev/null && sleep 2
+    done
+    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cp "$PITR_BUILT" "$work/pitr"; chmod 755 "$work/pitr"
+pitr="$work/pitr"
+
+bucket=pitr-bench
+mkdir -p "$work/s3/$bucket"
+s3_port=$((20000 + RANDOM % 20000))
+"$S3S" --host 127.0.0.1 --port "$s3_port" --access-key bench-access \
+    --secret-key bench-secret-0123456789 "$work/s3" > "$work/s3.log" 2>&1 &
+s3s_pid=$!
+export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true \
+    AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789
+export PITR_CACHE_DIR="$work/cache" TZ=UTC
+url=s3://$bucket/repo
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$s3_port) 2>/dev/null && break; sleep 0.1; done
+
+port=$((5900 + RANDOM % 90))
+sql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$work" -p "$port" -U postgres -d postgres -c "$1"; }
+as_pg "$PG_BIN/initdb" -U postgres --auth=trust -D "$work/primary" >/dev/null
+archive="env AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789 $pitr wal-push --repo $url %p"
+cat >> "$work/primary/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work'
+wal_level = replica
+archive_mode = on
+archive_command = '$archive'
+max_wal_size = 4GB
+wal_keep_size = 4GB
+fsync = off
+CONF
+"$pitr" init --repo "$url" >/dev/null 2>&1
+as_pg "$PG_BIN/pg_ctl" -D "$work/primary" -l "$work/primary.log" -w start >/dev/null
+as_pg "$PG_BIN/pgbench" -i -q -s "$SCALE" -h "$work" -p "$port" -U postgres postgres 2>/dev/null
+size=$(sql "SELECT pg_size_pretty(pg_database_size('postgres'))")
+echo "pgbench scale $SCALE: database $size; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+start=$(date +%s.%N)
+PGHOST=$work PGPORT=$port PGUSER=postgres /usr/bin/time -f '%M' -o "$work/backup.rss" \
+    "$pitr" backup --repo "$url" --fast --quiet > /dev/null
+echo "backup (streamed): $(echo "$(date +%s.%N) - $start" | bc | cut -c1-6) s, peak RSS $(tail -1 "$work/backup.rss") kB, stored $(du -sm "$work/s3/$bucket/repo/base" | cut -f1) MB"
+
+as_pg "$PG_BIN/pgbench" -c 2 -T "$BENCH_SECONDS" -h "$work" -p "$port" -U postgres postgres > /dev/null 2>&1
+sql "SELECT pg_switch_wal()" > /dev/null
+while [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" != 0 ]; do sleep 0.5; done
+expected=$(sql "SELECT sum(abalance) FROM pgbench_accounts")
+as_pg "$PG_BIN/pg_ctl" -D "$work/primary" -w stop -m fast > /dev/null
+echo "WAL after the backup: $(ls "$work/s3/$bucket/repo/wal" | wc -l) archived files"
+
+rport=$((port + 100))
+start=$(date +%s.%N)
+/usr/bin/time -f '%M' -o "$work/restore.rss" "$pitr" --json restore --repo "$url" --to latest \
+    --pgdata "$work/restored" --port "$rport" --action promote > "$work/restore.out" 2> "$work/restore.err" \
+    || { echo "restore failed:"; tail -20 "$work/restore.err"; exit 1; }
+wall=$(echo "$(date +%s.%N) - $start" | bc | cut -c1-6)
+socket=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["socket_dir"])' "$work/restore.out")
+got=$(as_pg "$PG_BIN/psql" -X -q -A -t -h "$socket" -p "$rport" -U postgres -d postgres -c "SELECT sum(abalance) FROM pgbench_accounts" 2>/dev/null || echo "?")
+echo "restore --to latest: $wall s, peak RSS $(tail -1 "$work/restore.rss") kB (target < 204800 kB); sum(abalance) restored $got, expected $expected"

@@ -57,6 +57,9 @@ pub struct RestoreRequest<'a> {
     pub timeline: Option<String>,
     pub bin_dir: Option<&'a Path>,
     pub os_user: &'a str,
+    /// `--only-database`: the one database the copy is for (the others
+    /// may be left sparse).
+    pub only_database: Option<&'a str>,
 }
 
 /// Where the copy's server listens.
@@ -442,6 +445,9 @@ fn run_restore(request: &RestoreRequest, pgdata: &Path, reporter: &Reporter) -> 
     }
     if let Some(dir) = request.bin_dir {
         command.arg("--bin-dir").arg(dir);
+    }
+    if let Some(database) = request.only_database {
+        command.arg(format!("--only-database={database}"));
     }
     if reporter.verbose {
         command.arg("--verbose");

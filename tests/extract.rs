@@ -575,6 +575,9 @@ fn with_filters(dir: &Path, body: impl FnOnce()) {
         (r"(xid:?|transaction) \d+".to_string(), "$1 [XID]"),
         (r"\b\d+T\d+Z\b".to_string(), "[BACKUP]"),
         (r"\b\d+\.\d+ ?s\b".to_string(), "[SECS]"),
+        // Sizes and file counts differ between PostgreSQL majors.
+        (r"\b\d+(\.\d+)? ([KMG]i)?B\b".to_string(), "[SIZE]"),
+        (r"\b\d+ sparse files".to_string(), "[N] sparse files"),
     ] {
         settings.add_filter(&pattern, replacement);
     }

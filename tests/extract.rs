@@ -643,6 +643,10 @@ fn only_the_chosen_database_is_written() {
         "third",
         "INSERT INTO notes SELECT g, repeat('x', g % 100) FROM generate_series(1, 500) g",
     );
+    // Hint bits set before the backup: with data checksums (initdb's
+    // default from 18) the first scan after it would log every page of
+    // the table as an image, and replay would rightly write them all.
+    db("big", "VACUUM payload");
     cluster.sql("CHECKPOINT");
     cluster.backup("base", &["-Ft", "-X", "stream"]);
     // After the backup, in every database, across a checkpoint: replay

@@ -307,11 +307,19 @@ impl ScratchCopy {
     /// Stops the server (fast shutdown, by its PID) and waits until its
     /// process, and with it its port and socket, is gone.
     pub fn stop(&self) -> Result<()> {
+        self.stop_with(Signal::SIGINT)
+    }
+
+    /// Stops the server with `signal`: SIGINT (fast shutdown, with its
+    /// checkpoint) for a copy that is kept, SIGQUIT (immediate shutdown)
+    /// for one removed right after, whose checkpoint would only write
+    /// files about to be deleted (seconds, for a copy that replayed much).
+    fn stop_with(&self, signal: Signal) -> Result<()> {
         let Some(postmaster) = running_postmaster(&self.pgdata()) else {
             return Ok(());
         };
         let pid = Pid::from_raw(postmaster.pid);
-        kill(pid, Signal::SIGINT)
+        kill(pid, signal)
             .with_context(|| format!("cannot stop the scratch copy's server (PID {pid})"))?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while Server::is_running(pid) {
@@ -329,8 +337,11 @@ impl ScratchCopy {
     /// copy's directory when it is kept.
     pub fn finish(mut self, disposal: Disposal) -> Result<Option<PathBuf>> {
         self.finished = true;
-        self.stop()?;
         let disposal = if self.keep { Disposal::Keep } else { disposal };
+        self.stop_with(match disposal {
+            Disposal::Keep => Signal::SIGINT,
+            Disposal::Remove | Disposal::RemoveKeepingLog => Signal::SIGQUIT,
+        })?;
         match disposal {
             Disposal::Keep => Ok(Some(self.root.clone())),
             Disposal::Remove => remove_any(&self.root).map(|()| None),
@@ -359,7 +370,11 @@ impl Drop for ScratchCopy {
         // Nothing to report to from a drop (an early return on an error):
         // `finish` is the path that reports; this one only makes sure no
         // server outlives pitr and no copy is left behind unasked.
-        let _ = self.stop();
+        let _ = self.stop_with(if self.keep {
+            Signal::SIGINT
+        } else {
+            Signal::SIGQUIT
+        });
         if !self.keep {
             let _ = remove_any(&self.root);
         }

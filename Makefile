@@ -21,9 +21,10 @@
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
-#   make bench  every benchmark in turn (SCALE, ROUNDS): bench-restore, bench-seekable
+#   make bench  every benchmark in turn (SCALE, ROUNDS): bench-restore, bench-seekable, bench-extract
 #   make bench-restore   restore benchmark against the manual runbook and pgBackRest
 #   make bench-seekable  seekable full restore and delta restore against the floors and pgBackRest
+#   make bench-extract   pitr extract against a whole restore + pg_dump + load (SCALE, EXTRACT_ROUNDS)
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -38,7 +39,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
+.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench bench-extract fuzz-smoke
 
 all: build
 
@@ -140,7 +141,7 @@ clean:
 SCALE ?= 300
 ROUNDS ?= 3
 
-bench: bench-restore bench-seekable
+bench: bench-restore bench-seekable bench-extract
 
 .PHONY: bench-restore
 bench-restore: postgres
@@ -153,3 +154,12 @@ bench-restore: postgres
 .PHONY: bench-seekable
 bench-seekable: postgres
 	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/seekable.sh
+
+# The extract benchmark of issue 18: one small table out of a cluster that
+# also holds the pgbench database, by `pitr extract` and by a whole
+# `pitr restore` + pg_dump + pg_restore, from both backup forms. Needs
+# root and ~20 GB free at SCALE=300.
+EXTRACT_ROUNDS ?= 2
+
+bench-extract: postgres
+	SCALE=$(SCALE) ROUNDS=$(EXTRACT_ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/extract.sh

@@ -234,6 +234,12 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
 
+    /// Only this database is needed (`pitr extract`): the other databases'
+    /// files are staged as sparse files when replay can pass over them
+    /// (a new scratch copy: never with --delta)
+    #[arg(long, value_name = "NAME", hide = true, conflicts_with = "delta")]
+    pub only_database: Option<String>,
+
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,

@@ -293,6 +293,7 @@ impl Drill {
             timeline: None,
             bin_dir: args.bin_dir.as_deref(),
             os_user: &args.os_user,
+            only_database: None,
         };
         let restore = match scratch.restore(&request, reporter) {
             Ok(restore) => restore,

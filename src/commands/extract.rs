@@ -117,7 +117,15 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         "restoring a scratch copy to {target}{}",
         if exclusive { " (exclusive)" } else { "" }
     ));
-    let (mut copy, restoring) = restore_copy(args, &catalog, &target, exclusive, None, reporter)?;
+    let (mut copy, restoring) = restore_one_database(
+        args,
+        &catalog,
+        &target,
+        exclusive,
+        None,
+        selection.database(),
+        reporter,
+    )?;
     let tables = tables_in_copy(&copy, &selection)?;
     if let Some(found) = &found {
         confirm_found_file(&copy, &selection, &found.chosen)?;
@@ -339,12 +347,71 @@ fn refuse_taken_names(live: &Live, names: &Selection, renamed: bool) -> Result<(
     }))
 }
 
+/// A copy for `database`: the other databases left sparse when the
+/// restore can (see [`crate::extract::scope`]). Should the database have
+/// been one of those (renamed within the WAL replayed, so that the
+/// backup's catalog knew it by another name), the copy is restored again,
+/// whole.
+fn restore_one_database(
+    args: &ExtractArgs,
+    catalog: &Catalog,
+    target: &str,
+    exclusive: bool,
+    backup: Option<String>,
+    database: &str,
+    reporter: &Reporter,
+) -> Result<(ScratchCopy, Duration), Failure> {
+    let (copy, took) = restore_copy(
+        args,
+        catalog,
+        target,
+        exclusive,
+        backup.clone(),
+        Some(database),
+        reporter,
+    )?;
+    let sparse: Vec<String> = copy.report()["only_database"]["sparse_databases"]
+        .as_array()
+        .map(|databases| {
+            databases
+                .iter()
+                .filter_map(|database| database["oid"].as_u64())
+                .map(|oid| oid.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if sparse.is_empty() {
+        return Ok((copy, took));
+    }
+    let oid = copy
+        .sql(
+            "postgres",
+            &format!(
+                "SELECT oid FROM pg_database WHERE datname = {}",
+                quote_literal(database)
+            ),
+        )
+        .or_fail(FailureKind::Internal)?;
+    if !sparse.contains(&oid.trim().to_string()) {
+        return Ok((copy, took));
+    }
+    reporter.warn(format!(
+        "database {database} (OID {}) had another name in the backup and was left sparse: restoring the copy again, whole",
+        oid.trim()
+    ));
+    copy.finish(Disposal::Remove)
+        .or_fail(FailureKind::Internal)?;
+    let (copy, again) = restore_copy(args, catalog, target, exclusive, backup, None, reporter)?;
+    Ok((copy, took + again))
+}
+
 fn restore_copy(
     args: &ExtractArgs,
     catalog: &Catalog,
     target: &str,
     exclusive: bool,
     backup: Option<String>,
+    only_database: Option<&str>,
     reporter: &Reporter,
 ) -> Result<(ScratchCopy, Duration), Failure> {
     let started = Instant::now();
@@ -363,6 +430,7 @@ fn restore_copy(
         timeline: Some(args.timeline.clone()),
         bin_dir: args.bin_dir.as_deref(),
         os_user: &args.os_user,
+        only_database,
     };
     let run = copy.restore(&request, reporter).map_err(not_restored)?;
     if run.report.is_none() {
@@ -475,7 +543,15 @@ fn find_moment(
             .map(|id| format!(" (backup {id})"))
             .unwrap_or_default()
     ));
-    let (window, _) = restore_copy(args, catalog, &from, false, backup.clone(), reporter)?;
+    let (window, _) = restore_one_database(
+        args,
+        catalog,
+        &from,
+        false,
+        backup.clone(),
+        database,
+        reporter,
+    )?;
     let window_stop = match &backup {
         Some(id) => format!("the consistent point of backup {id}"),
         None => format!(

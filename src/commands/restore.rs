@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::cli::RestoreArgs;
 use crate::error::{Failure, FailureKind, OrFail};
+use crate::extract::scope::{databases_in_catalog, decide, read_wal_facts, Scope};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
 use crate::postgres::commands::this_program;
@@ -26,6 +27,7 @@ use crate::repo::store::StoreRead;
 use crate::repo::{Catalog, RepoLocation};
 use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
+use crate::stage::member::read_backup_file;
 use crate::stage::tablespaces::{parse_mapping, place_occupied, Placement};
 use crate::stage::{inspect_destination, stage, Destination, Interrupted, StageRequest, Staged};
 use crate::target::{Action, Target};
@@ -96,6 +98,14 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &socket_dir,
         major_version,
     );
+    let scope = args
+        .only_database
+        .as_deref()
+        .map(|name| one_database_scope(name, &catalog, &plan, combine.is_some(), reporter));
+    let sparse_databases: Vec<u32> = match &scope {
+        Some(Scope::Sparse { databases, .. }) => databases.keys().copied().collect(),
+        _ => Vec::new(),
+    };
     let planned = started.elapsed();
 
     let staging_started = Instant::now();
@@ -114,6 +124,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             workers: args
                 .jobs
                 .map_or_else(crate::stage::parallel::workers, |n| n as usize),
+            sparse_databases: &sparse_databases,
         },
         reporter,
     )?;
@@ -160,6 +171,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         moved_aside: staged.moved_aside.as_deref(),
         bytes_staged: staged.bytes_written,
         delta: staged.delta,
+        scope: scope.as_ref().zip(args.only_database.as_deref()),
+        sparse: (staged.sparse_files, staged.sparse_bytes),
         timings: [planned, staging_time, recovery_time, started.elapsed()],
         server: &server,
         prefetched,
@@ -168,6 +181,57 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     };
     summary.print(json, &local, reporter);
     Ok(())
+}
+
+/// `--only-database`: which other databases can be left sparse, read
+/// from the backup's catalog and the WAL to replay (see
+/// [`crate::extract::scope`]).
+fn one_database_scope(
+    name: &str,
+    catalog: &Catalog,
+    plan: &Plan,
+    combined: bool,
+    reporter: &Reporter,
+) -> Scope {
+    if combined {
+        return Scope::Whole(
+            "an incremental backup's chain is rebuilt whole by pg_combinebackup".to_string(),
+        );
+    }
+    let heap = read_backup_file(
+        catalog.stores.backups.as_ref(),
+        &plan.backup,
+        "global/1262",
+        reporter,
+    );
+    let databases = match heap {
+        Ok(Some(heap)) => databases_in_catalog(&heap),
+        Ok(None) => None,
+        Err(error) => {
+            reporter.warn(format!(
+                "cannot read the backup's database catalog: {error:#}"
+            ));
+            None
+        }
+    };
+    let scope = decide(databases.as_deref(), name, || {
+        read_wal_facts(plan, &catalog.archive)
+    });
+    match &scope {
+        Scope::Whole(why) => reporter.step(format!(
+            "only database {name} is needed, but every database is written: {why}"
+        )),
+        Scope::Sparse { databases, notes } => {
+            reporter.step(format!(
+                "only database {name} is needed: {} left as sparse files (full_page_writes was on over the WAL to replay)",
+                databases.values().cloned().collect::<Vec<_>>().join(", ")
+            ));
+            for note in notes {
+                reporter.detail(note.clone());
+            }
+        }
+    }
+    scope
 }
 
 /// `--dry-run`: the plan (and a delta restore's forecast), and nothing else.
@@ -735,6 +799,10 @@ struct Summary<'a> {
     bytes_staged: u64,
     /// What a delta restore kept, rewrote and removed.
     delta: Option<crate::stage::delta::DeltaStats>,
+    /// `--only-database`: what was left sparse, or why nothing was.
+    scope: Option<(&'a Scope, &'a str)>,
+    /// Files and bytes staged sparse.
+    sparse: (u64, u64),
     /// plan, staging, recovery, total.
     timings: [Duration; 4],
     server: &'a Server,
@@ -887,6 +955,19 @@ impl Summary<'_> {
             self.pgdata.display(),
             self.server.log_path.display()
         ));
+        if let Some((scope, name)) = self.scope {
+            lines.push(match scope {
+                Scope::Whole(why) => {
+                    format!("  databases:  only {name} needed, but all written: {why}")
+                }
+                Scope::Sparse { databases, .. } => format!(
+                    "  databases:  only {name} needed; {} left as {} sparse files ({} not written)",
+                    databases.values().cloned().collect::<Vec<_>>().join(", "),
+                    self.sparse.0,
+                    human_bytes(self.sparse.1)
+                ),
+            });
+        }
         lines.push(format!(
             "  time: plan {plan:.1}s, staging {staging:.1}s ({}), recovery {recovery:.1}s, total {total:.1}s",
             human_bytes(self.bytes_staged)
@@ -925,6 +1006,23 @@ impl Summary<'_> {
             "log": self.server.log_path,
             "bytes_staged": self.bytes_staged,
             "delta": self.delta,
+            "only_database": self.scope.map(|(scope, name)| match scope {
+                Scope::Whole(why) => json!({
+                    "database": name,
+                    "sparse_databases": [],
+                    "sparse_files": 0,
+                    "sparse_bytes": 0,
+                    "all_written_because": why,
+                }),
+                Scope::Sparse { databases, notes } => json!({
+                    "database": name,
+                    "sparse_databases": databases.iter().map(|(oid, name)| json!({"oid": oid, "name": name})).collect::<Vec<_>>(),
+                    "sparse_files": self.sparse.0,
+                    "sparse_bytes": self.sparse.1,
+                    "all_written_because": null,
+                    "notes": notes,
+                }),
+            }),
             "prefetch": self.prefetched,
             "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),

@@ -7,17 +7,12 @@
 //! is the table created as `"Orders"`. pg_dump gets them in double quotes,
 //! where its pattern characters match literally.
 //!
-//! Not yet done (issue 18, point 2): the scratch copy is a whole restore.
-//! Writing the other databases' files as sparse zero files of the same size
-//! (PG_VERSION kept; databases with OIDs below 16384, `postgres` among them,
-//! and `global/` in full) lets replay pass over them when full-page writes
-//! were on for all the WAL replayed: the first change of each page after
-//! the starting checkpoint then carries its image. With them off, replay
-//! PANICs on the first zeroed page it changes; see
-//! scripts/excluded-databases-experiment.sh. That belongs in staging.
+//! The scratch copy needs only the chosen database: which of the others
+//! may be left as sparse files is decided in [`scope`].
 
 pub mod moment;
 pub mod report;
+pub mod scope;
 
 use std::fmt;
 

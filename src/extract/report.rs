@@ -87,6 +87,7 @@ impl Summary<'_> {
             ),
             Destination::Live { what, .. } => format!("  loaded:     {what}"),
         });
+        lines.push(self.written_text());
         lines.push(if self.kept {
             format!("  scratch copy kept (stopped): {}", self.scratch.display())
         } else {
@@ -96,6 +97,34 @@ impl Summary<'_> {
             "  time: finding {finding:.1}s, restore {restore:.1}s, dump and load {transfer:.1}s, total {total:.1}s"
         ));
         lines.join("\n")
+    }
+
+    /// What the copy's restore wrote: the bytes, and which databases it
+    /// left as sparse files, or why it wrote everything.
+    fn written_text(&self) -> String {
+        let only = &self.report["only_database"];
+        let written = human_bytes(self.report["bytes_staged"].as_u64().unwrap_or(0));
+        let sparse: Vec<&str> = only["sparse_databases"]
+            .as_array()
+            .map(|databases| {
+                databases
+                    .iter()
+                    .filter_map(|database| database["name"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if sparse.is_empty() {
+            let why = only["all_written_because"]
+                .as_str()
+                .unwrap_or("the restore did not say why");
+            return format!("  written:    {written}, every database in full: {why}");
+        }
+        format!(
+            "  written:    {written}; {} left as {} sparse files ({} not written)",
+            sparse.join(", "),
+            only["sparse_files"].as_u64().unwrap_or(0),
+            human_bytes(only["sparse_bytes"].as_u64().unwrap_or(0))
+        )
     }
 
     pub fn json(&self) -> Value {
@@ -113,6 +142,13 @@ impl Summary<'_> {
             "destination": match &self.destination {
                 Destination::File { path, format, bytes } => json!({"kind": "file", "path": path, "format": format, "bytes": bytes}),
                 Destination::Live { created_database, what } => json!({"kind": "cluster", "loaded": what, "created_database": created_database}),
+            },
+            "written": {
+                "bytes": self.report["bytes_staged"],
+                "sparse_databases": self.report["only_database"]["sparse_databases"],
+                "sparse_files": self.report["only_database"]["sparse_files"],
+                "sparse_bytes": self.report["only_database"]["sparse_bytes"],
+                "all_written_because": self.report["only_database"]["all_written_because"],
             },
             "scratch": { "path": self.scratch, "port": self.port, "kept": self.kept },
             "seconds": { "finding": finding, "restore": restore, "dump_and_load": transfer, "total": total },

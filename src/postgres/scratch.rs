@@ -57,6 +57,9 @@ pub struct RestoreRequest<'a> {
     pub timeline: Option<String>,
     pub bin_dir: Option<&'a Path>,
     pub os_user: &'a str,
+    /// `--only-database`: the one database the copy is for (the others
+    /// may be left sparse).
+    pub only_database: Option<&'a str>,
 }
 
 /// Where the copy's server listens.
@@ -304,11 +307,19 @@ impl ScratchCopy {
     /// Stops the server (fast shutdown, by its PID) and waits until its
     /// process, and with it its port and socket, is gone.
     pub fn stop(&self) -> Result<()> {
+        self.stop_with(Signal::SIGINT)
+    }
+
+    /// Stops the server with `signal`: SIGINT (fast shutdown, with its
+    /// checkpoint) for a copy that is kept, SIGQUIT (immediate shutdown)
+    /// for one removed right after, whose checkpoint would only write
+    /// files about to be deleted (seconds, for a copy that replayed much).
+    fn stop_with(&self, signal: Signal) -> Result<()> {
         let Some(postmaster) = running_postmaster(&self.pgdata()) else {
             return Ok(());
         };
         let pid = Pid::from_raw(postmaster.pid);
-        kill(pid, Signal::SIGINT)
+        kill(pid, signal)
             .with_context(|| format!("cannot stop the scratch copy's server (PID {pid})"))?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while Server::is_running(pid) {
@@ -326,8 +337,11 @@ impl ScratchCopy {
     /// copy's directory when it is kept.
     pub fn finish(mut self, disposal: Disposal) -> Result<Option<PathBuf>> {
         self.finished = true;
-        self.stop()?;
         let disposal = if self.keep { Disposal::Keep } else { disposal };
+        self.stop_with(match disposal {
+            Disposal::Keep => Signal::SIGINT,
+            Disposal::Remove | Disposal::RemoveKeepingLog => Signal::SIGQUIT,
+        })?;
         match disposal {
             Disposal::Keep => Ok(Some(self.root.clone())),
             Disposal::Remove => remove_any(&self.root).map(|()| None),
@@ -356,7 +370,11 @@ impl Drop for ScratchCopy {
         // Nothing to report to from a drop (an early return on an error):
         // `finish` is the path that reports; this one only makes sure no
         // server outlives pitr and no copy is left behind unasked.
-        let _ = self.stop();
+        let _ = self.stop_with(if self.keep {
+            Signal::SIGINT
+        } else {
+            Signal::SIGQUIT
+        });
         if !self.keep {
             let _ = remove_any(&self.root);
         }
@@ -442,6 +460,9 @@ fn run_restore(request: &RestoreRequest, pgdata: &Path, reporter: &Reporter) -> 
     }
     if let Some(dir) = request.bin_dir {
         command.arg("--bin-dir").arg(dir);
+    }
+    if let Some(database) = request.only_database {
+        command.arg(format!("--only-database={database}"));
     }
     if reporter.verbose {
         command.arg("--verbose");

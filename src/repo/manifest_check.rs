@@ -21,6 +21,9 @@ pub fn is_ignored(path: &str) -> bool {
 pub struct ManifestCheck {
     files: HashMap<String, ManifestFile>,
     seen: HashSet<String>,
+    /// Files staged sparse on purpose (not their content), so not checked
+    /// beyond their size.
+    sparse: u64,
 }
 
 impl ManifestCheck {
@@ -32,6 +35,7 @@ impl ManifestCheck {
                 .map(|f| (f.path.clone(), f.clone()))
                 .collect(),
             seen: HashSet::new(),
+            sparse: 0,
         }
     }
 
@@ -67,6 +71,20 @@ impl ManifestCheck {
             }
         }
         Ok(())
+    }
+
+    /// A file written sparse on purpose (a database a one-database restore
+    /// does not need): listed and of its size, its content deliberately
+    /// not written, so not checksummed; counted.
+    pub fn record_sparse(&mut self, path: &str, size: u64) -> Result<(), String> {
+        self.record(path, size, None)?;
+        self.sparse += 1;
+        Ok(())
+    }
+
+    /// How many files were skipped as sparse.
+    pub fn sparse(&self) -> u64 {
+        self.sparse
     }
 
     /// Files the manifest lists that never came by.

@@ -156,7 +156,16 @@ pub fn extract_archive(
         file.key,
         index.members.len()
     ));
-    parallel::extract_seekable(store, file, &index, dest, progress, verify, workers)
+    parallel::extract_seekable(
+        store,
+        file,
+        &index,
+        dest,
+        progress,
+        verify,
+        workers,
+        &mut writer.sparse,
+    )
 }
 
 /// Streams a (compressed) tar object of the backups store into `dest`,
@@ -243,6 +252,13 @@ pub fn extract_tar(
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists && target.is_dir() => {}
                 Err(error) => return Err(interrupt_or(error, &target)),
             }
+            continue;
+        }
+        if writer.sparse.covers(&relative) {
+            // Read past (the stream goes on), not written.
+            writer
+                .sparse
+                .write(&target, &relative, mode, entry.size(), &mut verify)?;
             continue;
         }
         written += write_checked(&mut entry, &target, &relative, mode, &mut verify, writer)?;

@@ -37,10 +37,12 @@ pub mod delta;
 pub mod destination;
 mod durable;
 pub mod extract;
+pub mod member;
 mod ownership;
 pub mod parallel;
 pub mod prefetch;
 mod readahead;
+pub mod sparse;
 pub mod tablespaces;
 mod tree;
 mod write;
@@ -59,6 +61,10 @@ pub struct Staged {
     /// Where a non-empty `--pgdata` was moved (with `--force`).
     pub moved_aside: Option<PathBuf>,
     pub bytes_written: u64,
+    /// Relation files of other databases written sparse (size only), and
+    /// their bytes.
+    pub sparse_files: u64,
+    pub sparse_bytes: u64,
     pub notes: Vec<String>,
     /// What a delta restore kept, rewrote and removed.
     pub delta: Option<delta::DeltaStats>,
@@ -80,6 +86,10 @@ pub struct StageRequest<'a> {
     pub combine: Option<&'a combine::Combine>,
     /// Workers that stage a seekable backup's tars.
     pub workers: usize,
+    /// Databases (OIDs) whose relation files are written as sparse files
+    /// of their size, not extracted ([`sparse`]); empty for a whole
+    /// restore.
+    pub sparse_databases: &'a [u32],
 }
 
 /// Extracts the backup, writes the recovery settings, gives everything to
@@ -88,7 +98,9 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     let mut notes = Vec::new();
     let staging = StagingDir::create(request.pgdata)?;
     let mut check = manifest_check(request, &mut notes)?;
-    let mut writer = FileWriter::default();
+    let mut writer = FileWriter::with_sparse(sparse::SparseDatabases::new(
+        request.sparse_databases.iter().copied(),
+    ));
     let mut base_verify = check.as_mut().map(|check| Verify {
         check,
         prefix: String::new(),
@@ -125,6 +137,8 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
         pgdata: request.pgdata.to_path_buf(),
         moved_aside,
         bytes_written,
+        sparse_files: writer.sparse.files,
+        sparse_bytes: writer.sparse.bytes,
         notes,
         delta: None,
     })

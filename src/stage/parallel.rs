@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::extract::safe_member_path;
+use super::sparse::SparseDatabases;
 use super::write::{create_new, interrupt_or, simulated_slow_staging, Verify};
 use super::Interrupted;
 use crate::interrupt;
@@ -156,7 +157,9 @@ impl FileState {
 }
 
 /// Writes the members of the seekable tar `file` into `dest` with
-/// `workers` threads. Returns the bytes written.
+/// `workers` threads; the members `sparse` covers are given their size
+/// and their frames are not read. Returns the bytes written.
+#[allow(clippy::too_many_arguments)] // the streaming path's, plus the workers and the sparse databases
 pub fn extract_seekable(
     store: &dyn StoreRead,
     file: &BackupFile,
@@ -165,6 +168,7 @@ pub fn extract_seekable(
     progress: &mut Progress,
     mut verify: Option<&mut Verify<'_>>,
     workers: usize,
+    sparse: &mut SparseDatabases,
 ) -> Result<u64> {
     let described = store.describe(&file.key);
     // Directories and empty files first, on this thread, in tar order.
@@ -191,6 +195,10 @@ pub fn extract_seekable(
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists && target.is_dir() => {}
                 Err(error) => return Err(interrupt_or(error, &target)),
             }
+            continue;
+        }
+        if sparse.covers(&relative) {
+            sparse.write(&target, &relative, member.mode, member.size, &mut verify)?;
             continue;
         }
         create_new(&target, member.mode)?;
@@ -318,6 +326,46 @@ pub fn extract_seekable(
         );
     }
     Ok(written)
+}
+
+/// One member's data, read from its frames (a small file asked for
+/// before staging, see [`super::member`]).
+pub fn read_member(store: &dyn StoreRead, key: &str, member: &Member) -> Result<Vec<u8>> {
+    let (Some(first), Some(last)) = (member.frames.first(), member.frames.last()) else {
+        bail!(
+            "the index of `{}` lists `{}` without frames",
+            store.describe(key),
+            member.path
+        );
+    };
+    let mut stored = store
+        .open_range(key, first.stored_offset..last.stored_range().end)
+        .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
+    let data = member.data_offset..member.data_offset + member.size;
+    let mut buffers = Buffers::new();
+    let mut bytes = Vec::with_capacity(member.size as usize);
+    for frame in &member.frames {
+        let plain = buffers
+            .frame(&mut stored, store, key, frame)
+            .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
+        let start = data.start.max(frame.offset);
+        let end = data.end.min(frame.offset + frame.len);
+        if start < end {
+            bytes.extend_from_slice(
+                &plain[(start - frame.offset) as usize..(end - frame.offset) as usize],
+            );
+        }
+    }
+    if bytes.len() as u64 != member.size {
+        bail!(
+            "the index of `{}` covers {} of the {} bytes of `{}`",
+            store.describe(key),
+            bytes.len(),
+            member.size,
+            member.path
+        );
+    }
+    Ok(bytes)
 }
 
 /// A worker's two buffers, reused for every frame.
@@ -543,7 +591,16 @@ mod tests {
 
     fn parallel(store: &Posix, index: &Index, dest: &Path) -> Result<u64> {
         let mut progress = Reporter::new(true).bar("staging", 0, Unit::Bytes);
-        extract_seekable(store, &base(), index, dest, &mut progress, None, 3)
+        extract_seekable(
+            store,
+            &base(),
+            index,
+            dest,
+            &mut progress,
+            None,
+            3,
+            &mut SparseDatabases::default(),
+        )
     }
 
     #[test]

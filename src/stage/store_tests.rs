@@ -215,6 +215,7 @@ fn a_tar_backup_is_staged_and_verified_through_a_store_without_paths() {
             verify: true,
             combine: None,
             workers: 2,
+            sparse_databases: &[],
         },
         &Reporter::new(true),
     )

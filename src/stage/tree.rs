@@ -89,6 +89,13 @@ fn copy_level(
             continue;
         }
         let mode = entry.mode.unwrap_or(0o600);
+        if let TreeKind::Object { size } = entry.kind {
+            if writer.sparse.covers(&rel) {
+                writer.sparse.write(&to, &rel, mode, size, verify)?;
+                progress.add(size);
+                continue;
+            }
+        }
         let copied = if verify.is_some() {
             let mut input = store
                 .open(&entry.key)

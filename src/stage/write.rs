@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::sparse::SparseDatabases;
 use super::Interrupted;
 use crate::interrupt;
 use crate::repo::manifest_check::ManifestCheck;
@@ -21,21 +22,34 @@ pub struct Verify<'a> {
 }
 
 impl Verify<'_> {
-    fn manifest_path(&self, relative: &Path) -> String {
+    pub(super) fn manifest_path(&self, relative: &Path) -> String {
         format!("{}{}", self.prefix, relative.to_string_lossy())
     }
 }
 
-/// One buffer for every file written: data goes from the reader into it
-/// and from there to the kernel, one copy in user space.
+/// How staging writes files: one buffer for every file written (data
+/// goes from the reader into it and from there to the kernel, one copy in
+/// user space), and the databases whose files are only given their size.
 pub struct FileWriter {
     buffer: Vec<u8>,
+    pub sparse: SparseDatabases,
 }
 
 impl Default for FileWriter {
     fn default() -> FileWriter {
         FileWriter {
             buffer: vec![0; 256 * 1024],
+            sparse: SparseDatabases::default(),
+        }
+    }
+}
+
+impl FileWriter {
+    /// A writer that stages the relation files of `sparse` as sparse files.
+    pub fn with_sparse(sparse: SparseDatabases) -> FileWriter {
+        FileWriter {
+            sparse,
+            ..FileWriter::default()
         }
     }
 }

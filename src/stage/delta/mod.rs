@@ -192,6 +192,10 @@ pub fn stage_delta(request: &StageRequest<'_>, reporter: &Reporter) -> Result<St
         bytes_written: stats.bytes_written,
         notes,
         delta: Some(stats),
+        // `--only-database` (extract's scratch copies) never comes with
+        // `--delta`: the command line refuses the pair.
+        sparse_files: 0,
+        sparse_bytes: 0,
     })
 }
 

@@ -660,6 +660,13 @@ pub struct WalPushArgs {
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
 
+    /// Also push up to N later segments the server has marked ready, in parallel, so that its
+    /// next requests are answered at once (each checked against a local record of what was
+    /// stored); 0 turns it off (default: `push_ahead` in the configuration file, else 8)
+    #[arg(long, value_name = "N", env = "PITR_PUSH_AHEAD",
+          value_parser = clap::value_parser!(u16).range(0..=crate::config::MAX_PUSH_AHEAD as i64))]
+    pub push_ahead: Option<u16>,
+
     /// The file to archive (%p): a WAL segment, `NNNNNNNN.history`, a backup history
     /// (`.backup`) or a `.partial` file
     pub path: PathBuf,

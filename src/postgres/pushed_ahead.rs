@@ -198,7 +198,12 @@ impl Records {
     /// archive whose identity is `archive`, when a record says so and the
     /// file is exactly what the record describes: same size, same SHA-256
     /// (the file is read whole to prove it).
-    pub fn confirms(&self, name: &str, archive: &str, file: &mut File) -> io::Result<Option<String>> {
+    pub fn confirms(
+        &self,
+        name: &str,
+        archive: &str,
+        file: &mut File,
+    ) -> io::Result<Option<String>> {
         let Some(record) = self.get(name) else {
             return Ok(None);
         };
@@ -333,7 +338,10 @@ mod tests {
         ready(dir.path(), name, &[7u8; 100_000]);
         let records = pg_wal.records();
         let mut file = File::open(pg_wal.path_of(name)).unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_none());
         let fingerprint = Fingerprint::of(&mut file).unwrap();
         records
             .write(&PushRecord {
@@ -343,32 +351,56 @@ mod tests {
                 fingerprint,
             })
             .unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_some());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_some());
         // Another archive.
-        assert!(records.confirms(name, "s3://b/p/wal2", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal2", &mut file)
+            .unwrap()
+            .is_none());
         // One byte changed, same size.
         let mut other = vec![7u8; 100_000];
         other[5000] = 8;
         fs::write(pg_wal.path_of(name), &other).unwrap();
         let mut file = File::open(pg_wal.path_of(name)).unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_none());
         // Shorter (a partial file).
         fs::write(pg_wal.path_of(name), [7u8; 50_000]).unwrap();
         let mut file = File::open(pg_wal.path_of(name)).unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_none());
         // A torn record is no record.
         let path = dir.path().join(RECORDS_DIR).join(name);
         let text = fs::read_to_string(&path).unwrap();
         fs::write(pg_wal.path_of(name), [7u8; 100_000]).unwrap();
         let mut file = File::open(pg_wal.path_of(name)).unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_some());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_some());
         fs::write(&path, &text[..text.len() - 10]).unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_none());
         fs::write(&path, "").unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_none());
         // A record under another segment's name does not answer.
         fs::write(&path, text.replace(name, "000000010000000000000003")).unwrap();
-        assert!(records.confirms(name, "s3://b/p/wal", &mut file).unwrap().is_none());
+        assert!(records
+            .confirms(name, "s3://b/p/wal", &mut file)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -176,7 +176,6 @@ mod tests {
     use crate::repo::store::posix::Posix;
     use crate::repo::store::{StoreRead, StoreWrite};
     use crate::repo::ArchiveAt;
-    use std::io::Write;
 
     /// A segment of 64 KiB of the cluster `system_identifier` (its first
     /// page's long header), the rest `fill`.

@@ -17,7 +17,8 @@
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
-#   make bench  restore benchmark against the manual runbook and pgBackRest (SCALE, ROUNDS)
+#   make bench  restore benchmark against the manual runbook and pgBackRest (SCALE, ROUNDS),
+#               then make bench-object: the same on an S3 store, and archiving throughput
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -32,7 +33,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-python test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench fuzz-smoke
+.PHONY: all build release test test-python test-loops test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench bench-object fuzz-smoke
 
 all: build
 
@@ -127,3 +128,9 @@ ROUNDS ?= 3
 
 bench: postgres
 	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/restore.sh
+	$(MAKE) bench-object
+
+# The same restore from an S3 store (s3s-fs, stunnel in front for
+# pgBackRest), and archiving throughput and requests per segment (issue 14).
+bench-object: postgres
+	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/object.sh

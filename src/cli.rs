@@ -707,6 +707,21 @@ mod tests {
     }
 
     #[test]
+    fn push_ahead_is_bounded() {
+        let push_ahead = |n: &str| match parse(&["wal-push", "--push-ahead", n, "x"]) {
+            Ok(Cli {
+                command: Command::WalPush(args),
+                ..
+            }) => Ok(args.push_ahead),
+            Ok(_) => panic!("not wal-push"),
+            Err(error) => Err(error.to_string()),
+        };
+        assert_eq!(push_ahead("0"), Ok(Some(0)));
+        assert_eq!(push_ahead("64"), Ok(Some(64)));
+        assert!(push_ahead("65").unwrap_err().contains("65"));
+    }
+
+    #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
     }

@@ -225,6 +225,14 @@ mod tests {
     }
 
     #[test]
+    fn push_ahead_is_read() {
+        let config = Config::parse("push_ahead = 0\n").unwrap();
+        assert_eq!(config.push_ahead, Some(0));
+        assert_eq!(Config::parse("").unwrap().push_ahead, None);
+        assert!(Config::parse("push_ahead = -1\n").is_err());
+    }
+
+    #[test]
     fn mistakes_are_named_without_quoting_values() {
         let error = Config::parse("[store]\nregoin = \"x\"\n").unwrap_err();
         assert!(format!("{error:#}").contains("line 2"), "{error:#}");

@@ -5,7 +5,7 @@
 //! order), all at once, and leaves a record of each one stored. PostgreSQL
 //! then hands those over one by one, and each is answered without a
 //! request: the file is proven to be the bytes stored (same size and
-//! SHA-256 as the record), else it is pushed as usual.
+//! CRC-32C as the record), else it is pushed as usual.
 //!
 //! What makes it safe:
 //! - PostgreSQL only ever hears about the segment it handed over; that
@@ -121,7 +121,7 @@ fn followers(pg_wal: &PgWal, records: &Records, name: &str, ahead: usize) -> Vec
 }
 
 /// Pushes the ready segment `name` and records it once stored. The file is
-/// hashed before and after the push: the record is written only when both
+/// read and checksummed before and after the push: the record is written only when both
 /// agree, so it describes the bytes that were read and stored.
 fn push_one_ahead(
     archive: &Writable,

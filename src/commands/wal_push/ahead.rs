@@ -2,7 +2,8 @@
 //! what makes a busy primary fall behind its archive. So when PostgreSQL
 //! hands over a segment that needs pushing, `wal-push` also pushes the
 //! next segments it has marked ready (at most `--push-ahead`, in WAL
-//! order), all at once, and leaves a record of each one stored. PostgreSQL
+//! order), all at once once the handed-over one is stored, and leaves a
+//! record of each one stored. PostgreSQL
 //! then hands those over one by one, and each is answered without a
 //! request: the file is proven to be the bytes stored (same size and
 //! CRC-32C as the record), else it is pushed as usual.
@@ -65,6 +66,11 @@ pub fn push_and_ahead(
     }
     records.forget(&name);
     records.prune(&pg_wal);
+    // The segment handed over first: only once it is stored is the
+    // archive's cluster identity known to be this cluster's (a foreign
+    // segment left in pg_wal must never be the one to claim an empty
+    // archive), and a store that is down is found without pushing more.
+    let pushed = push_into(archive, source, &WalFileName::Segment(name.clone()), how)?;
     let followers = followers(&pg_wal, &records, &name, ahead);
     std::thread::scope(|scope| {
         let pushing: Vec<_> = followers
@@ -77,7 +83,6 @@ pub fn push_and_ahead(
                 (follower, pushed)
             })
             .collect();
-        let pushed = push_into(archive, source, &WalFileName::Segment(name.clone()), how);
         for (follower, outcome) in pushing {
             // Goes to the server log. Not an error of this push: the
             // segment stays ready and is pushed when handed over.
@@ -90,8 +95,8 @@ pub fn push_and_ahead(
                 "pitr wal-push: warning: `{follower}` was not pushed ahead ({failure}); it is pushed when PostgreSQL hands it over"
             );
         }
-        pushed
-    })
+    });
+    Ok(pushed)
 }
 
 /// The key `name` was stored under by an earlier push ahead, when its

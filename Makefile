@@ -21,10 +21,11 @@
 #   make lint   rustfmt and clippy, warnings as errors
 #   make completions   bash, zsh and fish completions in target/completions/
 #   make man           man pages (pitr.1, pitr-<command>.1) in target/man/
-#   make bench  every benchmark in turn (SCALE, ROUNDS): bench-restore, bench-seekable, bench-extract
+#   make bench  every benchmark in turn (SCALE, ROUNDS): bench-restore, bench-seekable, bench-extract, bench-object
 #   make bench-restore   restore benchmark against the manual runbook and pgBackRest
 #   make bench-seekable  seekable full restore and delta restore against the floors and pgBackRest
 #   make bench-extract   pitr extract against a whole restore + pg_dump + load (SCALE, EXTRACT_ROUNDS)
+#   make bench-object    the restore from an S3 store (s3s-fs; stunnel for pgBackRest), archiving throughput, requests per segment
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -39,7 +40,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench bench-extract fuzz-smoke
+.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench bench-extract bench-object fuzz-smoke
 
 all: build
 
@@ -141,7 +142,7 @@ clean:
 SCALE ?= 300
 ROUNDS ?= 3
 
-bench: bench-restore bench-seekable bench-extract
+bench: bench-restore bench-seekable bench-extract bench-object
 
 .PHONY: bench-restore
 bench-restore: postgres
@@ -163,3 +164,8 @@ EXTRACT_ROUNDS ?= 2
 
 bench-extract: postgres
 	SCALE=$(SCALE) ROUNDS=$(EXTRACT_ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/extract.sh
+
+# The same restore from an S3 store (s3s-fs, stunnel in front for
+# pgBackRest), and archiving throughput and requests per segment (issue 14).
+bench-object: postgres
+	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/object.sh

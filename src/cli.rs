@@ -687,6 +687,13 @@ pub struct WalPushArgs {
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
 
+    /// Also push up to N later segments the server has marked ready, in parallel, so that its
+    /// next requests are answered at once (each checked against a local record of what was
+    /// stored); 0 turns it off (default: `push_ahead` in the configuration file, else 8)
+    #[arg(long, value_name = "N", env = "PITR_PUSH_AHEAD",
+          value_parser = clap::value_parser!(u16).range(0..=crate::config::MAX_PUSH_AHEAD as i64))]
+    pub push_ahead: Option<u16>,
+
     /// The file to archive (%p): a WAL segment, `NNNNNNNN.history`, a backup history
     /// (`.backup`) or a `.partial` file
     pub path: PathBuf,
@@ -724,6 +731,21 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("pitr").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn push_ahead_is_bounded() {
+        let push_ahead = |n: &str| match parse(&["wal-push", "--push-ahead", n, "x"]) {
+            Ok(Cli {
+                command: Command::WalPush(args),
+                ..
+            }) => Ok(args.push_ahead),
+            Ok(_) => panic!("not wal-push"),
+            Err(error) => Err(error.to_string()),
+        };
+        assert_eq!(push_ahead("0"), Ok(Some(0)));
+        assert_eq!(push_ahead("64"), Ok(Some(64)));
+        assert!(push_ahead("65").unwrap_err().contains("65"));
     }
 
     #[test]

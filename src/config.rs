@@ -43,9 +43,20 @@ pub const DEFAULT_PATH: &str = "/etc/pitr/pitr.toml";
 pub struct Config {
     /// The repository URL (or directory) used when none is given.
     pub repository: Option<String>,
+    /// How many later ready segments `wal-push` pushes along with the one
+    /// asked for (`--push-ahead`).
+    pub push_ahead: Option<u16>,
     #[serde(default)]
     pub store: StoreConfig,
 }
+
+/// The most segments `wal-push` pushes ahead: each is a thread and a file
+/// open at once, and 64 × 16 MiB is already a gigabyte in flight.
+pub const MAX_PUSH_AHEAD: u16 = 64;
+
+/// What `wal-push` pushes ahead when nothing says: enough in flight to
+/// hide a store's latency, few enough for a small host.
+pub const DEFAULT_PUSH_AHEAD: u16 = 8;
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +222,14 @@ mod tests {
         assert_eq!(first("aws_region"), Some("eu-west-1"));
         assert_eq!(first("aws_allow_http"), Some("true"));
         assert_eq!(first("aws_virtual_hosted_style_request"), Some("false"));
+    }
+
+    #[test]
+    fn push_ahead_is_read() {
+        let config = Config::parse("push_ahead = 0\n").unwrap();
+        assert_eq!(config.push_ahead, Some(0));
+        assert_eq!(Config::parse("").unwrap().push_ahead, None);
+        assert!(Config::parse("push_ahead = -1\n").is_err());
     }
 
     #[test]

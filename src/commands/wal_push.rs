@@ -34,6 +34,8 @@ use crate::repo::store::Writable;
 use crate::repo::wal_compression::{self, EarlierCopies};
 use crate::repo::ArchiveAt;
 
+mod ahead;
+
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CONFLICT: u8 = 3;
@@ -48,7 +50,7 @@ fn exit_code(error: &PushError) -> u8 {
 
 pub fn run(args: &WalPushArgs) -> u8 {
     match push(args) {
-        Ok((_, Pushed::Archived(_))) => 0,
+        Ok((_, Pushed::Archived(_) | Pushed::PushedAhead(_))) => 0,
         Ok((store, Pushed::AlreadyArchived(existing))) => {
             // Goes to the server log: worth a line, because it also shows
             // when two servers archive into the same place.
@@ -93,8 +95,54 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
     compression
         .encoder(io::sink(), args.level)
         .map_err(|error| PushError::Usage(anyhow!("{error}")))?;
+    let push_ahead = push_ahead_count(args.push_ahead).map_err(PushError::Usage)?;
+    let (archive, earlier) = open_archive(archive_at, compression)?;
+    let how = How {
+        compression,
+        level: args.level,
+        earlier,
+    };
+    let pushed = ahead::push_and_ahead(&archive, source, &name, how, push_ahead)?;
+    Ok((archive, pushed))
+}
+
+/// `--push-ahead`, else the configuration file's `push_ahead`, else the
+/// default.
+fn push_ahead_count(given: Option<u16>) -> anyhow::Result<usize> {
+    use crate::config::{Config, DEFAULT_PUSH_AHEAD, MAX_PUSH_AHEAD};
+    let count = match given {
+        Some(count) => count,
+        None => Config::load()?.push_ahead.unwrap_or(DEFAULT_PUSH_AHEAD),
+    };
+    if count > MAX_PUSH_AHEAD {
+        return Err(anyhow!(
+            "`push_ahead = {count}` in the configuration file is too many: at most {MAX_PUSH_AHEAD}"
+        ));
+    }
+    Ok(usize::from(count))
+}
+
+/// The archive to write, as `pitr init` found its store, and how a push
+/// of a file in `compression` finds an earlier copy of its name there.
+fn open_archive(
+    archive_at: ArchiveAt,
+    compression: Compression,
+) -> Result<(Writable, EarlierCopies), PushError> {
     match archive_at {
-        ArchiveAt::Dir(dir) => push_file(source, &name, &dir, compression, args.level),
+        ArchiveAt::Dir(dir) => {
+            let archive = Posix::new(&dir);
+            // A missing archive directory is an error, not something to
+            // create: it usually means an unmounted backup volume, and
+            // archiving onto the root file system instead would hide that
+            // until the disk fills up.
+            if !archive.exists() {
+                return Err(PushError::Failed(anyhow!(
+                    "the WAL archive `{}` does not exist or is not a directory; create it (or mount its volume) and PostgreSQL will retry",
+                    dir.display()
+                )));
+            }
+            Ok((Writable::new(archive), EarlierCopies::ListedFirst))
+        }
         ArchiveAt::Object(url) => {
             // Configuration problems (no region, no credentials) fail the
             // push: PostgreSQL keeps the segment and retries.
@@ -106,24 +154,26 @@ pub fn push(args: &WalPushArgs) -> Result<(Writable, Pushed), PushError> {
                 .map_err(PushError::Failed)?;
             if !enforced {
                 let archive = Writable::new(archive.looking_before_writing());
-                return push_into(
-                    archive,
-                    source,
-                    &name,
-                    compression,
-                    args.level,
-                    EarlierCopies::ListedFirst,
-                );
+                return Ok((archive, EarlierCopies::ListedFirst));
             }
             let archive = Writable::new(archive);
             let earlier =
                 wal_compression::earlier_copies(&archive, compression).map_err(PushError::Usage)?;
-            push_into(archive, source, &name, compression, args.level, earlier)
+            Ok((archive, earlier))
         }
     }
 }
 
-/// Archives `source` as `dir/<name><suffix>`.
+/// How archived copies are written, and how an earlier copy of a name is
+/// found (see `repo::wal_compression`).
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub earlier: EarlierCopies,
+}
+
+/// Archives `source` as `dir/<name><suffix>` (nothing pushed ahead).
 pub fn push_file(
     source: &Path,
     name: &WalFileName,
@@ -131,53 +181,41 @@ pub fn push_file(
     compression: Compression,
     level: Option<i32>,
 ) -> Result<(Writable, Pushed), PushError> {
-    let archive = Posix::new(dir);
-    // A missing archive directory is an error, not something to create: it
-    // usually means an unmounted backup volume, and archiving onto the
-    // root file system instead would hide that until the disk fills up.
-    if !archive.exists() {
-        return Err(PushError::Failed(anyhow!(
-            "the WAL archive `{}` does not exist or is not a directory; create it (or mount its volume) and PostgreSQL will retry",
-            dir.display()
-        )));
-    }
-    // A directory holds whatever `cp` or another tool put there: look.
-    push_into(
-        Writable::new(archive),
-        source,
-        name,
+    // A directory holds whatever `cp` or another tool put there: a push
+    // looks for the name's copies under every suffix first.
+    let (archive, earlier) = open_archive(ArchiveAt::Dir(dir.to_path_buf()), compression)?;
+    let how = How {
         compression,
         level,
-        EarlierCopies::ListedFirst,
-    )
+        earlier,
+    };
+    let pushed = push_into(&archive, source, name, how)?;
+    Ok((archive, pushed))
 }
 
 /// Archives `source` into `archive` as `<name><suffix>`.
 fn push_into(
-    archive: Writable,
+    archive: &Writable,
     source: &Path,
     name: &WalFileName,
-    compression: Compression,
-    level: Option<i32>,
-    earlier: EarlierCopies,
-) -> Result<(Writable, Pushed), PushError> {
+    how: How,
+) -> Result<Pushed, PushError> {
     let mut input = open_handed_over(source).map_err(|error| match error {
         HandOverError::NotAFile(_) => PushError::Usage(error.into()),
         HandOverError::Unreadable(error) => PushError::Failed(error),
     })?;
-    let pushed = repo::push::push(
-        &archive,
+    repo::push::push(
+        archive,
         Source {
             file: &mut input.file,
             path: source,
             mode: input.mode,
         },
         name,
-        compression,
-        level,
-        earlier,
-    )?;
-    Ok((archive, pushed))
+        how.compression,
+        how.level,
+        how.earlier,
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod handover;
 pub mod live;
 pub mod log;
 pub mod pg_wal;
+pub mod pushed_ahead;
 /// The OS account lives on the ground floor (the repository and staging
 /// use it too); re-exported here for the paths that name it this way.
 pub use crate::os_user;

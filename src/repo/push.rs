@@ -37,6 +37,9 @@ pub enum Pushed {
     Archived(String),
     /// The archive already had it, with the same contents, under this key.
     AlreadyArchived(String),
+    /// An earlier `wal-push` stored it under this key while pushing ahead,
+    /// and its local record proves these are the bytes it stored.
+    PushedAhead(String),
 }
 
 /// Why a push failed, which decides `wal-push`'s exit status.

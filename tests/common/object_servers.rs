@@ -362,6 +362,34 @@ impl ObjectServer {
         );
     }
 
+    /// Starts a killed S3 server again on its port, over the same data
+    /// (a store that comes back); its log goes on in the same file.
+    pub fn revive(&mut self) {
+        assert_eq!(self.kind, Kind::S3, "only s3s-fs is revived");
+        let program = program(self.kind).unwrap();
+        let output = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new(&program)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(self.dir.path().join("data"))
+            .env("RUST_LOG", "s3s::service=debug")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        self.wait_until_it_answers();
+    }
+
+    /// Where the server logs (each request, on s3s-fs).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Kills the server now (a store that goes down).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

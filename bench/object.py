@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""Object-storage benchmark of pitr (issue 14). Run through bench/object.sh.
+
+One run, one S3 store (s3s-fs on 127.0.0.1, each request logged), pgBackRest
+2.45 reaching the same store through stunnel (TLS, self-signed certificate):
+
+(a) archiving: a backlog of ARCHIVE_SEGMENTS full segments is made with
+    archiving stalled, then drained by one method while the clock runs, for
+    each method in turn, ROUNDS times interleaved:
+      pitr-serial      pitr wal-push --push-ahead 0 (one segment per call)
+      pitr-ahead       pitr wal-push (push-ahead, default 8)
+      pgbackrest-async pgbackrest archive-push, archive-async=y, process-max=2
+    segments per second, and the store's requests per archived segment.
+(b) restore: a pgbench cluster of scale SCALE, backed up by both tools into
+    the store, a workload with marker rows, then restored to a target time
+    ROUNDS times per tool, interleaved (pgBackRest with process-max=2);
+    each restore checked by its marker count; medians; pitr's peak RSS
+    (/usr/bin/time -v) and the share of replay PostgreSQL spent waiting in
+    restore_command (pitr's wal-fetch timing log, PITR_FETCH_LOG).
+
+Python 3.11 standard library only; helpers shared with bench/restore.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import restore as base  # noqa: E402  (the shared helpers, same environment)
+from restore import log, run, mkdir_pg, chown_pg, median, fmt, loadavg, PG_BIN, SCALE, ROUNDS  # noqa: E402
+
+S3S_FS = os.environ.get("S3S_FS", "")
+ARCHIVE_SEGMENTS = int(os.environ.get("ARCHIVE_SEGMENTS", "48"))
+BUCKET = "bench"
+ACCESS_KEY = "bench-access"
+SECRET_KEY = "bench-secret-0123456789"
+ARCHIVERS = ["pitr-serial", "pitr-ahead", "pgbackrest-async"]
+RESTORERS = ["pgbackrest", "pgbackrest-async", "pitr"]
+
+
+def segment_number(name: str) -> int:
+    """A segment's position in its timeline (256 segments of 16 MiB per
+    4 GiB "log": the middle 8 hex digits count those)."""
+    return int(name[8:16], 16) * 256 + int(name[16:24], 16)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class ObjectBench(base.Bench):
+    def __init__(self):
+        super().__init__()
+        self.s3_port = free_port()
+        self.tls_port = free_port()
+        self.s3_log = self.work / "s3s-fs.log"
+        self.archiving: list[dict] = []
+
+    # -- the store and its TLS front --
+
+    def start_store(self) -> None:
+        data = mkdir_pg(self.work / "s3", 0o755)
+        (data / BUCKET).mkdir()
+        env = dict(os.environ, RUST_LOG="s3s::service=debug")
+        out = open(self.s3_log, "w")
+        self.s3 = subprocess.Popen(
+            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.s3_port),
+             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, str(data)],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env)
+        self.children.append(self.s3)
+        wait_port(self.s3_port)
+        tls = self.work / "tls"
+        tls.mkdir()
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=127.0.0.1", "-keyout", tls / "key.pem", "-out", tls / "cert.pem"], capture=True)
+        conf = tls / "stunnel.conf"
+        conf.write_text(f"""foreground = yes
+pid =
+[s3]
+accept = 127.0.0.1:{self.tls_port}
+connect = 127.0.0.1:{self.s3_port}
+cert = {tls}/cert.pem
+key = {tls}/key.pem
+""")
+        self.stunnel = subprocess.Popen(["stunnel4", str(conf)], stdout=subprocess.DEVNULL,
+                                        stderr=open(tls / "stunnel.log", "w"), stdin=subprocess.DEVNULL)
+        self.children.append(self.stunnel)
+        wait_port(self.tls_port)
+        self.facts["store"] = f"s3s-fs on 127.0.0.1:{self.s3_port}, stunnel TLS on :{self.tls_port}"
+
+    def s3_env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}", "AWS_REGION": "us-east-1",
+                "AWS_ALLOW_HTTP": "true"}
+
+    def env_prefix(self) -> str:
+        pairs = " ".join(f"{k}={v}" for k, v in self.s3_env().items())
+        return f"env {pairs} PITR_CACHE_DIR={self.pg_cache}"
+
+    def pitr_cmd(self, *args, env_extra: dict | None = None, **kw):
+        env = dict(os.environ, **self.s3_env(), PITR_CACHE_DIR=str(self.work / "root-cache"), **(env_extra or {}))
+        return run([self.pitr, *args], env=env, **kw)
+
+    def requests(self) -> list[str]:
+        out = []
+        for line in self.s3_log.read_text(errors="replace").splitlines():
+            m = re.search(r"req: Request \{ method: (\w+), uri: (\S+),", line)
+            if m:
+                out.append(f"{m.group(1)} {m.group(2)}")
+        return out
+
+    @staticmethod
+    def kinds(requests: list[str]) -> dict[str, int]:
+        counts = {"PUT": 0, "LIST": 0, "GET": 0, "HEAD": 0, "POST": 0, "other": 0}
+        for r in requests:
+            method, uri = r.split(" ", 1)
+            if method == "GET" and ("list-type=2" in uri or "?prefix=" in uri or "&prefix=" in uri):
+                counts["LIST"] += 1
+            elif method in counts:
+                counts[method] += 1
+            else:
+                counts["other"] += 1
+        return counts
+
+    def pgbackrest_s3_conf(self, name: str, stanza_path: str, extra: str = "") -> Path:
+        path = self.work / name
+        path.write_text(f"""[global]
+repo1-type=s3
+repo1-path={stanza_path}
+repo1-s3-bucket={BUCKET}
+repo1-s3-endpoint=127.0.0.1
+repo1-storage-port={self.tls_port}
+repo1-s3-region=us-east-1
+repo1-s3-key={ACCESS_KEY}
+repo1-s3-key-secret={SECRET_KEY}
+repo1-s3-uri-style=path
+repo1-storage-verify-tls=n
+repo1-retention-full=1
+compress-type=gz
+process-max=2
+start-fast=y
+log-path={self.work}/pgbr-log
+lock-path={self.work}/pgbr-lock
+spool-path={self.work}/pgbr-spool
+log-level-console=warn
+log-level-file=info
+{extra}
+[{base.STANZA}]
+pg1-path={self.primary}
+pg1-port={self.port}
+pg1-socket-path={self.sock}
+""")
+        os.chmod(path, 0o644)
+        return path
+
+    # -- setup --
+
+    def setup(self) -> None:
+        for d in ("pgbr-log", "pgbr-lock", "pgbr-spool"):
+            mkdir_pg(self.work / d, 0o750)
+        self.pg_cache = mkdir_pg(self.work / "pg-cache", 0o700)
+        # Written by wal-fetch, which runs as the server's OS user.
+        self.fetch_log = self.logs / "fetch.log"
+        self.start_store()
+        self.pgbr_conf = self.pgbackrest_s3_conf("pgbackrest.conf", "/pgbr")
+        self.pgbr_async_conf = self.pgbackrest_s3_conf("pgbackrest-async.conf", "/pgbr",
+                                                       "archive-async=y\narchive-get-queue-max=512MiB\n")
+        self.pgbr_arch_conf = self.pgbackrest_s3_conf("pgbackrest-archiving.conf", "/pgbr-archiving",
+                                                      "archive-async=y\n")
+        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
+        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
+        self.facts["versions"] = f"{pg_version}; {version}"
+        log(f"{pg_version}; {version}; pitr {base.PITR_BUILD}; {self.facts['store']}")
+
+        log(f"1. primary: initdb, pgbench -i -s {SCALE}")
+        mkdir_pg(self.primary)
+        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary], pg=True, capture=True)
+        with open(self.primary / "postgresql.conf", "a") as f:
+            f.write(f"""
+port = {self.port}
+listen_addresses = ''
+unix_socket_directories = '{self.sock}'
+wal_level = replica
+archive_mode = on
+archive_command = '/bin/true'
+max_wal_size = 4GB
+""")
+        self.start(self.primary, self.logs / "primary.log")
+        self.wait_ready(self.primary)
+        started = time.monotonic()
+        run([PG_BIN / "pgbench", "-i", "-s", SCALE, "-I", "dtGvp", "-q",
+             "-h", self.sock, "-p", self.port, "-U", "postgres", "postgres"], pg=True, capture=True)
+        self.psql("CREATE TABLE markers (n int PRIMARY KEY, at timestamptz NOT NULL)")
+        size = int(self.psql("SELECT pg_database_size('postgres')"))
+        self.facts["db_size_gb"] = size / 2**30
+        log(f"   {time.monotonic() - started:.0f}s; database {size / 2**30:.2f} GiB")
+
+        self.pitr_repo = f"s3://{BUCKET}/pitr"
+        self.pitr_cmd("init", "--repo", self.pitr_repo, capture=True)
+        # Both tools archive from one archive_command, as in bench/restore.py.
+        archive_command = (f"{self.env_prefix()} {self.pitr} wal-push --repo {self.pitr_repo} %p && "
+                           f"pgbackrest --config={self.pgbr_conf} --stanza={base.STANZA} archive-push %p")
+        self.psql(f"ALTER SYSTEM SET archive_command = '{archive_command}'")
+        self.psql("SELECT pg_reload_conf()")
+        time.sleep(1)
+        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={base.STANZA}", "stanza-create"], pg=True, capture=True)
+        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={base.STANZA}", "check"], pg=True, capture=True)
+
+        log("2. pitr backup into s3://bench/pitr")
+        started = time.monotonic()
+        self.pitr_cmd("backup", "--fast", "--repo", self.pitr_repo, "--quiet", capture=True,
+                      env_extra={"PGHOST": str(self.sock), "PGPORT": str(self.port), "PGUSER": "postgres"})
+        self.facts["pitr_backup_s"] = time.monotonic() - started
+        log(f"   {self.facts['pitr_backup_s']:.0f}s")
+        log("3. pgbackrest backup --type=full into s3 /pgbr (gz, process-max 2)")
+        started = time.monotonic()
+        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={base.STANZA}", "--type=full", "backup"],
+            pg=True, capture=True)
+        self.facts["pgbackrest_backup_s"] = time.monotonic() - started
+        log(f"   {self.facts['pgbackrest_backup_s']:.0f}s")
+
+        # The markers and the target; archive_everything as restore.py does.
+        self.archive = self.work / "unused-archive"
+        self.archive.mkdir(exist_ok=True)
+        self.workload()
+
+    def workload(self) -> None:
+        """restore.py's workload, without its local-archive bookkeeping."""
+        original = self.archive
+        # restore.py reads the backup history and counts segments in a local
+        # archive: give it what it reads from the store instead.
+        try:
+            super().workload()
+        except (IndexError, AttributeError):
+            pass
+        self.archive = original
+
+    # -- (a) archiving --
+
+    def make_backlog(self) -> tuple[str, str]:
+        """ARCHIVE_SEGMENTS full segments of WAL made while archiving is
+        stalled (archive_command empty: PostgreSQL keeps them .ready)."""
+        self.psql("ALTER SYSTEM SET archive_command = ''")
+        self.psql("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        first = self.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        self.psql("CREATE TABLE IF NOT EXISTS fill (id bigint, pad text)")
+        while True:
+            self.psql("INSERT INTO fill SELECT g, md5(g::text) || md5((g + 1)::text) "
+                      "FROM generate_series(1, 100000) g")
+            current = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            if segment_number(current) - segment_number(first) >= ARCHIVE_SEGMENTS:
+                break
+        self.psql("TRUNCATE fill")
+        last = self.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        return first, last
+
+    def archive_with(self, method: str, round_no: int) -> dict:
+        first, last = self.make_backlog()
+        segments = segment_number(last) - segment_number(first) + 1
+        if method == "pitr-serial":
+            command = f"{self.env_prefix()} {self.pitr} wal-push --push-ahead 0 --repo {self.arch_repo} %p"
+        elif method == "pitr-ahead":
+            command = f"{self.env_prefix()} {self.pitr} wal-push --repo {self.arch_repo} %p"
+        else:
+            command = f"pgbackrest --config={self.pgbr_arch_conf} --stanza={base.STANZA} archive-push %p"
+        seen = len(self.requests())
+        cpu0 = base.children_cpu()
+        row = {"method": method, "round": round_no, "segments": segments, "load1": loadavg()}
+        t0 = time.monotonic()
+        self.psql(f"ALTER SYSTEM SET archive_command = '{command}'")
+        self.psql("SELECT pg_reload_conf()")
+        deadline = t0 + 3600
+        while True:
+            done = self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+            if len(done) == 24 and done >= last:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{method}: archiving never reached {last} (at {done})")
+            time.sleep(0.05)
+        seconds = time.monotonic() - t0
+        # The async pgBackRest pusher may still be exiting: let its last
+        # requests reach the log.
+        time.sleep(1)
+        counts = self.kinds(self.requests()[seen:])
+        failed = int(self.psql("SELECT failed_count FROM pg_stat_archiver"))
+        row.update(seconds=seconds, rate=segments / seconds, failed=failed,
+                   cpu=base.children_cpu() - cpu0,
+                   **{f"{k.lower()}_per_seg": v / segments for k, v in counts.items()})
+        self.archiving.append(row)
+        return row
+
+    def archiving_bench(self) -> None:
+        self.arch_repo = f"s3://{BUCKET}/pitr-archiving"
+        self.pitr_cmd("init", "--repo", self.arch_repo, capture=True)
+        run(["pgbackrest", f"--config={self.pgbr_arch_conf}", f"--stanza={base.STANZA}", "stanza-create"],
+            pg=True, capture=True)
+        log(f"(a) archiving: {ARCHIVE_SEGMENTS} segments of backlog per drain, {ROUNDS} rounds")
+        for round_no in range(1, ROUNDS + 1):
+            for method in ARCHIVERS:
+                row = self.archive_with(method, round_no)
+                log(f"   round {round_no} {method}: {row['segments']} segments in {row['seconds']:.1f}s = "
+                    f"{row['rate']:.2f}/s; per segment {row['put_per_seg']:.2f} PUT, {row['list_per_seg']:.2f} LIST, "
+                    f"{row['get_per_seg']:.2f} GET, {row['head_per_seg']:.2f} HEAD, {row['post_per_seg']:.2f} POST; "
+                    f"failed_count {row['failed']}; load {row['load1']:.1f}")
+
+    # -- (b) restore --
+
+    def restore(self, method: str, round_no: int, port: int) -> dict:
+        pgdata = self.work / "restore" / f"{method}-r{round_no}"
+        mkdir_pg(pgdata.parent, 0o755)
+        logfile = self.logs / f"{method}-r{round_no}.log"
+        self.sync()
+        for spool in (self.work / "pgbr-spool").iterdir():
+            shutil.rmtree(spool, ignore_errors=True)
+        row = {"method": method, "round": round_no, "load1": loadavg()}
+        host = self.sock
+        t0 = time.monotonic()
+        if method.startswith("pgbackrest"):
+            conf = self.pgbr_async_conf if method.endswith("async") else self.pgbr_conf
+            mkdir_pg(pgdata)
+            run(["pgbackrest", f"--config={conf}", f"--stanza={base.STANZA}", f"--pg1-path={pgdata}",
+                 "--type=time", f"--target={self.target}", "--target-action=promote",
+                 "--process-max=2", "--archive-mode=off", "restore"], pg=True)
+            self.recovery_conf(pgdata, port, {})
+            t1 = time.monotonic()
+            row["staging"] = t1 - t0
+            self.start(pgdata, logfile)
+            t2 = self.wait_promoted(pgdata, logfile, pause_then_promote=False)
+            row["replay"] = t2 - t1
+        else:
+            timefile = self.work / "time.txt"
+            if self.fetch_log.exists():
+                self.fetch_log.unlink()
+            cmd = ["/usr/bin/time", "-v", "-o", timefile, self.pitr, "restore", "--repo", self.pitr_repo,
+                   "--to", self.target, "--pgdata", pgdata, "--port", port, "--json", "--quiet"]
+            self.started_pgdata.append(pgdata)
+            env = dict(os.environ, **self.s3_env(), PITR_CACHE_DIR=str(self.work / "root-cache"),
+                       PITR_FETCH_LOG=str(self.fetch_log))
+            proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+            t2 = time.monotonic()
+            if proc.returncode != 0:
+                raise RuntimeError(f"pitr restore failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}")
+            report = base.json.loads(proc.stdout)
+            seconds = report["seconds"]
+            host = Path(report["socket_dir"])
+            row["staging"] = seconds["plan"] + seconds["staging"]
+            row["replay"] = seconds["recovery"]
+            timing = timefile.read_text()
+            rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing)
+            row["rss_mb"] = int(rss.group(1)) / 1024 if rss else None
+            waited = calls = 0
+            if self.fetch_log.exists():
+                for line in self.fetch_log.read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 3 and parts[2].isdigit():
+                        calls += 1
+                        waited += int(parts[2]) / 1e6
+            row["fetch_calls"], row["fetch_wait"] = calls, waited
+            row["wait_pct"] = 100 * waited / row["replay"] if row["replay"] else None
+            logfile = pgdata / "pitr-recovery.log"
+        row["total"] = t2 - t0
+        row.update(self.log_phases(logfile))
+        row["count"] = self.verify_and_remove(pgdata, port, host)
+        row["ok"] = row["count"] == self.expected
+        if not row["ok"]:
+            raise RuntimeError(f"{method} round {round_no}: {row['count']} markers, expected {self.expected}")
+        return row
+
+    # -- report --
+
+    def report(self) -> None:
+        print("=" * 100)
+        print(f"object storage benchmark (issue 14): scale {SCALE}, {ROUNDS} rounds; {self.facts.get('versions')}")
+        print(f"store: {self.facts.get('store')}; database {self.facts.get('db_size_gb', 0):.2f} GiB; "
+              f"load average now {loadavg():.1f} (2 cores, shared)")
+        if self.archiving:
+            print(f"\n(a) archiving a backlog of {ARCHIVE_SEGMENTS} segments (median of {ROUNDS} interleaved rounds)")
+            print(f"{'method':18} {'seg/s':>7} {'PUT/seg':>8} {'LIST/seg':>9} {'GET/seg':>8} {'HEAD/seg':>9} "
+                  f"{'POST/seg':>9} {'cpu_s':>7} {'failed':>7}")
+            rates = {}
+            for method in ARCHIVERS:
+                rows = [r for r in self.archiving if r["method"] == method]
+                if not rows:
+                    continue
+                rates[method] = median([r["rate"] for r in rows])
+                print(f"{method:18} {rates[method]:7.2f} {median([r['put_per_seg'] for r in rows]):8.2f} "
+                      f"{median([r['list_per_seg'] for r in rows]):9.2f} {median([r['get_per_seg'] for r in rows]):8.2f} "
+                      f"{median([r['head_per_seg'] for r in rows]):9.2f} {median([r['post_per_seg'] for r in rows]):9.2f} "
+                      f"{median([r['cpu'] for r in rows]):7.1f} {max(r['failed'] for r in rows):7}")
+            if "pgbackrest-async" in rates:
+                for method in ("pitr-serial", "pitr-ahead"):
+                    if method in rates:
+                        print(f"  {method} / pgbackrest-async rate: {rates[method] / rates['pgbackrest-async']:.2f}x "
+                              f"(target >= 1)")
+        if self.results:
+            print(f"\n(b) restore of scale {SCALE} from s3s-fs to a target time (median of {ROUNDS} interleaved rounds)")
+            print(f"{'method':17} {'staging':>8} {'replay':>8} {'total':>8} {'rss_mb':>7} {'wait%':>6} {'markers':>8}")
+            totals = {}
+            for method in RESTORERS:
+                rows = [r for r in self.results if r["method"] == method]
+                if not rows:
+                    continue
+                totals[method] = median([r["total"] for r in rows])
+                rss = [r["rss_mb"] for r in rows if r.get("rss_mb")]
+                wait = [r["wait_pct"] for r in rows if r.get("wait_pct") is not None]
+                print(f"{method:17} {fmt(median([r['staging'] for r in rows])):>8} {fmt(median([r['replay'] for r in rows])):>8} "
+                      f"{fmt(totals[method]):>8} {fmt(max(rss) if rss else None, 0):>7} "
+                      f"{fmt(median(wait) if wait else None):>6} {rows[0]['count']:>8}")
+            for r in self.results:
+                print(f"  round {r['round']} {r['method']}: total {fmt(r['total'])}s (staging {fmt(r['staging'])}, "
+                      f"replay {fmt(r['replay'])}), markers {r['count']}/{self.expected}, load {r['load1']:.1f}")
+            if "pitr" in totals and "pgbackrest" in totals:
+                best_method = min((m for m in totals if m.startswith("pgbackrest")), key=totals.get)
+                print(f"  pitr median / pgBackRest's best median ({best_method}): "
+                      f"{totals['pitr'] / totals[best_method]:.2f}x (target <= 0.5)")
+        print("=" * 100)
+
+
+def main() -> int:
+    if not S3S_FS or not Path(S3S_FS).exists():
+        log("S3S_FS must name the s3s-fs binary (bench/object.sh finds it)")
+        return 2
+    bench = ObjectBench()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        bench.check_space()
+        bench.setup()
+        bench.archiving_bench()
+        bench.psql("CHECKPOINT")
+        bench.stop(bench.primary)
+        shutil.rmtree(bench.primary)
+        log("   primary stopped and removed (the restores need only the store)")
+        base_port = bench.port + 1
+        for round_no in range(1, ROUNDS + 1):
+            for index, method in enumerate(RESTORERS):
+                log(f"(b) round {round_no}/{ROUNDS}: {method}")
+                row = bench.restore(method, round_no, base_port + index)
+                bench.results.append(row)
+                log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
+                    f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
+        bench.report()
+        return 0
+    except KeyboardInterrupt as error:
+        log(f"interrupted ({error}); cleaning up")
+        return 130
+    except Exception as error:
+        log(f"FAILED: {error}")
+        try:
+            bench.report()
+        except Exception as report_error:
+            log(f"(no report: {report_error})")
+        return 1
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make bench-object: pitr against pgBackRest 2.45 on object storage (issue
+# 14), both on one S3 store: s3s-fs on 127.0.0.1 (each request logged, so
+# requests per archived segment are counted), with stunnel in front for
+# pgBackRest, which speaks only TLS to S3 (self-signed certificate,
+# repo1-storage-verify-tls=n, repo1-s3-uri-style=path).
+#
+#   SCALE=300 ROUNDS=3 ./bench/object.sh        # what `make bench` runs
+#   SCALE=10 ROUNDS=1 WORKLOAD_WAL_MB=100 ARCHIVE_SEGMENTS=16 ./bench/object.sh
+#
+# (a) archiving throughput from a backlog: pitr wal-push with and without
+#     push-ahead against pgBackRest's async archive-push (process-max 2),
+#     segments per second and requests per segment;
+# (b) the restore of a pgbench cluster to a target time from the store:
+#     pitr against pgBackRest (process-max 2, with and without async
+#     archive-get), medians of interleaved rounds, marker counts checked,
+#     pitr's peak RSS and the share of replay spent in restore_command.
+#
+# Environment: as bench/restore.sh (SCALE, ROUNDS, WORKLOAD_WAL_MB,
+# WORKLOAD_SECONDS, PG_BIN, BENCH_DIR, RESULTS, KEEP, CARGO_TARGET_DIR), and
+#   ARCHIVE_SEGMENTS  segments of backlog per archiving drain (default 48)
+#
+# Needs root; installs Debian's pgbackrest, stunnel4 and time packages when
+# missing, and s3s-fs into its cache (scripts/object-stores.sh). Everything
+# lives in one temporary directory, removed at the end; every server started
+# is stopped by its PID.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+export SCALE=${SCALE:-300}
+export ROUNDS=${ROUNDS:-3}
+export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+target_dir=${CARGO_TARGET_DIR:-$here/target}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench/object.sh must run as root: PostgreSQL runs as the postgres OS user" >&2
+    exit 2
+fi
+if [ ! -x "$PG_BIN/postgres" ]; then
+    echo "no PostgreSQL server programs in $PG_BIN (make postgres installs them)" >&2
+    exit 2
+fi
+missing=()
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
+command -v stunnel4 >/dev/null || missing+=(stunnel4)
+command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+"$here/scripts/object-stores.sh" fetch s3s-fs >/dev/null
+S3S_FS=$("$here/scripts/object-stores.sh" bin s3s-fs)
+export S3S_FS
+
+(cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
+export PITR_BUILD="$target_dir/release/pitr"
+
+suffix=; [ "$SCALE" = 300 ] || suffix=-s$SCALE
+results=${RESULTS-$here/bench/results-object-$(date +%Y-%m-%d)$suffix.txt}
+if [ -n "$results" ]; then
+    python3 -u "$here/bench/object.py" 2>&1 | tee "$results"
+    exit "${PIPESTATUS[0]}"
+else
+    exec python3 -u "$here/bench/object.py"
+fi

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cli::RestoreArgs;
 use crate::error::{Failure, FailureKind, OrFail};
-use crate::extract::scope::{databases_in_catalog, decide, read_wal_facts, Scope};
+use crate::extract::scope::{self, Scope};
 use crate::plan::Plan;
 use crate::postgres::binaries::Binaries;
 use crate::postgres::commands::this_program;
@@ -27,7 +27,6 @@ use crate::repo::store::StoreRead;
 use crate::repo::{Catalog, RepoLocation};
 use crate::stage::combine::Combine;
 use crate::stage::destination as restore_checks;
-use crate::stage::member::read_backup_file;
 use crate::stage::tablespaces::{parse_mapping, place_occupied, Placement};
 use crate::stage::{inspect_destination, stage, Destination, Interrupted, StageRequest, Staged};
 use crate::target::{Action, Target};
@@ -101,7 +100,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let scope = args
         .only_database
         .as_deref()
-        .map(|name| one_database_scope(name, &catalog, &plan, combine.is_some(), reporter));
+        .map(|name| scope::for_restore(name, &catalog, &plan, combine.is_some(), reporter));
     let sparse_databases: Vec<u32> = match &scope {
         Some(Scope::Sparse { databases, .. }) => databases.keys().copied().collect(),
         _ => Vec::new(),
@@ -181,57 +180,6 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     };
     summary.print(json, &local, reporter);
     Ok(())
-}
-
-/// `--only-database`: which other databases can be left sparse, read
-/// from the backup's catalog and the WAL to replay (see
-/// [`crate::extract::scope`]).
-fn one_database_scope(
-    name: &str,
-    catalog: &Catalog,
-    plan: &Plan,
-    combined: bool,
-    reporter: &Reporter,
-) -> Scope {
-    if combined {
-        return Scope::Whole(
-            "an incremental backup's chain is rebuilt whole by pg_combinebackup".to_string(),
-        );
-    }
-    let heap = read_backup_file(
-        catalog.stores.backups.as_ref(),
-        &plan.backup,
-        "global/1262",
-        reporter,
-    );
-    let databases = match heap {
-        Ok(Some(heap)) => databases_in_catalog(&heap),
-        Ok(None) => None,
-        Err(error) => {
-            reporter.warn(format!(
-                "cannot read the backup's database catalog: {error:#}"
-            ));
-            None
-        }
-    };
-    let scope = decide(databases.as_deref(), name, || {
-        read_wal_facts(plan, &catalog.archive)
-    });
-    match &scope {
-        Scope::Whole(why) => reporter.step(format!(
-            "only database {name} is needed, but every database is written: {why}"
-        )),
-        Scope::Sparse { databases, notes } => {
-            reporter.step(format!(
-                "only database {name} is needed: {} left as sparse files (full_page_writes was on over the WAL to replay)",
-                databases.values().cloned().collect::<Vec<_>>().join(", ")
-            ));
-            for note in notes {
-                reporter.detail(note.clone());
-            }
-        }
-    }
-    scope
 }
 
 /// `--dry-run`: the plan (and a delta restore's forecast), and nothing else.
@@ -956,17 +904,10 @@ impl Summary<'_> {
             self.server.log_path.display()
         ));
         if let Some((scope, name)) = self.scope {
-            lines.push(match scope {
-                Scope::Whole(why) => {
-                    format!("  databases:  only {name} needed, but all written: {why}")
-                }
-                Scope::Sparse { databases, .. } => format!(
-                    "  databases:  only {name} needed; {} left as {} sparse files ({} not written)",
-                    databases.values().cloned().collect::<Vec<_>>().join(", "),
-                    self.sparse.0,
-                    human_bytes(self.sparse.1)
-                ),
-            });
+            lines.push(format!(
+                "  databases:  {}",
+                scope.summary(name, self.sparse)
+            ));
         }
         lines.push(format!(
             "  time: plan {plan:.1}s, staging {staging:.1}s ({}), recovery {recovery:.1}s, total {total:.1}s",
@@ -1006,23 +947,7 @@ impl Summary<'_> {
             "log": self.server.log_path,
             "bytes_staged": self.bytes_staged,
             "delta": self.delta,
-            "only_database": self.scope.map(|(scope, name)| match scope {
-                Scope::Whole(why) => json!({
-                    "database": name,
-                    "sparse_databases": [],
-                    "sparse_files": 0,
-                    "sparse_bytes": 0,
-                    "all_written_because": why,
-                }),
-                Scope::Sparse { databases, notes } => json!({
-                    "database": name,
-                    "sparse_databases": databases.iter().map(|(oid, name)| json!({"oid": oid, "name": name})).collect::<Vec<_>>(),
-                    "sparse_files": self.sparse.0,
-                    "sparse_bytes": self.sparse.1,
-                    "all_written_because": null,
-                    "notes": notes,
-                }),
-            }),
+            "only_database": self.scope.map(|(scope, name)| scope.json(name, self.sparse)),
             "prefetch": self.prefetched,
             "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),

@@ -28,8 +28,13 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{json, Value};
+
 use crate::plan::Plan;
+use crate::progress::{human_bytes, Reporter};
 use crate::repo::archive::WalArchive;
+use crate::repo::Catalog;
+use crate::stage::member::read_backup_file;
 use crate::wal::decode::{StartAt, WalDecoder};
 use crate::wal::WalSegment;
 
@@ -63,6 +68,93 @@ pub enum Scope {
         databases: BTreeMap<u32, String>,
         notes: Vec<String>,
     },
+}
+
+/// `pitr restore --only-database NAME` (extract's scratch copies): which
+/// other databases can be left sparse, read from the backup's catalog
+/// and the WAL to replay, and said on the way.
+pub fn for_restore(
+    name: &str,
+    catalog: &Catalog,
+    plan: &Plan,
+    combined: bool,
+    reporter: &Reporter,
+) -> Scope {
+    if combined {
+        return Scope::Whole(
+            "an incremental backup's chain is rebuilt whole by pg_combinebackup".to_string(),
+        );
+    }
+    let heap = read_backup_file(
+        catalog.stores.backups.as_ref(),
+        &plan.backup,
+        "global/1262",
+        reporter,
+    );
+    let databases = match heap {
+        Ok(Some(heap)) => databases_in_catalog(&heap),
+        Ok(None) => None,
+        Err(error) => {
+            reporter.warn(format!(
+                "cannot read the backup's database catalog: {error:#}"
+            ));
+            None
+        }
+    };
+    let scope = decide(databases.as_deref(), name, || {
+        read_wal_facts(plan, &catalog.archive)
+    });
+    match &scope {
+        Scope::Whole(why) => reporter.step(format!(
+            "only database {name} is needed, but every database is written: {why}"
+        )),
+        Scope::Sparse { databases, notes } => {
+            reporter.step(format!(
+                "only database {name} is needed: {} left as sparse files (full_page_writes was on over the WAL to replay)",
+                databases.values().cloned().collect::<Vec<_>>().join(", ")
+            ));
+            for note in notes {
+                reporter.detail(note.clone());
+            }
+        }
+    }
+    scope
+}
+
+impl Scope {
+    /// The restore summary's line for `--only-database NAME`, with the
+    /// files and bytes staged sparse.
+    pub fn summary(&self, name: &str, (files, bytes): (u64, u64)) -> String {
+        match self {
+            Scope::Whole(why) => format!("only {name} needed, but all written: {why}"),
+            Scope::Sparse { databases, .. } => format!(
+                "only {name} needed; {} left as {files} sparse files ({} not written)",
+                databases.values().cloned().collect::<Vec<_>>().join(", "),
+                human_bytes(bytes)
+            ),
+        }
+    }
+
+    /// The same in the restore's `--json` summary.
+    pub fn json(&self, name: &str, (files, bytes): (u64, u64)) -> Value {
+        match self {
+            Scope::Whole(why) => json!({
+                "database": name,
+                "sparse_databases": [],
+                "sparse_files": 0,
+                "sparse_bytes": 0,
+                "all_written_because": why,
+            }),
+            Scope::Sparse { databases, notes } => json!({
+                "database": name,
+                "sparse_databases": databases.iter().map(|(oid, name)| json!({"oid": oid, "name": name})).collect::<Vec<_>>(),
+                "sparse_files": files,
+                "sparse_bytes": bytes,
+                "all_written_because": null,
+                "notes": notes,
+            }),
+        }
+    }
 }
 
 /// The databases of a `pg_database` heap file (`global/1262`): every

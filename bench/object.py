@@ -193,28 +193,7 @@ pg1-socket-path={self.sock}
         self.facts["versions"] = f"{pg_version}; {version}"
         log(f"{pg_version}; {version}; pitr {base.PITR_BUILD}; {self.facts['store']}")
 
-        log(f"1. primary: initdb, pgbench -i -s {SCALE}")
-        mkdir_pg(self.primary)
-        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary], pg=True, capture=True)
-        with open(self.primary / "postgresql.conf", "a") as f:
-            f.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-wal_level = replica
-archive_mode = on
-archive_command = '/bin/true'
-max_wal_size = 4GB
-""")
-        self.start(self.primary, self.logs / "primary.log")
-        self.wait_ready(self.primary)
-        started = time.monotonic()
-        run([PG_BIN / "pgbench", "-i", "-s", SCALE, "-I", "dtGvp", "-q",
-             "-h", self.sock, "-p", self.port, "-U", "postgres", "postgres"], pg=True, capture=True)
-        self.psql("CREATE TABLE markers (n int PRIMARY KEY, at timestamptz NOT NULL)")
-        size = int(self.psql("SELECT pg_database_size('postgres')"))
-        self.facts["db_size_gb"] = size / 2**30
-        log(f"   {time.monotonic() - started:.0f}s; database {size / 2**30:.2f} GiB")
+        self.make_primary()
 
         self.pitr_repo = f"s3://{BUCKET}/pitr"
         self.pitr_cmd("init", "--repo", self.pitr_repo, capture=True)

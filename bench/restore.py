@@ -342,18 +342,10 @@ pg1-socket-path={self.sock}
         os.chmod(path, 0o644)
         return path
 
-    def setup(self) -> None:
-        for d in ("pgbr-repo", "pgbr-log", "pgbr-lock", "pgbr-spool"):
-            mkdir_pg(self.work / d, 0o750)
-        self.pgbr_conf = self.pgbackrest_conf("pgbackrest.conf")
-        self.pgbr_async_conf = self.pgbackrest_conf(
-            "pgbackrest-async.conf",
-            "archive-async=y\narchive-get-queue-max=512MiB\n")
-        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
-        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
-        self.facts["versions"] = f"{pg_version}; {version}"
-        log(f"{pg_version}; {version}; pitr {PITR_BUILD}" + (f"; compared with {PITR_COMPARE}" if PITR_COMPARE else ""))
-
+    def make_primary(self) -> None:
+        """The primary every benchmark restores: initdb, archiving on (to
+        /bin/true until the benchmark sets its archive_command), pgbench -i
+        at SCALE, and the markers table."""
         log(f"1. primary: initdb, pgbench -i -s {SCALE}")
         mkdir_pg(self.primary)
         run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary],
@@ -378,6 +370,20 @@ max_wal_size = 4GB
         size = int(self.psql("SELECT pg_database_size('postgres')"))
         self.facts["db_size_gb"] = size / 2**30
         log(f"   pgbench -i took {self.facts['pgbench_init_s']:.0f}s; database {size / 2**30:.2f} GiB")
+
+    def setup(self) -> None:
+        for d in ("pgbr-repo", "pgbr-log", "pgbr-lock", "pgbr-spool"):
+            mkdir_pg(self.work / d, 0o750)
+        self.pgbr_conf = self.pgbackrest_conf("pgbackrest.conf")
+        self.pgbr_async_conf = self.pgbackrest_conf(
+            "pgbackrest-async.conf",
+            "archive-async=y\narchive-get-queue-max=512MiB\n")
+        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
+        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
+        self.facts["versions"] = f"{pg_version}; {version}"
+        log(f"{pg_version}; {version}; pitr {PITR_BUILD}" + (f"; compared with {PITR_COMPARE}" if PITR_COMPARE else ""))
+
+        self.make_primary()
 
         # Archive into the pitr repository (cp, what the manual runbook reads
         # too) and into pgBackRest, from one archive_command.

@@ -262,29 +262,7 @@ class SeekBench(R.Bench):
         self.facts["versions"] = f"{pg_version}; {version}"
         log(f"{pg_version}; {version}; pitr {R.PITR_BUILD}")
 
-        log(f"1. primary: initdb, pgbench -i -s {SCALE}")
-        mkdir_pg(self.primary)
-        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary], pg=True, capture=True)
-        with open(self.primary / "postgresql.conf", "a") as f:
-            f.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-wal_level = replica
-archive_mode = on
-archive_command = '/bin/true'
-max_wal_size = 4GB
-""")
-        self.start(self.primary, self.logs / "primary.log")
-        self.wait_ready(self.primary)
-        started = time.monotonic()
-        run([PG_BIN / "pgbench", "-i", "-s", SCALE, "-I", "dtGvp", "-q",
-             "-h", self.sock, "-p", self.port, "-U", "postgres", "postgres"], pg=True, capture=True)
-        self.psql("CREATE TABLE markers (n int PRIMARY KEY, at timestamptz NOT NULL)")
-        self.facts["pgbench_init_s"] = time.monotonic() - started
-        size = int(self.psql("SELECT pg_database_size('postgres')"))
-        self.facts["db_size_gb"] = size / 2**30
-        log(f"   pgbench -i took {self.facts['pgbench_init_s']:.0f}s; database {size / 2**30:.2f} GiB")
+        self.make_primary()
         archive_command = (f"cp %p {self.archive}/%f && pgbackrest --config={self.pgbr_conf} "
                            f"--stanza={R.STANZA} archive-push %p")
         self.psql(f"ALTER SYSTEM SET archive_command = '{archive_command}'")

@@ -318,14 +318,7 @@ mod tests {
     /// A segment of 64 KiB whose first page carries a long header naming
     /// the cluster `system_identifier`.
     fn segment_of(system_identifier: u64) -> Vec<u8> {
-        let mut bytes = vec![0u8; 65536];
-        bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-        bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
-        bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
-        bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
-        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
-        bytes
+        crate::wal::page::test_segment(system_identifier, 0, 65536)
     }
 
     #[test]

@@ -67,6 +67,22 @@ pub fn major_version_of_magic(magic: u16) -> Option<u32> {
     }
 }
 
+/// For tests in the crate: a segment of `len` bytes of `fill` whose first
+/// page carries a PostgreSQL 15 long header naming the cluster
+/// `system_identifier` (what `wal-push` reads to tell clusters apart).
+#[cfg(test)]
+pub(crate) fn test_segment(system_identifier: u64, fill: u8, len: usize) -> Vec<u8> {
+    let mut bytes = vec![fill; len];
+    bytes[..LONG_HEADER_LEN].fill(0);
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

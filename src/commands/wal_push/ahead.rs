@@ -186,15 +186,7 @@ mod tests {
     /// A segment of 64 KiB of the cluster `system_identifier` (its first
     /// page's long header), the rest `fill`.
     fn segment(system_identifier: u64, fill: u8) -> Vec<u8> {
-        let mut bytes = vec![fill; 65536];
-        bytes[..40].fill(0);
-        bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-        bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
-        bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
-        bytes[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
-        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
-        bytes
+        crate::wal::page::test_segment(system_identifier, fill, 65536)
     }
 
     const OURS: u64 = 7_000_000_000_000_000_001;

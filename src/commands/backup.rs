@@ -233,16 +233,27 @@ fn stream(job: &Job, args: &BackupArgs, reporter: &Reporter) -> Result<Option<Pa
         target: PathBuf::from("-"),
         // pitr compresses; the tar must stay readable on the way.
         compression: basebackup::Compression::None,
-        wal_method: WalMethod::Fetch,
+        // By default not fetched at the end (that needs wal_keep_size to
+        // hold everything written during the backup, which a busy primary
+        // recycles first): the archive has it, and the backup waits for it.
+        // `--wal-method fetch` asks for a backup that carries its WAL.
+        wal_method: match args.wal_method {
+            Some(BackupWalMethod::Fetch) => WalMethod::Fetch,
+            _ => WalMethod::None,
+        },
         ..base_options(args, job.id, reporter)
     };
     let arguments = arguments(&options, job.major).or_fail(FailureKind::Usage)?;
     let compression = stream_compression(args.compress);
     reporter.step(format!(
-        "streaming into {} with pg_basebackup {} (tar to stdout, {} by pitr, WAL fetched at the end; no local copy)",
+        "streaming into {} with pg_basebackup {} (tar to stdout, {} by pitr, {}; no local copy)",
         job.repo.backups.describe(job.id),
         job.major,
         compression.name(),
+        match options.wal_method {
+            WalMethod::Fetch => "its WAL fetched at the end",
+            _ => "its WAL in the archive",
+        },
     ));
     reporter.detail(describe_command(job, &arguments));
     let streamed = stream_backup(
@@ -313,6 +324,7 @@ fn staged(job: &Job, args: &BackupArgs, reporter: &Reporter) -> Result<PathBuf, 
         match options.wal_method {
             WalMethod::Stream => "streamed",
             WalMethod::Fetch => "fetched",
+            WalMethod::None => "from the archive",
         }
     ));
     reporter.detail(describe_command(job, &arguments));

@@ -1,6 +1,6 @@
 //! `pitr backup` into an object store without a local copy: pg_basebackup
-//! writes its one tar to stdout (`-D - -Ft -X fetch`; `-X stream` cannot
-//! write to stdout), pitr splits it into the layout of a staged backup
+//! writes its one tar to stdout (`-D - -Ft -X none`: the WAL archive holds
+//! the backup's WAL, and `-X stream` cannot write to stdout), pitr splits it into the layout of a staged backup
 //! (`repo::tar_split`), compresses each tar as it goes and uploads it as a
 //! multipart upload into a group that stays hidden until its manifest is
 //! stored (`StoreWrite::begin_group`). Memory is bounded by a few upload
@@ -142,7 +142,7 @@ fn pg_basebackup_failed(status: ExitStatus, left: &str) -> Failure {
         format!("pg_basebackup failed ({status}); {left}"),
     )
     .with_hint(
-        "its messages are above; check that the server runs and accepts replication connections from this user (pg_hba.conf `replication` lines, max_wal_senders), and the PG* environment variables or -d CONNSTR; a streamed backup fetches its WAL at the end, so wal_keep_size must keep the WAL written during the backup (or back up with --wal-method stream, which stages the backup locally)",
+        "its messages are above; check that the server runs and accepts replication connections from this user (pg_hba.conf `replication` lines, max_wal_senders), and the PG* environment variables or -d CONNSTR",
     )
 }
 

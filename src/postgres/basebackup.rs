@@ -45,6 +45,9 @@ pub enum WalMethod {
     /// Fetched at the end: one connection, but WAL recycled meanwhile
     /// makes the backup fail.
     Fetch,
+    /// None in the backup: the WAL archive holds it (`pitr backup` waits
+    /// until it is archived), as pgBackRest's default (`archive-copy=n`).
+    None,
 }
 
 /// Everything that shapes the command line.
@@ -71,6 +74,7 @@ pub fn arguments(options: &Options, client_major: u32) -> Result<Vec<OsString>> 
         match options.wal_method {
             WalMethod::Stream => "--wal-method=stream",
             WalMethod::Fetch => "--wal-method=fetch",
+            WalMethod::None => "--wal-method=none",
         }
         .into(),
     );

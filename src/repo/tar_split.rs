@@ -1,4 +1,4 @@
-//! pg_basebackup's single tar stream (`-D - -Ft -X fetch`) split into the
+//! pg_basebackup's single tar stream (`-D - -Ft`, pitr's with `-X none`) split into the
 //! layout of a backup pg_basebackup writes into a directory, as it goes by.
 //!
 //! Written to stdout, a backup is one tar: the data directory, its WAL

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -423,13 +422,7 @@ def main() -> int:
         return 2
     bench = ObjectBench()
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    try:
-        bench.check_space()
-        bench.setup()
+    def body():
         bench.archiving_bench()
         bench.psql("CHECKPOINT")
         bench.stop(bench.primary)
@@ -443,20 +436,8 @@ def main() -> int:
                 bench.results.append(row)
                 log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
                     f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
-        bench.report()
-        return 0
-    except KeyboardInterrupt as error:
-        log(f"interrupted ({error}); cleaning up")
-        return 130
-    except Exception as error:
-        log(f"FAILED: {error}")
-        try:
-            bench.report()
-        except Exception as report_error:
-            log(f"(no report: {report_error})")
-        return 1
-    finally:
-        bench.cleanup()
+
+    return base.run_bench(bench, body, report_partial=lambda b: True)
 
 
 if __name__ == "__main__":

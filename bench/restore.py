@@ -857,16 +857,42 @@ max_wal_size = 4GB
         print("=" * 100)
 
 
-def main() -> int:
-    bench = Bench()
-
+def run_bench(bench, body, report_partial=None) -> int:
+    """What every benchmark's main does around its own steps: SIGTERM and
+    SIGHUP end it as Ctrl-C does, the space is checked, the primary set up,
+    `body()` runs, the report is printed (on a failure too, when
+    `report_partial(bench)` says there is something to report), and every
+    server is stopped and the temporary directory removed whatever happens."""
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    report_partial = report_partial or (lambda b: bool(b.results))
     try:
         bench.check_space()
         bench.setup()
+        body()
+        bench.report()
+        return 0
+    except KeyboardInterrupt as error:
+        log(f"interrupted ({error}); cleaning up")
+        return 130
+    except Exception as error:
+        log(f"FAILED: {error}")
+        if report_partial(bench):
+            try:
+                bench.report()
+            except Exception as report_error:
+                log(f"(no report: {report_error})")
+        return 1
+    finally:
+        bench.cleanup()
+
+
+def main() -> int:
+    bench = Bench()
+
+    def body():
         base_port = bench.port + 1
         for round_no in range(1, ROUNDS + 1):
             for index, method in enumerate(METHODS):
@@ -877,21 +903,8 @@ def main() -> int:
                     f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
             log(f"round {round_no}/{ROUNDS}: floors (dd, gzip -dc, pigz -dc)")
             bench.floor_round()
-        bench.report()
-        return 0
-    except KeyboardInterrupt as error:
-        log(f"interrupted ({error}); cleaning up")
-        return 130
-    except Exception as error:
-        log(f"FAILED: {error}")
-        if bench.results:
-            try:
-                bench.report()
-            except Exception as report_error:
-                log(f"(no report: {report_error})")
-        return 1
-    finally:
-        bench.cleanup()
+
+    return run_bench(bench, body)
 
 
 if __name__ == "__main__":

@@ -678,34 +678,15 @@ def main() -> int:
         return 2
     bench = SeekBench()
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    try:
-        bench.check_space()
-        bench.setup()
+    def body():
         if "full" in PARTS:
             log("part 1: full restores")
             bench.part_full(bench.port + 1)
         if "delta" in PARTS:
             log("part 2: delta restores")
             bench.part_delta(bench.port + 20)
-        bench.report()
-        return 0
-    except KeyboardInterrupt as error:
-        log(f"interrupted ({error}); cleaning up")
-        return 130
-    except Exception as error:
-        log(f"FAILED: {error}")
-        if bench.results:
-            try:
-                bench.report()
-            except Exception as report_error:
-                log(f"(no report: {report_error})")
-        return 1
-    finally:
-        bench.cleanup()
+
+    return R.run_bench(bench, body)
 
 
 if __name__ == "__main__":

@@ -115,10 +115,14 @@ impl Setup {
     }
 
     fn archiver(&self) -> (String, u64) {
+        // The count comes first: psql's output is trimmed, and before the
+        // first success `last_archived_wal` is empty.
         let row = self.cluster.sql(
-            "SELECT coalesce(last_archived_wal, '') || ' ' || failed_count FROM pg_stat_archiver",
+            "SELECT failed_count || '|' || coalesce(last_archived_wal, '') FROM pg_stat_archiver",
         );
-        let (last, failed) = row.split_once(' ').unwrap();
+        let (failed, last) = row
+            .split_once('|')
+            .unwrap_or_else(|| panic!("pg_stat_archiver answered {row:?}"));
         (last.to_string(), failed.parse().unwrap())
     }
 

@@ -27,6 +27,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::repo::archive_name::WalFileName;
@@ -217,16 +218,31 @@ impl Records {
     /// Not synced: a record lost in a crash only costs a push.
     pub fn write(&self, record: &PushRecord) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
+        self.give_to_server_user(&self.dir)?;
         let temp = self
             .dir
             .join(format!(".{}.{}.tmp", record.name, std::process::id()));
         let written = File::create(&temp)
             .and_then(|mut file| file.write_all(record.to_text().as_bytes()))
+            .and_then(|()| self.give_to_server_user(&temp))
             .and_then(|()| fs::rename(&temp, self.path_of(&record.name)));
         if written.is_err() {
             let _ = fs::remove_file(&temp);
         }
         written
+    }
+
+    /// Run as root (a DBA pushing a segment by hand), `path` takes the
+    /// owner of `pg_wal`: the server's OS user, whose archive_command
+    /// writes and prunes the next records and could not in a directory
+    /// root kept for itself (push-ahead would quietly stop paying off).
+    fn give_to_server_user(&self, path: &Path) -> io::Result<()> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        let pg_wal = self.dir.parent().unwrap_or(Path::new("."));
+        let owner = fs::metadata(pg_wal)?;
+        std::os::unix::fs::lchown(path, Some(owner.uid()), Some(owner.gid()))
     }
 
     /// Forgets `name` (answered for, or found stale).
@@ -435,5 +451,38 @@ mod tests {
         assert!(records.get("000000010000000000000002").is_none());
         assert!(records.get("000000010000000000000003").is_some());
         assert!(!temp.exists());
+    }
+
+    #[test]
+    fn records_written_by_root_belong_to_the_owner_of_pg_wal() {
+        // Only root can give files away; that is the case being tested.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let (dir, pg_wal) = pg_wal();
+        let server_user = 65534; // nobody: anyone but root
+        std::os::unix::fs::chown(dir.path(), Some(server_user), Some(server_user)).unwrap();
+        let name = "000000010000000000000002";
+        pg_wal
+            .records()
+            .write(&PushRecord {
+                name: name.into(),
+                archive: "/a".into(),
+                key: name.into(),
+                fingerprint: Fingerprint { size: 1, crc32c: 0 },
+            })
+            .unwrap();
+        for path in [
+            dir.path().join(RECORDS_DIR),
+            dir.path().join(RECORDS_DIR).join(name),
+        ] {
+            let meta = fs::metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (server_user, server_user),
+                "{}",
+                path.display()
+            );
+        }
     }
 }

@@ -604,7 +604,7 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("policy").required(true).multiple(true).args(["keep", "keep_within"])))]
+#[command(group(clap::ArgGroup::new("policy").required(true).multiple(true).args(["keep", "keep_within", "remove_unfinished"])))]
 pub struct ExpireArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -616,6 +616,11 @@ pub struct ExpireArgs {
     /// Keep what restores to any moment of this window: `7d`, `36h`, `2w`, `1d12h`
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub keep_within: Option<std::time::Duration>,
+
+    /// Delete the unfinished backup NAME (as the warning about it names it),
+    /// once you know no backup is being written there
+    #[arg(long, value_name = "NAME")]
+    pub remove_unfinished: Vec<String>,
 
     /// Show what would be removed, and its size, without removing anything
     #[arg(long)]

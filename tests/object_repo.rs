@@ -1558,3 +1558,98 @@ fn a_store_that_goes_down_during_a_streamed_backup_fails_it_on_s3() {
     assert!(!left, "pg_basebackup left running");
     drop(cluster);
 }
+
+/// On an object store a backup is hidden by a marker beside it, not by a
+/// hidden name: what a killed `pitr backup` and an interrupted `expire`
+/// leave is found from the markers, an interrupted expire finished, an
+/// unfinished backup deleted only when named (objects and marker).
+#[test]
+fn expire_clears_hidden_backups_in_s3() {
+    let test = "expire_clears_hidden_backups_in_s3";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = shared_tempdir("pitr-object-hidden");
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url("hidden");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    // s3s-fs keeps each object as a file under the bucket's directory:
+    // what a killed writer left is written there directly.
+    let base = server
+        .dir
+        .path()
+        .join("data")
+        .join(object_servers::BUCKET)
+        .join("hidden/base");
+    let killed_backup = "20261206T101500Z";
+    let interrupted_expire = "20261101T000000Z";
+    for (marker, group) in [
+        (format!(".pitr-publishing-{killed_backup}"), killed_backup),
+        (
+            format!(".pitr-expiring-{interrupted_expire}"),
+            interrupted_expire,
+        ),
+    ] {
+        std::fs::create_dir_all(base.join(group)).unwrap();
+        std::fs::write(base.join(group).join("base.tar"), [1u8; 4096]).unwrap();
+        std::fs::write(base.join(marker), b"").unwrap();
+    }
+    let list = run_ok(
+        pitr(&binary, &server).args(["list", "--repo", &url]),
+        "list",
+    );
+    assert!(
+        !text(&list.stdout).contains("2026"),
+        "{}",
+        text(&list.stdout)
+    );
+
+    let refused = pitr(&binary, &server)
+        .args(["expire", "--repo", &url, "--remove-unfinished", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains(&format!("the unfinished ones are: {killed_backup}")),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(files_under(&base), 4, "nothing removed");
+
+    let expired = run_ok(
+        pitr(&binary, &server).args(["expire", "--repo", &url, "--keep", "1"]),
+        "expire --keep 1",
+    );
+    let said = text(&expired.stderr);
+    assert!(
+        said.contains("left behind by an interrupted expire"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "`pitr expire --remove-unfinished {killed_backup}` deletes it"
+        )),
+        "{said}"
+    );
+    assert_eq!(files_under(&base.join(interrupted_expire)), 0);
+    assert!(!base
+        .join(format!(".pitr-expiring-{interrupted_expire}"))
+        .exists());
+    assert_eq!(files_under(&base.join(killed_backup)), 1, "unfinished kept");
+
+    run_ok(
+        pitr(&binary, &server).args([
+            "expire",
+            "--repo",
+            &url,
+            "--remove-unfinished",
+            killed_backup,
+        ]),
+        "expire --remove-unfinished",
+    );
+    assert_eq!(files_under(&base), 0, "objects and marker deleted");
+}

@@ -724,3 +724,106 @@ fn completions_and_man_pages_come_from_the_definitions() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(output.status.signal(), Some(nix::libc::SIGPIPE));
 }
+
+/// Backups no listing shows (a `pitr backup` killed while writing, an
+/// `expire` interrupted between hiding a backup and deleting it) would take
+/// space forever: expire deletes what an interrupted expire left, reports
+/// an unfinished backup with its age and the command that deletes it, and
+/// deletes it only when named; a wrong name is refused with nothing
+/// removed.
+#[test]
+fn expire_finishes_interrupted_expires_and_removes_unfinished_backups_only_when_named() {
+    let dir = shared_tempdir("pitr-hidden-");
+    let binary = shared_pitr_binary(dir.path());
+    let repo = dir.path().join("repo");
+    init_repo(&binary, &repo);
+    let base = repo.join("base");
+    let unfinished = ".pitr-backup-20261206T101500Z-Ab3dE9";
+    for hidden in [unfinished, ".pitr-expiring-20261101T000000Z"] {
+        fs::create_dir_all(base.join(hidden).join("base")).unwrap();
+        fs::write(base.join(hidden).join("base/1"), [1u8; 8192]).unwrap();
+    }
+    let expire = |args: &[&str]| {
+        pitr(&binary)
+            .arg("expire")
+            .args(args)
+            .arg("--repo")
+            .arg(&repo)
+            .output()
+            .unwrap()
+    };
+    let snapshot = |name: &str, output: &Output| {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(&regex_escape(&repo.to_string_lossy()), "[REPO]");
+        settings.add_filter(r"hidden for \d+[smh]\w*", "hidden for [AGE]");
+        settings.bind(|| {
+            insta::assert_snapshot!(
+                name,
+                format!("exit {:?}\n{}", output.status.code(), stderr(output))
+            );
+        });
+    };
+
+    // 1. A name that is not an unfinished backup: refused, nothing removed.
+    let refused = expire(&["--remove-unfinished", "20261206T101500Z"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    snapshot("expire_remove_unfinished_unknown", &refused);
+    assert_eq!(base_entries(&repo).len(), 2);
+
+    // 2. A policy run: the interrupted expire is finished, the unfinished
+    // backup reported, not touched.
+    let output = run_ok(
+        pitr(&binary)
+            .args(["expire", "--keep", "1", "--repo"])
+            .arg(&repo),
+        "expire --keep 1",
+    );
+    snapshot("expire_hidden_backups", &output);
+    assert_eq!(base_entries(&repo), [unfinished]);
+
+    // 3. Named, in a dry run: nothing removed; then for real.
+    run_ok(
+        pitr(&binary)
+            .args([
+                "expire",
+                "--dry-run",
+                "--remove-unfinished",
+                unfinished,
+                "--repo",
+            ])
+            .arg(&repo),
+        "expire --dry-run --remove-unfinished",
+    );
+    assert_eq!(base_entries(&repo), [unfinished]);
+    let output = run_ok(
+        pitr(&binary)
+            .args([
+                "--json",
+                "expire",
+                "--remove-unfinished",
+                unfinished,
+                "--repo",
+            ])
+            .arg(&repo),
+        "expire --remove-unfinished",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["hidden_backups"]["unfinished_removed"][0]["name"],
+        unfinished
+    );
+    assert!(base_entries(&repo).is_empty());
+}
+
+/// `s` as a regular expression matching itself.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}

@@ -16,13 +16,15 @@ use crate::duration::format_duration;
 use crate::error::{Failure, FailureKind, OrFail};
 use crate::progress::{human_bytes, Reporter};
 use crate::repo::store::StoreRead;
-use crate::repo::writer::{
-    leftover_expiring, remove_archive_files, remove_backup, unfinished_backups,
-};
+use crate::repo::writer::{remove_archive_files, remove_backup};
 use crate::retention::{
     classify, select, ArchiveEntry, BackupSummary, Policy, Selection, WalFileKind,
 };
 use crate::wal::{SegmentSize, WalSegment};
+
+mod hidden;
+
+use hidden::HiddenBackups;
 
 pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Failure> {
     let local = super::local_zone();
@@ -30,6 +32,58 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
     for warning in &catalog.warnings {
         reporter.warn(warning);
     }
+    let repo = crate::repo::writer::open_for_writing(&catalog.location);
+    let hidden = HiddenBackups::find(&repo.backups, &args.remove_unfinished)?;
+    let by_policy = match policy_of(args) {
+        Some(policy) => Some(select_by_policy(&catalog, &repo, policy)?),
+        None => None,
+    };
+
+    show(by_policy.as_ref(), &hidden, json, args.dry_run, reporter);
+    hidden.report(&repo.backups, args.dry_run, reporter);
+    if args.dry_run {
+        for file in by_policy.iter().flat_map(|p| &p.selection.remove_wal) {
+            reporter.detail(format!(
+                "would remove {}",
+                repo.archive.describe(&file.name)
+            ));
+        }
+        reporter.step("dry run: nothing was removed");
+        return Ok(());
+    }
+
+    if let Some(by_policy) = &by_policy {
+        remove_backups(&by_policy.selection, &repo, reporter)?;
+    }
+    hidden.remove(&repo.backups)?;
+    if let Some(by_policy) = &by_policy {
+        remove_wal(&by_policy.selection, &repo, reporter)?;
+    }
+    reporter.step(summary(by_policy.as_ref(), &hidden));
+    Ok(())
+}
+
+/// What `--keep` and `--keep-within` ask for, if anything (expire may
+/// only be removing unfinished backups).
+fn policy_of(args: &ExpireArgs) -> Option<Policy> {
+    (args.keep.is_some() || args.keep_within.is_some()).then(|| Policy {
+        keep_last: args.keep.map(|n| n as usize),
+        keep_within: args.keep_within,
+    })
+}
+
+/// The policy and what it selects.
+struct ByPolicy {
+    policy: Policy,
+    selection: Selection,
+    segment_size: SegmentSize,
+}
+
+fn select_by_policy(
+    catalog: &crate::repo::Catalog,
+    repo: &crate::repo::RepoWrite,
+    policy: Policy,
+) -> Result<ByPolicy, Failure> {
     // A backup pitr cannot read may need any WAL: deleting around it could
     // make it useless, so nothing is removed until it is dealt with.
     if let Some(unreadable) = catalog.unreadable.first() {
@@ -45,10 +99,6 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             unreadable.dir
         )));
     }
-    let policy = Policy {
-        keep_last: args.keep.map(|n| n as usize),
-        keep_within: args.keep_within,
-    };
     let summaries: Vec<BackupSummary> = catalog
         .backups
         .iter()
@@ -61,64 +111,60 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
             bytes: backup.stored_bytes,
         })
         .collect();
-    let repo = crate::repo::writer::open_for_writing(&catalog.location);
     let listing = list_archive(repo.archive.read().as_ref()).or_fail(FailureKind::Internal)?;
-    let size = catalog.archive.segment_size;
+    let segment_size = catalog.archive.segment_size;
     let selection = select(
         &summaries,
         &policy,
         Utc::now(),
         &catalog.archive.timelines,
-        size,
+        segment_size,
         &listing,
     );
-    let leftovers = leftover_expiring(repo.backups.read().as_ref());
+    Ok(ByPolicy {
+        policy,
+        selection,
+        segment_size,
+    })
+}
 
+/// The selection as a table (or JSON), and the hidden backups in JSON.
+fn show(
+    by_policy: Option<&ByPolicy>,
+    hidden: &HiddenBackups,
+    json: bool,
+    dry_run: bool,
+    reporter: &Reporter,
+) {
     if json {
-        println!(
-            "{:#}",
-            selection_json(&selection, &policy, size, args.dry_run)
-        );
+        let mut value = match by_policy {
+            Some(p) => selection_json(&p.selection, &p.policy, p.segment_size, dry_run),
+            None => json!({ "dry_run": dry_run }),
+        };
+        value["hidden_backups"] = hidden.json();
+        println!("{value:#}");
     } else if !reporter.quiet {
-        print!(
-            "{}",
-            selection_text(&selection, &policy, size, args.dry_run)
-        );
-    }
-    for leftover in &leftovers {
-        reporter.step(format!(
-            "{} left behind by an interrupted expire: {}",
-            repo.backups.describe(leftover),
-            if args.dry_run {
-                "would be deleted"
-            } else {
-                "deleting it"
-            }
-        ));
-    }
-    for unfinished in unfinished_backups(repo.backups.read().as_ref()) {
-        reporter.warn(format!(
-            "{} is an unfinished backup: one being written now, or left by a pitr backup that was killed; if no backup is running, delete it by hand",
-            repo.backups.describe(&unfinished)
-        ));
-    }
-    if args.dry_run {
-        for file in &selection.remove_wal {
-            reporter.detail(format!(
-                "would remove {}",
-                repo.archive.describe(&file.name)
-            ));
+        if let Some(p) = by_policy {
+            print!(
+                "{}",
+                selection_text(&p.selection, &p.policy, p.segment_size, dry_run)
+            );
         }
-        reporter.step("dry run: nothing was removed");
-        return Ok(());
     }
+}
 
-    let interrupted = || {
-        Failure::msg(
-            FailureKind::Interrupted,
-            "expire was interrupted; every backup still listed restores, and running expire again finishes the job",
-        )
-    };
+fn interrupted() -> Failure {
+    Failure::msg(
+        FailureKind::Interrupted,
+        "expire was interrupted; every backup still listed restores, and running expire again finishes the job",
+    )
+}
+
+fn remove_backups(
+    selection: &Selection,
+    repo: &crate::repo::RepoWrite,
+    reporter: &Reporter,
+) -> Result<(), Failure> {
     for backup in selection.removed() {
         if crate::interrupt::requested() {
             return Err(interrupted());
@@ -133,9 +179,15 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
                 f.with_hint("nothing else was removed; fix the cause and run expire again")
             })?;
     }
-    for leftover in &leftovers {
-        remove_backup(&repo.backups, leftover).or_fail(FailureKind::Internal)?;
-    }
+    Ok(())
+}
+
+/// WAL files oldest first, so that an interruption leaves no gap.
+fn remove_wal(
+    selection: &Selection,
+    repo: &crate::repo::RepoWrite,
+    reporter: &Reporter,
+) -> Result<(), Failure> {
     for file in &selection.remove_wal {
         if crate::interrupt::requested() {
             return Err(interrupted());
@@ -143,17 +195,30 @@ pub fn run(args: &ExpireArgs, json: bool, reporter: &Reporter) -> Result<(), Fai
         reporter.detail(format!("removing {}", repo.archive.describe(&file.name)));
         remove_archive_files(&repo.archive, &[&file.name]).or_fail(FailureKind::Internal)?;
     }
+    Ok(())
+}
+
+fn summary(by_policy: Option<&ByPolicy>, hidden: &HiddenBackups) -> String {
+    let hidden_removed = hidden.removed_count();
+    let hidden_text = format!("{} hidden backup{}", hidden_removed, plural(hidden_removed));
+    let Some(ByPolicy { selection, .. }) = by_policy else {
+        return format!("removed {hidden_text}; `pitr list` shows what is left");
+    };
     let removed_backups = selection.removed().count();
-    reporter.step(format!(
-        "removed {} backup{} ({}) and {} WAL file{} ({}); `pitr list` shows what is left",
+    format!(
+        "removed {} backup{} ({}){} and {} WAL file{} ({}); `pitr list` shows what is left",
         removed_backups,
         plural(removed_backups),
         human_bytes(selection.removed().map(|b| b.bytes).sum()),
+        if hidden_removed > 0 {
+            format!(", {hidden_text}")
+        } else {
+            String::new()
+        },
         selection.remove_wal.len(),
         plural(selection.remove_wal.len()),
         human_bytes(selection.remove_wal.iter().map(|f| f.bytes).sum()),
-    ));
-    Ok(())
+    )
 }
 
 fn plural(n: usize) -> &'static str {

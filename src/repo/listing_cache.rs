@@ -201,6 +201,9 @@ mod tests {
         fn list_prefixes(&self, prefix: &str) -> io::Result<Vec<String>> {
             self.inner.list_prefixes(prefix)
         }
+        fn hidden_groups(&self) -> io::Result<Vec<crate::repo::store::HiddenGroup>> {
+            self.inner.hidden_groups()
+        }
         fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>> {
             self.inner.stat(key)
         }

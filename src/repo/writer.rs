@@ -20,8 +20,6 @@ pub use super::store::posix::DIR_MODE;
 
 /// Prefix of a backup being written: hidden, so never taken for a backup.
 pub const BACKUP_TEMP_PREFIX: &str = ".pitr-backup-";
-/// Prefix of a backup being deleted by `expire`.
-pub use super::store::posix::EXPIRING_PREFIX;
 
 pub use super::store::posix::{create_layout, LayoutEntry};
 
@@ -105,28 +103,6 @@ pub fn remove_backup(backups: &Writable, id: &str) -> Result<()> {
     backups.delete_group(id)
 }
 
-/// Hidden groups an interrupted `expire` left behind: already hidden from
-/// every reader, and meant to be deleted (with [`remove_backup`]).
-pub fn leftover_expiring(backups: &dyn StoreRead) -> Vec<String> {
-    hidden_groups(backups, EXPIRING_PREFIX)
-}
-
-/// Backups being written, or left behind by a `pitr backup` that was
-/// killed before it could clean up. Which is which cannot be told from
-/// here, so they are only ever reported.
-pub fn unfinished_backups(backups: &dyn StoreRead) -> Vec<String> {
-    hidden_groups(backups, BACKUP_TEMP_PREFIX)
-}
-
-fn hidden_groups(backups: &dyn StoreRead, prefix: &str) -> Vec<String> {
-    backups
-        .list_prefixes("")
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|name| name.starts_with(prefix))
-        .collect()
-}
-
 /// Removes archive files; one already gone is not an error (another
 /// `expire` may have run at the same time).
 pub fn remove_archive_files(archive: &Writable, keys: &[&str]) -> Result<()> {
@@ -139,6 +115,7 @@ mod tests {
     use super::*;
     use crate::os_user::OsUser;
     use crate::repo::store::posix::Posix;
+    use crate::repo::store::HiddenState;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
@@ -236,15 +213,24 @@ mod tests {
 
         remove_backup(&store, "b1").unwrap();
         assert!(!base.join("b1").exists());
-        assert!(leftover_expiring(store.read().as_ref()).is_empty());
+        assert!(store.read().hidden_groups().unwrap().is_empty());
         fs::create_dir(base.join(".pitr-backup-20261124T031500Z-abc")).unwrap();
-        assert_eq!(unfinished_backups(store.read().as_ref()).len(), 1);
+        let hidden = store.read().hidden_groups().unwrap();
+        assert_eq!(hidden.len(), 1);
+        assert_eq!(hidden[0].state, HiddenState::Unfinished);
         assert!(remove_backup(&store, "b1").is_err());
         remove_archive_files(&store, &["never-there"]).unwrap();
 
         // An expire interrupted between hiding and deleting leaves this.
         fs::create_dir(base.join(".pitr-expiring-b0")).unwrap();
-        let leftovers = leftover_expiring(store.read().as_ref());
+        let leftovers: Vec<_> = store
+            .read()
+            .hidden_groups()
+            .unwrap()
+            .into_iter()
+            .filter(|group| group.state == HiddenState::Expiring)
+            .map(|group| group.name)
+            .collect();
         assert_eq!(leftovers, [".pitr-expiring-b0"]);
         remove_backup(&store, &leftovers[0]).unwrap();
         assert!(!base.join(".pitr-expiring-b0").exists());

@@ -37,6 +37,9 @@ impl StoreRead for Hidden {
     fn list_prefixes(&self, prefix: &str) -> io::Result<Vec<String>> {
         self.0.list_prefixes(prefix)
     }
+    fn hidden_groups(&self) -> io::Result<Vec<crate::repo::store::HiddenGroup>> {
+        self.0.hidden_groups()
+    }
     fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>> {
         self.0.stat(key)
     }

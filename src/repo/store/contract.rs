@@ -285,6 +285,55 @@ pub fn delete(store: &dyn StoreWrite) {
     assert!(store.delete_group("g").is_err(), "nothing left to delete");
 }
 
+/// Groups readers do not see are reported as unfinished while written
+/// and after their writer died (here: forgotten without being dropped, as
+/// a killed process leaves them), and `delete_group` under the reported
+/// name removes every trace.
+pub fn hidden_groups_are_found_and_removable(store: &dyn StoreWrite) {
+    assert!(store.hidden_groups().unwrap().is_empty());
+    let hidden_name = match store.begin_group("h1").unwrap() {
+        // Object stores: the group is written under its name, hidden by a
+        // marker.
+        Some(group) => {
+            let mut tar = group.object("base.tar").unwrap();
+            tar.write_all(b"tar").unwrap();
+            tar.finish().unwrap();
+            std::mem::forget(group);
+            "h1".to_string()
+        }
+        // Posix: the group is staged in a hidden directory of the store.
+        None => {
+            let mut staging = store.stage("pitr-backup-h1").unwrap();
+            std::fs::write(staging.path().join("base.tar"), b"tar").unwrap();
+            let name = staging
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            staging.forget();
+            name
+        }
+    };
+    let hidden = store.hidden_groups().unwrap();
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    assert_eq!(hidden[0].name, hidden_name);
+    assert_eq!(hidden[0].state, super::HiddenState::Unfinished);
+    let age = std::time::SystemTime::now()
+        .duration_since(hidden[0].since)
+        .unwrap_or_default();
+    assert!(age.as_secs() < 600, "hidden {age:?} ago");
+    assert!(
+        !store.list_prefixes("").unwrap().iter().any(|p| p == "h1"),
+        "still hidden"
+    );
+
+    store.delete_group(&hidden_name).unwrap();
+    assert!(store.hidden_groups().unwrap().is_empty());
+    assert!(keys(store, "", None).is_empty(), "no marker left");
+    assert!(store.list_prefixes("").unwrap().is_empty(), "nothing left");
+}
+
 /// One `#[test]` per contract rule for the driver made by `$factory`.
 /// With `optional`, the factory returns an `Option` and a test whose
 /// store cannot be had (a server not installed) returns early; the factory
@@ -311,6 +360,7 @@ macro_rules! store_contract_suite {
             ranged_reads,
             publish_is_all_or_nothing,
             streamed_group_is_all_or_nothing,
+            hidden_groups_are_found_and_removable,
             delete);
     };
     (@tests [] $factory:path; $($rule:ident),*) => {

@@ -68,6 +68,29 @@ pub struct ObjectInfo {
     pub version: Version,
 }
 
+/// A group hidden from every reader: a backup being written, or one
+/// being deleted, or what a writer or an `expire` that died left of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HiddenGroup {
+    /// The name [`StoreWrite::delete_group`] takes to remove it: the
+    /// hidden directory on posix, the group's own name on object stores
+    /// (hidden there by a marker beside it).
+    pub name: String,
+    pub state: HiddenState,
+    /// When it was hidden: its directory or its marker was written.
+    pub since: SystemTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiddenState {
+    /// Being written, or left by a writer that was killed: only the user
+    /// can tell which, so it is reported, never removed unasked.
+    Unfinished,
+    /// Being deleted, or left by an interrupted delete: already given up,
+    /// meant to be deleted.
+    Expiring,
+}
+
 /// One entry directly under a prefix, as a tree copy sees it (a plain
 /// backup is a tree of files with modes, and on posix may hold symbolic
 /// links: `pg_wal` made with `--waldir`, tablespaces in `pg_tblspc/`).
@@ -146,6 +169,10 @@ pub trait StoreRead: fmt::Debug + Send + Sync {
     /// The names of the groups directly under `prefix` (directories on
     /// posix, common prefixes on object stores), sorted, without the `/`.
     fn list_prefixes(&self, prefix: &str) -> io::Result<Vec<String>>;
+
+    /// The groups at the top of the store that readers do not see (see
+    /// [`HiddenGroup`]), sorted by name.
+    fn hidden_groups(&self) -> io::Result<Vec<HiddenGroup>>;
 
     /// Objects, groups and links directly under `prefix`, in key order,
     /// for copying a tree. Stores without modes or links (object stores)

@@ -69,8 +69,8 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Runtime;
 
 use super::{
-    check_key, check_prefix, Created, Fill, GroupUpload, NewObject, ObjectInfo, ObjectReader,
-    ObjectSink, Staging, StoreRead, StoreWrite, Version, WriteError,
+    check_key, check_prefix, Created, Fill, GroupUpload, HiddenGroup, HiddenState, NewObject,
+    ObjectInfo, ObjectReader, ObjectSink, Staging, StoreRead, StoreWrite, Version, WriteError,
 };
 
 /// Size of one ranged GET of [`StoreRead::open`]: one WAL segment is one
@@ -733,6 +733,32 @@ impl StoreRead for ObjectStorage {
         Ok(names)
     }
 
+    fn hidden_groups(&self) -> io::Result<Vec<HiddenGroup>> {
+        // The markers are objects at the top; a group hidden by both (an
+        // unfinished backup that expire began to delete) is expiring.
+        let mut groups: Vec<HiddenGroup> = Vec::new();
+        for marker in self.list("", None)? {
+            let (name, state) = if let Some(name) = marker.key.strip_prefix(EXPIRING_PREFIX) {
+                (name, HiddenState::Expiring)
+            } else if let Some(name) = marker.key.strip_prefix(PUBLISHING_PREFIX) {
+                (name, HiddenState::Unfinished)
+            } else {
+                continue;
+            };
+            match groups.iter_mut().find(|group| group.name == name) {
+                Some(group) if state == HiddenState::Expiring => group.state = state,
+                Some(_) => {}
+                None => groups.push(HiddenGroup {
+                    name: name.to_string(),
+                    state,
+                    since: marker.modified,
+                }),
+            }
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
+    }
+
     fn stat(&self, key: &str) -> io::Result<Option<ObjectInfo>> {
         let path = self.path(key)?;
         match self.block_on(self.store.head(&path))? {
@@ -1195,10 +1221,17 @@ impl StoreWrite for ObjectStorage {
         let name = prefix.trim_end_matches('/');
         let path = self.path(name)?;
         let objects = self.list_all(&path)?;
+        let marker = format!("{EXPIRING_PREFIX}{name}");
+        let publishing = format!("{PUBLISHING_PREFIX}{name}");
         if objects.is_empty() {
+            // A writer or a delete that died before (or after) its first
+            // object left only its marker: removing that is the whole job.
+            if self.stat(&marker)?.is_some() || self.stat(&publishing)?.is_some() {
+                self.delete(&[&marker, &publishing])?;
+                return Ok(());
+            }
             anyhow::bail!("{} holds nothing to delete", self.describe(name));
         }
-        let marker = format!("{EXPIRING_PREFIX}{name}");
         self.put_marker(&marker, PutMode::Overwrite)
             .with_context(|| format!("cannot hide {} before deleting it", self.describe(name)))?;
         self.delete_paths(objects.into_iter().map(|m| m.location).collect())
@@ -1209,7 +1242,6 @@ impl StoreWrite for ObjectStorage {
                     self.describe(&marker)
                 )
             })?;
-        let publishing = format!("{PUBLISHING_PREFIX}{name}");
         self.delete(&[&marker, &publishing])?;
         Ok(())
     }

@@ -24,8 +24,8 @@ use crate::os_user::OsUser;
 use anyhow::{bail, Context, Result};
 
 use super::{
-    check_key, check_prefix, Created, Fill, NewObject, ObjectInfo, ObjectReader, Staging,
-    StoreRead, StoreWrite, TreeEntry, TreeKind, Version, WriteError,
+    check_key, check_prefix, Created, Fill, HiddenGroup, HiddenState, NewObject, ObjectInfo,
+    ObjectReader, Staging, StoreRead, StoreWrite, TreeEntry, TreeKind, Version, WriteError,
 };
 
 /// Prefix of a group (backup) being deleted: hidden from every listing.
@@ -127,6 +127,28 @@ impl StoreRead for Posix {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    fn hidden_groups(&self) -> io::Result<Vec<HiddenGroup>> {
+        let mut groups = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Staging directories and groups being deleted are the
+            // store's hidden directories (`stage`, `delete_group`).
+            if !name.starts_with(".pitr-") || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let state = if name.starts_with(EXPIRING_PREFIX) {
+                HiddenState::Expiring
+            } else {
+                HiddenState::Unfinished
+            };
+            let since = entry.metadata()?.modified()?;
+            groups.push(HiddenGroup { name, state, since });
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
     }
 
     fn tree_level(&self, prefix: &str) -> io::Result<Vec<TreeEntry>> {

@@ -74,27 +74,19 @@ pub fn stage_backup(backups: &Writable, id: &str) -> std::io::Result<Staging> {
 }
 
 /// Publishes a finished backup as `<id>`, refusing to replace anything
-/// there; on failure the staged backup is deleted. Returns how the backup
-/// is named in messages.
+/// there; the staging area is used up either way (see
+/// [`StoreWrite::publish`](super::store::StoreWrite::publish)). Returns how
+/// the backup is named in messages.
 pub fn publish(backups: &Writable, staged: Staging, id: &str) -> Result<PathBuf> {
-    let published = backups.publish(&staged, id).with_context(|| {
+    let staged_at = staged.path().to_path_buf();
+    backups.publish(staged, id).with_context(|| {
         format!(
-            "cannot rename `{}` to `{}`",
-            staged.path().display(),
+            "cannot publish the backup staged in `{}` as `{}` (the staged copy was deleted)",
+            staged_at.display(),
             backups.describe(id)
         )
-    });
-    match published {
-        Ok(()) => {
-            let mut staged = staged;
-            staged.forget();
-            Ok(PathBuf::from(backups.describe(id)))
-        }
-        Err(error) => {
-            let _ = staged.discard();
-            Err(error)
-        }
-    }
+    })?;
+    Ok(PathBuf::from(backups.describe(id)))
 }
 
 /// Removes backup `<id>`: first hidden, so that no one ever sees a

@@ -203,22 +203,32 @@ pub fn ranged_reads(store: &dyn StoreWrite) {
 
 pub fn publish_is_all_or_nothing(store: &dyn StoreWrite) {
     let staging = store.stage("pitr-backup-b1").unwrap();
+    let staged = staging.path().to_path_buf();
     std::fs::write(staging.path().join("backup_label"), b"label").unwrap();
     std::fs::write(staging.path().join("base.tar"), b"tar").unwrap();
     // Nothing of it is visible before publishing.
     assert!(store.stat("b1/backup_label").unwrap().is_none());
     assert!(!store.list_prefixes("").unwrap().iter().any(|p| p == "b1"));
-    store.publish(&staging, "b1").unwrap();
+    store.publish(staging, "b1").unwrap();
     assert_eq!(keys(store, "b1/", None), ["b1/backup_label", "b1/base.tar"]);
     assert_eq!(read(store, "b1/base.tar"), b"tar");
+    // The staging area is used up: moved into place, or a local copy
+    // deleted once uploaded.
+    assert!(!staged.exists(), "{} left behind", staged.display());
 
-    // A second group of the same name is refused, and the first stays.
+    // A second group of the same name is refused, the first stays, and
+    // the refused staging area is deleted.
     let other = store.stage("pitr-backup-b1").unwrap();
+    let other_staged = other.path().to_path_buf();
     std::fs::write(other.path().join("backup_label"), b"other").unwrap();
-    let error = store.publish(&other, "b1").unwrap_err();
+    let error = store.publish(other, "b1").unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
     assert_eq!(read(store, "b1/backup_label"), b"label");
-    other.discard().unwrap();
+    assert!(
+        !other_staged.exists(),
+        "{} left behind",
+        other_staged.display()
+    );
 }
 
 /// A group written as streams (`begin_group`, object stores): invisible
@@ -274,7 +284,7 @@ pub fn delete(store: &dyn StoreWrite) {
 
     let staging = store.stage("pitr-backup-g").unwrap();
     std::fs::write(staging.path().join("f"), b"f").unwrap();
-    store.publish(&staging, "g").unwrap();
+    store.publish(staging, "g").unwrap();
     store.delete_group("g").unwrap();
     assert!(store.stat("g/f").unwrap().is_none());
     assert!(!store
@@ -303,7 +313,7 @@ pub fn hidden_groups_are_found_and_removable(store: &dyn StoreWrite) {
         }
         // Posix: the group is staged in a hidden directory of the store.
         None => {
-            let mut staging = store.stage("pitr-backup-h1").unwrap();
+            let staging = store.stage("pitr-backup-h1").unwrap();
             std::fs::write(staging.path().join("base.tar"), b"tar").unwrap();
             let name = staging
                 .path()
@@ -311,7 +321,7 @@ pub fn hidden_groups_are_found_and_removable(store: &dyn StoreWrite) {
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            staging.forget();
+            std::mem::forget(staging);
             name
         }
     };

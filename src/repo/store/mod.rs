@@ -278,8 +278,11 @@ pub trait StoreWrite: StoreRead {
 
     /// Makes the staged objects appear under `prefix` all at once, never
     /// replacing an existing group of that name (error `AlreadyExists`).
-    /// On failure the staging area is left for the caller to discard.
-    fn publish(&self, staging: &Staging, prefix: &str) -> io::Result<()>;
+    /// The staging area is used up either way: moved into place (posix),
+    /// uploaded and then deleted (object stores, where it is a local copy
+    /// that would otherwise fill the database host's disk one backup at a
+    /// time), or deleted on failure.
+    fn publish(&self, staging: Staging, prefix: &str) -> io::Result<()>;
 
     /// Removes the group `prefix` so that no reader ever sees it half
     /// deleted: hidden first, then deleted.
@@ -379,7 +382,7 @@ impl Staging {
     }
 
     /// The staged directory is gone (renamed into place): nothing to delete.
-    pub(crate) fn forget(&mut self) {
+    fn moved_away(mut self) {
         if let Some(dir) = self.dir.take() {
             let _ = dir.keep();
         }

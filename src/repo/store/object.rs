@@ -1206,11 +1206,16 @@ impl StoreWrite for ObjectStorage {
         Ok(Staging::new(dir))
     }
 
-    fn publish(&self, staging: &Staging, prefix: &str) -> io::Result<()> {
+    fn publish(&self, staging: Staging, prefix: &str) -> io::Result<()> {
         let group = self.open_group(prefix.trim_end_matches('/'))?;
-        // On failure the group is dropped unpublished: nothing is left.
-        self.upload_staged(&group, staging)?;
-        Box::new(group).publish()
+        // On failure the group is dropped unpublished: nothing is left in
+        // the store, and `staging` is dropped, which deletes the local copy.
+        self.upload_staged(&group, &staging)?;
+        Box::new(group).publish()?;
+        // Uploaded: the local copy goes (dropping it deletes it; a failure
+        // to delete a temporary directory does not undo a published backup).
+        drop(staging);
+        Ok(())
     }
 
     fn begin_group(&self, name: &str) -> io::Result<Option<Box<dyn GroupUpload + '_>>> {

@@ -345,9 +345,11 @@ impl StoreWrite for Posix {
         Ok(Staging::new(dir))
     }
 
-    fn publish(&self, staging: &Staging, prefix: &str) -> io::Result<()> {
+    fn publish(&self, staging: Staging, prefix: &str) -> io::Result<()> {
         let destination = self.path(prefix.trim_end_matches('/'))?;
+        // On failure `staging` is dropped, which deletes it.
         rename_no_replace(staging.path(), &destination)?;
+        staging.moved_away();
         sync_dir(&self.root);
         Ok(())
     }

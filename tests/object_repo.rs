@@ -1653,3 +1653,260 @@ fn expire_clears_hidden_backups_in_s3() {
     );
     assert_eq!(files_under(&base), 0, "objects and marker deleted");
 }
+
+/// The read-only commands' JSON answer with the repository's location
+/// written as `REPO`, so an answer from a directory and one from a bucket
+/// holding the same files compare equal.
+fn answer_about(output: &Output, location: &str) -> String {
+    text(&output.stdout).replace(location, "REPO")
+}
+
+/// Google Cloud Storage, as far as fake-gcs-server goes: it refuses every
+/// upload object_store sends (see FAKE_GCS_PUT in tests/object_stores.rs),
+/// so a real PostgreSQL 15 is archived (`pitr wal-push`) and backed up
+/// (`pitr backup`, then `pitr backup --seekable`) into a local repository,
+/// whose files are uploaded object by object through the JSON API under a
+/// prefix, beside the marker `pitr init` writes. Every read-only command
+/// then works from `gs://BUCKET/PREFIX` through object_store: `list`,
+/// `plan`, `verify` and `events` answer exactly as they do from the
+/// directory; `restore` to a time between two commits has exactly the rows
+/// before it (the plain backup), `restore --to latest --jobs 2` has all of
+/// them (the seekable backup, staged by two workers); `wal-fetch` delivers
+/// a segment byte for byte (0) and says when one is missing (1). Through
+/// all of it the server receives only GETs and HEADs, and no object in the
+/// bucket changes (size, MD5, CRC32C, generation, metageneration, update
+/// time): readers hold only the read role. No secret is printed.
+#[test]
+fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
+    let test = "restore_from_gcs_reads_a_repository_and_writes_nothing";
+    if !require_root(test) || !object_servers::require_server(test, Kind::Gcs) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::Gcs);
+    let dir = shared_tempdir("pitr-object-gcs");
+    let binary = shared_pitr_binary(dir.path());
+    let repo = dir.path().join("repo");
+    let local = repo.to_str().unwrap().to_string();
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &local]),
+        "init of the local repository",
+    );
+    let archive_command = format!(
+        "{} wal-push --repo {} %p",
+        shell_quote(&binary.to_string_lossy()),
+        shell_quote(&local)
+    );
+    let cluster = Cluster::start_archiving(dir.path(), &repo, &archive_command);
+    let backup = |extra: &[&str]| {
+        let output = run_ok(
+            pitr(&binary, &server)
+                .env("PGHOST", &cluster.dir)
+                .env("PGPORT", cluster.port.to_string())
+                .env("PGUSER", "postgres")
+                .args(["backup", "--fast", "--repo", &local])
+                .args(extra),
+            "backup",
+        );
+        text(&output.stdout).trim().to_string()
+    };
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let plain = backup(&[]);
+    let mut markers: Vec<Marker> = (1..=3).map(|id| cluster.insert_marker(id)).collect();
+    // A table of several MiB: the seekable backup's files are staged in
+    // several parts.
+    cluster.sql(
+        "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g",
+    );
+    let seekable = backup(&["--seekable"]);
+    markers.extend((4..=6).map(|id| cluster.insert_marker(id)));
+    cluster.archive_everything();
+    drop(cluster);
+
+    // The directory, object by object, into the bucket; the marker that
+    // makes a prefix a repository (what `pitr init --repo gs://…` writes,
+    // which this server refuses) beside it.
+    let prefix = "gcs-repo";
+    let url = server.url(prefix);
+    let uploaded = server.upload_gcs_tree(&repo, prefix);
+    server.upload_gcs_json(
+        &format!("{prefix}/{}", pitr::repo::OBJECT_REPO_MARKER),
+        pitr::repo::OBJECT_REPO_MARKER_CONTENT.as_bytes(),
+    );
+    assert!(
+        uploaded
+            .iter()
+            .any(|key| key.contains(&format!("base/{seekable}/"))),
+        "{uploaded:?}"
+    );
+    let before = server.gcs_objects(prefix);
+    assert_eq!(before.len(), uploaded.len() + 1, "{before:?}");
+    let requests_before = server.requests().len();
+
+    // list, plan, verify and events: the same answers from the bucket as
+    // from the directory.
+    let target = rfc3339(between(&markers[1], &markers[2]));
+    for args in [
+        vec!["list"],
+        vec!["plan", "--to", &target],
+        vec!["plan", "--to", "latest"],
+        vec!["verify"],
+        vec!["events"],
+    ] {
+        let from_dir = run_ok(
+            pitr(&binary, &server)
+                .arg("--json")
+                .args(&args)
+                .args(["--repo", &local]),
+            &format!("{args:?} from the directory"),
+        );
+        let from_bucket = run_ok(
+            pitr(&binary, &server)
+                .arg("--json")
+                .args(&args)
+                .args(["--repo", &url]),
+            &format!("{args:?} from gs://"),
+        );
+        assert_eq!(
+            answer_about(&from_bucket, &url),
+            answer_about(&from_dir, &local),
+            "{args:?}: gs:// answers otherwise than the directory"
+        );
+    }
+    let listed = run_ok(
+        pitr(&binary, &server).args(["list", "--repo", &url]),
+        "list",
+    );
+    for id in [&plain, &seekable] {
+        assert!(
+            text(&listed.stdout).contains(id.as_str()),
+            "{}",
+            text(&listed.stdout)
+        );
+    }
+    let verified = run_ok(
+        pitr(&binary, &server).args(["verify", "--repo", &url]),
+        "verify",
+    );
+    let said = text(&verified.stdout);
+    for id in [&plain, &seekable] {
+        assert!(said.contains(&format!("backup {id}: ok")), "{said}");
+    }
+    assert!(
+        said.contains("timeline 1: ") && said.contains(": ok ("),
+        "{said}"
+    );
+
+    // A time between the second and third commits: the plain backup,
+    // exactly two rows.
+    let mut outputs = String::new();
+    let pgdata = dir.path().join("restored-time");
+    let (summary, guard) = restore_from_store(
+        &binary,
+        &server,
+        &pgdata,
+        &["--repo", &url, "--to", &target, "--action", "pause"],
+        &mut outputs,
+    );
+    assert_eq!(
+        summary["plan"]["backup"]["id"],
+        plain.as_str(),
+        "{summary:#}"
+    );
+    assert_eq!(count_rows(&summary), 2);
+    let auto_conf = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !auto_conf.contains("://"),
+        "a URL in postgresql.auto.conf:\n{auto_conf}"
+    );
+    outputs.push_str(&auto_conf);
+    outputs
+        .push_str(&std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default());
+    drop(guard);
+
+    // Latest, from the seekable backup staged by two workers: all six
+    // rows and the filler table whole.
+    let pgdata = dir.path().join("restored-latest");
+    let (summary, guard) = restore_from_store(
+        &binary,
+        &server,
+        &pgdata,
+        &["--repo", &url, "--to", "latest", "--jobs", "2", "--verbose"],
+        &mut outputs,
+    );
+    assert_eq!(
+        summary["plan"]["backup"]["id"],
+        seekable.as_str(),
+        "{summary:#}"
+    );
+    assert!(outputs.contains("staged by 2 workers"), "{outputs}");
+    assert_eq!(count_rows(&summary), 6);
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    assert_eq!(
+        psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+        "200000|20000100000"
+    );
+    outputs.push_str(&std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap());
+    outputs
+        .push_str(&std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default());
+    drop(guard);
+
+    // wal-fetch: a segment byte for byte as the directory has it (0), a
+    // missing one (1).
+    let segment = names_in(&repo.join("wal"))
+        .into_iter()
+        .filter(|name| name.len() >= 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()))
+        .find(|name| !name.contains(".backup") && !name.contains(".partial"))
+        .unwrap()[..24]
+        .to_string();
+    let mut fetch = |repository: &str, into: &str| {
+        let output = pitr(&binary, &server)
+            .args(["wal-fetch", "--repo", repository, &segment])
+            .arg(dir.path().join(into))
+            .output()
+            .unwrap();
+        outputs.push_str(&text(&output.stderr));
+        output
+    };
+    let fetched = fetch(&url, "from-gcs");
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    assert_eq!(fetch(&local, "from-dir").status.code(), Some(0));
+    assert!(
+        std::fs::read(dir.path().join("from-gcs")).unwrap()
+            == std::fs::read(dir.path().join("from-dir")).unwrap(),
+        "wal-fetch from gs:// delivers the segment as the directory has it"
+    );
+    let missing = pitr(&binary, &server)
+        .args(["wal-fetch", "--repo", &url, "0000000100000000000000FF"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing.stderr));
+    assert!(!dir.path().join("never").exists());
+
+    // Only the read role: nothing but GETs and HEADs reached the server,
+    // and every object is as it was uploaded.
+    let writes: Vec<String> = server.requests()[requests_before..]
+        .iter()
+        .filter(|request| !request.starts_with("GET ") && !request.starts_with("HEAD "))
+        .cloned()
+        .collect();
+    assert_eq!(writes, Vec::<String>::new(), "a reader wrote to the bucket");
+    assert!(
+        server.requests().len() > requests_before,
+        "the commands did not read through the server"
+    );
+    assert_eq!(
+        server.gcs_objects(prefix),
+        before,
+        "an object in the bucket changed"
+    );
+    for (_, value) in server.env() {
+        if value.contains("token") {
+            assert!(
+                !outputs.contains(&value),
+                "a secret in the output or the log"
+            );
+        }
+    }
+}

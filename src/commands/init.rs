@@ -315,15 +315,11 @@ fn create_object_repo(
             "set the store's standard variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; AZURE_STORAGE_*; GOOGLE_*)",
         )
     })?;
-    let marker = serde_json::to_vec_pretty(&json!({
-        "pitr_repository": 1,
-        "layout": {"backups": "base/", "wal_archive": "wal/"},
-    }))
-    .or_fail(FailureKind::Internal)?;
+    let marker = crate::repo::OBJECT_REPO_MARKER_CONTENT.as_bytes();
     let created = repo
         .root
         .create_new(OBJECT_REPO_MARKER, &NewObject::default(), &mut |w| {
-            w.write_all(&marker)
+            w.write_all(marker)
         });
     let created = match created {
         Ok(Created::Created) => {

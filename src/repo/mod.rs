@@ -116,6 +116,17 @@ impl RepoLocation {
 /// (what `base/` and `wal/` directories are on disk); `pitr init` writes it.
 pub const OBJECT_REPO_MARKER: &str = "pitr-repository.json";
 
+/// What [`OBJECT_REPO_MARKER`] holds: the layout under the prefix, the
+/// same as a repository directory's (so a directory copied object by
+/// object into a bucket, with this marker beside it, is a repository).
+pub const OBJECT_REPO_MARKER_CONTENT: &str = r#"{
+  "layout": {
+    "backups": "base/",
+    "wal_archive": "wal/"
+  },
+  "pitr_repository": 1
+}"#;
+
 /// A repository in object storage (`s3://`, `az://`, `gs://`): its URL and
 /// its stores, the prefix itself and `base/` and `wal/` under it.
 #[derive(Clone, Debug)]

@@ -165,7 +165,8 @@ impl ObjectServer {
                     .arg(&data)
                     .args(["-public-host", &format!("127.0.0.1:{port}")])
                     .args(["-external-url", &format!("http://127.0.0.1:{port}")])
-                    .args(["-log-level", "warn"]);
+                    // One log line per request (see `requests`).
+                    .args(["-log-level", "info"]);
             }
         }
         let output = std::fs::File::create(&log).unwrap();
@@ -193,18 +194,30 @@ impl ObjectServer {
         server
     }
 
-    /// The requests the server has received so far, as `METHOD URI` (S3
-    /// only: s3s-fs logs each one at debug level).
+    /// The requests the server has received so far, as `METHOD URI`
+    /// (s3s-fs logs each one at debug level, fake-gcs-server at info level
+    /// in the Apache format; Azurite is started silent).
     pub fn requests(&self) -> Vec<String> {
-        self.server_output()
-            .lines()
-            .filter_map(|line| line.split_once("req: Request { method: "))
-            .filter_map(|(_, rest)| {
-                let (method, rest) = rest.split_once(", uri: ")?;
-                let (uri, _) = rest.split_once(", version: ")?;
-                Some(format!("{method} {uri}"))
-            })
-            .collect()
+        let output = self.server_output();
+        match self.kind {
+            Kind::Gcs => output
+                .lines()
+                .filter_map(|line| line.split_once("] \\\"").map(|(_, rest)| rest))
+                .filter_map(|rest| {
+                    let (request, _) = rest.split_once(" HTTP/")?;
+                    Some(request.to_string())
+                })
+                .collect(),
+            _ => output
+                .lines()
+                .filter_map(|line| line.split_once("req: Request { method: "))
+                .filter_map(|(_, rest)| {
+                    let (method, rest) = rest.split_once(", uri: ")?;
+                    let (uri, _) = rest.split_once(", version: ")?;
+                    Some(format!("{method} {uri}"))
+                })
+                .collect(),
+        }
     }
 
     fn server_output(&self) -> String {
@@ -337,6 +350,69 @@ impl ObjectServer {
             "fake-gcs-server refused an upload: {}",
             &reply[..reply.len().min(500)]
         );
+    }
+
+    /// Uploads every file below `dir` to `prefix/<its path below dir>`
+    /// through the JSON API, one object per file: a repository directory
+    /// becomes the same layout in the bucket. Returns the keys uploaded.
+    pub fn upload_gcs_tree(&self, dir: &Path, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    pending.push(entry.path());
+                    continue;
+                }
+                let relative = entry.path().strip_prefix(dir).unwrap().to_path_buf();
+                let key = format!("{prefix}/{}", relative.to_str().unwrap());
+                self.upload_gcs_json(&key, &std::fs::read(entry.path()).unwrap());
+                keys.push(key);
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Every object under `prefix/` as the JSON API lists it, by name:
+    /// size, MD5, CRC32C, generation, metageneration and update time (any
+    /// write or metadata change alters one of them).
+    pub fn gcs_objects(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        let mut objects = std::collections::BTreeMap::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = format!("prefix={prefix}/");
+            if let Some(token) = &page_token {
+                query.push_str(&format!("&pageToken={token}"));
+            }
+            // HTTP/1.0: the reply is not chunked, and ends with the connection.
+            let request = format!(
+                "GET /storage/v1/b/{BUCKET}/o?{query} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+                self.port
+            );
+            let (status, reply) = self.http(&request, b"");
+            assert_eq!(status, 200, "fake-gcs-server refused a listing: {reply}");
+            let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            let listing: serde_json::Value = serde_json::from_str(body).unwrap();
+            for item in listing["items"].as_array().into_iter().flatten() {
+                let facts = [
+                    "size",
+                    "md5Hash",
+                    "crc32c",
+                    "generation",
+                    "metageneration",
+                    "updated",
+                ]
+                .map(|field| format!("{field}={}", item[field]))
+                .join(" ");
+                objects.insert(item["name"].as_str().unwrap().to_string(), facts);
+            }
+            match listing["nextPageToken"].as_str() {
+                Some(token) if !token.is_empty() => page_token = Some(token.to_string()),
+                _ => return objects,
+            }
+        }
     }
 
     /// Creates a container with a Shared Key request (Azurite refuses

@@ -156,8 +156,42 @@ fn gcs_reads_as_far_as_the_server_goes() {
         text.contains("400") && text.contains("invalid uploadType"),
         "the multipart upload fails otherwise than documented (FAKE_GCS_PUT): {text}"
     );
-
+    // The exact requests, as the server logged them with its answers: the
+    // XML API's PUT of an object and its multipart initiate, both 400
+    // (object_store percent-encodes every byte of the bucket and the name
+    // but letters and digits).
     let prefix = store.url().prefix.clone();
+    let encoded = |name: &str| -> String {
+        name.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let bucket = encoded(object_servers::BUCKET);
+    let answered: Vec<(String, u16)> = server
+        .gcs_answers()
+        .into_iter()
+        .filter(|(request, _)| request.contains(&encoded(&prefix)))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            (
+                format!("PUT /{bucket}/{}", encoded(&format!("{prefix}/x"))),
+                400
+            ),
+            (
+                format!(
+                    "POST /{bucket}/{}?uploads=",
+                    encoded(&format!("{prefix}/large"))
+                ),
+                400
+            )
+        ],
+        "object_store's uploads reach fake-gcs-server otherwise than documented (FAKE_GCS_PUT)"
+    );
     let big: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
     for (key, bytes) in [
         ("a", b"first".to_vec()),

@@ -198,17 +198,14 @@ impl ObjectServer {
     /// (s3s-fs logs each one at debug level, fake-gcs-server at info level
     /// in the Apache format; Azurite is started silent).
     pub fn requests(&self) -> Vec<String> {
-        let output = self.server_output();
         match self.kind {
-            Kind::Gcs => output
-                .lines()
-                .filter_map(|line| line.split_once("] \\\"").map(|(_, rest)| rest))
-                .filter_map(|rest| {
-                    let (request, _) = rest.split_once(" HTTP/")?;
-                    Some(request.to_string())
-                })
+            Kind::Gcs => self
+                .gcs_answers()
+                .into_iter()
+                .map(|(request, _)| request)
                 .collect(),
-            _ => output
+            _ => self
+                .server_output()
                 .lines()
                 .filter_map(|line| line.split_once("req: Request { method: "))
                 .filter_map(|(_, rest)| {
@@ -218,6 +215,27 @@ impl ObjectServer {
                 })
                 .collect(),
         }
+    }
+
+    /// The requests fake-gcs-server has received so far, as `METHOD URI`,
+    /// each with the status it answered (its info-level log line:
+    /// `… "PUT /bucket/key HTTP/1.1" 400 …`).
+    pub fn gcs_answers(&self) -> Vec<(String, u16)> {
+        self.server_output()
+            .lines()
+            .filter_map(|line| line.split_once("] \\\"").map(|(_, rest)| rest))
+            .filter_map(|rest| {
+                let (request, rest) = rest.split_once(" HTTP/")?;
+                let status = rest
+                    .split_once("\\\" ")?
+                    .1
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((request.to_string(), status))
+            })
+            .collect()
     }
 
     fn server_output(&self) -> String {

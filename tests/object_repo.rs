@@ -1813,6 +1813,10 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         "{summary:#}"
     );
     assert_eq!(count_rows(&summary), 2);
+    assert!(
+        summary["prefetch"]["prefetched"].as_u64().unwrap_or(0) > 0,
+        "WAL was prefetched from the bucket: {summary:#}"
+    );
     let auto_conf = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(
         !auto_conf.contains("://"),
@@ -1901,6 +1905,33 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         before,
         "an object in the bucket changed"
     );
+
+    // A copy still under way is hidden the way pitr publishes a backup:
+    // with `.pitr-publishing-NAME` beside it, the seekable backup is not
+    // listed and the latest restore plans from the plain one.
+    server.upload_gcs_json(
+        &format!(
+            "{prefix}/base/{}{seekable}",
+            pitr::repo::store::object::PUBLISHING_PREFIX
+        ),
+        b"",
+    );
+    let listed = run_ok(
+        pitr(&binary, &server).args(["--json", "list", "--repo", &url]),
+        "list with a backup being copied",
+    );
+    let ids: Vec<String> = json(&listed)["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|backup| backup["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [plain.clone()]);
+    let planned = run_ok(
+        pitr(&binary, &server).args(["--json", "plan", "--repo", &url, "--to", "latest"]),
+        "plan with a backup being copied",
+    );
+    assert_eq!(json(&planned)["backup"]["id"], plain.as_str());
     for (_, value) in server.env() {
         if value.contains("token") {
             assert!(

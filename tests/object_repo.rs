@@ -1672,8 +1672,8 @@ fn answer_about(output: &Output, location: &str) -> String {
 /// whose files are uploaded object by object through the JSON API under a
 /// prefix, beside the marker `pitr init` writes. Every read-only command
 /// then works from `gs://BUCKET/PREFIX` through object_store: `list`,
-/// `plan`, `verify` and `events` answer exactly as they do from the
-/// directory; `restore` to a time between two commits has exactly the rows
+/// `plan`, `verify`, `events` and `check` answer exactly as they do from
+/// the directory; `extract` and `drill` restore from it; `restore` to a time between two commits has exactly the rows
 /// before it (the plain backup), `restore --to latest --jobs 2` has all of
 /// them (the seekable backup, staged by two workers); `wal-fetch` delivers
 /// a segment byte for byte (0) and says when one is missing (1). Through
@@ -1861,6 +1861,62 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
     outputs
         .push_str(&std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default());
     drop(guard);
+
+    // The monitoring check: the same figures as from the directory.
+    let figures = |repository: &str| {
+        let output = run_ok(
+            pitr(&binary, &server).args(["--json", "check", "--repo", repository]),
+            "check",
+        );
+        let checked = json(&output);
+        let figures = &checked["figures"];
+        let stable = ["backups", "gaps", "windows"].map(|name| figures[name].clone());
+        (checked["state"].clone(), stable)
+    };
+    let from_bucket = figures(&url);
+    assert_eq!(from_bucket, figures(&local));
+    assert_eq!(from_bucket.1[0], 2, "{from_bucket:?}");
+
+    // extract: the table as of the time between the second and third
+    // commits, from a scratch copy restored from the bucket.
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    give_to_pg_user(&scratch);
+    let dumped = dir.path().join("markers.sql");
+    let extract = pitr(&binary, &server)
+        .args(["extract", "--repo", &url, "--table", "public.markers"])
+        .args(["--to", &target, "--format", "plain", "--into-file"])
+        .arg(&dumped)
+        .arg("--scratch")
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    outputs.push_str(&text(&extract.stderr));
+    assert!(extract.status.success(), "{}", text(&extract.stderr));
+    let dump = std::fs::read_to_string(&dumped).unwrap();
+    let rows: Vec<&str> = dump
+        .lines()
+        .skip_while(|line| !line.starts_with("COPY public.markers"))
+        .skip(1)
+        .take_while(|line| *line != "\\.")
+        .collect();
+    assert_eq!(rows, ["1", "2"], "{dump}");
+
+    // drill: its report kept in a local directory (a repository in object
+    // storage keeps none unless told where), its restore from the bucket.
+    let reports = dir.path().join("drill-reports");
+    let drill = pitr(&binary, &server)
+        .args(["--json", "drill", "--repo", &url, "--to", &target])
+        .args(["--check", "SELECT count(*) = 2 FROM markers"])
+        .arg("--scratch")
+        .arg(&scratch)
+        .arg("--drill-reports")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    outputs.push_str(&text(&drill.stderr));
+    assert_eq!(drill.status.code(), Some(0), "{}", text(&drill.stderr));
+    assert_eq!(names_in(&reports).len(), 1, "one report, kept locally");
 
     // wal-fetch: a segment byte for byte as the directory has it (0), a
     // missing one (1).

@@ -85,9 +85,10 @@ fn known_gap(kind: Kind, rule: &str) -> Option<&'static str> {
 /// (`gcs_reads_as_far_as_the_server_goes`). A repository a real
 /// PostgreSQL 15 archived and backed up into a directory, uploaded object
 /// by object under a prefix, serves every read-only command from
-/// `gs://BUCKET/PREFIX`: `list`, `plan`, `verify` and `events` answer as
-/// from the directory; `restore` to a time (plain backup, exact rows) and
-/// to latest (seekable backup staged by two workers, exact rows);
+/// `gs://BUCKET/PREFIX`: `list`, `plan`, `verify`, `events` and `check`
+/// answer as from the directory; `restore` to a time (plain backup, exact
+/// rows) and to latest (seekable backup staged by two workers, exact
+/// rows), `extract` and `drill` (exact rows);
 /// `wal-fetch` 0, 1, and 126 with the server down; a backup beside its
 /// publishing marker is hidden; the server receives only GETs and HEADs
 /// and no object changes (tests/object_repo.rs,

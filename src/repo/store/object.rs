@@ -86,6 +86,11 @@ pub const CHUNK_SIZE: u64 = 8 << 20;
 /// connections downloading at once, which is what hides a real store's
 /// latency and per-connection bandwidth.
 pub const CHUNKS_IN_FLIGHT: usize = 3;
+// The memory an open object may hold (issue 14: a restore's peak RSS under
+// 200 MB at any database size, with the decompression and write buffers
+// and the WAL being prefetched beside it): raising either constant past it
+// is a decision to measure again with bench/object_restore_rss.sh.
+const _: () = assert!((CHUNKS_IN_FLIGHT as u64 + 1) * CHUNK_SIZE <= 32 << 20);
 /// Size of one part of a multipart upload (S3 needs at least 5 MiB).
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight.

@@ -501,8 +501,8 @@ pg1-socket-path={self.sock}
                         print(f"  {method} / pgbackrest-async rate: {rates[method] / rates['pgbackrest-async']:.2f}x "
                               f"(target >= 1)")
             if STORE == "garage":
-                print("  garage ignores conditional creates (If-None-Match: *): pitr archives through its fallback,\n"
-                      "  a HEAD to look, the PUT, and a read back (HEAD or GET) to compare: its requests are counted above")
+                print("  garage ignores conditional creates (If-None-Match: *): pitr archives through its fallback, a LIST of\n"
+                      "  the name's copies and a HEAD to look, the PUT, and a read back (HEAD) to compare: all counted above")
         if self.results:
             print(f"\n(b) restore of scale {SCALE} from {self.facts.get('store_name')} to a target time (median of {ROUNDS} interleaved rounds)")
             print(f"{'method':17} {'staging':>8} {'replay':>8} {'total':>8} {'rss_mb':>7} {'wait%':>6} {'markers':>8}")

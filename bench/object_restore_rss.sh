@@ -11,6 +11,11 @@
 # directory, under /usr/bin/time (peak RSS of pitr; PostgreSQL's own
 # processes are not pitr's). PITR defaults to target/release/pitr.
 #
+# pitr's own peak (VmHWM) is also read from /proc while it runs, with its
+# resident set every 0.2 s: SAMPLES=FILE keeps that timeline, and
+# RESTORE_WRAP="heaptrack -o FILE" runs the restore under a heap profiler
+# (what bench/results-object-rss-2026-12-06.txt quotes).
+#
 # Run as root. Needs s3s-fs (PITR_S3S_FS) and /usr/bin/time. Leaves
 # nothing behind.
 set -euo pipefail

@@ -14,7 +14,8 @@
 # pitr's own peak (VmHWM) is also read from /proc while it runs, with its
 # resident set every 0.2 s: SAMPLES=FILE keeps that timeline, and
 # RESTORE_WRAP="heaptrack -o FILE" runs the restore under a heap profiler
-# (what bench/results-object-rss-2026-12-06.txt quotes).
+# (what bench/results-object-rss-2026-12-06.txt quotes; heaptrack prints to
+# stdout, so the restored-rows check at the end then fails to read the JSON).
 #
 # Run as root. Needs s3s-fs (PITR_S3S_FS) and /usr/bin/time. Leaves
 # nothing behind.

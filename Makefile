@@ -26,6 +26,7 @@
 #   make bench-seekable  seekable full restore and delta restore against the floors and pgBackRest
 #   make bench-extract   pitr extract against a whole restore + pg_dump + load (SCALE, EXTRACT_ROUNDS)
 #   make bench-object    the restore from an S3 store (s3s-fs; stunnel for pgBackRest), archiving throughput, requests per segment
+#   make bench-object-garage  the same on three garage nodes (replication factor 3); opt-in, not in `make bench`
 #
 # PostgreSQL's server programs are installed from Debian's packages when
 # missing (PG_MAJOR selects the version the tests use).
@@ -40,7 +41,7 @@ PG_MATRIX ?= 13 14 16 17 18
 # refusal of another major's programs needs any other major).
 OTHER_PG_MAJOR ?= $(if $(filter 17,$(PG_MAJOR)),18,17)
 
-.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench bench-extract bench-object fuzz-smoke
+.PHONY: all build release test test-python test-loops test-cluster test-matrix matrix-fetch unit lint demo postgres other-postgres object-stores clean completions man bench bench-extract bench-object bench-object-garage fuzz-smoke
 
 all: build
 
@@ -169,3 +170,8 @@ bench-extract: postgres
 # pgBackRest), and archiving throughput and requests per segment (issue 14).
 bench-object: postgres
 	SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/object.sh
+
+# The same on three garage nodes (replication factor 3), opt-in like
+# test-cluster: garage is built once into the cache when missing (~41 min).
+bench-object-garage: postgres
+	STORE=garage SCALE=$(SCALE) ROUNDS=$(ROUNDS) PG_BIN=$(PG_BIN) CARGO="$(CARGO)" ./bench/object.sh

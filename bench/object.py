@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """Object-storage benchmark of pitr (issue 14). Run through bench/object.sh.
 
-One run, one S3 store (s3s-fs on 127.0.0.1, each request logged), pgBackRest
-2.45 reaching the same store through stunnel (TLS, self-signed certificate):
+One run, one S3 store on 127.0.0.1 (each request logged), pgBackRest 2.45
+reaching the same store through stunnel (TLS, self-signed certificate):
+
+STORE=s3s-fs (default): s3s-fs, one process, enforces conditional creates.
+STORE=garage: garage as three nodes on 127.0.0.1 with replication factor 3
+(the layout of tests/common/garage.rs), every request through node 1, whose
+log counts them; garage ignores conditional creates, so pitr archives
+through its fallback (look, write, read back) and its requests say so.
 
 (a) archiving: a backlog of ARCHIVE_SEGMENTS full segments is made with
     archiving stalled, then drained by one method while the clock runs, for
@@ -36,11 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import restore as base  # noqa: E402  (the shared helpers, same environment)
 from restore import log, run, mkdir_pg, chown_pg, median, fmt, loadavg, PG_BIN, SCALE, ROUNDS  # noqa: E402
 
+STORE = os.environ.get("STORE", "s3s-fs")
 S3S_FS = os.environ.get("S3S_FS", "")
+GARAGE = os.environ.get("GARAGE", "")
 ARCHIVE_SEGMENTS = int(os.environ.get("ARCHIVE_SEGMENTS", "48"))
 BUCKET = "bench"
 ACCESS_KEY = "bench-access"
 SECRET_KEY = "bench-secret-0123456789"
+GARAGE_NODES = 3
+# The S3 region garage answers for (its configuration says so).
+GARAGE_REGION = "garage"
 ARCHIVERS = ["pitr-serial", "pitr-ahead", "pgbackrest-async"]
 RESTORERS = ["pgbackrest", "pgbackrest-async", "pitr"]
 
@@ -73,22 +84,16 @@ class ObjectBench(base.Bench):
         super().__init__()
         self.s3_port = free_port()
         self.tls_port = free_port()
-        self.s3_log = self.work / "s3s-fs.log"
+        self.s3_log = self.work / "store.log"
         self.archiving: list[dict] = []
 
     # -- the store and its TLS front --
 
     def start_store(self) -> None:
-        data = mkdir_pg(self.work / "s3", 0o755)
-        (data / BUCKET).mkdir()
-        env = dict(os.environ, RUST_LOG="s3s::service=debug")
-        out = open(self.s3_log, "w")
-        self.s3 = subprocess.Popen(
-            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.s3_port),
-             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, str(data)],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env)
-        self.children.append(self.s3)
-        wait_port(self.s3_port)
+        if STORE == "garage":
+            self.start_garage()
+        else:
+            self.start_s3s_fs()
         tls = self.work / "tls"
         tls.mkdir()
         run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -106,11 +111,105 @@ key = {tls}/key.pem
                                         stderr=open(tls / "stunnel.log", "w"), stdin=subprocess.DEVNULL)
         self.children.append(self.stunnel)
         wait_port(self.tls_port)
-        self.facts["store"] = f"s3s-fs on 127.0.0.1:{self.s3_port}, stunnel TLS on :{self.tls_port}"
+        self.facts["store"] += f", stunnel TLS on :{self.tls_port}"
+
+    def start_s3s_fs(self) -> None:
+        self.access_key, self.secret_key, self.region = ACCESS_KEY, SECRET_KEY, "us-east-1"
+        data = mkdir_pg(self.work / "s3", 0o755)
+        (data / BUCKET).mkdir()
+        env = dict(os.environ, RUST_LOG="s3s::service=debug")
+        out = open(self.s3_log, "w")
+        self.s3 = subprocess.Popen(
+            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.s3_port),
+             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, str(data)],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env)
+        self.children.append(self.s3)
+        wait_port(self.s3_port)
+        self.facts["store"] = f"s3s-fs on 127.0.0.1:{self.s3_port}"
+        self.facts["store_name"] = "s3s-fs"
+
+    def garage(self, node: int, *args: str) -> str:
+        """The garage CLI against node `node` (counted from 0)."""
+        return run([GARAGE, "-c", self.work / "garage" / f"node{node + 1}" / "garage.toml", *args],
+                   capture=True).stdout
+
+    def start_garage(self) -> None:
+        """GARAGE_NODES nodes as tests/common/garage.rs starts them: one
+        rpc_secret, sqlite metadata, replication_factor = the node count,
+        each node its own zone in the layout, one bucket and one key. Node
+        1 takes every request and logs each (garage_api_common at info)."""
+        self.region = GARAGE_REGION
+        # 32 bytes in hex; a secret for nodes on loopback only.
+        rpc_secret = "".join(f"{(i * 37 + 11) % 256:02x}" for i in range(32))
+        ports = []
+        while len(ports) < 3 * GARAGE_NODES:
+            port = free_port()
+            if port not in ports and port not in (self.s3_port, self.tls_port):
+                ports.append(port)
+        self.garage_nodes = []
+        for index in range(GARAGE_NODES):
+            node_dir = self.work / "garage" / f"node{index + 1}"
+            node_dir.mkdir(parents=True)
+            rpc, s3, admin = ports[3 * index:3 * index + 3]
+            (node_dir / "garage.toml").write_text(f"""metadata_dir = "{node_dir}/meta"
+data_dir = "{node_dir}/data"
+db_engine = "sqlite"
+replication_factor = {GARAGE_NODES}
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{rpc_secret}"
+[s3_api]
+s3_region = "{GARAGE_REGION}"
+api_bind_addr = "127.0.0.1:{s3}"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+""")
+            log_path = self.s3_log if index == 0 else node_dir / "server.log"
+            rust_log = "garage=warn,garage_api_common=info" if index == 0 else "garage=warn"
+            env = dict(os.environ, RUST_LOG=rust_log, NO_COLOR="1")
+            out = open(log_path, "w")
+            node = subprocess.Popen([GARAGE, "-c", node_dir / "garage.toml", "server"],
+                                    stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env)
+            self.children.append(node)
+            self.garage_nodes.append(node)
+            if index == 0:
+                self.s3_port = s3
+            wait_port(rpc, 60)
+            wait_port(s3, 60)
+        ids = [self.garage(index, "node", "id", "-q").strip() for index in range(GARAGE_NODES)]
+        for node_id in ids[1:]:
+            self.garage(0, "node", "connect", node_id)
+        for index, node_id in enumerate(ids):
+            # Capacity only weighs the nodes against each other; with
+            # replication factor = node count every node holds everything.
+            self.garage(0, "layout", "assign", "-z", f"dc{index + 1}", "-c", "100G", node_id[:16])
+        self.garage(0, "layout", "apply", "--version", "1")
+        deadline = time.monotonic() + 60
+        while True:
+            status = self.garage(0, "status")
+            if status.split("FAILED NODES")[0].count("127.0.0.1:") >= GARAGE_NODES:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"garage: not every node healthy after 60 s:\n{status}")
+            time.sleep(0.2)
+        self.garage(0, "bucket", "create", BUCKET)
+        key = self.garage(0, "key", "create", "bench-key")
+
+        def field(name: str) -> str:
+            for line in key.splitlines():
+                if line.startswith(name):
+                    return line.split()[-1]
+            raise RuntimeError(f"garage key create: no {name} in:\n{key}")
+        self.access_key, self.secret_key = field("Key ID"), field("Secret key")
+        self.garage(0, "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "bench-key")
+        self.facts["store"] = (f"garage {GARAGE_NODES} nodes on 127.0.0.1 (replication factor {GARAGE_NODES}), "
+                               f"S3 through node 1 on :{self.s3_port}")
+        self.facts["store_name"] = f"garage x{GARAGE_NODES}"
 
     def s3_env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}", "AWS_REGION": "us-east-1",
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}", "AWS_REGION": self.region,
                 "AWS_ALLOW_HTTP": "true"}
 
     def env_prefix(self) -> str:
@@ -122,9 +221,18 @@ key = {tls}/key.pem
         return run([self.pitr, *args], env=env, **kw)
 
     def requests(self) -> list[str]:
+        """Every request the store has logged so far, as "METHOD URI"."""
+        if STORE == "garage":
+            # "ADDR (key ID) METHOD URI"; an error reply is logged again
+            # with "in response to": not a second request.
+            pattern = r"\) (GET|PUT|HEAD|POST|DELETE) (\S+)\s*$"
+        else:
+            pattern = r"req: Request \{ method: (\w+), uri: (\S+),"
         out = []
         for line in self.s3_log.read_text(errors="replace").splitlines():
-            m = re.search(r"req: Request \{ method: (\w+), uri: (\S+),", line)
+            if "in response to" in line:
+                continue
+            m = re.search(pattern, line)
             if m:
                 out.append(f"{m.group(1)} {m.group(2)}")
         return out
@@ -150,9 +258,9 @@ repo1-path={stanza_path}
 repo1-s3-bucket={BUCKET}
 repo1-s3-endpoint=127.0.0.1
 repo1-storage-port={self.tls_port}
-repo1-s3-region=us-east-1
-repo1-s3-key={ACCESS_KEY}
-repo1-s3-key-secret={SECRET_KEY}
+repo1-s3-region={self.region}
+repo1-s3-key={self.access_key}
+repo1-s3-key-secret={self.secret_key}
 repo1-s3-uri-style=path
 repo1-storage-verify-tls=n
 repo1-retention-full=1
@@ -370,7 +478,7 @@ pg1-socket-path={self.sock}
 
     def report(self) -> None:
         print("=" * 100)
-        print(f"object storage benchmark (issue 14): scale {SCALE}, {ROUNDS} rounds; {self.facts.get('versions')}")
+        print(f"object storage benchmark (issue 14), store {STORE}: scale {SCALE}, {ROUNDS} rounds; {self.facts.get('versions')}")
         print(f"store: {self.facts.get('store')}; database {self.facts.get('db_size_gb', 0):.2f} GiB; "
               f"load average now {loadavg():.1f} (2 cores, shared)")
         if self.archiving:
@@ -392,8 +500,11 @@ pg1-socket-path={self.sock}
                     if method in rates:
                         print(f"  {method} / pgbackrest-async rate: {rates[method] / rates['pgbackrest-async']:.2f}x "
                               f"(target >= 1)")
+            if STORE == "garage":
+                print("  garage ignores conditional creates (If-None-Match: *): pitr archives through its fallback, a LIST of\n"
+                      "  the name's copies and a HEAD to look, the PUT, and a read back (HEAD) to compare: all counted above")
         if self.results:
-            print(f"\n(b) restore of scale {SCALE} from s3s-fs to a target time (median of {ROUNDS} interleaved rounds)")
+            print(f"\n(b) restore of scale {SCALE} from {self.facts.get('store_name')} to a target time (median of {ROUNDS} interleaved rounds)")
             print(f"{'method':17} {'staging':>8} {'replay':>8} {'total':>8} {'rss_mb':>7} {'wait%':>6} {'markers':>8}")
             totals = {}
             for method in RESTORERS:
@@ -417,8 +528,14 @@ pg1-socket-path={self.sock}
 
 
 def main() -> int:
-    if not S3S_FS or not Path(S3S_FS).exists():
+    if STORE not in ("s3s-fs", "garage"):
+        log(f"STORE must be s3s-fs or garage, not {STORE}")
+        return 2
+    if STORE == "s3s-fs" and not (S3S_FS and Path(S3S_FS).exists()):
         log("S3S_FS must name the s3s-fs binary (bench/object.sh finds it)")
+        return 2
+    if STORE == "garage" and not (GARAGE and Path(GARAGE).exists()):
+        log("GARAGE must name the garage binary (bench/object.sh finds it)")
         return 2
     bench = ObjectBench()
 

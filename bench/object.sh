@@ -6,6 +6,7 @@
 # repo1-storage-verify-tls=n, repo1-s3-uri-style=path).
 #
 #   SCALE=300 ROUNDS=3 ./bench/object.sh        # what `make bench` runs
+#   SCALE=300 ROUNDS=1 STORE=garage ./bench/object.sh
 #   SCALE=10 ROUNDS=1 WORKLOAD_WAL_MB=100 ARCHIVE_SEGMENTS=16 ./bench/object.sh
 #
 # (a) archiving throughput from a backlog: pitr wal-push with and without
@@ -19,6 +20,9 @@
 # Environment: as bench/restore.sh (SCALE, ROUNDS, WORKLOAD_WAL_MB,
 # WORKLOAD_SECONDS, PG_BIN, BENCH_DIR, RESULTS, KEEP, CARGO_TARGET_DIR), and
 #   ARCHIVE_SEGMENTS  segments of backlog per archiving drain (default 48)
+#   STORE             s3s-fs (default) or garage: three garage nodes on
+#                     127.0.0.1, replication factor 3, as `make test-cluster`
+#                     starts them (built once into the cache, ~41 min)
 #
 # Needs root; installs Debian's pgbackrest, stunnel4 and time packages when
 # missing, and s3s-fs into its cache (scripts/object-stores.sh). Everything
@@ -50,15 +54,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-"$here/scripts/object-stores.sh" fetch s3s-fs >/dev/null
-S3S_FS=$("$here/scripts/object-stores.sh" bin s3s-fs)
-export S3S_FS
+export STORE=${STORE:-s3s-fs}
+case "$STORE" in
+    s3s-fs)
+        S3S_FS=$("$here/scripts/object-stores.sh" bin s3s-fs)
+        export S3S_FS ;;
+    garage)
+        GARAGE=$("$here/scripts/object-stores.sh" bin garage)
+        export GARAGE ;;
+    *) echo "STORE must be s3s-fs or garage, not $STORE" >&2; exit 2 ;;
+esac
 
 (cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
 export PITR_BUILD="$target_dir/release/pitr"
 
-suffix=; [ "$SCALE" = 300 ] || suffix=-s$SCALE
-results=${RESULTS-$here/bench/results-object-$(date +%Y-%m-%d)$suffix.txt}
+store=; [ "$STORE" = s3s-fs ] || store=-$STORE
+results=${RESULTS-$here/bench/results-object-$(date +%Y-%m-%d)$store-s$SCALE.txt}
 if [ -n "$results" ]; then
     python3 -u "$here/bench/object.py" 2>&1 | tee "$results"
     exit "${PIPESTATUS[0]}"

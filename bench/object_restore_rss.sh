@@ -11,6 +11,12 @@
 # directory, under /usr/bin/time (peak RSS of pitr; PostgreSQL's own
 # processes are not pitr's). PITR defaults to target/release/pitr.
 #
+# pitr's own peak (VmHWM) is also read from /proc while it runs, with its
+# resident set every 0.2 s: SAMPLES=FILE keeps that timeline, and
+# RESTORE_WRAP="heaptrack -o FILE" runs the restore under a heap profiler
+# (what bench/results-object-rss-2026-12-06.txt quotes; heaptrack prints to
+# stdout, so the restored-rows check at the end then fails to read the JSON).
+#
 # Run as root. Needs s3s-fs (PITR_S3S_FS) and /usr/bin/time. Leaves
 # nothing behind.
 set -euo pipefail
@@ -82,10 +88,23 @@ echo "WAL after the backup: $(ls "$work/s3/$bucket/repo/wal" | wc -l) archived f
 
 rport=$((port + 100))
 start=$(date +%s.%N)
-/usr/bin/time -f '%M' -o "$work/restore.rss" "$pitr" --json restore --repo "$url" --to latest \
-    --pgdata "$work/restored" --port "$rport" --action promote > "$work/restore.out" 2> "$work/restore.err" \
-    || { echo "restore failed:"; tail -20 "$work/restore.err"; exit 1; }
+/usr/bin/time -f '%M' -o "$work/restore.rss" ${RESTORE_WRAP:-} "$pitr" --json restore --repo "$url" --to latest \
+    --pgdata "$work/restored" --port "$rport" --action promote > "$work/restore.out" 2> "$work/restore.err" &
+timer=$!
+# /usr/bin/time's figure is the largest of pitr and every process it
+# waited for; pitr's own peak (VmHWM) and its resident set over time are
+# read from /proc while it runs.
+pid=""
+for _ in $(seq 100); do pid=$(cat /proc/$timer/task/$timer/children 2>/dev/null | cut -d' ' -f1); [ -n "$pid" ] && break; sleep 0.05; done
+: > "$work/restore.samples"
+while [ -n "$pid" ] && [ -r /proc/$pid/status ]; do
+    awk -v t="$(date +%s.%N)" '/^VmHWM|^VmRSS|^RssAnon|^RssFile|^Threads/ {printf "%s %s ", $1, $2} END {printf "t=%s\n", t}' /proc/$pid/status >> "$work/restore.samples" 2>/dev/null || true
+    sleep 0.2
+done
+wait $timer || { echo "restore failed:"; tail -20 "$work/restore.err"; exit 1; }
+own_peak=$(grep -o 'VmHWM: [0-9]*' "$work/restore.samples" | tail -1 | cut -d' ' -f2)
+[ -n "${SAMPLES:-}" ] && cp "$work/restore.samples" "$SAMPLES"
 wall=$(echo "$(date +%s.%N) - $start" | bc | cut -c1-6)
 socket=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["socket_dir"])' "$work/restore.out")
 got=$(as_pg "$PG_BIN/psql" -X -q -A -t -h "$socket" -p "$rport" -U postgres -d postgres -c "SELECT sum(abalance) FROM pgbench_accounts" 2>/dev/null || echo "?")
-echo "restore --to latest: $wall s, peak RSS $(tail -1 "$work/restore.rss") kB (target < 204800 kB); sum(abalance) restored $got, expected $expected"
+echo "restore --to latest: $wall s, peak RSS $(tail -1 "$work/restore.rss") kB (/usr/bin/time, pitr and what it waited for; target < 204800 kB), pitr's own VmHWM ${own_peak:-?} kB; sum(abalance) restored $got, expected $expected"

@@ -101,7 +101,9 @@ fn report(failure: &Failure) {
 /// block freed, after which such blocks come from the heap and stay
 /// resident: a restore from an object store grew with the WAL it read (51
 /// MB at pgbench scale 20, 69 MB at 50, 103 MB at 100); with the threshold
-/// fixed, 53 MB at scale 50 and 85 MB at 100 (bench/object_restore_rss.sh).
+/// fixed, 53 MB at scale 50 and 85 MB at 100 (bench/object_restore_rss.sh),
+/// the rest of that growth being the ranged GETs in flight, now bounded
+/// (`repo::store::object::CHUNK_SIZE`).
 fn keep_large_buffers_off_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes an allocator parameter, and runs before

@@ -73,11 +73,24 @@ use super::{
     ObjectInfo, ObjectReader, ObjectSink, Staging, StoreRead, StoreWrite, Version, WriteError,
 };
 
-/// Size of one ranged GET of [`StoreRead::open`]: one WAL segment is one
-/// request, and a slow link still moves it within the client's timeout.
-pub const CHUNK_SIZE: u64 = 16 << 20;
-/// Ranged GETs of one open object in flight ahead of its reader.
+/// Size of one ranged GET of [`StoreRead::open`]: a compressed WAL
+/// segment is one request, and a slow link still moves it within the
+/// client's timeout. Each GET is held whole until its reader has consumed
+/// it, so this times `CHUNKS_IN_FLIGHT + 1` is what an open object costs:
+/// 32 MiB here, reached once an object is that large (a pgbench scale-50
+/// backup), so a restore's memory is the same at any larger size. With 16
+/// MiB GETs it was 64 MiB, reached only past scale 100: 53 MB at scale
+/// 50, 85 MB at 100 (bench/object_restore_rss.sh).
+pub const CHUNK_SIZE: u64 = 8 << 20;
+/// Ranged GETs of one open object in flight ahead of its reader: three
+/// connections downloading at once, which is what hides a real store's
+/// latency and per-connection bandwidth.
 pub const CHUNKS_IN_FLIGHT: usize = 3;
+// The memory an open object may hold (issue 14: a restore's peak RSS under
+// 200 MB at any database size, with the decompression and write buffers
+// and the WAL being prefetched beside it): raising either constant past it
+// is a decision to measure again with bench/object_restore_rss.sh.
+const _: () = assert!((CHUNKS_IN_FLIGHT as u64 + 1) * CHUNK_SIZE <= 32 << 20);
 /// Size of one part of a multipart upload (S3 needs at least 5 MiB).
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight.

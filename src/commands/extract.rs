@@ -431,6 +431,9 @@ fn restore_copy(
         bin_dir: args.bin_dir.as_deref(),
         os_user: &args.os_user,
         only_database,
+        // Every copy extract makes is removed (or kept for a look): see
+        // `Durability::Throwaway`.
+        throwaway: true,
     };
     let run = copy.restore(&request, reporter).map_err(not_restored)?;
     if run.report.is_none() {

@@ -19,7 +19,7 @@ use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Observed, RecoveryError};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
-use crate::postgres::settings::{restore_command, FetchFrom, RecoverySettings};
+use crate::postgres::settings::{restore_command, Durability, FetchFrom, RecoverySettings};
 use crate::prefetch::{create_spool, PrefetchStats, Prefetcher};
 use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
@@ -83,7 +83,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let prefetcher = if args.no_prefetch {
         None
     } else {
-        start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?
+        start_prefetch(&plan, &catalog, &pgdata, &user, durability(args))
+            .or_fail(FailureKind::Staging)?
     };
     let settings = recovery_settings(
         args,
@@ -147,7 +148,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         confirm_end_of_archive(&plan, &observed, &server)?;
     }
     let recovery_time = recovery_started.elapsed();
-    let handover = if state == FinalState::Promoted {
+    // A scratch copy is not restarted into the backup's configuration:
+    // nobody connects to it but pitr, through the socket it recovered
+    // with, and the restart's shutdown checkpoint would write out every
+    // page replay changed, only for the copy to be removed.
+    let handover = if state == FinalState::Promoted && !args.scratch_copy {
         Some(hand_over_promoted(
             args,
             &server,
@@ -347,6 +352,16 @@ fn recovery_settings(
         socket_dir: socket_dir.to_string_lossy().into_owned(),
         keep_archiving: keep_archiving(args),
         major_version,
+        durability: durability(args),
+    }
+}
+
+/// `--scratch-copy`: a copy thrown away after one use needs no flush.
+fn durability(args: &RestoreArgs) -> Durability {
+    if args.scratch_copy {
+        Durability::Throwaway
+    } else {
+        Durability::Durable
     }
 }
 
@@ -526,6 +541,7 @@ fn start_prefetch(
     catalog: &Catalog,
     pgdata: &Path,
     user: &OsUser,
+    durability: Durability,
 ) -> anyhow::Result<Option<Prefetcher>> {
     let Some(spool) = create_spool(pgdata, user)? else {
         return Ok(None);
@@ -546,6 +562,7 @@ fn start_prefetch(
         &spool,
         user.clone(),
         PREFETCH_AHEAD,
+        durability,
     )))
 }
 

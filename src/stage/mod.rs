@@ -26,7 +26,7 @@ use crate::interrupt;
 use crate::os_user::OsUser;
 use crate::plan::Plan;
 use crate::postgres::configure::prepare_data_directory;
-use crate::postgres::settings::RecoverySettings;
+use crate::postgres::settings::{Durability, RecoverySettings};
 use crate::progress::Reporter;
 use crate::repo::manifest_check::ManifestCheck;
 use crate::repo::store::StoreRead;
@@ -126,7 +126,12 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     if interrupt::requested() {
         bail!(Interrupted);
     }
-    durable::make_durable(staging.path(), &staged_tablespaces, reporter)?;
+    // A scratch copy is not flushed: it is never used after a crash
+    // (`Durability::Throwaway`), and syncfs would also wait for whatever
+    // else is dirty on the filesystem.
+    if request.settings.durability == Durability::Durable {
+        durable::make_durable(staging.path(), &staged_tablespaces, reporter)?;
+    }
     let moved_aside = commit::commit(
         staging,
         &mut staged_tablespaces,

@@ -212,6 +212,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_throwaway_copy_runs_without_fsync() {
+        for major in [13, 15, 18] {
+            let mut settings = settings(major);
+            let durable = settings.render("test");
+            assert!(!durable.contains("fsync"), "{durable}");
+            assert_eq!(
+                durable.contains("recovery_init_sync_method = 'syncfs'"),
+                major >= 14,
+                "{durable}"
+            );
+            settings.durability = Durability::Throwaway;
+            let throwaway = settings.render("test");
+            assert!(throwaway.contains("\nfsync = 'off'\n"), "{throwaway}");
+            assert!(
+                !throwaway.contains("recovery_init_sync_method"),
+                "{throwaway}"
+            );
+        }
+    }
+
+    #[test]
     fn the_action_is_written_as_postgresql_must_act() {
         let written = |action: Action, target: Target| {
             let mut settings = settings(15);

@@ -309,6 +309,17 @@ shared_buffers = 256MB
               + ", ".join(f"{form} {statistics.median(r['cleanup_seconds'] for r in self.results if r['form'] == form and r['way'] == 'manual'):.1f}s"
                           for form in ("default", "seekable"))
               + "; extract's phases per round are in the log above)")
+        # The floor: what no extract can skip, measured inside extract
+        # itself (the copy's server started and its WAL replayed to the
+        # target, promotion included, then the dump and the load).
+        for form in ("default", "seekable"):
+            rows = [r for r in self.results if r["form"] == form]
+            floor = statistics.median(r["phases"]["restore_phases"]["recovery"] + r["phases"]["dump_and_load"]
+                                      for r in rows if r["way"] == "extract")
+            manual = statistics.median(r["seconds"] for r in rows if r["way"] == "manual")
+            manual_loaded = statistics.median(r["without_cleanup"] for r in rows if r["way"] == "manual")
+            print(f"floor ({form}): server start + replay to the target + dump and load {floor:.1f}s = "
+                  f"{floor / manual:.2f}x the manual way with clean-up, {floor / manual_loaded:.2f}x without")
         return 0 if any(ok for _, ok in met) else 1
 
 

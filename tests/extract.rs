@@ -818,6 +818,12 @@ fn only_the_chosen_database_is_written() {
     assert!(output.status.success(), "{text}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows_of(&sock, port, "small", "items_fpw_off"), expected);
+    // The WAL is read while the copy is staged with what the catalog
+    // allows sparse; what the WAL forbids is then staged again, whole.
+    assert!(
+        text.contains("again: the WAL needs more databases written in full"),
+        "{text}"
+    );
     let written = &summary["written"];
     assert_eq!(
         written["sparse_databases"],

@@ -98,36 +98,31 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &socket_dir,
         major_version,
     );
-    let scope = args
-        .only_database
-        .as_deref()
-        .map(|name| scope::for_restore(name, &catalog, &plan, combine.is_some(), reporter));
-    let sparse_databases: Vec<u32> = match &scope {
-        Some(Scope::Sparse { databases, .. }) => databases.keys().copied().collect(),
-        _ => Vec::new(),
-    };
     let planned = started.elapsed();
 
     let staging_started = Instant::now();
-    let staged = stage_backup(
-        args.delta,
-        &StageRequest {
-            backups: catalog.stores.backups.as_ref(),
-            plan: &plan,
-            pgdata: &pgdata,
-            destination: &destination,
-            placements: &placements,
-            user: &user,
-            settings: &settings,
-            verify: !args.no_verify,
-            combine: combine.as_ref(),
-            workers: args
-                .jobs
-                .map_or_else(crate::stage::parallel::workers, |n| n as usize),
-            sparse_databases: &sparse_databases,
-        },
-        reporter,
-    )?;
+    let request = StageRequest {
+        backups: catalog.stores.backups.as_ref(),
+        plan: &plan,
+        pgdata: &pgdata,
+        destination: &destination,
+        placements: &placements,
+        user: &user,
+        settings: &settings,
+        verify: !args.no_verify,
+        combine: combine.as_ref(),
+        workers: args
+            .jobs
+            .map_or_else(crate::stage::parallel::workers, |n| n as usize),
+        sparse_databases: &[],
+    };
+    let (staged, scope) = match args.only_database.as_deref() {
+        None => (stage_backup(args.delta, &request, reporter)?, None),
+        Some(name) => {
+            let (staged, scope) = stage_one_database(name, &request, &catalog, reporter)?;
+            (staged, Some(scope))
+        }
+    };
     let staging_time = staging_started.elapsed();
 
     let recovery_started = Instant::now();
@@ -418,6 +413,83 @@ fn stage_backup(
         reporter.step(format!("note: {note}"));
     }
     Ok(staged)
+}
+
+/// `--only-database NAME`: the other databases' relation files staged as
+/// sparse files where the WAL allows it ([`scope`]). Reading the WAL to
+/// decide takes as long as staging the few files written, so when this
+/// restore makes a new data directory (extract's copies) the two run at
+/// once: staging leaves sparse every database the backup's catalog
+/// allows, and should the WAL then forbid one (full_page_writes off, a
+/// CREATE DATABASE copying it), the directory just made is removed and
+/// staged again as the WAL allows.
+fn stage_one_database(
+    name: &str,
+    request: &StageRequest<'_>,
+    catalog: &Catalog,
+    reporter: &Reporter,
+) -> Result<(Staged, Scope), Failure> {
+    let combined = request.combine.is_some();
+    let new_directory =
+        *request.destination == Destination::Absent && request.placements.is_empty();
+    if combined || !new_directory {
+        let scope = scope::for_restore(name, catalog, request.plan, combined, reporter);
+        let sparse = scope.sparse_oids();
+        let staged = stage_backup(
+            false,
+            &StageRequest {
+                sparse_databases: &sparse,
+                ..*request
+            },
+            reporter,
+        )?;
+        return Ok((staged, scope));
+    }
+    let databases = scope::backup_databases(catalog, request.plan, reporter);
+    let candidates: Vec<u32> = databases
+        .as_deref()
+        .map(|databases| scope::candidates(databases, name).into_keys().collect())
+        .unwrap_or_default();
+    let (staged, facts) = std::thread::scope(|threads| {
+        let facts = (!candidates.is_empty())
+            .then(|| threads.spawn(|| scope::read_wal_facts(request.plan, &catalog.archive)));
+        let staged = stage_backup(
+            false,
+            &StageRequest {
+                sparse_databases: &candidates,
+                ..*request
+            },
+            reporter,
+        );
+        let facts = facts.map(|reading| {
+            reading.join().unwrap_or_else(|_| scope::WalFacts {
+                not_proven: Some("reading the WAL failed".to_string()),
+                ..scope::WalFacts::default()
+            })
+        });
+        (staged, facts)
+    });
+    let staged = staged?;
+    let scope = scope::decide(databases.as_deref(), name, || facts.unwrap_or_default());
+    scope.report(name, reporter);
+    let sparse = scope.sparse_oids();
+    if sparse == candidates {
+        return Ok((staged, scope));
+    }
+    reporter.step(format!(
+        "staging {} again: the WAL needs more databases written in full than the backup's catalog suggested",
+        request.pgdata.display()
+    ));
+    crate::stage::remove_new_data_directory(request.pgdata).or_fail(FailureKind::Staging)?;
+    let staged = stage_backup(
+        false,
+        &StageRequest {
+            sparse_databases: &sparse,
+            ..*request
+        },
+        reporter,
+    )?;
+    Ok((staged, scope))
 }
 
 /// Starts PostgreSQL on the staged data directory and waits for its PID.

@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::interrupt;
 use crate::os_user::OsUser;
@@ -90,6 +90,13 @@ pub struct StageRequest<'a> {
     /// of their size, not extracted ([`sparse`]); empty for a whole
     /// restore.
     pub sparse_databases: &'a [u32],
+}
+
+/// Removes a data directory a restore has just staged where nothing was
+/// before (`Destination::Absent`, no tablespaces), to stage it again.
+pub fn remove_new_data_directory(pgdata: &Path) -> Result<()> {
+    std::fs::remove_dir_all(pgdata)
+        .with_context(|| format!("cannot remove `{}` to stage it again", pgdata.display()))
 }
 
 /// Extracts the backup, writes the recovery settings, gives everything to

@@ -735,7 +735,7 @@ fn only_the_chosen_database_is_written() {
         steps <= step("total") && step("total") - steps < 0.5,
         "{seconds:#}"
     );
-    for phase in ["plan", "staging", "recovery"] {
+    for phase in ["plan", "staging", "recovery", "wal_read"] {
         assert!(
             seconds["restore_phases"][phase].as_f64().is_some(),
             "{seconds:#}"

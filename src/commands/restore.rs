@@ -116,11 +116,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             .map_or_else(crate::stage::parallel::workers, |n| n as usize),
         sparse_databases: &[],
     };
-    let (staged, scope) = match args.only_database.as_deref() {
-        None => (stage_backup(args.delta, &request, reporter)?, None),
+    let (staged, scope, wal_read) = match args.only_database.as_deref() {
+        None => (stage_backup(args.delta, &request, reporter)?, None, None),
         Some(name) => {
-            let (staged, scope) = stage_one_database(name, &request, &catalog, reporter)?;
-            (staged, Some(scope))
+            let (staged, scope, wal_read) = stage_one_database(name, &request, &catalog, reporter)?;
+            (staged, Some(scope), wal_read)
         }
     };
     let staging_time = staging_started.elapsed();
@@ -173,6 +173,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         scope: scope.as_ref().zip(args.only_database.as_deref()),
         sparse: (staged.sparse_files, staged.sparse_bytes),
         timings: [planned, staging_time, recovery_time, started.elapsed()],
+        wal_read,
         server: &server,
         prefetched,
         archiving_kept: keep_archiving(args),
@@ -422,18 +423,20 @@ fn stage_backup(
 /// once: staging leaves sparse every database the backup's catalog
 /// allows, and should the WAL then forbid one (full_page_writes off, a
 /// CREATE DATABASE copying it), the directory just made is removed and
-/// staged again as the WAL allows.
+/// staged again as the WAL allows. Returns the time the WAL was read.
 fn stage_one_database(
     name: &str,
     request: &StageRequest<'_>,
     catalog: &Catalog,
     reporter: &Reporter,
-) -> Result<(Staged, Scope), Failure> {
+) -> Result<(Staged, Scope, Option<Duration>), Failure> {
     let combined = request.combine.is_some();
     let new_directory =
         *request.destination == Destination::Absent && request.placements.is_empty();
     if combined || !new_directory {
+        let deciding = Instant::now();
         let scope = scope::for_restore(name, catalog, request.plan, combined, reporter);
+        let decided = deciding.elapsed();
         let sparse = scope.sparse_oids();
         let staged = stage_backup(
             false,
@@ -443,7 +446,7 @@ fn stage_one_database(
             },
             reporter,
         )?;
-        return Ok((staged, scope));
+        return Ok((staged, scope, Some(decided)));
     }
     let databases = scope::backup_databases(catalog, request.plan, reporter);
     let candidates: Vec<u32> = databases
@@ -451,8 +454,13 @@ fn stage_one_database(
         .map(|databases| scope::candidates(databases, name).into_keys().collect())
         .unwrap_or_default();
     let (staged, facts) = std::thread::scope(|threads| {
-        let facts = (!candidates.is_empty())
-            .then(|| threads.spawn(|| scope::read_wal_facts(request.plan, &catalog.archive)));
+        let facts = (!candidates.is_empty()).then(|| {
+            threads.spawn(|| {
+                let reading = Instant::now();
+                let facts = scope::read_wal_facts(request.plan, &catalog.archive);
+                (facts, reading.elapsed())
+            })
+        });
         let staged = stage_backup(
             false,
             &StageRequest {
@@ -462,19 +470,25 @@ fn stage_one_database(
             reporter,
         );
         let facts = facts.map(|reading| {
-            reading.join().unwrap_or_else(|_| scope::WalFacts {
-                not_proven: Some("reading the WAL failed".to_string()),
-                ..scope::WalFacts::default()
+            reading.join().unwrap_or_else(|_| {
+                let failed = scope::WalFacts {
+                    not_proven: Some("reading the WAL failed".to_string()),
+                    ..scope::WalFacts::default()
+                };
+                (failed, Duration::ZERO)
             })
         });
         (staged, facts)
     });
     let staged = staged?;
-    let scope = scope::decide(databases.as_deref(), name, || facts.unwrap_or_default());
+    let wal_read = facts.as_ref().map(|(_, took)| *took);
+    let scope = scope::decide(databases.as_deref(), name, || {
+        facts.map(|(facts, _)| facts).unwrap_or_default()
+    });
     scope.report(name, reporter);
     let sparse = scope.sparse_oids();
     if sparse == candidates {
-        return Ok((staged, scope));
+        return Ok((staged, scope, wal_read));
     }
     reporter.step(format!(
         "staging {} again: the WAL needs more databases written in full than the backup's catalog suggested",
@@ -489,7 +503,7 @@ fn stage_one_database(
         },
         reporter,
     )?;
-    Ok((staged, scope))
+    Ok((staged, scope, wal_read))
 }
 
 /// Starts PostgreSQL on the staged data directory and waits for its PID.
@@ -842,6 +856,9 @@ struct Summary<'a> {
     sparse: (u64, u64),
     /// plan, staging, recovery, total.
     timings: [Duration; 4],
+    /// `--only-database`: the time the WAL was read to decide what may
+    /// stay sparse (while staging, when run alongside it).
+    wal_read: Option<Duration>,
     server: &'a Server,
     prefetched: Option<PrefetchStats>,
     /// `--keep-archiving` or `--in-place`: the server archives with the
@@ -1038,7 +1055,13 @@ impl Summary<'_> {
             "delta": self.delta,
             "only_database": self.scope.map(|(scope, name)| scope.json(name, self.sparse)),
             "prefetch": self.prefetched,
-            "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
+            "seconds": {
+                "plan": plan,
+                "staging": staging,
+                "recovery": recovery,
+                "total": total,
+                "wal_read": self.wal_read.map(|d| d.as_secs_f64()),
+            },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
         })
     }

@@ -123,8 +123,12 @@ impl Summary<'_> {
         let s = |d: Duration| d.as_secs_f64();
         let phases = &self.report["seconds"];
         let phase = |name: &str| phases[name].as_f64().unwrap_or(0.0);
+        let wal_read = phases["wal_read"]
+            .as_f64()
+            .map(|read| format!(" with the WAL read in {read:.1}s"))
+            .unwrap_or_default();
         format!(
-            "  time:       checks {:.1}s, finding {:.1}s, restore {:.1}s (plan {:.1}s, staging {:.1}s, start and replay {:.1}s), queries {:.1}s, dump and load {:.1}s, {} {:.1}s, total {:.1}s",
+            "  time:       checks {:.1}s, finding {:.1}s, restore {:.1}s (plan {:.1}s, staging {:.1}s{wal_read}, start and replay {:.1}s), queries {:.1}s, dump and load {:.1}s, {} {:.1}s, total {:.1}s",
             s(t.checks),
             s(t.finding),
             s(t.restore),
@@ -200,6 +204,7 @@ impl Summary<'_> {
                     "plan": self.report["seconds"]["plan"],
                     "staging": self.report["seconds"]["staging"],
                     "recovery": self.report["seconds"]["recovery"],
+                    "wal_read": self.report["seconds"]["wal_read"],
                 },
                 "queries": s(t.queries),
                 "dump_and_load": s(t.dump_and_load),

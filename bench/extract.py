@@ -11,8 +11,13 @@ after them. Then, for each backup form, ROUNDS times, interleaved:
   into the live cluster, the copy removed);
 - manual: `pitr restore --to xid:N --backup ID` of the whole cluster, the
   table renamed in the restored copy, `pg_dump -Fc -t` of it, `pg_restore`
-  into the live cluster; the restored cluster is then stopped and removed
-  (not timed).
+  into the live cluster; then the clean-up: the restored cluster stopped
+  (fast shutdown, as `pg_ctl stop` does) and its directory removed.
+
+The issue's chore ends with "clean up", and extract removes its copy
+before it returns, so the ratio that decides is the one with both
+clean-ups timed; the ratio without them (extract's total less its
+`removal` phase, the manual way up to the rows loaded) is shown beside it.
 
 Each load is checked against the rows at the marker (count and md5). The
 target of issue 18: extract <= 0.2 x manual, in the same run. Bytes written
@@ -227,6 +232,7 @@ shared_buffers = 256MB
         self.check_loaded(table)
         written = summary["written"]
         return {"way": "extract", "form": form, "seconds": seconds,
+                "without_cleanup": seconds - summary["seconds"]["removal"],
                 "staged": written["bytes"], "sparse": written.get("sparse_bytes") or 0,
                 "why": written.get("all_written_because"),
                 "rusage": written_blocks() - blocks,
@@ -251,13 +257,16 @@ shared_buffers = 256MB
              "-f", dump, "small"], pg=False, capture=True)
         run([PG_BIN / "pg_restore", "--no-owner", "-h", self.sock, "-p", self.port, "-U", "postgres",
              "-d", "small", dump], capture=True)
-        seconds = time.monotonic() - started
+        loaded = time.monotonic() - started
         rusage = written_blocks() - blocks
-        self.check_loaded(table)
+        cleanup_started = time.monotonic()
         self.stop(pgdata)
         shutil.rmtree(pgdata, ignore_errors=True)
         dump.unlink(missing_ok=True)
-        return {"way": "manual", "form": form, "seconds": seconds, "restore_seconds": restored,
+        cleanup = time.monotonic() - cleanup_started
+        self.check_loaded(table)
+        return {"way": "manual", "form": form, "seconds": loaded + cleanup, "without_cleanup": loaded,
+                "cleanup_seconds": cleanup, "restore_seconds": restored,
                 "staged": report["bytes_staged"], "sparse": 0, "why": None, "rusage": rusage}
 
     def measure(self) -> None:
@@ -266,7 +275,8 @@ shared_buffers = 256MB
                 for way in ((self.extract, self.manual) if n % 2 else (self.manual, self.extract)):
                     result = way(form, n)
                     self.results.append(result)
-                    log(f"round {n} {form:8} {result['way']:7}: {result['seconds']:6.1f}s, "
+                    log(f"round {n} {form:8} {result['way']:7}: {result['seconds']:6.1f}s "
+                        f"({result['without_cleanup']:.1f}s without clean-up), "
                         f"staged {gb(result['staged'])}, left sparse {gb(result['sparse'])}, "
                         f"written (rusage) {gb(result['rusage'])}"
                         + (f", all written: {result['why']}" if result["why"] else "")
@@ -275,24 +285,41 @@ shared_buffers = 256MB
     def report(self) -> int:
         load = os.getloadavg()[0]
         print()
-        print(f"pitr extract vs the manual way (pitr restore + pg_dump + pg_restore), scale {SCALE} "
-              f"({self.cluster_bytes / 1e9:.1f} GB cluster), {ROUNDS} rounds, load {load:.1f}, "
-              f"{os.cpu_count()} cores, {dt.date.today()}")
-        print(f"{'backup form':28} {'extract':>9} {'manual':>9} {'ratio':>6}  {'staged (extract / manual)':>27}  "
-              f"{'written, rusage (extract / manual)':>36}  target <= {TARGET_RATIO}")
+        print(f"pitr extract vs the manual way (pitr restore + pg_dump + pg_restore, then the restored cluster "
+              f"stopped and removed), scale {SCALE} ({self.cluster_bytes / 1e9:.1f} GB cluster), {ROUNDS} rounds, "
+              f"load {load:.1f}, {os.cpu_count()} cores, {dt.date.today()}")
+        print("Both ways timed with their clean-up (extract removes its copy before it returns; the manual way "
+              "stops and removes its restored cluster): that ratio decides; without clean-up beside it.")
+        print(f"{'backup form':28} {'extract':>9} {'manual':>9} {'ratio':>6}  {'w/o clean-up':>20} {'ratio':>6}  "
+              f"{'staged (extract / manual)':>27}  {'written, rusage (extract / manual)':>36}  target <= {TARGET_RATIO}")
         met = []
         for form, label in (("default", "pitr backup (zstd stream)"), ("seekable", "pitr backup --seekable")):
             rows = [r for r in self.results if r["form"] == form]
             med = lambda way, key: statistics.median(r[key] for r in rows if r["way"] == way)
             x, m = med("extract", "seconds"), med("manual", "seconds")
+            xw, mw = med("extract", "without_cleanup"), med("manual", "without_cleanup")
             ratio = x / m
             ok = ratio <= TARGET_RATIO
             met.append((label, ok))
-            print(f"{label:28} {x:8.1f}s {m:8.1f}s {ratio:6.2f}  "
+            print(f"{label:28} {x:8.1f}s {m:8.1f}s {ratio:6.2f}  {xw:8.1f}s / {mw:8.1f}s {xw / mw:6.2f}  "
                   f"{gb(med('extract', 'staged')):>12} / {gb(med('manual', 'staged')):>12}  "
                   f"{gb(med('extract', 'rusage')):>17} / {gb(med('manual', 'rusage')):>16}  "
                   f"{'MET' if ok else 'NOT MET'}")
-        print("(medians; extract includes removing its copy, manual excludes stopping and removing the restored cluster)")
+        print("(medians; the manual way's clean-up alone: "
+              + ", ".join(f"{form} {statistics.median(r['cleanup_seconds'] for r in self.results if r['form'] == form and r['way'] == 'manual'):.1f}s"
+                          for form in ("default", "seekable"))
+              + "; extract's phases per round are in the log above)")
+        # The floor: what no extract can skip, measured inside extract
+        # itself (the copy's server started and its WAL replayed to the
+        # target, promotion included, then the dump and the load).
+        for form in ("default", "seekable"):
+            rows = [r for r in self.results if r["form"] == form]
+            floor = statistics.median(r["phases"]["restore_phases"]["recovery"] + r["phases"]["dump_and_load"]
+                                      for r in rows if r["way"] == "extract")
+            manual = statistics.median(r["seconds"] for r in rows if r["way"] == "manual")
+            manual_loaded = statistics.median(r["without_cleanup"] for r in rows if r["way"] == "manual")
+            print(f"floor ({form}): server start + replay to the target + dump and load {floor:.1f}s = "
+                  f"{floor / manual:.2f}x the manual way with clean-up, {floor / manual_loaded:.2f}x without")
         return 0 if any(ok for _, ok in met) else 1
 
 

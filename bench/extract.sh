@@ -15,7 +15,8 @@
 #   PG_BIN            PostgreSQL 15 server programs (default /usr/lib/postgresql/15/bin)
 #   BENCH_DIR         where the temporary directory goes (default /tmp)
 #   RESULTS           file receiving a copy of the output (default
-#                     bench/results-extract-<date>[-s<SCALE>].txt; RESULTS= to skip)
+#                     bench/results-extract-<date>-s<SCALE>.txt, as the seekable
+#                     benchmark names its results; RESULTS= to skip)
 #   KEEP=1            keep the temporary directory (servers are still stopped)
 #
 # Needs root (PostgreSQL runs as the `postgres` OS user). Everything lives in
@@ -41,8 +42,7 @@ fi
 (cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
 export PITR_BUILD="$target_dir/release/pitr"
 
-suffix=; [ "$SCALE" = 300 ] || suffix=-s$SCALE
-results=${RESULTS-$here/bench/results-extract-$(date +%Y-%m-%d)$suffix.txt}
+results=${RESULTS-$here/bench/results-extract-$(date +%Y-%m-%d)-s$SCALE.txt}
 if [ -n "$results" ]; then
     python3 -u "$here/bench/extract.py" 2>&1 | tee "$results"
     exit "${PIPESTATUS[0]}"

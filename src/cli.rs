@@ -240,6 +240,13 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "NAME", hide = true, conflicts_with = "delta")]
     pub only_database: Option<String>,
 
+    /// A scratch copy, thrown away after one use (`pitr extract`): nothing
+    /// is flushed to disk for it (the server runs with fsync off), and
+    /// after promotion it keeps running as it recovered, with no restart
+    /// into the backup's own configuration
+    #[arg(long, hide = true, conflicts_with_all = ["delta", "in_place", "keep_archiving"])]
+    pub scratch_copy: bool,
+
     /// Show the plan and stop (same as `pitr plan`)
     #[arg(long)]
     pub dry_run: bool,

@@ -713,6 +713,47 @@ fn only_the_chosen_database_is_written() {
     // The kept copy: the large database takes (almost) no blocks, and
     // the restore wrote far fewer bytes than the backup holds.
     let data = PathBuf::from(summary["scratch"]["path"].as_str().unwrap()).join("data");
+    // Every step is timed, and the steps add up to the total.
+    let seconds = &summary["seconds"];
+    let step = |name: &str| {
+        seconds[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {name}: {seconds:#}"))
+    };
+    let steps: f64 = [
+        "checks",
+        "finding",
+        "restore",
+        "queries",
+        "dump_and_load",
+        "removal",
+    ]
+    .iter()
+    .map(|name| step(name))
+    .sum();
+    assert!(
+        steps <= step("total") && step("total") - steps < 0.5,
+        "{seconds:#}"
+    );
+    for phase in ["plan", "staging", "recovery", "wal_read"] {
+        assert!(
+            seconds["restore_phases"][phase].as_f64().is_some(),
+            "{seconds:#}"
+        );
+    }
+    // The copy is scratch: nothing flushed for it (fsync off), and not
+    // restarted after its promotion (the restart's checkpoint would write
+    // out every page replay filled in the sparse databases), so its
+    // server started once.
+    let settings = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(settings.contains("fsync = 'off'"), "{settings}");
+    let log = fs::read_to_string(data.join("pitr-recovery.log")).unwrap();
+    assert_eq!(
+        log.matches("database system is ready to accept connections")
+            .count(),
+        1,
+        "{log}"
+    );
     let (apparent, allocated) = disk_usage(&data.join("base").join(&big_oid));
     assert!(apparent > 40 << 20, "{apparent}");
     assert!(
@@ -777,6 +818,12 @@ fn only_the_chosen_database_is_written() {
     assert!(output.status.success(), "{text}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows_of(&sock, port, "small", "items_fpw_off"), expected);
+    // The WAL is read while the copy is staged with what the catalog
+    // allows sparse; what the WAL forbids is then staged again, whole.
+    assert!(
+        text.contains("again: the WAL needs more databases written in full"),
+        "{text}"
+    );
     let written = &summary["written"];
     assert_eq!(
         written["sparse_databases"],

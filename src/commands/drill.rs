@@ -294,6 +294,9 @@ impl Drill {
             bin_dir: args.bin_dir.as_deref(),
             os_user: &args.os_user,
             only_database: None,
+            // A drill proves the restore a user would get, flushes and
+            // restart after promotion included.
+            throwaway: false,
         };
         let restore = match scratch.restore(&request, reporter) {
             Ok(restore) => restore,

@@ -20,7 +20,7 @@ use crate::error::{Failure, FailureKind, OrFail};
 use crate::extract::moment::{
     choose, distinct_transactions, listing, search, Candidate, Choice, FoundMoment, Looking, Search,
 };
-use crate::extract::report::{Destination, Summary};
+use crate::extract::report::{Destination, Summary, Timings};
 use crate::extract::{
     exists_query, list_tables_sql, quote_ident, quote_literal, rename_table_sql, row_counts_sql,
     Selection, TableName,
@@ -96,6 +96,10 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         refuse_taken_names(live, &destination_names, args.rename.is_some())?;
     }
     reporter.step(format!("extracting {}", selection.describe()));
+    let mut timings = Timings {
+        checks: started.elapsed(),
+        ..Timings::default()
+    };
 
     // The moment: given, or found in the WAL.
     let finding_started = Instant::now();
@@ -105,7 +109,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         )?),
         None => None,
     };
-    let finding = finding_started.elapsed();
+    timings.finding = finding_started.elapsed();
     let (target, exclusive) = match &found {
         Some(found) => (format!("xid:{}", found.chosen.xid), true),
         None => (args.to.clone().unwrap_or_default(), args.exclusive),
@@ -126,6 +130,8 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         selection.database(),
         reporter,
     )?;
+    timings.restore = restoring;
+    let queries_started = Instant::now();
     let tables = tables_in_copy(&copy, &selection)?;
     if let Some(found) = &found {
         confirm_found_file(&copy, &selection, &found.chosen)?;
@@ -137,6 +143,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     if let Some(new_name) = &args.rename {
         rename_in_copy(&copy, &selection, new_name)?;
     }
+    timings.queries = queries_started.elapsed();
 
     stop_if_interrupted()?;
     // Out of the copy.
@@ -198,7 +205,7 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
             "give --into-file FILE or --into CONNINFO",
         ));
     };
-    let transfer = transfer_started.elapsed();
+    timings.dump_and_load = transfer_started.elapsed();
 
     if args.keep {
         copy.keep();
@@ -214,15 +221,18 @@ pub fn run(args: &ExtractArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         destination,
         scratch: copy.root().to_path_buf(),
         port: copy.endpoint().map_or(0, |endpoint| endpoint.port),
-        seconds: [finding, restoring, transfer, Duration::ZERO],
+        seconds: timings,
         kept: args.keep,
     };
+    let removal_started = Instant::now();
     let kept = copy.finish(Disposal::Remove).map_err(|error| {
         Failure::new(FailureKind::Internal, error)
             .with_hint("the extract itself succeeded; stop and remove the scratch copy by hand")
     })?;
+    timings.removal = removal_started.elapsed();
+    timings.total = started.elapsed();
     let summary = Summary {
-        seconds: [finding, summary.seconds[1], transfer, started.elapsed()],
+        seconds: timings,
         kept: kept.is_some(),
         ..summary
     };
@@ -431,6 +441,9 @@ fn restore_copy(
         bin_dir: args.bin_dir.as_deref(),
         os_user: &args.os_user,
         only_database,
+        // Every copy extract makes is removed (or kept for a look): see
+        // `Durability::Throwaway`.
+        throwaway: true,
     };
     let run = copy.restore(&request, reporter).map_err(not_restored)?;
     if run.report.is_none() {

@@ -19,7 +19,7 @@ use crate::postgres::log::LogEvent;
 use crate::postgres::os_user::OsUser;
 use crate::postgres::recovery::{follow, FinalState, Observed, RecoveryError};
 use crate::postgres::server::{wait_for_pid, LogFollower, Server};
-use crate::postgres::settings::{restore_command, FetchFrom, RecoverySettings};
+use crate::postgres::settings::{restore_command, Durability, FetchFrom, RecoverySettings};
 use crate::prefetch::{create_spool, PrefetchStats, Prefetcher};
 use crate::progress::{count, human_bytes, Reporter, Unit};
 use crate::repo::absolute;
@@ -83,7 +83,8 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
     let prefetcher = if args.no_prefetch {
         None
     } else {
-        start_prefetch(&plan, &catalog, &pgdata, &user).or_fail(FailureKind::Staging)?
+        start_prefetch(&plan, &catalog, &pgdata, &user, durability(args))
+            .or_fail(FailureKind::Staging)?
     };
     let settings = recovery_settings(
         args,
@@ -97,36 +98,31 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         &socket_dir,
         major_version,
     );
-    let scope = args
-        .only_database
-        .as_deref()
-        .map(|name| scope::for_restore(name, &catalog, &plan, combine.is_some(), reporter));
-    let sparse_databases: Vec<u32> = match &scope {
-        Some(Scope::Sparse { databases, .. }) => databases.keys().copied().collect(),
-        _ => Vec::new(),
-    };
     let planned = started.elapsed();
 
     let staging_started = Instant::now();
-    let staged = stage_backup(
-        args.delta,
-        &StageRequest {
-            backups: catalog.stores.backups.as_ref(),
-            plan: &plan,
-            pgdata: &pgdata,
-            destination: &destination,
-            placements: &placements,
-            user: &user,
-            settings: &settings,
-            verify: !args.no_verify,
-            combine: combine.as_ref(),
-            workers: args
-                .jobs
-                .map_or_else(crate::stage::parallel::workers, |n| n as usize),
-            sparse_databases: &sparse_databases,
-        },
-        reporter,
-    )?;
+    let request = StageRequest {
+        backups: catalog.stores.backups.as_ref(),
+        plan: &plan,
+        pgdata: &pgdata,
+        destination: &destination,
+        placements: &placements,
+        user: &user,
+        settings: &settings,
+        verify: !args.no_verify,
+        combine: combine.as_ref(),
+        workers: args
+            .jobs
+            .map_or_else(crate::stage::parallel::workers, |n| n as usize),
+        sparse_databases: &[],
+    };
+    let (staged, scope, wal_read) = match args.only_database.as_deref() {
+        None => (stage_backup(args.delta, &request, reporter)?, None, None),
+        Some(name) => {
+            let (staged, scope, wal_read) = stage_one_database(name, &request, &catalog, reporter)?;
+            (staged, Some(scope), wal_read)
+        }
+    };
     let staging_time = staging_started.elapsed();
 
     let recovery_started = Instant::now();
@@ -147,7 +143,11 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         confirm_end_of_archive(&plan, &observed, &server)?;
     }
     let recovery_time = recovery_started.elapsed();
-    let handover = if state == FinalState::Promoted {
+    // A scratch copy is not restarted into the backup's configuration:
+    // nobody connects to it but pitr, through the socket it recovered
+    // with, and the restart's shutdown checkpoint would write out every
+    // page replay changed, only for the copy to be removed.
+    let handover = if state == FinalState::Promoted && !args.scratch_copy {
         Some(hand_over_promoted(
             args,
             &server,
@@ -173,6 +173,7 @@ pub fn run(args: &RestoreArgs, json: bool, reporter: &Reporter) -> Result<(), Fa
         scope: scope.as_ref().zip(args.only_database.as_deref()),
         sparse: (staged.sparse_files, staged.sparse_bytes),
         timings: [planned, staging_time, recovery_time, started.elapsed()],
+        wal_read,
         server: &server,
         prefetched,
         archiving_kept: keep_archiving(args),
@@ -347,6 +348,16 @@ fn recovery_settings(
         socket_dir: socket_dir.to_string_lossy().into_owned(),
         keep_archiving: keep_archiving(args),
         major_version,
+        durability: durability(args),
+    }
+}
+
+/// `--scratch-copy`: a copy thrown away after one use needs no flush.
+fn durability(args: &RestoreArgs) -> Durability {
+    if args.scratch_copy {
+        Durability::Throwaway
+    } else {
+        Durability::Durable
     }
 }
 
@@ -403,6 +414,96 @@ fn stage_backup(
         reporter.step(format!("note: {note}"));
     }
     Ok(staged)
+}
+
+/// `--only-database NAME`: the other databases' relation files staged as
+/// sparse files where the WAL allows it ([`scope`]). Reading the WAL to
+/// decide takes as long as staging the few files written, so when this
+/// restore makes a new data directory (extract's copies) the two run at
+/// once: staging leaves sparse every database the backup's catalog
+/// allows, and should the WAL then forbid one (full_page_writes off, a
+/// CREATE DATABASE copying it), the directory just made is removed and
+/// staged again as the WAL allows. Returns the time the WAL was read.
+fn stage_one_database(
+    name: &str,
+    request: &StageRequest<'_>,
+    catalog: &Catalog,
+    reporter: &Reporter,
+) -> Result<(Staged, Scope, Option<Duration>), Failure> {
+    let combined = request.combine.is_some();
+    let new_directory =
+        *request.destination == Destination::Absent && request.placements.is_empty();
+    if combined || !new_directory {
+        let deciding = Instant::now();
+        let scope = scope::for_restore(name, catalog, request.plan, combined, reporter);
+        let decided = deciding.elapsed();
+        let sparse = scope.sparse_oids();
+        let staged = stage_backup(
+            false,
+            &StageRequest {
+                sparse_databases: &sparse,
+                ..*request
+            },
+            reporter,
+        )?;
+        return Ok((staged, scope, Some(decided)));
+    }
+    let databases = scope::backup_databases(catalog, request.plan, reporter);
+    let candidates: Vec<u32> = databases
+        .as_deref()
+        .map(|databases| scope::candidates(databases, name).into_keys().collect())
+        .unwrap_or_default();
+    let (staged, facts) = std::thread::scope(|threads| {
+        let facts = (!candidates.is_empty()).then(|| {
+            threads.spawn(|| {
+                let reading = Instant::now();
+                let facts = scope::read_wal_facts(request.plan, &catalog.archive);
+                (facts, reading.elapsed())
+            })
+        });
+        let staged = stage_backup(
+            false,
+            &StageRequest {
+                sparse_databases: &candidates,
+                ..*request
+            },
+            reporter,
+        );
+        let facts = facts.map(|reading| {
+            reading.join().unwrap_or_else(|_| {
+                let failed = scope::WalFacts {
+                    not_proven: Some("reading the WAL failed".to_string()),
+                    ..scope::WalFacts::default()
+                };
+                (failed, Duration::ZERO)
+            })
+        });
+        (staged, facts)
+    });
+    let staged = staged?;
+    let wal_read = facts.as_ref().map(|(_, took)| *took);
+    let scope = scope::decide(databases.as_deref(), name, || {
+        facts.map(|(facts, _)| facts).unwrap_or_default()
+    });
+    scope.report(name, reporter);
+    let sparse = scope.sparse_oids();
+    if sparse == candidates {
+        return Ok((staged, scope, wal_read));
+    }
+    reporter.step(format!(
+        "staging {} again: the WAL needs more databases written in full than the backup's catalog suggested",
+        request.pgdata.display()
+    ));
+    crate::stage::remove_new_data_directory(request.pgdata).or_fail(FailureKind::Staging)?;
+    let staged = stage_backup(
+        false,
+        &StageRequest {
+            sparse_databases: &sparse,
+            ..*request
+        },
+        reporter,
+    )?;
+    Ok((staged, scope, wal_read))
 }
 
 /// Starts PostgreSQL on the staged data directory and waits for its PID.
@@ -526,6 +627,7 @@ fn start_prefetch(
     catalog: &Catalog,
     pgdata: &Path,
     user: &OsUser,
+    durability: Durability,
 ) -> anyhow::Result<Option<Prefetcher>> {
     let Some(spool) = create_spool(pgdata, user)? else {
         return Ok(None);
@@ -546,6 +648,7 @@ fn start_prefetch(
         &spool,
         user.clone(),
         PREFETCH_AHEAD,
+        durability,
     )))
 }
 
@@ -753,6 +856,9 @@ struct Summary<'a> {
     sparse: (u64, u64),
     /// plan, staging, recovery, total.
     timings: [Duration; 4],
+    /// `--only-database`: the time the WAL was read to decide what may
+    /// stay sparse (while staging, when run alongside it).
+    wal_read: Option<Duration>,
     server: &'a Server,
     prefetched: Option<PrefetchStats>,
     /// `--keep-archiving` or `--in-place`: the server archives with the
@@ -949,7 +1055,13 @@ impl Summary<'_> {
             "delta": self.delta,
             "only_database": self.scope.map(|(scope, name)| scope.json(name, self.sparse)),
             "prefetch": self.prefetched,
-            "seconds": { "plan": plan, "staging": staging, "recovery": recovery, "total": total },
+            "seconds": {
+                "plan": plan,
+                "staging": staging,
+                "recovery": recovery,
+                "total": total,
+                "wal_read": self.wal_read.map(|d| d.as_secs_f64()),
+            },
             "target_reached": !matches!(self.plan.target, Target::Latest) || self.observed.redo_done.is_some(),
         })
     }

@@ -39,14 +39,34 @@ pub struct Summary<'a> {
     pub destination: Destination,
     pub scratch: PathBuf,
     pub port: u16,
-    /// finding the moment, restoring the copy, dump and load, total.
-    pub seconds: [Duration; 4],
+    pub seconds: Timings,
     pub kept: bool,
+}
+
+/// Where the extract's time went: every step, so that the phases add up
+/// to the total (what is left is pitr's own bookkeeping, milliseconds).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// The options, the repository's catalog and the live cluster's names
+    /// checked, before anything is restored.
+    pub checks: Duration,
+    /// The moment found in the WAL (`--before-drop`, `--before-truncate`):
+    /// a copy restored at the window's start, and the WAL read.
+    pub finding: Duration,
+    /// The copy restored to the moment (a `pitr restore` run; its own
+    /// phases are in its report's `seconds`).
+    pub restore: Duration,
+    /// The copy's tables found, their rows counted, renamed for `--as`.
+    pub queries: Duration,
+    pub dump_and_load: Duration,
+    /// The copy's server stopped (immediately) and its directory removed,
+    /// or stopped cleanly and kept.
+    pub removal: Duration,
+    pub total: Duration,
 }
 
 impl Summary<'_> {
     pub fn text(&self) -> String {
-        let [finding, restore, transfer, total] = self.seconds.map(|d| d.as_secs_f64());
         let mut lines = vec![String::new(), "extract complete".to_string()];
         lines.push(format!("  what:       {}", self.selection.describe()));
         if let Some(found) = self.found {
@@ -93,10 +113,34 @@ impl Summary<'_> {
         } else {
             "  scratch copy removed".to_string()
         });
-        lines.push(format!(
-            "  time: finding {finding:.1}s, restore {restore:.1}s, dump and load {transfer:.1}s, total {total:.1}s"
-        ));
+        lines.push(self.time_text());
         lines.join("\n")
+    }
+
+    /// Every step's time, the restore's own phases in parentheses.
+    fn time_text(&self) -> String {
+        let t = &self.seconds;
+        let s = |d: Duration| d.as_secs_f64();
+        let phases = &self.report["seconds"];
+        let phase = |name: &str| phases[name].as_f64().unwrap_or(0.0);
+        let wal_read = phases["wal_read"]
+            .as_f64()
+            .map(|read| format!(" with the WAL read in {read:.1}s"))
+            .unwrap_or_default();
+        format!(
+            "  time:       checks {:.1}s, finding {:.1}s, restore {:.1}s (plan {:.1}s, staging {:.1}s{wal_read}, start and replay {:.1}s), queries {:.1}s, dump and load {:.1}s, {} {:.1}s, total {:.1}s",
+            s(t.checks),
+            s(t.finding),
+            s(t.restore),
+            phase("plan"),
+            phase("staging"),
+            phase("recovery"),
+            s(t.queries),
+            s(t.dump_and_load),
+            if self.kept { "stopping the copy" } else { "removing the copy" },
+            s(t.removal),
+            s(t.total)
+        )
     }
 
     /// What the copy's restore wrote: the bytes, and which databases it
@@ -128,7 +172,8 @@ impl Summary<'_> {
     }
 
     pub fn json(&self) -> Value {
-        let [finding, restore, transfer, total] = self.seconds.map(|d| d.as_secs_f64());
+        let t = &self.seconds;
+        let s = |d: Duration| d.as_secs_f64();
         json!({
             "selection": self.selection.describe(),
             "loaded_as": self.loaded_as.describe(),
@@ -151,7 +196,21 @@ impl Summary<'_> {
                 "all_written_because": self.report["only_database"]["all_written_because"],
             },
             "scratch": { "path": self.scratch, "port": self.port, "kept": self.kept },
-            "seconds": { "finding": finding, "restore": restore, "dump_and_load": transfer, "total": total },
+            "seconds": {
+                "checks": s(t.checks),
+                "finding": s(t.finding),
+                "restore": s(t.restore),
+                "restore_phases": {
+                    "plan": self.report["seconds"]["plan"],
+                    "staging": self.report["seconds"]["staging"],
+                    "recovery": self.report["seconds"]["recovery"],
+                    "wal_read": self.report["seconds"]["wal_read"],
+                },
+                "queries": s(t.queries),
+                "dump_and_load": s(t.dump_and_load),
+                "removal": s(t.removal),
+                "total": s(t.total),
+            },
         })
     }
 }

@@ -85,13 +85,28 @@ pub fn for_restore(
             "an incremental backup's chain is rebuilt whole by pg_combinebackup".to_string(),
         );
     }
+    let databases = backup_databases(catalog, plan, reporter);
+    let scope = decide(databases.as_deref(), name, || {
+        read_wal_facts(plan, &catalog.archive)
+    });
+    scope.report(name, reporter);
+    scope
+}
+
+/// The databases of the backup, from its own `pg_database`
+/// (`global/1262`); None when it cannot be read (a warning says why).
+pub fn backup_databases(
+    catalog: &Catalog,
+    plan: &Plan,
+    reporter: &Reporter,
+) -> Option<Vec<(u32, String)>> {
     let heap = read_backup_file(
         catalog.stores.backups.as_ref(),
         &plan.backup,
         "global/1262",
         reporter,
     );
-    let databases = match heap {
+    match heap {
         Ok(Some(heap)) => databases_in_catalog(&heap),
         Ok(None) => None,
         Err(error) => {
@@ -100,28 +115,36 @@ pub fn for_restore(
             ));
             None
         }
-    };
-    let scope = decide(databases.as_deref(), name, || {
-        read_wal_facts(plan, &catalog.archive)
-    });
-    match &scope {
-        Scope::Whole(why) => reporter.step(format!(
-            "only database {name} is needed, but every database is written: {why}"
-        )),
-        Scope::Sparse { databases, notes } => {
-            reporter.step(format!(
-                "only database {name} is needed: {} left as sparse files (full_page_writes was on over the WAL to replay)",
-                databases.values().cloned().collect::<Vec<_>>().join(", ")
-            ));
-            for note in notes {
-                reporter.detail(note.clone());
-            }
-        }
     }
-    scope
 }
 
 impl Scope {
+    /// The OIDs of the databases left sparse (none for `Whole`).
+    pub fn sparse_oids(&self) -> Vec<u32> {
+        match self {
+            Scope::Whole(_) => Vec::new(),
+            Scope::Sparse { databases, .. } => databases.keys().copied().collect(),
+        }
+    }
+
+    /// Says the decision on the way.
+    pub fn report(&self, name: &str, reporter: &Reporter) {
+        match self {
+            Scope::Whole(why) => reporter.step(format!(
+                "only database {name} is needed, but every database is written: {why}"
+            )),
+            Scope::Sparse { databases, notes } => {
+                reporter.step(format!(
+                    "only database {name} is needed: {} left as sparse files (full_page_writes was on over the WAL to replay)",
+                    databases.values().cloned().collect::<Vec<_>>().join(", ")
+                ));
+                for note in notes {
+                    reporter.detail(note.clone());
+                }
+            }
+        }
+    }
+
     /// The restore summary's line for `--only-database NAME`, with the
     /// files and bytes staged sparse.
     pub fn summary(&self, name: &str, (files, bytes): (u64, u64)) -> String {

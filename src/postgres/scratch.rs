@@ -60,6 +60,9 @@ pub struct RestoreRequest<'a> {
     /// `--only-database`: the one database the copy is for (the others
     /// may be left sparse).
     pub only_database: Option<&'a str>,
+    /// `--scratch-copy`: the copy is removed after one use, so nothing is
+    /// flushed for it and it is not restarted after promotion.
+    pub throwaway: bool,
 }
 
 /// Where the copy's server listens.
@@ -463,6 +466,9 @@ fn run_restore(request: &RestoreRequest, pgdata: &Path, reporter: &Reporter) -> 
     }
     if let Some(database) = request.only_database {
         command.arg(format!("--only-database={database}"));
+    }
+    if request.throwaway {
+        command.arg("--scratch-copy");
     }
     if reporter.verbose {
         command.arg("--verbose");

@@ -12,6 +12,7 @@
 //! | port, unix_socket_directories, archive_mode, hot_standby | all |
 //! | logging_collector, log_destination, lc_messages, log_min_messages | all |
 //! | recovery_init_sync_method | 14+ only |
+//! | fsync (a scratch copy only) | all |
 
 use std::path::Path;
 
@@ -32,6 +33,26 @@ pub struct RecoverySettings {
     pub socket_dir: String,
     pub keep_archiving: bool,
     pub major_version: u32,
+    /// Whether the restored cluster must survive a crash of the machine.
+    pub durability: Durability,
+}
+
+/// What a crash of the machine may cost the restored cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A restore someone will use: everything staged is on disk before
+    /// it is renamed into place, and the server flushes as configured.
+    Durable,
+    /// A scratch copy that is thrown away after one use (`pitr extract`):
+    /// after a crash it would be restored again, never used, so nothing
+    /// is flushed for it. Flushing is not free there: a one-database copy
+    /// leaves the other databases as sparse files, replay fills their
+    /// pages one by one, and every page flushed becomes a separate extent
+    /// on disk that the removal must free (on a filesystem mounted with
+    /// `discard`, one discard request each: milliseconds apiece, tens of
+    /// seconds for a few thousand pages). Pages never flushed are dropped
+    /// from the page cache with the file.
+    Throwaway,
 }
 
 impl RecoverySettings {
@@ -98,9 +119,16 @@ impl RecoverySettings {
         set("log_destination", "stderr");
         set("lc_messages", "C");
         set("log_min_messages", "warning");
-        if self.major_version >= 14 {
-            // One syncfs() instead of an fsync per file at startup.
-            set("recovery_init_sync_method", "syncfs");
+        match self.durability {
+            Durability::Durable if self.major_version >= 14 => {
+                // One syncfs() instead of an fsync per file at startup.
+                set("recovery_init_sync_method", "syncfs");
+            }
+            Durability::Durable => {}
+            // No flush at startup (PostgreSQL skips its flush of the data
+            // directory without fsync), at checkpoints, or of the WAL: see
+            // `Durability::Throwaway`.
+            Durability::Throwaway => set("fsync", "off"),
         }
         lines.push(String::new());
         lines.join("\n")
@@ -179,6 +207,28 @@ mod tests {
             socket_dir: "/tmp".to_string(),
             keep_archiving: false,
             major_version,
+            durability: Durability::Durable,
+        }
+    }
+
+    #[test]
+    fn only_a_throwaway_copy_runs_without_fsync() {
+        for major in [13, 15, 18] {
+            let mut settings = settings(major);
+            let durable = settings.render("test");
+            assert!(!durable.contains("fsync"), "{durable}");
+            assert_eq!(
+                durable.contains("recovery_init_sync_method = 'syncfs'"),
+                major >= 14,
+                "{durable}"
+            );
+            settings.durability = Durability::Throwaway;
+            let throwaway = settings.render("test");
+            assert!(throwaway.contains("\nfsync = 'off'\n"), "{throwaway}");
+            assert!(
+                !throwaway.contains("recovery_init_sync_method"),
+                "{throwaway}"
+            );
         }
     }
 

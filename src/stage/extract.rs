@@ -255,7 +255,12 @@ pub fn extract_tar(
             continue;
         }
         if writer.sparse.covers(&relative) {
-            // Read past (the stream goes on), not written.
+            // Not written, but read past: the next member follows in the
+            // same stream, and a compressed stream cannot be skipped
+            // without decompressing it (a zstd stream is one frame whose
+            // blocks carry no member boundaries; gzip, lz4 and xz the
+            // same). Only the seekable form (`pitr backup --seekable`,
+            // [`super::parallel`]) leaves these members' frames unread.
             writer
                 .sparse
                 .write(&target, &relative, mode, entry.size(), &mut verify)?;

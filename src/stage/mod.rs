@@ -20,13 +20,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::interrupt;
 use crate::os_user::OsUser;
 use crate::plan::Plan;
 use crate::postgres::configure::prepare_data_directory;
-use crate::postgres::settings::RecoverySettings;
+use crate::postgres::settings::{Durability, RecoverySettings};
 use crate::progress::Reporter;
 use crate::repo::manifest_check::ManifestCheck;
 use crate::repo::store::StoreRead;
@@ -92,6 +92,13 @@ pub struct StageRequest<'a> {
     pub sparse_databases: &'a [u32],
 }
 
+/// Removes a data directory a restore has just staged where nothing was
+/// before (`Destination::Absent`, no tablespaces), to stage it again.
+pub fn remove_new_data_directory(pgdata: &Path) -> Result<()> {
+    std::fs::remove_dir_all(pgdata)
+        .with_context(|| format!("cannot remove `{}` to stage it again", pgdata.display()))
+}
+
 /// Extracts the backup, writes the recovery settings, gives everything to
 /// the server's OS user and renames the result into place.
 pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> {
@@ -126,7 +133,12 @@ pub fn stage(request: &StageRequest<'_>, reporter: &Reporter) -> Result<Staged> 
     if interrupt::requested() {
         bail!(Interrupted);
     }
-    durable::make_durable(staging.path(), &staged_tablespaces, reporter)?;
+    // A scratch copy is not flushed: it is never used after a crash
+    // (`Durability::Throwaway`), and syncfs would also wait for whatever
+    // else is dirty on the filesystem.
+    if request.settings.durability == Durability::Durable {
+        durable::make_durable(staging.path(), &staged_tablespaces, reporter)?;
+    }
     let moved_aside = commit::commit(
         staging,
         &mut staged_tablespaces,

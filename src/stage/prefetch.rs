@@ -8,6 +8,8 @@
 //! Each spooled file is flushed to disk before it is published: PostgreSQL
 //! fsyncs every segment it restores (`durable_rename` when it keeps the
 //! file), and that fsync would otherwise write 16 MiB while replay waits.
+//! A scratch copy (`Durability::Throwaway`) runs with `fsync = off`, so
+//! nothing is flushed for it.
 
 use std::fs::{self, File};
 use std::io;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use crate::compression::Compression;
 use crate::os_user::OsUser;
+use crate::postgres::settings::Durability;
 use crate::repo::archive::ArchivedFile;
 use crate::wal::WalSegment;
 
@@ -69,12 +72,14 @@ pub struct PrefetchStats {
 impl Prefetcher {
     /// Starts filling `spool` with `segments` (in replay order), at most
     /// `ahead` beyond the last one replay asked for. Files are given to
-    /// `user`, who runs `wal-fetch`.
+    /// `user`, who runs `wal-fetch`; each flushed to disk unless the
+    /// restore is a throwaway copy.
     pub fn start(
         segments: Vec<(WalSegment, ArchivedFile)>,
         spool: &Path,
         user: OsUser,
         ahead: u64,
+        durability: Durability,
     ) -> Prefetcher {
         let stop = Arc::new(AtomicBool::new(false));
         let replayed = Arc::new(AtomicU64::new(0));
@@ -98,7 +103,7 @@ impl Prefetcher {
                 if segment.number < thread_replayed.load(Ordering::Relaxed) {
                     continue; // replay is already past it
                 }
-                match spool_one(&dir, segment, &file, &user) {
+                match spool_one(&dir, segment, &file, &user, durability) {
                     Ok(bytes) => {
                         stats.prefetched += 1;
                         stats.bytes += bytes;
@@ -164,6 +169,7 @@ fn spool_one(
     segment: WalSegment,
     file: &ArchivedFile,
     user: &OsUser,
+    durability: Durability,
 ) -> io::Result<u64> {
     let name = segment.file_name();
     let final_path = dir.join(&name);
@@ -181,7 +187,9 @@ fn spool_one(
         if bytes != segment.size.bytes() {
             return Err(io::Error::other("not a complete segment"));
         }
-        output.sync_data()?;
+        if durability == Durability::Durable {
+            output.sync_data()?;
+        }
         drop(output);
         user.own(&temp).map_err(io::Error::other)?;
         fs::rename(&temp, &final_path)?;

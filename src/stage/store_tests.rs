@@ -199,6 +199,7 @@ fn a_tar_backup_is_staged_and_verified_through_a_store_without_paths() {
         socket_dir: "/tmp".to_string(),
         keep_archiving: false,
         major_version: 15,
+        durability: crate::postgres::settings::Durability::Durable,
     };
     let user = OsUser {
         name: "test".to_string(),

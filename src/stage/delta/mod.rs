@@ -25,6 +25,7 @@ use crate::repo::tablespace::{render_tablespace_map, TablespaceSource};
 use crate::stage::extract::stored_size;
 use crate::stage::Interrupted;
 
+mod ahead;
 mod clean;
 mod file;
 pub mod guard;

@@ -65,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 FLOOR = HERE / "floor.py"
 PAGE = 8192
 # Frame sizes (KiB) whose share of touched blocks page_diff reports.
-SMALL_FRAMES_KIB = (64, 128, 256)
+SMALL_FRAMES_KIB = (64, 128, 256, 1024)
 JOBS = os.cpu_count() or 1
 # PERF_DIR: record a perf profile of every pitr restore into this directory.
 PERF_DIR = os.environ.get("PERF_DIR", "")
@@ -159,8 +159,8 @@ def page_diff(backup: Path, copy: Path) -> dict:
     total = differ = blocks = blocks_touched = 0
     # Blocks of smaller sizes touched too: the frames a delta restore would
     # decompress if a seekable backup's frames were that small.
-    small_blocks = {kib: 0 for kib in SMALL_FRAMES_KIB}
-    small_touched = {kib: 0 for kib in SMALL_FRAMES_KIB}
+    touched_bytes = {kib: 0 for kib in SMALL_FRAMES_KIB}
+    total_bytes = 0
     for path, _, names in os.walk(backup):
         for name in names:
             b = Path(path) / name
@@ -169,6 +169,7 @@ def page_diff(backup: Path, copy: Path) -> dict:
             rel = b.relative_to(backup)
             c = copy / rel
             size = b.stat().st_size
+            total_bytes += size
             pages = (size + PAGE - 1) // PAGE
             total += pages
             file_blocks = (size + (1 << 20) - 1) >> 20
@@ -177,9 +178,7 @@ def page_diff(backup: Path, copy: Path) -> dict:
                 differ += pages
                 blocks_touched += file_blocks
                 for kib in SMALL_FRAMES_KIB:
-                    n = (size + (kib << 10) - 1) // (kib << 10)
-                    small_blocks[kib] += n
-                    small_touched[kib] += n
+                    touched_bytes[kib] += size
                 continue
             with open(b, "rb") as fb, open(c, "rb") as fc:
                 while True:
@@ -195,10 +194,9 @@ def page_diff(backup: Path, copy: Path) -> dict:
                         if x[off:off + PAGE] != y[off:off + PAGE]:
                             differ += 1
                             hit.update((kib, off // (kib << 10)) for kib in SMALL_FRAMES_KIB)
-                    for kib, _ in hit:
-                        small_touched[kib] += 1
-            for kib in SMALL_FRAMES_KIB:
-                small_blocks[kib] += (size + (kib << 10) - 1) // (kib << 10)
+                    for kib, block in hit:
+                        start = block * (kib << 10)
+                        touched_bytes[kib] += min(kib << 10, len(x) - start)
     extra_files = extra_bytes = wal_bytes = 0
     for path, _, names in os.walk(copy):
         for name in names:
@@ -213,7 +211,7 @@ def page_diff(backup: Path, copy: Path) -> dict:
                 extra_bytes += c.stat().st_size
     return {"pages": total, "differ": differ, "pct": 100.0 * differ / max(1, total),
             "blocks": blocks, "blocks_touched": blocks_touched,
-            "small_blocks": small_blocks, "small_touched": small_touched,
+            "touched_bytes": touched_bytes, "total_bytes": total_bytes,
             "extra_files": extra_files, "extra_mb": extra_bytes / 1e6, "wal_mb": wal_bytes / 1e6}
 
 
@@ -609,10 +607,11 @@ class SeekBench(R.Bench):
                       f"({100.0 * changed['blocks_touched'] / max(1, changed['blocks']):.1f}%; a seekable backup's "
                       f"frames are 1 MiB: the frames a delta restore must read)")
                 smaller = ", ".join(
-                    f"{kib} KiB {100.0 * changed['small_touched'][kib] / max(1, changed['small_blocks'][kib]):.1f}%"
-                    for kib in SMALL_FRAMES_KIB if kib in changed.get("small_blocks", {}))
+                    f"{kib} KiB {100.0 * changed['touched_bytes'][kib] / max(1, changed['total_bytes']):.1f}%"
+                    for kib in SMALL_FRAMES_KIB if kib in changed.get("touched_bytes", {}))
                 if smaller:
-                    print(f"      blocks touched at smaller sizes: {smaller}")
+                    print(f"      the data's bytes in blocks holding a changed page (the share of a seekable backup "
+                          f"a delta restore decompresses, if its frames were that large): {smaller}")
         print("  every timed run began with sync; echo 3 > /proc/sys/vm/drop_caches (cold caches, all methods);")
         print("  repo read = the repositories' loop device (/proc/diskstats), whole run incl. replay's WAL;")
         print("  tool read = the restore tool's process tree reading storage (/proc/PID/io read_bytes), tool written =")

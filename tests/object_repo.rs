@@ -965,7 +965,16 @@ fn a_delta_restore_from_s3_patches_pages_and_reads_only_what_it_needs() {
         &binary,
         &server,
         &pgdata,
-        &["--repo", &url, "--to", &target, "--delta", "--jobs", "2", "--verbose"],
+        &[
+            "--repo",
+            &url,
+            "--to",
+            &target,
+            "--delta",
+            "--jobs",
+            "2",
+            "--verbose",
+        ],
         &mut outputs,
     );
     assert!(outputs.contains("is seekable"), "{outputs}");
@@ -973,26 +982,44 @@ fn a_delta_restore_from_s3_patches_pages_and_reads_only_what_it_needs() {
     let socket = Path::new(summary["socket_dir"].as_str().unwrap());
     let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(
-        psql(socket, port, "SELECT count(*), sum(g), count(*) FILTER (WHERE h = 'bad') FROM filler"),
+        psql(
+            socket,
+            port,
+            "SELECT count(*), sum(g), count(*) FILTER (WHERE h = 'bad') FROM filler"
+        ),
         "200000|20000100000|0"
     );
     assert_eq!(
-        psql(socket, port, "SELECT count(*) FROM pg_class WHERE relname = 'stray'"),
+        psql(
+            socket,
+            port,
+            "SELECT count(*) FROM pg_class WHERE relname = 'stray'"
+        ),
         "0"
     );
     drop(guard);
     let stats = &summary["delta"];
-    let number = |name: &str| stats[name].as_u64().unwrap_or_else(|| panic!("{name}: {stats}"));
+    let number = |name: &str| {
+        stats[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {stats}"))
+    };
     // Pages patched, not every file rewritten.
     assert!(number("files_patched") >= 1, "{stats}");
     assert!(number("pages_rewritten") >= 1, "{stats}");
     assert!(number("files_kept") > 400, "{stats}");
-    assert!(number("pages_kept") > 10 * number("pages_rewritten"), "{stats}");
+    assert!(
+        number("pages_kept") > 10 * number("pages_rewritten"),
+        "{stats}"
+    );
     assert!(number("files_removed") >= 1, "{stats}");
     // Only the frames holding changed pages were fetched: a fraction of
     // the stored backup.
     let read = number("repository_bytes");
-    assert!(read > 0 && read * 2 < stored, "read {read} of {stored} bytes: {stats}");
+    assert!(
+        read > 0 && read * 2 < stored,
+        "read {read} of {stored} bytes: {stats}"
+    );
 }
 
 /// Objects (files, on s3s-fs) below `dir` whose path contains `part`.

@@ -35,7 +35,12 @@ impl<'a> Ahead<'a> {
     pub fn new(file: &'a File, size: u64) -> Ahead<'a> {
         // Advice only: a filesystem that ignores it reads on demand, as
         // without it, so a failure changes the speed, never the result.
-        let _ = posix_fadvise(file.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+        let _ = posix_fadvise(
+            file.as_raw_fd(),
+            0,
+            0,
+            PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+        );
         let mut ahead = Ahead {
             file,
             size,
@@ -63,7 +68,8 @@ impl<'a> Ahead<'a> {
             self.file.as_raw_fd(),
             from,
             len,
-            PosixFadviseAdvice::POSIX_FADV_WILLNEED);
+            PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
         self.asked = wanted;
     }
 }

@@ -249,7 +249,17 @@ fn delta_member(
         }
         None => {
             let file = create_new(&target, member.mode)?;
-            let outcome = write_whole(store, key, member, &file, &target, &mut checksummer, buffers, stop, stored)?;
+            let outcome = write_whole(
+                store,
+                key,
+                member,
+                &file,
+                &target,
+                &mut checksummer,
+                buffers,
+                stop,
+                stored,
+            )?;
             return Ok((outcome, checksummer.map(|c| c.finish())));
         }
     };
@@ -258,7 +268,13 @@ fn delta_member(
         ..FileOutcome::default()
     };
     // Frames per window: old backups' 1 MiB frames and smaller ones alike.
-    let frame_bytes = member.frames.iter().map(|f| f.len).max().unwrap_or(1).max(1);
+    let frame_bytes = member
+        .frames
+        .iter()
+        .map(|f| f.len)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let per_window = (WINDOW_BYTES / frame_bytes).max(1) as usize;
     let mut ahead = Ahead::new(&file, member.size);
     let mut local = Vec::new();
@@ -271,8 +287,10 @@ fn delta_member(
         if stop.load(Ordering::Relaxed) {
             bail!("stopped: another file failed");
         }
-        let ranges: Vec<Option<(u64, u64)>> =
-            window.iter().map(|frame| data_range(member, frame)).collect();
+        let ranges: Vec<Option<(u64, u64)>> = window
+            .iter()
+            .map(|frame| data_range(member, frame))
+            .collect();
         let (Some(start), Some(end)) = (
             ranges.iter().flatten().map(|r| r.0).min(),
             ranges.iter().flatten().map(|r| r.1).max(),
@@ -351,7 +369,10 @@ fn delta_member(
 
 /// Reads past `len` bytes of a ranged read.
 fn skip(mut reader: &mut dyn std::io::Read, len: u64) -> std::io::Result<()> {
-    let copied = std::io::copy(&mut std::io::Read::take(&mut reader, len), &mut std::io::sink())?;
+    let copied = std::io::copy(
+        &mut std::io::Read::take(&mut reader, len),
+        &mut std::io::sink(),
+    )?;
     if copied != len {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }

@@ -275,7 +275,7 @@ fn delta_member(
         .max()
         .unwrap_or(1)
         .max(1);
-    let per_window = (WINDOW_BYTES / frame_bytes).max(1) as usize;
+    let per_window = WINDOW_BYTES.div_ceil(frame_bytes).max(1) as usize;
     let mut ahead = Ahead::new(&file, member.size);
     let mut local = Vec::new();
     let mut differing: Vec<u64> = Vec::new();
@@ -458,4 +458,77 @@ fn read_member(
         );
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+    use std::fs;
+
+    use crate::repo::store::posix::Posix;
+    use crate::seekable::encode::encode;
+    use crate::seekable::FRAME_BYTES;
+
+    /// A seven-frame file whose existing copy differs in three pages: in
+    /// frames 0 and 3 (one window) and 6 (the next). Exactly those pages
+    /// are written; frames 1 and 2 are read past (not decompressed) in the
+    /// ranged read of frames 0 to 3, and frames 4 and 5, whose pages all
+    /// match, are not read at all.
+    #[test]
+    fn only_the_frames_holding_differing_pages_are_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..6 * FRAME_BYTES + 5 * PAGE_BYTES + 100)
+            .map(|i| (i % 239) as u8)
+            .collect();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o600);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, "rel", &data[..]).unwrap();
+        let tar = builder.into_inner().unwrap();
+        let mut stored_tar = Vec::new();
+        let index = encode(&mut tar.as_slice(), &mut stored_tar, None).unwrap();
+        fs::write(dir.path().join("base.tar.zst"), &stored_tar).unwrap();
+        let member = &index.members[0];
+        assert_eq!(member.frames.len(), 7);
+        assert!(pages_align(&index));
+
+        let target = dir.path().join("rel");
+        let mut existing = data.clone();
+        for page in [2, 3 * 128 + 7, 6 * 128 + 1] {
+            existing[page * PAGE_BYTES as usize + 11] ^= 0xff;
+        }
+        fs::write(&target, &existing).unwrap();
+
+        let store = Posix::new(dir.path());
+        let (stop, stored) = (AtomicBool::new(false), AtomicU64::new(0));
+        let job = Job {
+            member,
+            target: target.clone(),
+            manifest: None,
+            checksummer: None,
+        };
+        let (outcome, _) = delta_member(
+            &store,
+            "base.tar.zst",
+            job,
+            &mut Buffers::new(),
+            &stop,
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), data);
+        assert_eq!(outcome.pages_rewritten, 3);
+        assert_eq!(outcome.bytes_written, 3 * PAGE_BYTES);
+        assert!(!outcome.whole);
+        // Frames 0-3 (one ranged read, 1 and 2 read past) and frame 6.
+        let expected: u64 = [0, 1, 2, 3, 6]
+            .iter()
+            .map(|n| member.frames[*n].stored_len)
+            .sum();
+        assert_eq!(stored.load(Ordering::Relaxed), expected);
+    }
 }

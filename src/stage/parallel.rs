@@ -99,11 +99,17 @@ pub fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-/// Frames per unit of work: a large file is cut into parts of 16 MiB
+/// Bytes per unit of work: a large file is cut into parts of 16 MiB
 /// written by different workers at their offsets, so that one 1 GiB
 /// segment keeps every core busy (a file per worker left one core decoding
-/// the largest relation alone, slower than the stream).
-const UNIT_FRAMES: usize = 16;
+/// the largest relation alone, slower than the stream). In whole frames,
+/// whatever their size (the index records it).
+const UNIT_BYTES: u64 = 16 << 20;
+
+/// Frames per unit for `index`'s frame size.
+fn unit_frames(index: &Index) -> usize {
+    (UNIT_BYTES / u64::from(index.frame_bytes).max(1)).max(1) as usize
+}
 
 /// One part of one file to write.
 struct Unit<'a> {
@@ -218,7 +224,7 @@ pub fn extract_seekable(
         // A checksum that cannot be combined from parts: one part.
         let per_unit = match &checksummer {
             Some(c) if !c.is_combinable() => member.frames.len().max(1),
-            _ => UNIT_FRAMES,
+            _ => unit_frames(index),
         };
         let chunks: Vec<&[Frame]> = member.frames.chunks(per_unit).collect();
         states.push(FileState {
@@ -544,7 +550,7 @@ mod tests {
             );
         }
         // Parts written by different workers at their offsets.
-        let big: Vec<u8> = (0..(2 * UNIT_FRAMES as u64 + 3) * FRAME_BYTES + 777)
+        let big: Vec<u8> = (0..(2 * (UNIT_BYTES / FRAME_BYTES) + 3) * FRAME_BYTES + 777)
             .map(|i| (i % 241) as u8)
             .collect();
         add("base/1/16384", &big, 0o600, tar::EntryType::Regular);
@@ -637,7 +643,7 @@ mod tests {
             .find(|m| m.path == "base/1/16384")
             .unwrap();
         let mut bytes = fs::read(dir.path().join("base.tar.zst")).unwrap();
-        let frame = big.frames[UNIT_FRAMES + 2];
+        let frame = big.frames[(UNIT_BYTES / FRAME_BYTES) as usize + 2];
         bytes[(frame.stored_offset + frame.stored_len / 2) as usize] ^= 0x55;
         fs::write(dir.path().join("base.tar.zst"), bytes).unwrap();
         let dest = dir.path().join("dest");

@@ -8,7 +8,8 @@
 //! `stream` and `seekable` compare and patch files from a tar read as a
 //! stream or through its index, `clean` removes what the backup does not
 //! hold, `preview` is the plan's forecast from sizes, `file` the
-//! per-file mechanics and counts.
+//! per-file mechanics and counts, `ahead` keeps the disk reading the
+//! existing files ahead of the comparison.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,7 @@ use crate::repo::tablespace::{render_tablespace_map, TablespaceSource};
 use crate::stage::extract::stored_size;
 use crate::stage::Interrupted;
 
+mod ahead;
 mod clean;
 mod file;
 pub mod guard;

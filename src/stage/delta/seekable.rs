@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::ahead::Ahead;
 use super::file::{comparable, ensure_dir, set_mode, DeltaStats, FileOutcome};
 use super::{manifest_path, Held, Seen};
 use crate::interrupt;
@@ -215,8 +216,17 @@ pub fn delta_seekable(
     Ok(())
 }
 
-/// One file: compared frame by frame with the index's page checksums, the
-/// frames holding differing pages fetched, those pages written.
+/// Bytes of an existing file compared at a time, in whole frames: read
+/// with one `pread` (the kernel reading the next ones meanwhile, see
+/// `Ahead`), hashed page by page, then the frames holding differing pages
+/// fetched with one ranged read from the first of them to the last (one
+/// request on an object store), the frames between read past without being
+/// decompressed. Bounds a worker's memory to this plus one frame.
+const WINDOW_BYTES: u64 = 4 << 20;
+
+/// One file: compared window by window with the index's page checksums,
+/// the frames holding differing pages fetched, those pages written; or,
+/// when nothing comparable is there, written in full.
 fn delta_member(
     store: &dyn StoreRead,
     key: &str,
@@ -232,94 +242,122 @@ fn delta_member(
         ..
     } = job;
     simulated_slow_staging();
-    let (file, whole) = match comparable(&target, member.size)? {
+    let file = match comparable(&target, member.size)? {
         Some(existing) => {
             set_mode(&existing, &target, member.mode)?;
-            (existing, false)
+            existing
         }
-        None => (create_new(&target, member.mode)?, true),
+        None => {
+            let file = create_new(&target, member.mode)?;
+            let outcome = write_whole(
+                store,
+                key,
+                member,
+                &file,
+                &target,
+                &mut checksummer,
+                buffers,
+                stop,
+                stored,
+            )?;
+            return Ok((outcome, checksummer.map(|c| c.finish())));
+        }
     };
     let mut outcome = FileOutcome {
         size: member.size,
-        whole,
         ..FileOutcome::default()
     };
-    // A file written in full needs all its frames: one ranged read for
-    // them all (one request on an object store).
-    let mut sequential = match (whole, member.frames.first(), member.frames.last()) {
-        (true, Some(first), Some(last)) => Some(
-            store
-                .open_range(key, first.stored_offset..last.stored_range().end)
-                .with_context(|| format!("cannot read `{}`", store.describe(key)))?,
-        ),
-        _ => None,
-    };
+    // Frames per window: old backups' 1 MiB frames and smaller ones alike.
+    let frame_bytes = member
+        .frames
+        .iter()
+        .map(|f| f.len)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let per_window = WINDOW_BYTES.div_ceil(frame_bytes).max(1) as usize;
+    let mut ahead = Ahead::new(&file, member.size);
     let mut local = Vec::new();
-    let mut differing = Vec::new();
-    for frame in &member.frames {
+    let mut differing: Vec<u64> = Vec::new();
+    let mut needed: Vec<bool> = Vec::new();
+    for window in member.frames.chunks(per_window) {
         if interrupt::requested() {
             bail!(Interrupted);
         }
         if stop.load(Ordering::Relaxed) {
             bail!("stopped: another file failed");
         }
-        let Some((start, end)) = data_range(member, frame) else {
-            if let Some(reader) = sequential.as_mut() {
-                // Headers only; read past them.
-                buffers.frame(reader, store, key, frame)?;
-                stored.fetch_add(frame.stored_len, Ordering::Relaxed);
-            }
+        let ranges: Vec<Option<(u64, u64)>> = window
+            .iter()
+            .map(|frame| data_range(member, frame))
+            .collect();
+        let (Some(start), Some(end)) = (
+            ranges.iter().flatten().map(|r| r.0).min(),
+            ranges.iter().flatten().map(|r| r.1).max(),
+        ) else {
+            // Headers only.
             continue;
         };
-        let len = (end - start) as usize;
+        ahead.reading(start);
+        local.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut local, start)
+            .map_err(|e| interrupt_or(e, &target))?;
+        // Hash only to compare: every page of the window against the index.
         differing.clear();
-        let pages = (start / PAGE_BYTES)..end.div_ceil(PAGE_BYTES);
-        if whole {
-            differing.extend(pages);
-        } else {
-            local.resize(len, 0);
-            file.read_exact_at(&mut local, start)
-                .map_err(|e| interrupt_or(e, &target))?;
-            for page in pages {
-                let from = (page * PAGE_BYTES - start) as usize;
-                let to = (from + PAGE_BYTES as usize).min(len);
-                if page_checksum(&local[from..to]) == member.pages[page as usize] {
-                    outcome.pages_kept += 1;
-                } else {
-                    differing.push(page);
+        needed.clear();
+        for range in &ranges {
+            let mut any = false;
+            if let Some((from, to)) = range {
+                for page in (from / PAGE_BYTES)..to.div_ceil(PAGE_BYTES) {
+                    let at = (page * PAGE_BYTES - start) as usize;
+                    let upto = (at + PAGE_BYTES as usize).min(local.len());
+                    if page_checksum(&local[at..upto]) == member.pages[page as usize] {
+                        outcome.pages_kept += 1;
+                    } else {
+                        differing.push(page);
+                        any = true;
+                    }
                 }
             }
+            needed.push(any);
         }
-        if !differing.is_empty() {
-            let plain = match sequential.as_mut() {
-                Some(reader) => buffers.frame(reader, store, key, frame)?,
-                None => {
-                    let mut reader = store
-                        .open_range(key, frame.stored_range())
+        if let (Some(first), Some(last)) = (
+            needed.iter().position(|n| *n),
+            needed.iter().rposition(|n| *n),
+        ) {
+            let mut reader = store
+                .open_range(
+                    key,
+                    window[first].stored_offset..window[last].stored_range().end,
+                )
+                .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
+            for n in first..=last {
+                let frame = &window[n];
+                stored.fetch_add(frame.stored_len, Ordering::Relaxed);
+                let (true, Some((from, to))) = (needed[n], ranges[n]) else {
+                    // All its pages are there already: not decompressed.
+                    skip(&mut reader, frame.stored_len)
                         .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
-                    buffers.frame(&mut reader, store, key, frame)?
+                    continue;
+                };
+                let plain = buffers.frame(&mut reader, store, key, frame)?;
+                let skip_header = (member.data_offset + from - frame.offset) as usize;
+                let new = &plain[skip_header..skip_header + (to - from) as usize];
+                for page in differing
+                    .iter()
+                    .filter(|p| **p * PAGE_BYTES >= from && **p * PAGE_BYTES < to)
+                {
+                    let offset = page * PAGE_BYTES;
+                    let within = (offset - from) as usize;
+                    let len = (PAGE_BYTES as usize).min((to - offset) as usize);
+                    let bytes = &new[within..within + len];
+                    file.write_all_at(bytes, offset)
+                        .map_err(|e| interrupt_or(e, &target))?;
+                    let at = (offset - start) as usize;
+                    local[at..at + len].copy_from_slice(bytes);
+                    outcome.pages_rewritten += 1;
+                    outcome.bytes_written += len as u64;
                 }
-            };
-            stored.fetch_add(frame.stored_len, Ordering::Relaxed);
-            let skip = (member.data_offset + start - frame.offset) as usize;
-            let new = &plain[skip..skip + len];
-            if whole {
-                file.write_all_at(new, start)
-                    .map_err(|e| interrupt_or(e, &target))?;
-                outcome.bytes_written += len as u64;
-                if let Some(c) = &mut checksummer {
-                    c.update(new);
-                }
-                continue;
-            }
-            for page in &differing {
-                let from = (page * PAGE_BYTES - start) as usize;
-                let to = (from + PAGE_BYTES as usize).min(len);
-                file.write_all_at(&new[from..to], start + from as u64)
-                    .map_err(|e| interrupt_or(e, &target))?;
-                local[from..to].copy_from_slice(&new[from..to]);
-                outcome.pages_rewritten += 1;
-                outcome.bytes_written += (to - from) as u64;
             }
         }
         if let Some(c) = &mut checksummer {
@@ -327,6 +365,67 @@ fn delta_member(
         }
     }
     Ok((outcome, checksummer.map(|c| c.finish())))
+}
+
+/// Reads past `len` bytes of a ranged read.
+fn skip(mut reader: &mut dyn std::io::Read, len: u64) -> std::io::Result<()> {
+    let copied = std::io::copy(
+        &mut std::io::Read::take(&mut reader, len),
+        &mut std::io::sink(),
+    )?;
+    if copied != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// A file with nothing comparable there, written in full from all its
+/// frames: one ranged read for them all (one request on an object store).
+#[allow(clippy::too_many_arguments)] // delta_member's, for the file it created
+fn write_whole(
+    store: &dyn StoreRead,
+    key: &str,
+    member: &Member,
+    file: &std::fs::File,
+    target: &Path,
+    checksummer: &mut Option<Checksummer>,
+    buffers: &mut Buffers,
+    stop: &AtomicBool,
+    stored: &AtomicU64,
+) -> Result<FileOutcome> {
+    let mut outcome = FileOutcome {
+        size: member.size,
+        whole: true,
+        ..FileOutcome::default()
+    };
+    let (Some(first), Some(last)) = (member.frames.first(), member.frames.last()) else {
+        return Ok(outcome);
+    };
+    let mut reader = store
+        .open_range(key, first.stored_offset..last.stored_range().end)
+        .with_context(|| format!("cannot read `{}`", store.describe(key)))?;
+    for frame in &member.frames {
+        if interrupt::requested() {
+            bail!(Interrupted);
+        }
+        if stop.load(Ordering::Relaxed) {
+            bail!("stopped: another file failed");
+        }
+        let plain = buffers.frame(&mut reader, store, key, frame)?;
+        stored.fetch_add(frame.stored_len, Ordering::Relaxed);
+        let Some((start, end)) = data_range(member, frame) else {
+            continue;
+        };
+        let skip_header = (member.data_offset + start - frame.offset) as usize;
+        let new = &plain[skip_header..skip_header + (end - start) as usize];
+        file.write_all_at(new, start)
+            .map_err(|e| interrupt_or(e, target))?;
+        outcome.bytes_written += new.len() as u64;
+        if let Some(c) = checksummer {
+            c.update(new);
+        }
+    }
+    Ok(outcome)
 }
 
 /// The whole data of a (small) member, from its frames.
@@ -359,4 +458,77 @@ fn read_member(
         );
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+    use std::fs;
+
+    use crate::repo::store::posix::Posix;
+    use crate::seekable::encode::encode;
+    use crate::seekable::FRAME_BYTES;
+
+    /// A seven-frame file whose existing copy differs in three pages: in
+    /// frames 0 and 3 (one window) and 6 (the next). Exactly those pages
+    /// are written; frames 1 and 2 are read past (not decompressed) in the
+    /// ranged read of frames 0 to 3, and frames 4 and 5, whose pages all
+    /// match, are not read at all.
+    #[test]
+    fn only_the_frames_holding_differing_pages_are_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..6 * FRAME_BYTES + 5 * PAGE_BYTES + 100)
+            .map(|i| (i % 239) as u8)
+            .collect();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o600);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, "rel", &data[..]).unwrap();
+        let tar = builder.into_inner().unwrap();
+        let mut stored_tar = Vec::new();
+        let index = encode(&mut tar.as_slice(), &mut stored_tar, None).unwrap();
+        fs::write(dir.path().join("base.tar.zst"), &stored_tar).unwrap();
+        let member = &index.members[0];
+        assert_eq!(member.frames.len(), 7);
+        assert!(pages_align(&index));
+
+        let target = dir.path().join("rel");
+        let mut existing = data.clone();
+        for page in [2, 3 * 128 + 7, 6 * 128 + 1] {
+            existing[page * PAGE_BYTES as usize + 11] ^= 0xff;
+        }
+        fs::write(&target, &existing).unwrap();
+
+        let store = Posix::new(dir.path());
+        let (stop, stored) = (AtomicBool::new(false), AtomicU64::new(0));
+        let job = Job {
+            member,
+            target: target.clone(),
+            manifest: None,
+            checksummer: None,
+        };
+        let (outcome, _) = delta_member(
+            &store,
+            "base.tar.zst",
+            job,
+            &mut Buffers::new(),
+            &stop,
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), data);
+        assert_eq!(outcome.pages_rewritten, 3);
+        assert_eq!(outcome.bytes_written, 3 * PAGE_BYTES);
+        assert!(!outcome.whole);
+        // Frames 0-3 (one ranged read, 1 and 2 read past) and frame 6.
+        let expected: u64 = [0, 1, 2, 3, 6]
+            .iter()
+            .map(|n| member.frames[*n].stored_len)
+            .sum();
+        assert_eq!(stored.load(Ordering::Relaxed), expected);
+    }
 }

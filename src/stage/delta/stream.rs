@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 
+use super::ahead::Ahead;
 use super::file::{comparable, ensure_dir, set_mode, DeltaStats, FileOutcome};
 use super::{manifest_path, Held, Seen};
 use crate::interrupt;
@@ -196,11 +197,13 @@ pub fn patch(
         size,
         ..FileOutcome::default()
     };
+    let mut ahead = Ahead::new(existing, size);
     let mut offset = 0u64;
     while offset < size {
         if interrupt::requested() {
             bail!(Interrupted);
         }
+        ahead.reading(offset);
         let n = (size - offset).min(new.len() as u64) as usize;
         read_fully(reader, &mut new[..n]).map_err(|e| interrupt_or(e, target))?;
         existing

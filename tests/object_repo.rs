@@ -2162,3 +2162,136 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         }
     }
 }
+
+/// The ids of the markers a restored server holds, in order.
+fn marker_ids(summary: &serde_json::Value) -> String {
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    psql(
+        socket,
+        port,
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers",
+    )
+}
+
+/// Timelines and compressions from object stores, as tests/timelines.rs
+/// and tests/formats.rs prove them from a directory: a backup in each
+/// compression pitr offers restores exactly (`--backup`); a recovery that
+/// keeps archiving into the store makes timeline 2 there, and restores from
+/// the store follow each branch to its own rows (the newest timeline by
+/// default, timeline 1 when asked).
+#[test]
+fn timelines_and_compressions_from_s3_and_azure() {
+    let test = "timelines_and_compressions_from_s3_and_azure";
+    if !require_root(test) {
+        return;
+    }
+    for kind in [Kind::S3, Kind::Azure] {
+        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
+            continue;
+        }
+        let _turn = one_azurite_at_a_time(kind);
+        let server = ObjectServer::start(kind);
+        let dir = shared_tempdir("pitr-object-timelines");
+        let binary = shared_pitr_binary(dir.path());
+        let url = server.url("timelines");
+        run_ok(
+            pitr(&binary, &server).args(["init", "--repo", &url]),
+            "init",
+        );
+        let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+        let primary =
+            Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+        primary.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let mut outputs = String::new();
+        let mut backups = Vec::new();
+        for compress in ["zstd", "lz4", "gzip"] {
+            let backup = run_ok(
+                pitr(&binary, &server)
+                    .env("PGHOST", &primary.dir)
+                    .env("PGPORT", primary.port.to_string())
+                    .env("PGUSER", "postgres")
+                    .args(["backup", "--fast", "--compress", compress, "--repo", &url]),
+                compress,
+            );
+            outputs.push_str(&text(&backup.stderr));
+            backups.push((compress, text(&backup.stdout).trim().to_string()));
+            // Backup ids are made of the second they start in.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let m1 = primary.insert_marker(1);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let m2 = primary.insert_marker(2);
+        primary.archive_everything();
+
+        // Each compression, to latest on timeline 1: both rows.
+        for (compress, id) in &backups {
+            let pgdata = dir.path().join(format!("restored-{compress}"));
+            let (summary, guard) = restore_from_store(
+                &binary,
+                &server,
+                &pgdata,
+                &["--repo", &url, "--backup", id, "--to", "latest"],
+                &mut outputs,
+            );
+            assert_eq!(summary["plan"]["backup"]["id"], id.as_str(), "{kind:?}");
+            assert_eq!(marker_ids(&summary), "1,2", "{kind:?} {compress}");
+            drop(guard);
+        }
+
+        // Timeline 2: a recovery to between markers 1 and 2 that goes on
+        // archiving into the store (the backup's archive_command).
+        let tl2_dir = dir.path().join("tl2");
+        let (tl2, tl2_guard) = restore_from_store(
+            &binary,
+            &server,
+            &tl2_dir,
+            &[
+                "--repo",
+                &url,
+                "--to",
+                &rfc3339(between(&m1, &m2)),
+                "--keep-archiving",
+            ],
+            &mut outputs,
+        );
+        assert_eq!(tl2["new_timeline"], 2, "{kind:?}");
+        let tl2_socket = PathBuf::from(tl2["socket_dir"].as_str().unwrap());
+        let tl2_port = tl2["port"].as_u64().unwrap() as u16;
+        insert_marker(&tl2_socket, tl2_port, 102);
+        archive_everything(&tl2_socket, tl2_port);
+        drop(tl2_guard);
+        // Timeline 1 goes on after timeline 2 branched off.
+        primary.insert_marker(3);
+        primary.archive_everything();
+        drop(primary);
+
+        // The newest timeline by default: 1, then 102 on timeline 2.
+        let (latest, guard) = restore_from_store(
+            &binary,
+            &server,
+            &dir.path().join("restored-latest"),
+            &["--repo", &url, "--to", "latest"],
+            &mut outputs,
+        );
+        assert_eq!(marker_ids(&latest), "1,102", "{kind:?}: {latest:#}");
+        drop(guard);
+        // Timeline 1 when asked: 1, 2, 3.
+        let (old_branch, guard) = restore_from_store(
+            &binary,
+            &server,
+            &dir.path().join("restored-tl1"),
+            &["--repo", &url, "--to", "latest", "--timeline", "1"],
+            &mut outputs,
+        );
+        assert_eq!(marker_ids(&old_branch), "1,2,3", "{kind:?}");
+        drop(guard);
+
+        for secret in [object_servers::S3_SECRET_KEY, object_servers::AZURITE_KEY] {
+            assert!(
+                !outputs.contains(secret),
+                "{kind:?}: a secret in the output"
+            );
+        }
+    }
+}

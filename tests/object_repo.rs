@@ -1875,6 +1875,24 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
     markers.extend((4..=6).map(|id| cluster.insert_marker(id)));
     cluster.archive_everything();
     drop(cluster);
+    // Timeline 2 in the directory before it is uploaded: a recovery to
+    // between markers 5 and 6 that goes on archiving there, with a row of
+    // its own.
+    let tl2 = restore(
+        pitr(&binary, &server),
+        &dir.path().join("tl2"),
+        [
+            "--repo",
+            &local,
+            "--to",
+            &rfc3339(between(&markers[4], &markers[5])),
+            "--keep-archiving",
+        ],
+    );
+    assert_eq!(tl2.summary["new_timeline"], 2);
+    insert_marker(&tl2.socket_dir(), tl2.port(), 102);
+    archive_everything(&tl2.socket_dir(), tl2.port());
+    drop(tl2);
 
     // The directory, object by object, into the bucket; the marker that
     // makes a prefix a repository (what `pitr init --repo gs://…` writes,
@@ -1981,8 +1999,9 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         .push_str(&std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default());
     drop(guard);
 
-    // Latest, from the seekable backup staged by two workers: all six
-    // rows and the filler table whole.
+    // Latest, from the seekable backup staged by two workers: timeline 2
+    // followed from the bucket (markers 1 to 5 and its own 102) and the
+    // filler table whole.
     let pgdata = dir.path().join("restored-latest");
     let (summary, guard) = restore_from_store(
         &binary,
@@ -1997,7 +2016,7 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         "{summary:#}"
     );
     assert!(outputs.contains("staged by 2 workers"), "{outputs}");
-    assert_eq!(count_rows(&summary), 6);
+    assert_eq!(marker_ids(&summary), "1,2,3,4,5,102");
     let socket = Path::new(summary["socket_dir"].as_str().unwrap());
     let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(
@@ -2007,6 +2026,16 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
     outputs.push_str(&std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap());
     outputs
         .push_str(&std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default());
+    drop(guard);
+    // Timeline 1 when asked: all six markers of the old branch.
+    let (summary, guard) = restore_from_store(
+        &binary,
+        &server,
+        &dir.path().join("restored-tl1"),
+        &["--repo", &url, "--to", "latest", "--timeline", "1"],
+        &mut outputs,
+    );
+    assert_eq!(marker_ids(&summary), "1,2,3,4,5,6");
     drop(guard);
 
     // The monitoring check: the same figures as from the directory.

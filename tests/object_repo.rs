@@ -560,6 +560,48 @@ fn restore_from_store(
     (json(&output), guard)
 }
 
+/// A fresh server of `kind`, a repository under `repo_prefix` made by
+/// `pitr init`, and a real PostgreSQL 15 archiving into it with a table
+/// `markers`.
+fn archiving_to_store(
+    kind: Kind,
+    dir_prefix: &str,
+    repo_prefix: &str,
+) -> (ObjectServer, tempfile::TempDir, PathBuf, String, Cluster) {
+    let server = ObjectServer::start(kind);
+    let dir = shared_tempdir(dir_prefix);
+    let binary = shared_pitr_binary(dir.path());
+    let url = server.url(repo_prefix);
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let archive_command = archive_command_for(&server, &binary, &url, dir.path());
+    let cluster =
+        Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    (server, dir, binary, url, cluster)
+}
+
+/// `pitr backup --fast --repo URL EXTRA` of `cluster`, which must succeed.
+fn backup_into_store(
+    binary: &Path,
+    server: &ObjectServer,
+    cluster: &Cluster,
+    url: &str,
+    extra: &[&str],
+) -> Output {
+    run_ok(
+        pitr(binary, server)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .args(["backup", "--fast", "--repo", url])
+            .args(extra),
+        "backup",
+    )
+}
+
 fn count_rows(summary: &serde_json::Value) -> i64 {
     let socket = Path::new(summary["socket_dir"].as_str().unwrap());
     let port = summary["port"].as_u64().unwrap() as u16;
@@ -585,27 +627,10 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
             continue;
         }
         let _turn = one_azurite_at_a_time(kind);
-        let server = ObjectServer::start(kind);
-        let dir = shared_tempdir("pitr-object-restore");
-        let binary = shared_pitr_binary(dir.path());
-        let url = server.url("restore");
-        run_ok(
-            pitr(&binary, &server).args(["init", "--repo", &url]),
-            "init",
-        );
-        let archive_command = archive_command_for(&server, &binary, &url, dir.path());
-        let cluster =
-            Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
-        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let (server, dir, binary, url, cluster) =
+            archiving_to_store(kind, "pitr-object-restore", "restore");
         let mut outputs = String::new();
-        let backup = run_ok(
-            pitr(&binary, &server)
-                .env("PGHOST", &cluster.dir)
-                .env("PGPORT", cluster.port.to_string())
-                .env("PGUSER", "postgres")
-                .args(["backup", "--fast", "--repo", &url]),
-            "backup",
-        );
+        let backup = backup_into_store(&binary, &server, &cluster, &url, &[]);
         outputs.push_str(&text(&backup.stderr));
         let markers: Vec<Marker> = (1..=3).map(|id| cluster.insert_marker(id)).collect();
         // Enough WAL after the backup that prefetching has work to do.
@@ -2220,29 +2245,13 @@ fn timelines_and_compressions_from_s3_and_azure() {
             continue;
         }
         let _turn = one_azurite_at_a_time(kind);
-        let server = ObjectServer::start(kind);
-        let dir = shared_tempdir("pitr-object-timelines");
-        let binary = shared_pitr_binary(dir.path());
-        let url = server.url("timelines");
-        run_ok(
-            pitr(&binary, &server).args(["init", "--repo", &url]),
-            "init",
-        );
-        let archive_command = archive_command_for(&server, &binary, &url, dir.path());
-        let primary =
-            Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
-        primary.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let (server, dir, binary, url, primary) =
+            archiving_to_store(kind, "pitr-object-timelines", "timelines");
         let mut outputs = String::new();
         let mut backups = Vec::new();
         for compress in ["zstd", "lz4", "gzip"] {
-            let backup = run_ok(
-                pitr(&binary, &server)
-                    .env("PGHOST", &primary.dir)
-                    .env("PGPORT", primary.port.to_string())
-                    .env("PGUSER", "postgres")
-                    .args(["backup", "--fast", "--compress", compress, "--repo", &url]),
-                compress,
-            );
+            let backup =
+                backup_into_store(&binary, &server, &primary, &url, &["--compress", compress]);
             outputs.push_str(&text(&backup.stderr));
             backups.push((compress, text(&backup.stdout).trim().to_string()));
             // Backup ids are made of the second they start in.

@@ -672,6 +672,7 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
 
         // Latest: all three rows, promoted.
         let pgdata = dir.path().join("restored-latest");
+        let requests_before = server.requests().len();
         let (summary, guard) = restore_from_store(
             &binary,
             &server,
@@ -680,6 +681,34 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
             &mut outputs,
         );
         assert_eq!(count_rows(&summary), 3, "{kind:?}");
+        if kind == Kind::S3 {
+            // Promoting from timeline 1, PostgreSQL asks for
+            // 00000001.history, which no archive holds: wal-fetch answers
+            // without a round trip. The next timeline's history file is
+            // still looked up in the store (a new timeline's number must
+            // not collide with one archived by another restore).
+            // (A lookup lists from just before its name: `…histor`.)
+            let requests = server.requests()[requests_before..].to_vec();
+            assert!(
+                !requests.iter().any(|r| r.contains("00000001.histor")),
+                "a request for timeline 1's history file: {requests:#?}"
+            );
+            assert!(
+                requests.iter().any(|r| r.contains("00000002.histor")),
+                "timeline 2's history file was looked up: {requests:#?}"
+            );
+            // The end of the archive (a segment never archived) is found
+            // missing by listings alone, in every naming of its `.partial`,
+            // not by a HEAD per compression.
+            assert!(
+                !requests
+                    .iter()
+                    .any(|r| r.starts_with("HEAD ") && r.contains(".partial")),
+                "a HEAD per naming of a .partial file: {requests:#?}"
+            );
+            let history = std::fs::read_to_string(pgdata.join("pg_wal/00000002.history")).unwrap();
+            assert!(history.starts_with("1\t"), "{history}");
+        }
         outputs.push_str(&std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap());
         outputs.push_str(
             &std::fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default(),

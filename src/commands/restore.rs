@@ -653,8 +653,10 @@ fn check_user_can_run(user: &OsUser, pitr: &Path, location: &RepoLocation) -> Re
 
 /// The server's user reaches a store in object storage with pitr's own
 /// environment (which the server inherits) and `PITR_REPO`: checked by
-/// asking, as that user, for a file no archive has (timeline 1 has no
-/// history file). "Not found" means the store answered; anything else
+/// asking, as that user, for a file no archive has: the history file of
+/// the last timeline PostgreSQL could number (not timeline 1's, which
+/// wal-fetch answers without asking the store). "Not found" means the
+/// store answered; anything else
 /// (a configuration or credentials file only root may read, say) would
 /// otherwise stop recovery at its first segment.
 fn check_user_reaches_store(
@@ -665,9 +667,12 @@ fn check_user_reaches_store(
     let output = user
         .command(pitr)
         .envs(server_env(&RepoLocation::Object(object.clone())))
+        // Not one of the server's fetches: kept out of the timing log that
+        // measures how long replay waits on restore_command.
+        .env_remove("PITR_FETCH_LOG")
         .args([
             "wal-fetch",
-            "00000001.history",
+            "FFFFFFFF.history",
             "/nonexistent/pitr-reachability-check",
         ])
         .output();

@@ -75,6 +75,11 @@ fn is_servable(name: &str) -> bool {
     WalFileName::parse(name).is_some_and(|name| name.is_servable())
 }
 
+/// Names that are never archived (see [`WalFileName::cannot_exist`]).
+fn cannot_exist(name: &str) -> bool {
+    WalFileName::parse(name).is_some_and(|name| name.cannot_exist())
+}
+
 pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
     // A segment the restore prefetched: moved into place, no copy.
     if let Some(spool) = &args.spool {
@@ -84,12 +89,15 @@ pub fn fetch(args: &WalFetchArgs) -> Result<Fetched> {
             return Ok(Fetched::Delivered);
         }
     }
-    simulated_latency();
     let archive_at =
         crate::repo::wal_archive_at(args.repo.repo.as_deref(), args.repo.wal_archive.as_deref())?;
     if !is_servable(&args.name) {
         bail!("`{}` is not a WAL segment or history file name", args.name);
     }
+    if cannot_exist(&args.name) {
+        return Ok(Fetched::NotFound);
+    }
+    simulated_latency();
     let archive: Arc<dyn StoreRead> = match archive_at {
         ArchiveAt::Dir(dir) => match crate::repo::open_archive_read(&dir) {
             Some(archive) => archive,
@@ -193,5 +201,14 @@ mod tests {
         assert!(!is_servable("../etc/passwd"));
         assert!(!is_servable("000000010000000000000003.00000028.backup"));
         assert!(!is_servable(""));
+    }
+
+    #[test]
+    fn only_the_first_timelines_history_cannot_exist() {
+        assert!(cannot_exist("00000001.history"));
+        assert!(!cannot_exist("00000002.history"));
+        assert!(!cannot_exist("00000010.history"));
+        assert!(!cannot_exist("000000010000000000000001"));
+        assert!(!cannot_exist("000000010000000000000001.partial"));
     }
 }

@@ -413,52 +413,69 @@ fn keep_preferred<K: Ord>(map: &mut BTreeMap<K, ArchivedFile>, key: K, file: Arc
 /// preferred first: a few `stat`s on a local archive, one listing request
 /// on object storage, never a listing of a large archive.
 pub fn copies_in(store: &Arc<dyn StoreRead>, name: &str) -> Result<Vec<ArchivedFile>> {
-    let keys: Vec<String> = Compression::ALL
+    let candidates: Vec<(String, Compression)> = Compression::ALL
         .iter()
-        .map(|compression| format!("{name}{}", compression.suffix()))
+        .map(|compression| (format!("{name}{}", compression.suffix()), *compression))
         .collect();
-    let found = store
-        .existing_of(&keys)
-        .with_context(|| format!("cannot read `{}`", store.describe(name)))?;
-    let mut copies = Vec::new();
-    // In the order of Compression::ALL: the preferred copy first.
-    for (compression, key) in Compression::ALL.iter().zip(&keys) {
-        if let Some(object) = found.iter().find(|object| &object.key == key) {
-            copies.push(ArchivedFile::new(
-                Arc::clone(store),
-                object.clone(),
-                *compression,
-                name.ends_with(".partial"),
-            ));
-        }
-    }
-    Ok(copies)
+    let partial = name.ends_with(".partial");
+    copies_among(store, name, &candidates, partial)
 }
 
-/// The copies of a segment's `.partial` file, in every naming.
+/// The copies of a segment's `.partial` file, in both namings (the
+/// compression's suffix after `.partial`, as pitr writes it, or before it,
+/// as other tools do), with one lookup: one listing request on object
+/// storage.
 pub fn partial_copies_in(
     store: &Arc<dyn StoreRead>,
     segment_name: &str,
 ) -> Result<Vec<ArchivedFile>> {
-    let mut copies = copies_in(store, &format!("{segment_name}.partial"))?;
-    for compression in Compression::ALL {
-        if compression == Compression::None {
-            continue;
-        }
-        let key = format!("{segment_name}{}.partial", compression.suffix());
-        if let Ok(Some(object)) = store.stat(&key) {
-            copies.push(ArchivedFile::new(
+    let partial_name = format!("{segment_name}.partial");
+    let mut candidates: Vec<(String, Compression)> = Compression::ALL
+        .iter()
+        .map(|compression| {
+            (
+                format!("{partial_name}{}", compression.suffix()),
+                *compression,
+            )
+        })
+        .collect();
+    candidates.extend(
+        Compression::ALL
+            .iter()
+            .filter(|compression| **compression != Compression::None)
+            .map(|compression| {
+                (
+                    format!("{segment_name}{}.partial", compression.suffix()),
+                    *compression,
+                )
+            }),
+    );
+    copies_among(store, &partial_name, &candidates, true)
+}
+
+/// The candidates that exist, in the order given (the preferred first).
+fn copies_among(
+    store: &Arc<dyn StoreRead>,
+    name: &str,
+    candidates: &[(String, Compression)],
+    partial: bool,
+) -> Result<Vec<ArchivedFile>> {
+    let keys: Vec<String> = candidates.iter().map(|(key, _)| key.clone()).collect();
+    let found = store
+        .existing_of(&keys)
+        .with_context(|| format!("cannot read `{}`", store.describe(name)))?;
+    Ok(candidates
+        .iter()
+        .filter_map(|(key, compression)| {
+            let object = found.iter().find(|object| &object.key == key)?;
+            Some(ArchivedFile::new(
                 Arc::clone(store),
-                object,
-                compression,
-                true,
-            ));
-        }
-    }
-    for copy in &mut copies {
-        copy.partial = true;
-    }
-    Ok(copies)
+                object.clone(),
+                *compression,
+                partial,
+            ))
+        })
+        .collect())
 }
 
 /// Checks that the copies of one file hold the same bytes once

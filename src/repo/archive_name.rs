@@ -105,6 +105,17 @@ impl WalFileName {
     pub fn is_servable(&self) -> bool {
         !matches!(self, WalFileName::BackupHistory { .. })
     }
+
+    /// A name no archive can hold, so `wal-fetch` answers "not found"
+    /// without asking the store: timeline 1 is where every cluster starts,
+    /// and PostgreSQL never writes a history file for it (timeline.c: "Timeline
+    /// 1 does not have a history file"). It still asks for one when it
+    /// promotes from timeline 1 (to copy the parent's history into the new
+    /// timeline's), and on an object store that lookup costs a round trip
+    /// at the moment the restored server is being waited for.
+    pub fn cannot_exist(&self) -> bool {
+        self.history_timeline() == Some(TimelineId::FIRST)
+    }
 }
 
 impl fmt::Display for WalFileName {

@@ -474,7 +474,22 @@ fn wal_push_and_fetch_on_s3_and_azure() {
 /// in a file of their own; both readable by the server's OS user.
 fn s3_config_file(server: &ObjectServer, url: &str, dir: &Path) -> (PathBuf, PathBuf) {
     let config_dir = dir.join("etc");
-    std::fs::create_dir_all(&config_dir).unwrap();
+    let (config, credentials) = write_s3_config(server, Some(url), &config_dir);
+    for file in [&config_dir, &config, &credentials] {
+        give_to_pg_user(file);
+    }
+    (config, credentials)
+}
+
+/// `pitr.toml` and `s3.credentials` in `config_dir` for the S3 server,
+/// owned by whoever runs the test; the repository in the file only when
+/// given.
+fn write_s3_config(
+    server: &ObjectServer,
+    repository: Option<&str>,
+    config_dir: &Path,
+) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(config_dir).unwrap();
     let credentials = config_dir.join("s3.credentials");
     std::fs::write(
         &credentials,
@@ -485,19 +500,19 @@ fn s3_config_file(server: &ObjectServer, url: &str, dir: &Path) -> (PathBuf, Pat
         ),
     )
     .unwrap();
+    let repository = repository
+        .map(|url| format!("repository = \"{url}\"\n"))
+        .unwrap_or_default();
     let config = config_dir.join("pitr.toml");
     std::fs::write(
         &config,
         format!(
-            "repository = \"{url}\"\n[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
+            "{repository}[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
             server.endpoint(),
             credentials.display()
         ),
     )
     .unwrap();
-    for file in [&config_dir, &config, &credentials] {
-        give_to_pg_user(file);
-    }
     (config, credentials)
 }
 
@@ -718,28 +733,8 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
         // Credentials only root may read: the server's user could not
         // fetch WAL, so the restore stops before writing anything.
         if kind == Kind::S3 {
-            let private = dir.path().join("private");
-            std::fs::create_dir_all(&private).unwrap();
-            let credentials = private.join("s3.credentials");
-            std::fs::write(
-                &credentials,
-                format!(
-                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-                    object_servers::S3_ACCESS_KEY,
-                    object_servers::S3_SECRET_KEY
-                ),
-            )
-            .unwrap();
-            let config = private.join("pitr.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "[store]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\ncredentials_file = \"{}\"\n",
-                    server.endpoint(),
-                    credentials.display()
-                ),
-            )
-            .unwrap();
+            let (config, credentials) =
+                write_s3_config(&server, None, &dir.path().join("private"));
             for file in [&config, &credentials] {
                 std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                     .unwrap();

@@ -1263,6 +1263,22 @@ fn a_store_that_goes_down_during_replay_fails_the_restore() {
     assert!(!log.contains(object_servers::S3_SECRET_KEY));
 }
 
+/// The one store record pitr remembers in the tests' cache directory.
+fn remembered_store_record(server: &ObjectServer) -> PathBuf {
+    let remembered: Vec<PathBuf> = std::fs::read_dir(server.dir.path().join("cache"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("store-")
+        })
+        .collect();
+    assert_eq!(remembered.len(), 1, "{remembered:?}");
+    remembered[0].clone()
+}
+
 /// On a store that ignores conditional creates (as `pitr init` records for
 /// garage; recorded by hand here on s3s-fs), `wal-push` looks, writes and
 /// reads the checksum back: a LIST for the copies, a HEAD, the PUT and a
@@ -1288,6 +1304,8 @@ fn wal_push_falls_back_to_look_write_read_back() {
         "{\"conditional_create_enforced\":false}",
     )
     .unwrap();
+    // As on a host that has not read the record yet (init remembered its own).
+    std::fs::remove_file(remembered_store_record(&server)).unwrap();
     let push = |name: &str, fill: u8| {
         let path = dir.path().join(name);
         std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
@@ -1319,6 +1337,86 @@ fn wal_push_falls_back_to_look_write_read_back() {
         before,
         "nothing overwritten"
     );
+}
+
+/// What a host remembers of an archive's store is trusted for five minutes
+/// only: `pitr init` run again after the store behind the URL changed (a
+/// store that ignores conditional creates, recorded by hand here) reaches
+/// `wal-push`, which then takes the fallback instead of sending plain
+/// conditional PUTs a store could let replace a segment. `pitr init` on
+/// this host is learned at once.
+#[test]
+fn a_new_store_record_reaches_wal_push_within_five_minutes() {
+    let test = "a_new_store_record_reaches_wal_push_within_five_minutes";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let server = ObjectServer::start(Kind::S3);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+    let url = server.url("changed");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let push = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, 1)).unwrap();
+        let seen = server.requests().len();
+        let output = pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        server.requests()[seen..].to_vec()
+    };
+    let methods = |requests: &[String]| -> Vec<String> {
+        requests
+            .iter()
+            .map(|r| r.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    push("000000010000000000000001");
+    assert_eq!(methods(&push("000000010000000000000002")), ["PUT"]);
+
+    // The record changes in the store: trusted as remembered for now...
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    std::fs::write(
+        bucket.join("changed/wal/.pitr-store.json"),
+        "{\"conditional_create_enforced\":false}",
+    )
+    .unwrap();
+    assert_eq!(methods(&push("000000010000000000000003")), ["PUT"]);
+    // ...and read again once the memory is over five minutes old.
+    std::fs::File::options()
+        .write(true)
+        .open(remembered_store_record(&server))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(301))
+        .unwrap();
+    let requests = push("000000010000000000000004");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.contains(".pitr-store.json")),
+        "the record read again: {requests:#?}"
+    );
+    let methods_now = methods(&requests);
+    let put = methods_now.iter().position(|m| m == "PUT").unwrap();
+    assert_eq!(
+        methods_now[put - 1..],
+        ["HEAD", "PUT", "HEAD"],
+        "look, write, read back: {requests:#?}"
+    );
+
+    // `pitr init` again records what the store does now (s3s-fs enforces
+    // conditional creates) and this host knows it at once.
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init again",
+    );
+    assert_eq!(methods(&push("000000010000000000000005")), ["PUT"]);
 }
 
 /// Two archivers racing on the same segment names on S3 (s3s-fs), one of

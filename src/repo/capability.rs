@@ -10,8 +10,10 @@
 //! after moving to another store records the new answer). A repository
 //! without one (made before the record existed) is taken to enforce
 //! conditional creates, as pitr assumed then; `pitr init` records it.
-//! Once read it is remembered in the user's cache directory, so a push
-//! costs no request to learn it.
+//! Once read it is remembered in the user's cache directory for
+//! [`REMEMBERED_FOR`](super::identity::REMEMBERED_FOR), so a push costs no
+//! request to learn it, and a new record (`pitr init` run again after the
+//! store behind the URL changed) reaches every host within that time.
 
 use anyhow::{Context, Result};
 
@@ -41,7 +43,10 @@ pub fn record(archive: &Writable, conditional_create_enforced: bool) -> Result<(
             WriteError::Write(error) => anyhow::Error::new(error),
             WriteError::Other(error) => error,
         })
-        .with_context(|| format!("cannot write `{}`", archive.describe(CAPABILITY_KEY)))
+        .with_context(|| format!("cannot write `{}`", archive.describe(CAPABILITY_KEY)))?;
+    // This host knows the new answer at once; others within REMEMBERED_FOR.
+    Remembered::of(archive.read().as_ref(), "store").set_bytes(&bytes);
+    Ok(())
 }
 
 /// Whether `archive`'s store enforces conditional creates, as recorded

@@ -12,8 +12,8 @@
 //! from its next push.
 //!
 //! On object storage the identity is remembered in the user's cache
-//! directory once read (it never changes), so a push costs no request to
-//! learn it; a local archive is simply read each time.
+//! directory once read, for [`REMEMBERED_FOR`], so a push costs no request
+//! to learn it; a local archive is simply read each time.
 
 use std::io::Read;
 
@@ -99,6 +99,15 @@ pub(crate) fn claim_once(archive: &Writable, key: &str, bytes: &[u8]) -> Result<
     }
 }
 
+/// How long a fact read from an object archive (its identity, its store's
+/// capability, its compression) is trusted before it is read again: one
+/// request per host every five minutes at most, against a PUT per segment,
+/// and a repository deleted and made anew under the same URL (or a new
+/// `pitr init` after the store behind it changed) is learned by every host
+/// within that time. A stale "conditional creates are enforced" would send
+/// plain conditional PUTs to a store that lets them replace a segment.
+pub const REMEMBERED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The archive's identity as remembered locally (object stores only: a
 /// local archive is read directly).
 pub struct Remembered {
@@ -138,8 +147,15 @@ impl Remembered {
         }
     }
 
+    /// The remembered bytes if they were remembered (read from the
+    /// archive, or written to it) less than [`REMEMBERED_FOR`] ago; a
+    /// memory from the future (a clock set back) counts as old.
     pub(crate) fn get_bytes(&self) -> Option<Vec<u8>> {
         let (dir, key) = self.cache.as_ref()?;
+        let remembered_at = dir.stat(key).ok()??.modified;
+        if remembered_at.elapsed().ok()? > REMEMBERED_FOR {
+            return None;
+        }
         super::store::read_all(dir, key).ok()
     }
 

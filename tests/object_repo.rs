@@ -1263,6 +1263,85 @@ fn a_store_that_goes_down_during_replay_fails_the_restore() {
     assert!(!log.contains(object_servers::S3_SECRET_KEY));
 }
 
+/// A store that is down for a few seconds is waited out: the requests of
+/// `wal-push` and `wal-fetch` are retried with backoff (connection refused
+/// while s3s-fs is down) within their budget, and both succeed once it is
+/// back, with nothing for PostgreSQL to retry. (The budget running out is
+/// `a_store_that_goes_down_during_replay_fails_the_restore`.)
+#[test]
+fn a_store_down_for_seconds_is_waited_out_by_retries() {
+    let test = "a_store_down_for_seconds_is_waited_out_by_retries";
+    if !object_servers::require_server(test, Kind::S3) {
+        return;
+    }
+    let mut server = ObjectServer::start(Kind::S3);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+    let url = server.url("outage");
+    run_ok(
+        pitr(&binary, &server).args(["init", "--repo", &url]),
+        "init",
+    );
+    let segment = synthetic_segment(7_123_456_789_012_345_678, 1);
+    let first = dir.path().join("000000010000000000000001");
+    std::fs::write(&first, &segment).unwrap();
+    run_ok(
+        pitr(&binary, &server)
+            .args(["wal-push", "--repo", &url])
+            .arg(&first),
+        "wal-push",
+    );
+    let second = dir.path().join("000000010000000000000002");
+    std::fs::write(&second, synthetic_segment(7_123_456_789_012_345_678, 2)).unwrap();
+    let fetched = dir.path().join("fetched");
+
+    server.kill();
+    let started = std::time::Instant::now();
+    let spawn = |args: &[&std::ffi::OsStr]| {
+        pitr(&binary, &server)
+            .env("PITR_OBJECT_RETRY_SECONDS", "60")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let push = spawn(&[
+        "wal-push".as_ref(),
+        "--repo".as_ref(),
+        url.as_ref(),
+        second.as_os_str(),
+    ]);
+    let fetch = spawn(&[
+        "wal-fetch".as_ref(),
+        "--repo".as_ref(),
+        url.as_ref(),
+        "000000010000000000000001".as_ref(),
+        fetched.as_os_str(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    server.revive();
+    let push = push.wait_with_output().unwrap();
+    let fetch = fetch.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "they waited for the store"
+    );
+    assert_eq!(push.status.code(), Some(0), "{}", text(&push.stderr));
+    assert_eq!(fetch.status.code(), Some(0), "{}", text(&fetch.stderr));
+    assert!(
+        std::fs::read(&fetched).unwrap() == segment,
+        "fetched byte for byte"
+    );
+    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    assert!(
+        bucket
+            .join("outage/wal/000000010000000000000002.zst")
+            .exists(),
+        "the segment pushed while the store was down is stored"
+    );
+}
+
 /// The one store record pitr remembers in the tests' cache directory.
 fn remembered_store_record(server: &ObjectServer) -> PathBuf {
     let remembered: Vec<PathBuf> = std::fs::read_dir(server.dir.path().join("cache"))

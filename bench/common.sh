@@ -17,6 +17,17 @@ export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # --- the `make bench-*` drivers ------------------------------------------------
 
+# prepare_driver ROUNDS WHY PACKAGE...: SCALE (default 300) and ROUNDS (default
+# ROUNDS) exported for the benchmark; root (WHY says what for), PostgreSQL's
+# programs and the packages the benchmark runs checked or installed.
+prepare_driver() {
+    export SCALE=${SCALE:-300}
+    export ROUNDS=${ROUNDS:-$1}
+    require_root "$2"
+    require_pg_bin
+    install_missing "${@:3}"
+}
+
 # require_root WHY: stop unless root, saying why this script needs it.
 require_root() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -37,6 +48,7 @@ require_pg_bin() {
 # name).
 install_missing() {
     local missing=() package
+    [ $# -gt 0 ] || return 0
     for package in "$@"; do
         if [ "$package" = time ]; then
             [ -x /usr/bin/time ] || missing+=(time)
@@ -75,11 +87,15 @@ run_python() {
 
 # --- the small shell benchmarks ------------------------------------------------
 
-# make_work NAME: a temporary directory $work (/tmp/pitr-NAME.XXXXXX) that the
-# postgres OS user may use, and as_pg, which runs a command as that user
-# when this script runs as root. The caller's EXIT trap removes $work.
+# make_work NAME DATADIR...: a temporary directory $work
+# (/tmp/pitr-NAME.XXXXXX) that the postgres OS user may use, and as_pg, which
+# runs a command as that user when this script runs as root. On exit, the
+# servers of the data directories $work/DATADIR are stopped by their PIDs,
+# s3s-fs too when started, and $work is removed.
 make_work() {
     work=$(mktemp -d "/tmp/pitr-$1.XXXXXX")
+    work_datadirs=("${@:2}")
+    s3s_pid=""
     chmod 755 "$work"
     if [ "$(id -u)" -eq 0 ]; then
         as_pg() { runuser -u postgres -- "$@"; }
@@ -87,12 +103,30 @@ make_work() {
     else
         as_pg() { "$@"; }
     fi
+    trap remove_work EXIT
+}
+
+remove_work() {
+    local datadir
+    for datadir in "${work_datadirs[@]}"; do
+        [ -f "$work/$datadir/postmaster.pid" ] && kill -INT "$(head -1 "$work/$datadir/postmaster.pid")" 2>/dev/null && sleep 2
+    done
+    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
+    rm -rf "$work"
+}
+
+# install_pitr BINARY: a copy of BINARY in $work that the postgres OS user
+# may run (archive_command, restore_command), named by $pitr.
+install_pitr() {
+    install -m 755 "$1" "$work/pitr"
+    pitr="$work/pitr"
 }
 
 # start_s3s_fs [RUST_LOG]: s3s-fs (PITR_S3S_FS, default the cache of
 # scripts/object-stores.sh) on a free-ish port of 127.0.0.1, serving
 # $work/s3 with the empty bucket $bucket, its log in $work/s3.log; sets
-# s3s_pid (for the caller's clean-up) and s3_port, exports the AWS_*
+# s3s_pid (stopped by remove_work), s3_port and url (s3://$bucket/repo,
+# the repository the scripts archive into), exports the AWS_*
 # variables pitr reads and PITR_CACHE_DIR=$work/cache, and waits for the
 # port. RUST_LOG=s3s::service=debug logs every request.
 start_s3s_fs() {
@@ -100,6 +134,7 @@ start_s3s_fs() {
     bucket=pitr-bench
     mkdir -p "$work/s3/$bucket"
     s3_port=$((20000 + RANDOM % 20000))
+    url=s3://$bucket/repo
     env ${1:+RUST_LOG=$1} "$s3s" --host 127.0.0.1 --port "$s3_port" --access-key bench-access \
         --secret-key bench-secret-0123456789 "$work/s3" > "$work/s3.log" 2>&1 &
     s3s_pid=$!
@@ -108,6 +143,13 @@ start_s3s_fs() {
     export PITR_CACHE_DIR="$work/cache" TZ=UTC
     local _
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$s3_port) 2>/dev/null && break; sleep 0.1; done
+}
+
+# s3_archive_command: `pitr wal-push` ($pitr) into $url as an archive_command,
+# with the AWS_* settings of start_s3s_fs on its command line (the server
+# was not started with them in its environment).
+s3_archive_command() {
+    echo "env AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789 $pitr wal-push --repo $url %p"
 }
 
 # primary_conf [INITDB_ARG...] <<CONF: initdb of $work/primary (as postgres,

@@ -24,11 +24,7 @@
 # stopped by its PID.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-2}
-
-require_root ": PostgreSQL runs as the postgres OS user"
-require_pg_bin
+prepare_driver 2 ": PostgreSQL runs as the postgres OS user"
 build_release
 
 run_python extract.py "${RESULTS-$here/bench/results-extract-$(date +%Y-%m-%d)-s$SCALE.txt}"

@@ -30,12 +30,7 @@
 # is stopped by its PID.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-3}
-
-require_root ": PostgreSQL runs as the postgres OS user"
-require_pg_bin
-install_missing pgbackrest stunnel4 openssl time
+prepare_driver 3 ": PostgreSQL runs as the postgres OS user" pgbackrest stunnel4 openssl time
 export STORE=${STORE:-s3s-fs}
 case "$STORE" in
     s3s-fs)

@@ -15,14 +15,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 SCALE=${1:?usage: $0 SCALE BINARY...}
 shift
-make_work objbackup
-s3s_pid=""
-cleanup() {
-    [ -f "$work/primary/postmaster.pid" ] && kill -INT "$(head -1 "$work/primary/postmaster.pid")" 2>/dev/null && sleep 2
-    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_work objbackup primary
 
 start_s3s_fs
 

@@ -21,25 +21,15 @@ set -euo pipefail
 SEGMENTS=${1:-100000}
 pitr_built=${PITR_BIN:-$here/target/debug/pitr}
 [ -x "$pitr_built" ] || (cd "$here" && cargo build --quiet)
-make_work listing
-s3s_pid=""
-cleanup() {
-    [ -f "$work/primary/postmaster.pid" ] && kill -INT "$(head -1 "$work/primary/postmaster.pid")" 2>/dev/null && sleep 2
-    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-cp "$pitr_built" "$work/pitr"; chmod 755 "$work/pitr"
-pitr="$work/pitr"
+make_work listing primary
+install_pitr "$pitr_built"
 
 start_s3s_fs s3s::service=debug
-url=s3://$bucket/repo
 
 port=$((5900 + RANDOM % 90))
-archive="env AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789 $pitr wal-push --repo $url %p"
 primary_conf <<CONF
 archive_mode = on
-archive_command = '$archive'
+archive_command = '$(s3_archive_command)'
 fsync = off
 CONF
 # WAL from log 0x400 on: the older segment names are free for the fixture.

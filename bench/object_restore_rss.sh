@@ -24,27 +24,15 @@ set -euo pipefail
 SCALE=${1:?usage: $0 SCALE [PITR]}
 PITR_BUILT=${2:-$here/target/release/pitr}
 BENCH_SECONDS=${BENCH_SECONDS:-30}
-make_work objrestore
-s3s_pid=""
-cleanup() {
-    for d in primary restored; do
-        [ -f "$work/$d/postmaster.pid" ] && kill -INT "$(head -1 "$work/$d/postmaster.pid")" 2>/dev/null && sleep 2
-    done
-    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-cp "$PITR_BUILT" "$work/pitr"; chmod 755 "$work/pitr"
-pitr="$work/pitr"
+make_work objrestore primary restored
+install_pitr "$PITR_BUILT"
 
 start_s3s_fs
-url=s3://$bucket/repo
 
 port=$((5900 + RANDOM % 90))
-archive="env AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789 $pitr wal-push --repo $url %p"
 primary_conf <<CONF
 archive_mode = on
-archive_command = '$archive'
+archive_command = '$(s3_archive_command)'
 max_wal_size = 4GB
 wal_keep_size = 4GB
 fsync = off

@@ -7,8 +7,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 SEGMENTS=${1:-3000}
-make_work planspeed
-trap '[ -f "$work/primary/postmaster.pid" ] && kill -INT "$(head -1 "$work/primary/postmaster.pid")"; sleep 1; rm -rf "$work"' EXIT
+make_work planspeed primary
 pitr="$here/target/release/pitr"
 port=$((5900 + RANDOM % 90))
 as_pg mkdir -p "$work/repo/base" "$work/repo/wal"

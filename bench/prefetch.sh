@@ -10,10 +10,9 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 UPDATES=${1:-6}
 LATENCY=${2:-0}
-make_work prefetch
+make_work prefetch primary r-prefetch r-no-prefetch
 stop() { [ -f "$1/postmaster.pid" ] && kill -INT "$(head -1 "$1/postmaster.pid")" 2>/dev/null; sleep 1; }
-trap 'stop "$work/primary"; stop "$work/r1"; stop "$work/r2"; rm -rf "$work"' EXIT
-install -m 755 "$here/target/release/pitr" "$work/pitr"
+install_pitr "$here/target/release/pitr"
 port=$((5600 + RANDOM % 300))
 as_pg "$work/pitr" --version >/dev/null
 as_pg mkdir -p "$work/repo/base" "$work/repo/wal"

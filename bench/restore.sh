@@ -30,12 +30,7 @@
 # stopped by its PID, also on failure or Ctrl-C.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-3}
-
-require_root ": PostgreSQL runs as the postgres OS user"
-require_pg_bin
-install_missing pgbackrest time
+prepare_driver 3 ": PostgreSQL runs as the postgres OS user" pgbackrest time
 build_release
 
 suffix=; [ "$SCALE" = 300 ] || suffix=-s$SCALE

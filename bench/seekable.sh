@@ -27,13 +27,8 @@
 # detached, every server stopped by its PID, also on failure or Ctrl-C.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-3}
 export WORKLOAD_WAL_MB=${WORKLOAD_WAL_MB:-100}
-
-require_root " (loop device, drop_caches, PostgreSQL as postgres)"
-require_pg_bin
-install_missing pgbackrest zstd
+prepare_driver 3 " (loop device, drop_caches, PostgreSQL as postgres)" pgbackrest zstd
 build_release
 
 commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -121,16 +121,8 @@ class Bench:
         log(f"{self.work}: {free / 1e9:.1f} GB free, ~{need / 1e9:.1f} GB needed at peak")
         if free < need:
             raise RuntimeError("not enough free space")
-        mkdir_pg(self.primary, 0o700)
-        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary], pg=True, capture=True)
         archive = f"test ! -f {self.wal}/%f && cp %p {self.wal}/%f"
-        with open(self.primary / "postgresql.conf", "a") as conf:
-            conf.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-wal_level = replica
-archive_mode = on
+        base.initdb(self.primary, self.port, self.sock, """archive_mode = on
 archive_command = '/bin/true'
 max_wal_size = 1GB
 checkpoint_timeout = 30min

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -384,13 +383,7 @@ repo1-storage-verify-tls=n
     # -- (b) restore --
 
     def restore(self, method: str, round_no: int, port: int) -> dict:
-        pgdata = self.work / "restore" / f"{method}-r{round_no}"
-        mkdir_pg(pgdata.parent, 0o755)
-        logfile = self.logs / f"{method}-r{round_no}.log"
-        self.sync()
-        for spool in (self.work / "pgbr-spool").iterdir():
-            shutil.rmtree(spool, ignore_errors=True)
-        row = {"method": method, "round": round_no, "load1": loadavg()}
+        pgdata, logfile, row = self.restore_start(method, round_no)
         host = self.sock
         t0 = time.monotonic()
         if method.startswith("pgbackrest"):
@@ -510,12 +503,7 @@ def main() -> int:
         bench.remove_primary("the store")
         base_port = bench.port + 1
         for round_no in range(1, ROUNDS + 1):
-            for index, method in enumerate(RESTORERS):
-                log(f"(b) round {round_no}/{ROUNDS}: {method}")
-                row = bench.restore(method, round_no, base_port + index)
-                bench.results.append(row)
-                log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
-                    f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
+            bench.restore_round(round_no, RESTORERS, base_port, "(b) ")
 
     return base.run_bench(bench, body, report_partial=lambda b: True)
 

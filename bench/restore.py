@@ -114,6 +114,20 @@ def fmt(value, digits=1, unit=""):
     return f"{value:.{digits}f}{unit}"
 
 
+def initdb(pgdata: Path, port: int, sock: Path, settings: str) -> None:
+    """A new cluster in `pgdata` for the postgres OS user, listening only on
+    the socket in `sock` at `port`, with wal_level replica and `settings`."""
+    mkdir_pg(pgdata)
+    run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", pgdata], pg=True, capture=True)
+    with open(pgdata / "postgresql.conf", "a") as f:
+        f.write(f"""
+port = {port}
+listen_addresses = ''
+unix_socket_directories = '{sock}'
+wal_level = replica
+{settings}""")
+
+
 # --- machine probes ------------------------------------------------------------
 
 class Probe:
@@ -350,16 +364,7 @@ pg1-socket-path={self.sock}
         /bin/true until the benchmark sets its archive_command), pgbench -i
         at SCALE, and the markers table."""
         log(f"1. primary: initdb, pgbench -i -s {SCALE}")
-        mkdir_pg(self.primary)
-        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary],
-            pg=True, capture=True)
-        with open(self.primary / "postgresql.conf", "a") as f:
-            f.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-wal_level = replica
-archive_mode = on
+        initdb(self.primary, self.port, self.sock, """archive_mode = on
 archive_command = '/bin/true'
 max_wal_size = 4GB
 """)
@@ -627,14 +632,28 @@ max_wal_size = 4GB
             raise RuntimeError(f"{method} round {round_no}: {row['count']} markers, expected {self.expected}")
         return row
 
-    def restore(self, method: str, round_no: int, port: int) -> dict:
+    def restore_round(self, round_no: int, methods: list[str], base_port: int, prefix: str = "") -> None:
+        """One restore by each method (each on its own port), its row kept."""
+        for index, method in enumerate(methods):
+            log(f"{prefix}round {round_no}/{ROUNDS}: {method}")
+            row = self.restore(method, round_no, base_port + index)
+            self.results.append(row)
+            log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
+                f"{row['count']} markers (expected {self.expected}); load {row['load1']:.1f}")
+
+    def restore_start(self, method: str, round_no: int) -> tuple[Path, Path, dict]:
+        """Before a timed restore: its data directory and log file, the disk
+        synced, pgBackRest's spool emptied; the row of figures begun."""
         pgdata = self.work / "restore" / f"{method}-r{round_no}"
         mkdir_pg(pgdata.parent, 0o755)
         logfile = self.logs / f"{method}-r{round_no}.log"
         self.sync()
         for spool in (self.work / "pgbr-spool").iterdir():
             shutil.rmtree(spool, ignore_errors=True)
-        row = {"method": method, "round": round_no, "load1": loadavg()}
+        return pgdata, logfile, {"method": method, "round": round_no, "load1": loadavg()}
+
+    def restore(self, method: str, round_no: int, port: int) -> dict:
+        pgdata, logfile, row = self.restore_start(method, round_no)
         probe = Probe(self.device)
         cpu0 = children_cpu()
         host = self.sock
@@ -928,12 +947,7 @@ def main() -> int:
     def body():
         base_port = bench.port + 1
         for round_no in range(1, ROUNDS + 1):
-            for index, method in enumerate(METHODS):
-                log(f"round {round_no}/{ROUNDS}: {method}")
-                row = bench.restore(method, round_no, base_port + index)
-                bench.results.append(row)
-                log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
-                    f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
+            bench.restore_round(round_no, METHODS, base_port)
             log(f"round {round_no}/{ROUNDS}: floors (dd, gzip -dc, pigz -dc)")
             bench.floor_round()
 

@@ -293,7 +293,7 @@ repo1-storage-verify-tls=n
                       env_extra={"PGHOST": str(self.sock), "PGPORT": str(self.port), "PGUSER": "postgres"})
         self.facts["pitr_backup_s"] = time.monotonic() - started
         log(f"   {self.facts['pitr_backup_s']:.0f}s")
-        self.pgbackrest_full_backup(" into s3 /pgbr")
+        self.pgbackrest_full_backup(None, " into s3 /pgbr")
 
         # The markers and the target; archive_everything as restore.py does.
         self.archive = self.work / "unused-archive"

@@ -402,18 +402,19 @@ max_wal_size = 4GB
         for step in ("stanza-create", "check"):
             run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", step], pg=True, capture=True)
 
-    def pgbackrest_full_backup(self, title: str, repo: Path | None = None) -> None:
-        """`pgbackrest backup --type=full`, timed; with `repo` (its local
-        repository), the size of what it stored too."""
-        log(f"3. pgbackrest backup --type=full{title} (gz, process-max 2)")
+    def pgbackrest_full_backup(self, local_repo: Path | None, where: str = "") -> None:
+        """`pgbackrest backup --type=full`, timed; with `local_repo` (the
+        repository's directory), the size of what it stored too. `where`
+        names the repository in the log."""
+        log(f"3. pgbackrest backup --type=full{where} (gz, process-max 2)")
         started = time.monotonic()
         run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", "--type=full", "backup"],
             pg=True, capture=True)
         self.facts["pgbackrest_backup_s"] = time.monotonic() - started
-        if repo is None:
+        if local_repo is None:
             log(f"   {self.facts['pgbackrest_backup_s']:.0f}s")
             return
-        pgbr_bytes = sum(p.stat().st_size for p in (repo / "backup").rglob("*") if p.is_file())
+        pgbr_bytes = sum(p.stat().st_size for p in (local_repo / "backup").rglob("*") if p.is_file())
         self.facts["pgbackrest_backup_mib"] = pgbr_bytes / 2**20
         log(f"   {self.facts['pgbackrest_backup_s']:.0f}s, {pgbr_bytes / 2**20:.0f} MiB in the repository")
 
@@ -448,7 +449,7 @@ max_wal_size = 4GB
         self.facts["base_tar_mib"] = self.base_tar.stat().st_size / 2**20
         log(f"   {self.facts['basebackup_s']:.0f}s, base.tar.gz {self.facts['base_tar_mib']:.0f} MiB")
 
-        self.pgbackrest_full_backup("", self.work / "pgbr-repo")
+        self.pgbackrest_full_backup(self.work / "pgbr-repo")
 
         self.workload()
         self.remove_primary()

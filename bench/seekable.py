@@ -296,7 +296,7 @@ class SeekBench(R.Bench):
             log(f"   {new[0]}: {seconds:.0f}s, {mib:.0f} MiB")
             if kind == "default":
                 time.sleep(1.1)  # backup ids are UTC seconds
-        self.pgbackrest_full_backup("", self.mnt / "pgbr-repo")
+        self.pgbackrest_full_backup(self.mnt / "pgbr-repo")
 
         self.workload()
         self.remove_primary()

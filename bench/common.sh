@@ -97,11 +97,11 @@ make_work() {
     work_datadirs=("${@:2}")
     s3s_pid=""
     chmod 755 "$work"
+    as_pg() { "$@"; }
     if [ "$(id -u)" -eq 0 ]; then
+        # PostgreSQL refuses to run as root: its programs run as postgres.
         as_pg() { runuser -u postgres -- "$@"; }
         chown postgres: "$work"
-    else
-        as_pg() { "$@"; }
     fi
     trap remove_work EXIT
 }

@@ -6,11 +6,12 @@
 #
 # - the `make bench-*` drivers (restore.sh, seekable.sh, extract.sh,
 #   object.sh), which check the machine, build pitr and run a Python
-#   benchmark: require_root, require_pg_bin, install_missing, build_release,
-#   run_python;
+#   benchmark: prepare_driver (require_root, require_pg_bin,
+#   install_missing), build_release, run_python;
 # - the small shell benchmarks (object_*.sh, plan_speed.sh, prefetch.sh),
-#   which run one cluster in a temporary directory: make_work, start_s3s_fs,
-#   primary_conf, sql, wait_archived.
+#   which run one cluster in a temporary directory: make_work (remove_work
+#   on exit), install_pitr, start_s3s_fs, s3_archive_command, primary_conf,
+#   sql, wait_archived.
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}

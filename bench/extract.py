@@ -38,61 +38,31 @@ import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import restore as base  # noqa: E402  (bench/restore.py: the shared helpers and environment)
+from restore import log, run, alive, PG_BIN, PITR_BUILD, BENCH_DIR, KEEP  # noqa: E402
+
+# Defaults of this benchmark's own (bench/extract.sh sets ROUNDS too).
 SCALE = int(os.environ.get("SCALE", "300"))
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 WORKLOAD_SECONDS = int(os.environ.get("WORKLOAD_SECONDS", "30"))
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-PITR_BUILD = Path(os.environ.get("PITR_BUILD", "target/release/pitr"))
-BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp"))
-KEEP = os.environ.get("KEEP", "") not in ("", "0")
 TARGET_RATIO = 0.2
-IS_ROOT = os.geteuid() == 0
-T0 = time.monotonic()
-
-
-def log(message: str) -> None:
-    stamp = dt.datetime.now().strftime("%H:%M:%S")
-    print(f"[{stamp} +{time.monotonic() - T0:6.0f}s] {message}", flush=True)
-
-
-def run(cmd, pg=False, check=True, capture=False, **kw) -> subprocess.CompletedProcess:
-    cmd = [str(c) for c in cmd]
-    if pg and IS_ROOT:
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    result = subprocess.run(cmd, check=False, text=True,
-                            stdout=subprocess.PIPE if capture else None,
-                            stderr=subprocess.PIPE if capture else None, **kw)
-    if check and result.returncode != 0:
-        detail = (result.stderr or "").strip()[-3000:] if capture else ""
-        raise RuntimeError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{detail}")
-    return result
 
 
 def mkdir_pg(path: Path, mode: int = 0o755) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, mode)
-    if IS_ROOT:
-        shutil.chown(path, "postgres", "postgres")
-    return path
+    """restore.py's, but every directory of this benchmark is readable by
+    default (restore.py's are the postgres user's alone)."""
+    return base.mkdir_pg(path, mode)
 
 
 def written_blocks() -> int:
     """Bytes the kernel charged as written to the children waited for."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 def gb(n: float | None) -> str:
@@ -151,16 +121,8 @@ class Bench:
         log(f"{self.work}: {free / 1e9:.1f} GB free, ~{need / 1e9:.1f} GB needed at peak")
         if free < need:
             raise RuntimeError("not enough free space")
-        mkdir_pg(self.primary, 0o700)
-        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary], pg=True, capture=True)
         archive = f"test ! -f {self.wal}/%f && cp %p {self.wal}/%f"
-        with open(self.primary / "postgresql.conf", "a") as conf:
-            conf.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-wal_level = replica
-archive_mode = on
+        base.initdb(self.primary, self.port, self.sock, """archive_mode = on
 archive_command = '/bin/true'
 max_wal_size = 1GB
 checkpoint_timeout = 30min

@@ -23,29 +23,8 @@
 # one temporary directory removed at the end; every server started is
 # stopped by its PID.
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
+prepare_driver 2 ": PostgreSQL runs as the postgres OS user"
+build_release
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-2}
-export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-target_dir=${CARGO_TARGET_DIR:-$here/target}
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "bench/extract.sh must run as root: PostgreSQL runs as the postgres OS user" >&2
-    exit 2
-fi
-if [ ! -x "$PG_BIN/postgres" ]; then
-    echo "no PostgreSQL server programs in $PG_BIN (make postgres installs them)" >&2
-    exit 2
-fi
-
-(cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
-export PITR_BUILD="$target_dir/release/pitr"
-
-results=${RESULTS-$here/bench/results-extract-$(date +%Y-%m-%d)-s$SCALE.txt}
-if [ -n "$results" ]; then
-    python3 -u "$here/bench/extract.py" 2>&1 | tee "$results"
-    exit "${PIPESTATUS[0]}"
-else
-    exec python3 -u "$here/bench/extract.py"
-fi
+run_python extract.py "${RESULTS-$here/bench/results-extract-$(date +%Y-%m-%d)-s$SCALE.txt}"

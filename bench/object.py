@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import restore as base  # noqa: E402  (the shared helpers, same environment)
-from restore import log, run, mkdir_pg, chown_pg, median, fmt, loadavg, PG_BIN, SCALE, ROUNDS  # noqa: E402
+from restore import log, run, mkdir_pg, median, fmt, loadavg, SCALE, ROUNDS  # noqa: E402
 
 STORE = os.environ.get("STORE", "s3s-fs")
 S3S_FS = os.environ.get("S3S_FS", "")
@@ -251,9 +250,9 @@ api_bind_addr = "127.0.0.1:{admin}"
         return counts
 
     def pgbackrest_s3_conf(self, name: str, stanza_path: str, extra: str = "") -> Path:
-        path = self.work / name
-        path.write_text(f"""[global]
-repo1-type=s3
+        """restore.py's configuration with the repository in the bucket, at
+        `stanza_path`, through stunnel's TLS port."""
+        return self.pgbackrest_conf(name, extra, repo=f"""repo1-type=s3
 repo1-path={stanza_path}
 repo1-s3-bucket={BUCKET}
 repo1-s3-endpoint=127.0.0.1
@@ -263,29 +262,12 @@ repo1-s3-key={self.access_key}
 repo1-s3-key-secret={self.secret_key}
 repo1-s3-uri-style=path
 repo1-storage-verify-tls=n
-repo1-retention-full=1
-compress-type=gz
-process-max=2
-start-fast=y
-log-path={self.work}/pgbr-log
-lock-path={self.work}/pgbr-lock
-spool-path={self.work}/pgbr-spool
-log-level-console=warn
-log-level-file=info
-{extra}
-[{base.STANZA}]
-pg1-path={self.primary}
-pg1-port={self.port}
-pg1-socket-path={self.sock}
 """)
-        os.chmod(path, 0o644)
-        return path
 
     # -- setup --
 
     def setup(self) -> None:
-        for d in ("pgbr-log", "pgbr-lock", "pgbr-spool"):
-            mkdir_pg(self.work / d, 0o750)
+        self.pgbackrest_dirs()
         self.pg_cache = mkdir_pg(self.work / "pg-cache", 0o700)
         # Written by wal-fetch, which runs as the server's OS user.
         self.fetch_log = self.logs / "fetch.log"
@@ -295,23 +277,15 @@ pg1-socket-path={self.sock}
                                                        "archive-async=y\narchive-get-queue-max=512MiB\n")
         self.pgbr_arch_conf = self.pgbackrest_s3_conf("pgbackrest-archiving.conf", "/pgbr-archiving",
                                                       "archive-async=y\n")
-        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
-        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
-        self.facts["versions"] = f"{pg_version}; {version}"
-        log(f"{pg_version}; {version}; pitr {base.PITR_BUILD}; {self.facts['store']}")
+        self.log_versions(f"; {self.facts['store']}")
 
         self.make_primary()
 
         self.pitr_repo = f"s3://{BUCKET}/pitr"
         self.pitr_cmd("init", "--repo", self.pitr_repo, capture=True)
         # Both tools archive from one archive_command, as in bench/restore.py.
-        archive_command = (f"{self.env_prefix()} {self.pitr} wal-push --repo {self.pitr_repo} %p && "
-                           f"pgbackrest --config={self.pgbr_conf} --stanza={base.STANZA} archive-push %p")
-        self.psql(f"ALTER SYSTEM SET archive_command = '{archive_command}'")
-        self.psql("SELECT pg_reload_conf()")
-        time.sleep(1)
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={base.STANZA}", "stanza-create"], pg=True, capture=True)
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={base.STANZA}", "check"], pg=True, capture=True)
+        self.archive_also_to_pgbackrest(f"{self.env_prefix()} {self.pitr} wal-push --repo {self.pitr_repo} %p && "
+                                        f"pgbackrest --config={self.pgbr_conf} --stanza={base.STANZA} archive-push %p")
 
         log("2. pitr backup into s3://bench/pitr")
         started = time.monotonic()
@@ -319,12 +293,7 @@ pg1-socket-path={self.sock}
                       env_extra={"PGHOST": str(self.sock), "PGPORT": str(self.port), "PGUSER": "postgres"})
         self.facts["pitr_backup_s"] = time.monotonic() - started
         log(f"   {self.facts['pitr_backup_s']:.0f}s")
-        log("3. pgbackrest backup --type=full into s3 /pgbr (gz, process-max 2)")
-        started = time.monotonic()
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={base.STANZA}", "--type=full", "backup"],
-            pg=True, capture=True)
-        self.facts["pgbackrest_backup_s"] = time.monotonic() - started
-        log(f"   {self.facts['pgbackrest_backup_s']:.0f}s")
+        self.pgbackrest_full_backup(None, " into s3 /pgbr")
 
         # The markers and the target; archive_everything as restore.py does.
         self.archive = self.work / "unused-archive"
@@ -414,13 +383,7 @@ pg1-socket-path={self.sock}
     # -- (b) restore --
 
     def restore(self, method: str, round_no: int, port: int) -> dict:
-        pgdata = self.work / "restore" / f"{method}-r{round_no}"
-        mkdir_pg(pgdata.parent, 0o755)
-        logfile = self.logs / f"{method}-r{round_no}.log"
-        self.sync()
-        for spool in (self.work / "pgbr-spool").iterdir():
-            shutil.rmtree(spool, ignore_errors=True)
-        row = {"method": method, "round": round_no, "load1": loadavg()}
+        pgdata, logfile, row = self.restore_start(method, round_no)
         host = self.sock
         t0 = time.monotonic()
         if method.startswith("pgbackrest"):
@@ -468,11 +431,7 @@ pg1-socket-path={self.sock}
             logfile = pgdata / "pitr-recovery.log"
         row["total"] = t2 - t0
         row.update(self.log_phases(logfile))
-        row["count"] = self.verify_and_remove(pgdata, port, host)
-        row["ok"] = row["count"] == self.expected
-        if not row["ok"]:
-            raise RuntimeError(f"{method} round {round_no}: {row['count']} markers, expected {self.expected}")
-        return row
+        return self.checked(row, method, round_no, pgdata, port, host)
 
     # -- report --
 
@@ -541,18 +500,10 @@ def main() -> int:
 
     def body():
         bench.archiving_bench()
-        bench.psql("CHECKPOINT")
-        bench.stop(bench.primary)
-        shutil.rmtree(bench.primary)
-        log("   primary stopped and removed (the restores need only the store)")
+        bench.remove_primary("the store")
         base_port = bench.port + 1
         for round_no in range(1, ROUNDS + 1):
-            for index, method in enumerate(RESTORERS):
-                log(f"(b) round {round_no}/{ROUNDS}: {method}")
-                row = bench.restore(method, round_no, base_port + index)
-                bench.results.append(row)
-                log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
-                    f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
+            bench.restore_round(round_no, RESTORERS, base_port, "(b) ")
 
     return base.run_bench(bench, body, report_partial=lambda b: True)
 

@@ -29,31 +29,8 @@
 # lives in one temporary directory, removed at the end; every server started
 # is stopped by its PID.
 set -euo pipefail
-
-here=$(cd "$(dirname "$0")/.." && pwd)
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-3}
-export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-target_dir=${CARGO_TARGET_DIR:-$here/target}
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "bench/object.sh must run as root: PostgreSQL runs as the postgres OS user" >&2
-    exit 2
-fi
-if [ ! -x "$PG_BIN/postgres" ]; then
-    echo "no PostgreSQL server programs in $PG_BIN (make postgres installs them)" >&2
-    exit 2
-fi
-missing=()
-command -v pgbackrest >/dev/null || missing+=(pgbackrest)
-command -v stunnel4 >/dev/null || missing+=(stunnel4)
-command -v openssl >/dev/null || missing+=(openssl)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. "$(dirname "$0")/common.sh"
+prepare_driver 3 ": PostgreSQL runs as the postgres OS user" pgbackrest stunnel4 openssl time
 export STORE=${STORE:-s3s-fs}
 case "$STORE" in
     s3s-fs)
@@ -64,15 +41,7 @@ case "$STORE" in
         export GARAGE ;;
     *) echo "STORE must be s3s-fs or garage, not $STORE" >&2; exit 2 ;;
 esac
-
-(cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
-export PITR_BUILD="$target_dir/release/pitr"
+build_release
 
 store=; [ "$STORE" = s3s-fs ] || store=-$STORE
-results=${RESULTS-$here/bench/results-object-$(date +%Y-%m-%d)$store-s$SCALE.txt}
-if [ -n "$results" ]; then
-    python3 -u "$here/bench/object.py" 2>&1 | tee "$results"
-    exit "${PIPESTATUS[0]}"
-else
-    exec python3 -u "$here/bench/object.py"
-fi
+run_python object.py "${RESULTS-$here/bench/results-object-$(date +%Y-%m-%d)$store-s$SCALE.txt}"

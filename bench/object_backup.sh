@@ -12,46 +12,22 @@
 # (PITR_S3S_FS, default /var/cache/pitr/s3s-fs/bin/s3s-fs) and
 # /usr/bin/time. Prints figures and leaves nothing behind.
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
 SCALE=${1:?usage: $0 SCALE BINARY...}
 shift
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-S3S=${PITR_S3S_FS:-/var/cache/pitr/s3s-fs/bin/s3s-fs}
-work=$(mktemp -d /tmp/pitr-objbackup.XXXXXX)
-chmod 755 "$work"
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; chown postgres: "$work"; else as_pg() { "$@"; }; fi
-s3s_pid=""
-cleanup() {
-    [ -f "$work/primary/postmaster.pid" ] && kill -INT "$(head -1 "$work/primary/postmaster.pid")" 2>/dev/null && sleep 2
-    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_work objbackup primary
 
-bucket=pitr-bench
-mkdir -p "$work/s3/$bucket"
-s3_port=$((20000 + RANDOM % 20000))
-"$S3S" --host 127.0.0.1 --port "$s3_port" --access-key bench-access \
-    --secret-key bench-secret-0123456789 "$work/s3" > "$work/s3.log" 2>&1 &
-s3s_pid=$!
-export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true \
-    AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789
-export PITR_CACHE_DIR="$work/cache" TZ=UTC
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$s3_port) 2>/dev/null && break; sleep 0.1; done
+start_s3s_fs
 
 port=$((5900 + RANDOM % 90))
-as_pg "$PG_BIN/initdb" -U postgres --auth=trust -D "$work/primary" >/dev/null
-cat >> "$work/primary/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-wal_level = replica
+primary_conf <<CONF
 max_wal_size = 4GB
 wal_keep_size = 2GB
 fsync = off
 CONF
 as_pg "$PG_BIN/pg_ctl" -D "$work/primary" -l "$work/primary.log" -w start >/dev/null
 as_pg "$PG_BIN/pgbench" -i -q -s "$SCALE" -h "$work" -p "$port" -U postgres postgres 2>/dev/null
-size=$(as_pg "$PG_BIN/psql" -X -A -t -h "$work" -p "$port" -U postgres -c "SELECT pg_size_pretty(pg_database_size('postgres'))")
+size=$(sql "SELECT pg_size_pretty(pg_database_size('postgres'))")
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "pgbench scale $SCALE: database $size; load average at start $load"
 printf '%-44s %12s %12s %9s %10s\n' binary "peak TMPDIR" "peak RSS" "wall s" stored

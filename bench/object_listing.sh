@@ -17,58 +17,29 @@
 # (./scripts/object-stores.sh fetch s3, or PITR_S3S_FS=path). Prints
 # figures and leaves nothing behind.
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
 SEGMENTS=${1:-100000}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-S3S=${PITR_S3S_FS:-/var/cache/pitr/s3s-fs/bin/s3s-fs}
-here=$(cd "$(dirname "$0")/.." && pwd)
 pitr_built=${PITR_BIN:-$here/target/debug/pitr}
 [ -x "$pitr_built" ] || (cd "$here" && cargo build --quiet)
-work=$(mktemp -d /tmp/pitr-listing.XXXXXX)
-chmod 755 "$work"
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; chown postgres: "$work"; else as_pg() { "$@"; }; fi
-s3s_pid=""
-cleanup() {
-    [ -f "$work/primary/postmaster.pid" ] && kill -INT "$(head -1 "$work/primary/postmaster.pid")" 2>/dev/null && sleep 2
-    [ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-cp "$pitr_built" "$work/pitr"; chmod 755 "$work/pitr"
-pitr="$work/pitr"
+make_work listing primary
+install_pitr "$pitr_built"
 
-bucket=pitr-bench
-mkdir -p "$work/s3/$bucket"
-s3_port=$((20000 + RANDOM % 20000))
-RUST_LOG=s3s::service=debug "$S3S" --host 127.0.0.1 --port "$s3_port" \
-    --access-key bench-access --secret-key bench-secret-0123456789 "$work/s3" > "$work/s3.log" 2>&1 &
-s3s_pid=$!
-export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true \
-    AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789
-export PITR_CACHE_DIR="$work/cache" TZ=UTC
-url=s3://$bucket/repo
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$s3_port) 2>/dev/null && break; sleep 0.1; done
+start_s3s_fs s3s::service=debug
 
 port=$((5900 + RANDOM % 90))
-sql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$work" -p "$port" -U postgres -d postgres -c "$1"; }
-as_pg "$PG_BIN/initdb" -U postgres --auth=trust -D "$work/primary" >/dev/null
-# WAL from log 0x400 on: the older segment names are free for the fixture.
-as_pg "$PG_BIN/pg_resetwal" -l 000000010000040000000000 -D "$work/primary" >/dev/null
-archive="env AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-0123456789 $pitr wal-push --repo $url %p"
-cat >> "$work/primary/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-wal_level = replica
+primary_conf <<CONF
 archive_mode = on
-archive_command = '$archive'
+archive_command = '$(s3_archive_command)'
 fsync = off
 CONF
+# WAL from log 0x400 on: the older segment names are free for the fixture.
+as_pg "$PG_BIN/pg_resetwal" -l 000000010000040000000000 -D "$work/primary" >/dev/null
 "$pitr" init --repo "$url" >/dev/null 2>&1
 as_pg "$PG_BIN/pg_ctl" -D "$work/primary" -l "$work/primary.log" -w start >/dev/null
 sql "CREATE TABLE t (id int)"
 PGHOST=$work PGPORT=$port PGUSER=postgres "$pitr" backup --repo "$url" --fast --quiet
 for i in 1 2 3; do sql "INSERT INTO t VALUES ($i)"; sql "SELECT pg_switch_wal()" >/dev/null; done
-while [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" != 0 ]; do sleep 0.5; done
+wait_archived
 
 start=$(date +%s.%N)
 # Each body: the first page header of a real segment (pitr reads the
@@ -109,7 +80,7 @@ measure "list (empty caches)" list --repo "$url"
 measure "plan --to latest (after list)" plan --repo "$url" --to latest
 measure "list (again)" list --repo "$url"
 for i in 4 5 6; do sql "INSERT INTO t VALUES ($i)"; sql "SELECT pg_switch_wal()" >/dev/null; done
-while [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" != 0 ]; do sleep 0.5; done
+wait_archived
 measure "plan --to latest (3 new segments)" --json plan --repo "$url" --to latest
 cp "$work/out" "$work/plan-resumed.json"
 rm -rf "$work/cache"

@@ -5,23 +5,13 @@
 #
 #   bench/plan_speed.sh [SEGMENTS]
 set -euo pipefail
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+. "$(dirname "$0")/common.sh"
 SEGMENTS=${1:-3000}
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/pitr-planspeed.XXXXXX)
-chmod 755 "$work"
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; chown postgres: "$work"; else as_pg() { "$@"; }; fi
-trap '[ -f "$work/primary/postmaster.pid" ] && kill -INT "$(head -1 "$work/primary/postmaster.pid")"; sleep 1; rm -rf "$work"' EXIT
+make_work planspeed primary
 pitr="$here/target/release/pitr"
 port=$((5900 + RANDOM % 90))
-sql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$work" -p "$port" -U postgres -d postgres -c "$1"; }
 as_pg mkdir -p "$work/repo/base" "$work/repo/wal"
-as_pg "$PG_BIN/initdb" -U postgres --auth=trust --wal-segsize=1 -D "$work/primary" >/dev/null
-cat >> "$work/primary/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-wal_level = replica
+primary_conf --wal-segsize=1 <<CONF
 archive_mode = on
 archive_command = 'cp %p $work/repo/wal/%f'
 fsync = off
@@ -32,7 +22,7 @@ as_pg "$PG_BIN/pg_basebackup" -h "$work" -p "$port" -U postgres -D "$work/repo/b
 sql "DO \$\$ BEGIN FOR i IN 1..$SEGMENTS LOOP INSERT INTO t VALUES (i); COMMIT; PERFORM pg_switch_wal(); END LOOP; END \$\$"
 middle=$(sql "SELECT now() - interval '1 second'")
 sql "INSERT INTO t VALUES (0)"; sql "SELECT pg_switch_wal()" >/dev/null
-while [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" != 0 ]; do sleep 1; done
+wait_archived 1
 echo "archive: $(ls "$work/repo/wal" | wc -l) files"
 export PITR_CACHE_DIR="$work/cache"
 t() { local s=$(date +%s.%N); "$@" > /dev/null; echo "$(echo "$(date +%s.%N) - $s" | bc)"; }

@@ -7,26 +7,16 @@
 # ARCHIVE_LATENCY_MS simulates a remote archive (PITR_FETCH_DELAY_MS).
 # Prints the sum of wal-fetch times and the replay time of each restore.
 set -euo pipefail
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+. "$(dirname "$0")/common.sh"
 UPDATES=${1:-6}
 LATENCY=${2:-0}
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/pitr-prefetch.XXXXXX)
-chmod 755 "$work"
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; chown postgres: "$work"; else as_pg() { "$@"; }; fi
+make_work prefetch primary r-prefetch r-no-prefetch
 stop() { [ -f "$1/postmaster.pid" ] && kill -INT "$(head -1 "$1/postmaster.pid")" 2>/dev/null; sleep 1; }
-trap 'stop "$work/primary"; stop "$work/r1"; stop "$work/r2"; rm -rf "$work"' EXIT
-install -m 755 "$here/target/release/pitr" "$work/pitr"
+install_pitr "$here/target/release/pitr"
 port=$((5600 + RANDOM % 300))
-sql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$work" -p "$port" -U postgres -d postgres -c "$1"; }
 as_pg "$work/pitr" --version >/dev/null
 as_pg mkdir -p "$work/repo/base" "$work/repo/wal"
-as_pg "$PG_BIN/initdb" -U postgres --auth=trust -D "$work/primary" >/dev/null
-cat >> "$work/primary/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-wal_level = replica
+primary_conf <<CONF
 archive_mode = on
 archive_command = '$work/pitr wal-push --repo $work/repo %p'
 max_wal_size = 1GB

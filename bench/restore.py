@@ -80,7 +80,8 @@ def run(cmd, pg=False, check=True, capture=False, **kw) -> subprocess.CompletedP
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.PIPE if capture else None, **kw)
     if check and result.returncode != 0:
-        detail = (result.stderr or "").strip() if capture else ""
+        # The end of what it said (the error is there), not a page of it.
+        detail = (result.stderr or "").strip()[-3000:] if capture else ""
         raise RuntimeError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{detail}")
     return result
 
@@ -111,6 +112,20 @@ def fmt(value, digits=1, unit=""):
     if value is None:
         return "-"
     return f"{value:.{digits}f}{unit}"
+
+
+def initdb(pgdata: Path, port: int, sock: Path, settings: str) -> None:
+    """A new cluster in `pgdata` for the postgres OS user, listening only on
+    the socket in `sock` at `port`, with wal_level replica and `settings`."""
+    mkdir_pg(pgdata)
+    run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", pgdata], pg=True, capture=True)
+    with open(pgdata / "postgresql.conf", "a") as f:
+        f.write(f"""
+port = {port}
+listen_addresses = ''
+unix_socket_directories = '{sock}'
+wal_level = replica
+{settings}""")
 
 
 # --- machine probes ------------------------------------------------------------
@@ -320,11 +335,13 @@ class Bench:
         if os.stat(self.work).st_dev != repo_dev:
             log("note: the temporary directory is not on the same filesystem as this repository")
 
-    def pgbackrest_conf(self, name: str, extra: str = "") -> Path:
+    def pgbackrest_conf(self, name: str, extra: str = "", repo: str = "") -> Path:
+        """A pgBackRest configuration file for the primary's stanza; `repo`,
+        the repository's settings, defaults to the directory pgbr-repo."""
         path = self.work / name
+        repo = repo or f"repo1-path={self.work}/pgbr-repo\n"
         path.write_text(f"""[global]
-repo1-path={self.work}/pgbr-repo
-repo1-retention-full=1
+{repo}repo1-retention-full=1
 compress-type=gz
 process-max=2
 start-fast=y
@@ -347,16 +364,7 @@ pg1-socket-path={self.sock}
         /bin/true until the benchmark sets its archive_command), pgbench -i
         at SCALE, and the markers table."""
         log(f"1. primary: initdb, pgbench -i -s {SCALE}")
-        mkdir_pg(self.primary)
-        run([PG_BIN / "initdb", "-U", "postgres", "--auth=trust", "-D", self.primary],
-            pg=True, capture=True)
-        with open(self.primary / "postgresql.conf", "a") as f:
-            f.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-wal_level = replica
-archive_mode = on
+        initdb(self.primary, self.port, self.sock, """archive_mode = on
 archive_command = '/bin/true'
 max_wal_size = 4GB
 """)
@@ -371,29 +379,65 @@ max_wal_size = 4GB
         self.facts["db_size_gb"] = size / 2**30
         log(f"   pgbench -i took {self.facts['pgbench_init_s']:.0f}s; database {size / 2**30:.2f} GiB")
 
-    def setup(self) -> None:
-        for d in ("pgbr-repo", "pgbr-log", "pgbr-lock", "pgbr-spool"):
+    # The steps of setup() that bench/object.py and bench/seekable.py take too.
+
+    def pgbackrest_dirs(self, *more: str) -> None:
+        """pgBackRest's log, lock and spool directories (and `more`) in the
+        temporary directory, for the postgres OS user."""
+        for d in (*more, "pgbr-log", "pgbr-lock", "pgbr-spool"):
             mkdir_pg(self.work / d, 0o750)
+
+    def log_versions(self, more: str = "") -> None:
+        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
+        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
+        self.facts["versions"] = f"{pg_version}; {version}"
+        log(f"{pg_version}; {version}; pitr {PITR_BUILD}{more}")
+
+    def archive_also_to_pgbackrest(self, archive_command: str) -> None:
+        """The primary archives with `archive_command`, which pushes to
+        pgBackRest too; the stanza is created and checked."""
+        self.psql(f"ALTER SYSTEM SET archive_command = '{archive_command}'")
+        self.psql("SELECT pg_reload_conf()")
+        time.sleep(1)
+        for step in ("stanza-create", "check"):
+            run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", step], pg=True, capture=True)
+
+    def pgbackrest_full_backup(self, local_repo: Path | None, where: str = "") -> None:
+        """`pgbackrest backup --type=full`, timed; with `local_repo` (the
+        repository's directory), the size of what it stored too. `where`
+        names the repository in the log."""
+        log(f"3. pgbackrest backup --type=full{where} (gz, process-max 2)")
+        started = time.monotonic()
+        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", "--type=full", "backup"],
+            pg=True, capture=True)
+        self.facts["pgbackrest_backup_s"] = time.monotonic() - started
+        if local_repo is None:
+            log(f"   {self.facts['pgbackrest_backup_s']:.0f}s")
+            return
+        pgbr_bytes = sum(p.stat().st_size for p in (local_repo / "backup").rglob("*") if p.is_file())
+        self.facts["pgbackrest_backup_mib"] = pgbr_bytes / 2**20
+        log(f"   {self.facts['pgbackrest_backup_s']:.0f}s, {pgbr_bytes / 2**20:.0f} MiB in the repository")
+
+    def remove_primary(self, restores_need: str = "the repositories") -> None:
+        self.psql("CHECKPOINT")
+        self.stop(self.primary)
+        shutil.rmtree(self.primary)
+        log(f"   primary stopped and removed (the restores need only {restores_need})")
+
+    def setup(self) -> None:
+        self.pgbackrest_dirs("pgbr-repo")
         self.pgbr_conf = self.pgbackrest_conf("pgbackrest.conf")
         self.pgbr_async_conf = self.pgbackrest_conf(
             "pgbackrest-async.conf",
             "archive-async=y\narchive-get-queue-max=512MiB\n")
-        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
-        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
-        self.facts["versions"] = f"{pg_version}; {version}"
-        log(f"{pg_version}; {version}; pitr {PITR_BUILD}" + (f"; compared with {PITR_COMPARE}" if PITR_COMPARE else ""))
+        self.log_versions(f"; compared with {PITR_COMPARE}" if PITR_COMPARE else "")
 
         self.make_primary()
 
         # Archive into the pitr repository (cp, what the manual runbook reads
         # too) and into pgBackRest, from one archive_command.
-        archive_command = (f"cp %p {self.archive}/%f && pgbackrest --config={self.pgbr_conf} "
-                           f"--stanza={STANZA} archive-push %p")
-        self.psql(f"ALTER SYSTEM SET archive_command = '{archive_command}'")
-        self.psql("SELECT pg_reload_conf()")
-        time.sleep(1)
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", "stanza-create"], pg=True, capture=True)
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", "check"], pg=True, capture=True)
+        self.archive_also_to_pgbackrest(f"cp %p {self.archive}/%f && pgbackrest --config={self.pgbr_conf} "
+                                        f"--stanza={STANZA} archive-push %p")
 
         log(f"2. pg_basebackup -Ft -z -X fetch into repo/base/{BACKUP_ID}")
         started = time.monotonic()
@@ -405,20 +449,10 @@ max_wal_size = 4GB
         self.facts["base_tar_mib"] = self.base_tar.stat().st_size / 2**20
         log(f"   {self.facts['basebackup_s']:.0f}s, base.tar.gz {self.facts['base_tar_mib']:.0f} MiB")
 
-        log("3. pgbackrest backup --type=full (gz, process-max 2)")
-        started = time.monotonic()
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", "--type=full", "backup"],
-            pg=True, capture=True)
-        self.facts["pgbackrest_backup_s"] = time.monotonic() - started
-        pgbr_bytes = sum(p.stat().st_size for p in (self.work / "pgbr-repo" / "backup").rglob("*") if p.is_file())
-        self.facts["pgbackrest_backup_mib"] = pgbr_bytes / 2**20
-        log(f"   {self.facts['pgbackrest_backup_s']:.0f}s, {pgbr_bytes / 2**20:.0f} MiB in the repository")
+        self.pgbackrest_full_backup(self.work / "pgbr-repo")
 
         self.workload()
-        self.psql("CHECKPOINT")
-        self.stop(self.primary)
-        shutil.rmtree(self.primary)
-        log("   primary stopped and removed (the restores need only the repositories)")
+        self.remove_primary()
 
     def wait_ready(self, pgdata: Path, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -590,14 +624,37 @@ max_wal_size = 4GB
         shutil.rmtree(pgdata)
         return count
 
-    def restore(self, method: str, round_no: int, port: int) -> dict:
+    def checked(self, row: dict, method: str, round_no: int, pgdata: Path, port: int, host: Path) -> dict:
+        """`row` with the markers the restored server holds (it is then
+        stopped and removed); a failure unless they are the expected ones."""
+        row["count"] = self.verify_and_remove(pgdata, port, host)
+        row["ok"] = row["count"] == self.expected
+        if not row["ok"]:
+            raise RuntimeError(f"{method} round {round_no}: {row['count']} markers, expected {self.expected}")
+        return row
+
+    def restore_round(self, round_no: int, methods: list[str], base_port: int, prefix: str = "") -> None:
+        """One restore by each method (each on its own port), its row kept."""
+        for index, method in enumerate(methods):
+            log(f"{prefix}round {round_no}/{ROUNDS}: {method}")
+            row = self.restore(method, round_no, base_port + index)
+            self.results.append(row)
+            log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
+                f"{row['count']} markers (expected {self.expected}); load {row['load1']:.1f}")
+
+    def restore_start(self, method: str, round_no: int) -> tuple[Path, Path, dict]:
+        """Before a timed restore: its data directory and log file, the disk
+        synced, pgBackRest's spool emptied; the row of figures begun."""
         pgdata = self.work / "restore" / f"{method}-r{round_no}"
         mkdir_pg(pgdata.parent, 0o755)
         logfile = self.logs / f"{method}-r{round_no}.log"
         self.sync()
         for spool in (self.work / "pgbr-spool").iterdir():
             shutil.rmtree(spool, ignore_errors=True)
-        row = {"method": method, "round": round_no, "load1": loadavg()}
+        return pgdata, logfile, {"method": method, "round": round_no, "load1": loadavg()}
+
+    def restore(self, method: str, round_no: int, port: int) -> dict:
+        pgdata, logfile, row = self.restore_start(method, round_no)
         probe = Probe(self.device)
         cpu0 = children_cpu()
         host = self.sock
@@ -726,11 +783,7 @@ max_wal_size = 4GB
         row.update(self.log_phases(logfile))
         if method.startswith("pitr"):
             shutil.copyfile(logfile, self.logs / f"{method}-r{round_no}.log")
-        row["count"] = self.verify_and_remove(pgdata, port, host)
-        row["ok"] = row["count"] == self.expected
-        if not row["ok"]:
-            raise RuntimeError(f"{method} round {round_no}: {row['count']} markers, expected {self.expected}")
-        return row
+        return self.checked(row, method, round_no, pgdata, port, host)
 
     # -- floors --
 
@@ -895,12 +948,7 @@ def main() -> int:
     def body():
         base_port = bench.port + 1
         for round_no in range(1, ROUNDS + 1):
-            for index, method in enumerate(METHODS):
-                log(f"round {round_no}/{ROUNDS}: {method}")
-                row = bench.restore(method, round_no, base_port + index)
-                bench.results.append(row)
-                log(f"   staging {fmt(row.get('staging'))}s, replay {fmt(row.get('replay'))}s, total {fmt(row.get('total'))}s; "
-                    f"{row['count']} markers (expected {bench.expected}); load {row['load1']:.1f}")
+            bench.restore_round(round_no, METHODS, base_port)
             log(f"round {round_no}/{ROUNDS}: floors (dd, gzip -dc, pigz -dc)")
             bench.floor_round()
 

@@ -29,38 +29,9 @@
 # temporary directory that is removed at the end, and every server started is
 # stopped by its PID, also on failure or Ctrl-C.
 set -euo pipefail
-
-here=$(cd "$(dirname "$0")/.." && pwd)
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-3}
-export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-target_dir=${CARGO_TARGET_DIR:-$here/target}
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "bench/restore.sh must run as root: PostgreSQL runs as the postgres OS user" >&2
-    exit 2
-fi
-if [ ! -x "$PG_BIN/postgres" ]; then
-    echo "no PostgreSQL server programs in $PG_BIN (make postgres installs them)" >&2
-    exit 2
-fi
-missing=()
-command -v pgbackrest >/dev/null || missing+=(pgbackrest)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-(cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
-export PITR_BUILD="$target_dir/release/pitr"
+. "$(dirname "$0")/common.sh"
+prepare_driver 3 ": PostgreSQL runs as the postgres OS user" pgbackrest time
+build_release
 
 suffix=; [ "$SCALE" = 300 ] || suffix=-s$SCALE
-results=${RESULTS-$here/bench/results-$(date +%Y-%m-%d)$suffix.txt}
-if [ -n "$results" ]; then
-    python3 -u "$here/bench/restore.py" 2>&1 | tee "$results"
-    exit "${PIPESTATUS[0]}"
-else
-    exec python3 -u "$here/bench/restore.py"
-fi
+run_python restore.py "${RESULTS-$here/bench/results-$(date +%Y-%m-%d)$suffix.txt}"

@@ -267,24 +267,15 @@ class SeekBench(R.Bench):
 
     def setup(self) -> None:
         self.mount_repos()
-        for d in ("pgbr-log", "pgbr-lock", "pgbr-spool"):
-            mkdir_pg(self.work / d, 0o750)
+        self.pgbackrest_dirs()
         self.pgbr_conf = self.pgbackrest_conf("pgbackrest.conf")
         self.pgbr_async_conf = self.pgbackrest_conf(
             "pgbackrest-async.conf", "archive-async=y\narchive-get-queue-max=512MiB\n")
-        version = run(["pgbackrest", "version"], capture=True).stdout.strip()
-        pg_version = run([PG_BIN / "postgres", "--version"], capture=True).stdout.strip()
-        self.facts["versions"] = f"{pg_version}; {version}"
-        log(f"{pg_version}; {version}; pitr {R.PITR_BUILD}")
+        self.log_versions()
 
         self.make_primary()
-        archive_command = (f"cp %p {self.archive}/%f && pgbackrest --config={self.pgbr_conf} "
-                           f"--stanza={R.STANZA} archive-push %p")
-        self.psql(f"ALTER SYSTEM SET archive_command = '{archive_command}'")
-        self.psql("SELECT pg_reload_conf()")
-        time.sleep(1)
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={R.STANZA}", "stanza-create"], pg=True, capture=True)
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={R.STANZA}", "check"], pg=True, capture=True)
+        self.archive_also_to_pgbackrest(f"cp %p {self.archive}/%f && pgbackrest --config={self.pgbr_conf} "
+                                        f"--stanza={R.STANZA} archive-push %p")
 
         env = {**os.environ, "PGHOST": str(self.sock), "PGPORT": str(self.port), "PGUSER": "postgres"}
         self.backup_ids = {}
@@ -305,20 +296,10 @@ class SeekBench(R.Bench):
             log(f"   {new[0]}: {seconds:.0f}s, {mib:.0f} MiB")
             if kind == "default":
                 time.sleep(1.1)  # backup ids are UTC seconds
-        log("3. pgbackrest backup --type=full (gz, process-max 2)")
-        started = time.monotonic()
-        run(["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={R.STANZA}", "--type=full", "backup"],
-            pg=True, capture=True)
-        self.facts["pgbackrest_backup_s"] = time.monotonic() - started
-        pgbr_bytes = sum(p.stat().st_size for p in (self.mnt / "pgbr-repo" / "backup").rglob("*") if p.is_file())
-        self.facts["pgbackrest_backup_mib"] = pgbr_bytes / 2**20
-        log(f"   {self.facts['pgbackrest_backup_s']:.0f}s, {pgbr_bytes / 2**20:.0f} MiB in the repository")
+        self.pgbackrest_full_backup(self.mnt / "pgbr-repo")
 
         self.workload()
-        self.psql("CHECKPOINT")
-        self.stop(self.primary)
-        shutil.rmtree(self.primary)
-        log("   primary stopped and removed (the restores need only the repositories)")
+        self.remove_primary()
 
         # The backup's tree: the write floor's listing, the page comparison's reference.
         self.tree = self.work / "backup-tree"

@@ -26,41 +26,11 @@
 # the whole machine feels). Everything is removed at the end, the loop device
 # detached, every server stopped by its PID, also on failure or Ctrl-C.
 set -euo pipefail
-
-here=$(cd "$(dirname "$0")/.." && pwd)
-export SCALE=${SCALE:-300}
-export ROUNDS=${ROUNDS:-3}
+. "$(dirname "$0")/common.sh"
 export WORKLOAD_WAL_MB=${WORKLOAD_WAL_MB:-100}
-export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-target_dir=${CARGO_TARGET_DIR:-$here/target}
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "bench/seekable.sh must run as root (loop device, drop_caches, PostgreSQL as postgres)" >&2
-    exit 2
-fi
-if [ ! -x "$PG_BIN/postgres" ]; then
-    echo "no PostgreSQL server programs in $PG_BIN (make postgres installs them)" >&2
-    exit 2
-fi
-missing=()
-command -v pgbackrest >/dev/null || missing+=(pgbackrest)
-command -v zstd >/dev/null || missing+=(zstd)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-(cd "$here" && CARGO_TARGET_DIR="$target_dir" ${CARGO:-cargo} build --release --quiet)
-export PITR_BUILD="$target_dir/release/pitr"
+prepare_driver 3 " (loop device, drop_caches, PostgreSQL as postgres)" pgbackrest zstd
+build_release
 
 commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
 header="reproduce: SCALE=$SCALE ROUNDS=$ROUNDS WORKLOAD_WAL_MB=$WORKLOAD_WAL_MB DELTA_PCT=${DELTA_PCT:-5} PARTS=${PARTS:-full,delta} ./bench/seekable.sh  (make bench-seekable; commit $commit$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo ', with uncommitted changes'))"
-results=${RESULTS-$here/bench/results-seekable-$(date +%Y-%m-%d)-s$SCALE.txt}
-if [ -n "$results" ]; then
-    { echo "$header"; python3 -u "$here/bench/seekable.py" 2>&1; } | tee "$results"
-    exit "${PIPESTATUS[0]}"
-else
-    echo "$header"
-    exec python3 -u "$here/bench/seekable.py"
-fi
+run_python seekable.py "${RESULTS-$here/bench/results-seekable-$(date +%Y-%m-%d)-s$SCALE.txt}" "$header"

@@ -213,3 +213,90 @@ fn two_archivers_racing_on_the_garage_cluster() {
         dir.path(),
     );
 }
+
+/// Without a quorum (two of the three nodes killed) garage answers every
+/// request with 503; `wal-push` retries with backoff and succeeds once
+/// the nodes are back, within its budget, so PostgreSQL never sees the
+/// outage. The segment is then fetched back byte for byte.
+#[test]
+fn errors_without_a_quorum_are_retried_until_the_nodes_are_back() {
+    let test = "errors_without_a_quorum_are_retried_until_the_nodes_are_back";
+    let Some(program) = garage::require(test) else {
+        return;
+    };
+    let mut garage = GarageCluster::start(&program, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let url = garage.url("quorum");
+    let init = garage
+        .pitr(&cache)
+        .args(["init", "--repo", &url])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "init: {}", text(&init.stderr));
+    let name = "000000010000000000000001";
+    let segment = archivers::synthetic_segment(7_123_456_789_012_345_678, 1);
+    let source = dir.path().join(name);
+    std::fs::write(&source, &segment).unwrap();
+
+    garage.kill(1);
+    garage.kill(2);
+    let errors_before = garage.node1_log().matches("in response to").count();
+    let started = std::time::Instant::now();
+    let push = garage
+        .pitr(&cache)
+        .env("PITR_OBJECT_RETRY_SECONDS", "90")
+        .args(["wal-push", "--repo", &url])
+        .arg(&source)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Error replies while there is no quorum (each is logged by node 1).
+    let deadline = started + std::time::Duration::from_secs(60);
+    while garage.node1_log().matches("in response to").count() < errors_before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error replies without a quorum:\n{}",
+            garage.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    garage.restart(1);
+    garage.restart(2);
+    let output = push.wait_with_output().unwrap();
+    let errors: Vec<String> = garage
+        .node1_log()
+        .lines()
+        .filter(|line| line.contains("in response to"))
+        .skip(errors_before)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&output.stderr),
+        garage.logs()
+    );
+    assert!(
+        errors.iter().any(|line| line.contains("error 503")),
+        "the store answered 503 without a quorum: {errors:#?}"
+    );
+    eprintln!(
+        "wal-push succeeded after {:.1} s and {} error replies, the first: {}",
+        started.elapsed().as_secs_f64(),
+        errors.len(),
+        errors[0]
+    );
+
+    let fetched = dir.path().join("fetched");
+    let fetch = garage
+        .pitr(&cache)
+        .args(["wal-fetch", "--repo", &url, name])
+        .arg(&fetched)
+        .output()
+        .unwrap();
+    assert!(fetch.status.success(), "{}", text(&fetch.stderr));
+    assert!(std::fs::read(&fetched).unwrap() == segment, "byte for byte");
+}

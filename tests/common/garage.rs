@@ -191,7 +191,17 @@ impl GarageCluster {
             .arg("-c")
             .arg(&node.config)
             .arg("server")
-            .env("RUST_LOG", "garage=warn")
+            // Node 1 takes every request and logs each, and each error
+            // reply ("… in response to …").
+            .env(
+                "RUST_LOG",
+                if index == 0 {
+                    "garage=warn,garage_api_common=info"
+                } else {
+                    "garage=warn"
+                },
+            )
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -275,12 +285,18 @@ impl GarageCluster {
     }
 
     /// Starts node `index` again (same configuration and data) and waits
-    /// until node 1 counts every node healthy again.
+    /// until node 1 counts every running node healthy.
     pub fn restart(&mut self, index: usize) {
         assert!(self.nodes[index].child.is_none(), "node {index} is running");
         self.start_node(index);
         self.wait_listening(index);
-        self.wait_healthy(self.nodes.len());
+        let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+        self.wait_healthy(running);
+    }
+
+    /// Node 1's output: a line per request, and one per error reply.
+    pub fn node1_log(&self) -> String {
+        self.output_of(0)
     }
 
     /// The PID of node `index`, while it runs.

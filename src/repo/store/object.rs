@@ -323,7 +323,10 @@ fn retry_config() -> RetryConfig {
             max_backoff: Duration::from_secs(15),
             base: 2.0,
         },
-        max_retries: 10,
+        // The time budget decides, not a count: ten retries of a jittered
+        // backoff were spent in ~15 s, so a store back after 20 s failed a
+        // wal-fetch (stopping recovery) well inside the budget.
+        max_retries: 1000,
         retry_timeout: retry_budget(),
     }
 }

@@ -823,6 +823,9 @@ fn a_second_cluster_is_refused_on_s3() {
     let identity = std::fs::read_to_string(bucket.join("shared/wal/.pitr-system-identifier"))
         .expect("the first push records the identity");
     assert!(identity.contains(&first_id), "{identity}");
+    // Stopped first: a cluster that goes on archiving its own WAL would
+    // change the bucket while the intruder is watched.
+    drop(first);
     let before = contents_under(&bucket.join("shared"));
 
     // The second cluster, archiving into the same place.
@@ -869,7 +872,6 @@ fn a_second_cluster_is_refused_on_s3() {
         "both identifiers named: {message}"
     );
     drop(second);
-    drop(first);
     assert!(
         contents_under(&bucket.join("shared")) == before,
         "nothing in the bucket changed"

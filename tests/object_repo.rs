@@ -733,8 +733,7 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
         // Credentials only root may read: the server's user could not
         // fetch WAL, so the restore stops before writing anything.
         if kind == Kind::S3 {
-            let (config, credentials) =
-                write_s3_config(&server, None, &dir.path().join("private"));
+            let (config, credentials) = write_s3_config(&server, None, &dir.path().join("private"));
             for file in [&config, &credentials] {
                 std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                     .unwrap();

@@ -1,0 +1,144 @@
+//! A tar object of the backups store read as one stream of members: the
+//! object opened and decompressed on a second thread ([`ReadAhead`]), each
+//! member's name checked ([`safe_member_path`]), and the compressed bytes
+//! read so far given to a progress bar. The streaming extraction, the
+//! streaming delta restore and the reading of one file of a backup all walk
+//! a tar this way; what each does with a member is its own.
+//!
+//! The tar format itself (headers, GNU long names and pax paths, sizes,
+//! padding to 512 bytes) is the `tar` crate's: its reader streams, so a
+//! member's data is read as it is written and never held whole. Only
+//! `seekable::encode` walks headers by hand, because it must keep every
+//! byte where it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::extract::safe_member_path;
+use super::readahead::ReadAhead;
+use super::write::interrupt_or;
+use crate::progress::Progress;
+use crate::repo::backup::BackupFile;
+use crate::repo::store::StoreRead;
+
+/// A tar object of the backups store, opened and being decompressed.
+pub struct TarStream {
+    /// The object as the store names it (a path on posix), for messages.
+    described: PathBuf,
+    archive: tar::Archive<ReadAhead>,
+    /// Compressed bytes read so far (counted by the decompressing thread).
+    consumed: Arc<AtomicU64>,
+}
+
+/// One member of the tar, its header read and its name checked; its data
+/// is read from `entry`, and must be before the next member is asked for.
+pub struct Member<'a> {
+    pub entry: tar::Entry<'a, ReadAhead>,
+    /// The name as the tar has it, for messages.
+    pub name: PathBuf,
+    /// The name as a path inside the data directory: relative, without
+    /// `..`, never empty.
+    pub relative: PathBuf,
+}
+
+/// The members of a [`TarStream`], in the order of the tar.
+pub struct Members<'a> {
+    entries: tar::Entries<'a, ReadAhead>,
+    described: &'a Path,
+    consumed: &'a AtomicU64,
+    reported: u64,
+    progress: Option<&'a mut Progress>,
+}
+
+impl TarStream {
+    /// Opens `file` in `store` and starts decompressing it.
+    pub fn open(store: &dyn StoreRead, file: &BackupFile) -> Result<TarStream> {
+        let described = PathBuf::from(store.describe(&file.key));
+        let decompressed = store
+            .open(&file.key)
+            .and_then(|reader| ReadAhead::new(reader, file.compression))
+            .with_context(|| format!("cannot open `{}`", described.display()))?;
+        Ok(TarStream {
+            described,
+            consumed: decompressed.consumed(),
+            archive: tar::Archive::new(decompressed),
+        })
+    }
+
+    /// The members, one at a time; `progress`, when given, advances by
+    /// the compressed bytes read.
+    pub fn members<'a>(&'a mut self, progress: Option<&'a mut Progress>) -> Result<Members<'a>> {
+        let TarStream {
+            described,
+            archive,
+            consumed,
+        } = self;
+        let entries = archive
+            .entries()
+            .with_context(|| format!("cannot read `{}`", described.display()))?;
+        Ok(Members {
+            entries,
+            described,
+            consumed,
+            reported: 0,
+            progress,
+        })
+    }
+}
+
+impl<'a> Members<'a> {
+    /// The next member, or `None` at the end of the archive. A member
+    /// whose name is the data directory itself (`./`) is passed over; one
+    /// whose name could land outside it is refused.
+    pub fn next_member(&mut self) -> Result<Option<Member<'a>>> {
+        let described = self.described;
+        while let Some(entry) = self.entries.next() {
+            let entry = entry.map_err(|e| interrupt_or(e, described))?;
+            self.report();
+            let name = entry
+                .path()
+                .with_context(|| {
+                    format!(
+                        "`{}` has a member with an unreadable name",
+                        described.display()
+                    )
+                })?
+                .into_owned();
+            let relative =
+                safe_member_path(&name).with_context(|| format!("in `{}`", described.display()))?;
+            if relative.as_os_str().is_empty() {
+                continue;
+            }
+            return Ok(Some(Member {
+                entry,
+                name,
+                relative,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The object as the store names it, for messages.
+    pub fn described(&self) -> &'a Path {
+        self.described
+    }
+
+    /// Ends the walk: the progress bar is given the last bytes read.
+    /// Returns the compressed bytes read in all.
+    pub fn finish(mut self) -> u64 {
+        self.report();
+        self.reported
+    }
+
+    /// Gives the progress bar the compressed bytes read since last time.
+    fn report(&mut self) {
+        let now = self.consumed.load(Ordering::Relaxed);
+        if let Some(progress) = self.progress.as_deref_mut() {
+            progress.add(now.saturating_sub(self.reported));
+        }
+        self.reported = now;
+    }
+}

@@ -52,6 +52,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -343,15 +344,29 @@ pub fn settings_from_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The settings of one service: names starting with `prefix`.
-fn settings_of<'a>(
-    settings: &'a [(String, String)],
-    prefix: &'a str,
-) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-    settings
-        .iter()
-        .filter(move |(name, _)| name.starts_with(prefix))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+/// A service's builder given the settings of that service (names starting
+/// with `prefix`) that it knows, in order; the others are left for the
+/// other services. Returns the builder and the endpoint: the one the
+/// settings name (`endpoint_key`), else `endpoint`. The three services'
+/// builders and keys are different types with the same methods, hence
+/// `with_config`.
+fn configured<B, K: FromStr + PartialEq>(
+    mut builder: B,
+    settings: &[(String, String)],
+    prefix: &str,
+    endpoint_key: K,
+    mut endpoint: Option<String>,
+    with_config: impl Fn(B, K, &str) -> B,
+) -> (B, Option<String>) {
+    for (name, value) in settings.iter().filter(|(name, _)| name.starts_with(prefix)) {
+        if let Ok(key) = name.parse::<K>() {
+            if key == endpoint_key {
+                endpoint = Some(value.clone());
+            }
+            builder = with_config(builder, key, value);
+        }
+    }
+    (builder, endpoint)
 }
 
 impl ObjectStorage {
@@ -374,18 +389,17 @@ impl ObjectStorage {
         let (store, endpoint): (Arc<dyn ObjectStore>, Option<String>) = match url.service {
             Service::S3 => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                let mut builder = AmazonS3Builder::new()
+                let builder = AmazonS3Builder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
-                let mut endpoint = None;
-                for (name, value) in settings_of(settings, "aws_") {
-                    if let Ok(key) = name.parse::<AmazonS3ConfigKey>() {
-                        if key == AmazonS3ConfigKey::Endpoint {
-                            endpoint = Some(value.to_string());
-                        }
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let (builder, endpoint) = configured(
+                    builder,
+                    settings,
+                    "aws_",
+                    AmazonS3ConfigKey::Endpoint,
+                    None,
+                    |builder, key, value| builder.with_config(key, value),
+                );
                 let store = builder
                     .with_bucket_name(&url.bucket)
                     .build()
@@ -394,18 +408,17 @@ impl ObjectStorage {
             }
             Service::Azure => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                let mut builder = MicrosoftAzureBuilder::new()
+                let builder = MicrosoftAzureBuilder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
-                let mut endpoint = std::env::var("AZURITE_BLOB_STORAGE_URL").ok();
-                for (name, value) in settings_of(settings, "azure_") {
-                    if let Ok(key) = name.parse::<AzureConfigKey>() {
-                        if key == AzureConfigKey::Endpoint {
-                            endpoint = Some(value.to_string());
-                        }
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let (builder, endpoint) = configured(
+                    builder,
+                    settings,
+                    "azure_",
+                    AzureConfigKey::Endpoint,
+                    std::env::var("AZURITE_BLOB_STORAGE_URL").ok(),
+                    |builder, key, value| builder.with_config(key, value),
+                );
                 let store = builder
                     .with_container_name(&url.bucket)
                     .build()
@@ -420,15 +433,14 @@ impl ObjectStorage {
                 if let Ok(path) = std::env::var("SERVICE_ACCOUNT") {
                     builder = builder.with_service_account_path(path);
                 }
-                let mut endpoint = None;
-                for (name, value) in settings_of(settings, "google_") {
-                    if let Ok(key) = name.parse::<GoogleConfigKey>() {
-                        if key == GoogleConfigKey::BaseUrl {
-                            endpoint = Some(value.to_string());
-                        }
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let (builder, endpoint) = configured(
+                    builder,
+                    settings,
+                    "google_",
+                    GoogleConfigKey::BaseUrl,
+                    None,
+                    |builder, key, value| builder.with_config(key, value),
+                );
                 let store = builder
                     .with_bucket_name(&url.bucket)
                     .build()

@@ -346,18 +346,17 @@ pub fn settings_from_env() -> Vec<(String, String)> {
 
 /// A service's builder given the settings of that service (names starting
 /// with `prefix`) that it knows, in order; the others are left for the
-/// other services. Returns the builder and the endpoint: the one the
-/// settings name (`endpoint_key`), else `endpoint`. The three services'
-/// builders and keys are different types with the same methods, hence
-/// `with_config`.
+/// other services. Returns the builder and the endpoint the settings name
+/// (`endpoint_key`), if any. The three services' builders and keys are
+/// different types with the same methods, hence `with_config`.
 fn configured<B, K: FromStr + PartialEq>(
     mut builder: B,
     settings: &[(String, String)],
     prefix: &str,
     endpoint_key: K,
-    mut endpoint: Option<String>,
     with_config: impl Fn(B, K, &str) -> B,
 ) -> (B, Option<String>) {
+    let mut endpoint = None;
     for (name, value) in settings.iter().filter(|(name, _)| name.starts_with(prefix)) {
         if let Ok(key) = name.parse::<K>() {
             if key == endpoint_key {
@@ -397,7 +396,6 @@ impl ObjectStorage {
                     settings,
                     "aws_",
                     AmazonS3ConfigKey::Endpoint,
-                    None,
                     |builder, key, value| builder.with_config(key, value),
                 );
                 let store = builder
@@ -416,9 +414,10 @@ impl ObjectStorage {
                     settings,
                     "azure_",
                     AzureConfigKey::Endpoint,
-                    std::env::var("AZURITE_BLOB_STORAGE_URL").ok(),
                     |builder, key, value| builder.with_config(key, value),
                 );
+                // Azurite's URL unless the settings name an endpoint.
+                let endpoint = endpoint.or_else(|| std::env::var("AZURITE_BLOB_STORAGE_URL").ok());
                 let store = builder
                     .with_container_name(&url.bucket)
                     .build()
@@ -438,7 +437,6 @@ impl ObjectStorage {
                     settings,
                     "google_",
                     GoogleConfigKey::BaseUrl,
-                    None,
                     |builder, key, value| builder.with_config(key, value),
                 );
                 let store = builder

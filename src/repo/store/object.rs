@@ -385,6 +385,9 @@ impl ObjectStorage {
         settings: &[(String, String)],
     ) -> anyhow::Result<ObjectStorage> {
         let secrets = Secrets::among(settings);
+        // The arms look alike but stay apart: each service's builder and
+        // keys are their own types (object_store has no trait over them),
+        // and each has its own extra (Azurite's URL, GCS's service account).
         let (store, endpoint): (Arc<dyn ObjectStore>, Option<String>) = match url.service {
             Service::S3 => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};

@@ -142,3 +142,76 @@ impl<'a> Members<'a> {
         self.reported = now;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read};
+
+    use super::*;
+    use crate::compression::Compression;
+    use crate::repo::store::posix::Posix;
+
+    /// A tar with the data directory itself (`./`), a file whose name
+    /// needs a GNU long-name header, and then `extra` raw members.
+    fn tar_with(long: &str, extra: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_size(0);
+        builder.append_data(&mut dir, "./", io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_size(5);
+        builder.append_data(&mut file, long, &b"hello"[..]).unwrap();
+        for (name, data) in extra {
+            // Written by hand: the builder refuses such names.
+            let mut header = tar::Header::new_old();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn stored(dir: &Path, bytes: &[u8]) -> (Posix, BackupFile) {
+        std::fs::write(dir.join("base.tar"), bytes).unwrap();
+        let file = BackupFile {
+            key: "base.tar".into(),
+            compression: Compression::None,
+        };
+        (Posix::new(dir), file)
+    }
+
+    #[test]
+    fn members_come_with_checked_names_and_the_bytes_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("base/{}/1259", "x".repeat(120));
+        let bytes = tar_with(&long, &[]);
+        let (store, file) = stored(dir.path(), &bytes);
+        let mut tar = TarStream::open(&store, &file).unwrap();
+        let mut members = tar.members(None).unwrap();
+        let mut member = members.next_member().unwrap().expect("the file");
+        assert_eq!(member.relative, Path::new(&long));
+        let mut data = String::new();
+        member.entry.read_to_string(&mut data).unwrap();
+        assert_eq!(data, "hello");
+        assert!(members.next_member().unwrap().is_none());
+        assert_eq!(members.finish(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_member_outside_the_data_directory_is_refused_with_the_tar_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = tar_with("PG_VERSION", &[(b"../evil", b"x")]);
+        let (store, file) = stored(dir.path(), &bytes);
+        let mut tar = TarStream::open(&store, &file).unwrap();
+        let mut members = tar.members(None).unwrap();
+        assert!(members.next_member().unwrap().is_some());
+        let error = format!("{:#}", members.next_member().err().expect("refused"));
+        let described = store.describe("base.tar");
+        assert_eq!(
+            error,
+            format!("in `{described}`: refusing tar member `../evil`: it contains `..`")
+        );
+    }
+}

@@ -129,6 +129,16 @@ impl Service {
             Service::Gcs => "gs",
         }
     }
+
+    /// How the names of this service's settings begin (its environment
+    /// variables', lower-cased).
+    fn settings_prefix(self) -> &'static str {
+        match self {
+            Service::S3 => "aws_",
+            Service::Azure => "azure_",
+            Service::Gcs => "google_",
+        }
+    }
 }
 
 /// A repository location in object storage: service, bucket (container)
@@ -344,23 +354,21 @@ pub fn settings_from_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// A service's builder given the settings of that service (names starting
-/// with `prefix`) that it knows, in order; the others are left for the
-/// other services. Returns the builder and the endpoint the settings name
+/// A service's builder given those of the service's `settings` that it
+/// knows, in order. Returns the builder and the endpoint the settings name
 /// (`endpoint_key`), if any. The three services' builders and keys are
 /// different types with the same methods, hence `with_config`.
 fn configured<B, K: FromStr + PartialEq>(
     mut builder: B,
-    settings: &[(String, String)],
-    prefix: &str,
+    settings: &[(&str, &str)],
     endpoint_key: K,
     with_config: impl Fn(B, K, &str) -> B,
 ) -> (B, Option<String>) {
     let mut endpoint = None;
-    for (name, value) in settings.iter().filter(|(name, _)| name.starts_with(prefix)) {
+    for (name, value) in settings {
         if let Ok(key) = name.parse::<K>() {
             if key == endpoint_key {
-                endpoint = Some(value.clone());
+                endpoint = Some(value.to_string());
             }
             builder = with_config(builder, key, value);
         }
@@ -385,22 +393,23 @@ impl ObjectStorage {
         settings: &[(String, String)],
     ) -> anyhow::Result<ObjectStorage> {
         let secrets = Secrets::among(settings);
+        // Each service reads its own settings only (`aws_*`, `azure_*`, ...).
+        let own: Vec<(&str, &str)> = settings
+            .iter()
+            .filter(|(name, _)| name.starts_with(url.service.settings_prefix()))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
         // The arms look alike but stay apart: each service's builder and
         // keys are their own types (object_store has no trait over them),
         // and each has its own extra (Azurite's URL, GCS's service account).
         let (store, endpoint): (Arc<dyn ObjectStore>, Option<String>) = match url.service {
             Service::S3 => {
-                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key};
                 let builder = AmazonS3Builder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
-                let (builder, endpoint) = configured(
-                    builder,
-                    settings,
-                    "aws_",
-                    AmazonS3ConfigKey::Endpoint,
-                    |builder, key, value| builder.with_config(key, value),
-                );
+                let (builder, endpoint) =
+                    configured(builder, &own, Key::Endpoint, |b, k, v| b.with_config(k, v));
                 let store = builder
                     .with_bucket_name(&url.bucket)
                     .build()
@@ -408,17 +417,12 @@ impl ObjectStorage {
                 (Arc::new(store), endpoint)
             }
             Service::Azure => {
-                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                use object_store::azure::{AzureConfigKey as Key, MicrosoftAzureBuilder};
                 let builder = MicrosoftAzureBuilder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
-                let (builder, endpoint) = configured(
-                    builder,
-                    settings,
-                    "azure_",
-                    AzureConfigKey::Endpoint,
-                    |builder, key, value| builder.with_config(key, value),
-                );
+                let (builder, endpoint) =
+                    configured(builder, &own, Key::Endpoint, |b, k, v| b.with_config(k, v));
                 // Azurite's URL unless the settings name an endpoint.
                 let endpoint = endpoint.or_else(|| std::env::var("AZURITE_BLOB_STORAGE_URL").ok());
                 let store = builder
@@ -428,20 +432,15 @@ impl ObjectStorage {
                 (Arc::new(store), endpoint)
             }
             Service::Gcs => {
-                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as Key};
                 let mut builder = GoogleCloudStorageBuilder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
                 if let Ok(path) = std::env::var("SERVICE_ACCOUNT") {
                     builder = builder.with_service_account_path(path);
                 }
-                let (builder, endpoint) = configured(
-                    builder,
-                    settings,
-                    "google_",
-                    GoogleConfigKey::BaseUrl,
-                    |builder, key, value| builder.with_config(key, value),
-                );
+                let (builder, endpoint) =
+                    configured(builder, &own, Key::BaseUrl, |b, k, v| b.with_config(k, v));
                 let store = builder
                     .with_bucket_name(&url.bucket)
                     .build()

@@ -7,13 +7,12 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 
 use super::combine;
 use super::parallel;
-use super::readahead::ReadAhead;
+use super::tar_stream::{Member, TarStream};
 use super::tree::{copy_tree, TreeSource};
 use super::write::{interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify};
 use super::StageRequest;
@@ -180,35 +179,18 @@ pub fn extract_tar(
     mut verify: Option<&mut Verify<'_>>,
     writer: &mut FileWriter,
 ) -> Result<u64> {
+    let mut tar = TarStream::open(store, file)?;
+    let mut members = tar.members(Some(progress))?;
     // Messages name the object as the store does (a path on posix).
-    let described = store.describe(&file.key);
-    let path = Path::new(&described);
-    let decompressed = store
-        .open(&file.key)
-        .and_then(|reader| ReadAhead::new(reader, file.compression))
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
-    let consumed = decompressed.consumed();
-    let mut reported = 0;
-    let mut archive = tar::Archive::new(decompressed);
+    let path = members.described();
     let mut written = 0;
-    let entries = archive
-        .entries()
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
-    for entry in entries {
+    while let Some(Member {
+        mut entry,
+        name,
+        relative,
+    }) = members.next_member()?
+    {
         simulated_slow_staging();
-        let mut entry = entry.map_err(|e| interrupt_or(e, path))?;
-        let now = consumed.load(Ordering::Relaxed);
-        progress.add(now.saturating_sub(reported));
-        reported = now;
-        let raw = entry
-            .path()
-            .with_context(|| format!("`{}` has a member with an unreadable name", path.display()))?
-            .into_owned();
-        let relative =
-            safe_member_path(&raw).with_context(|| format!("in `{}`", path.display()))?;
-        if relative.as_os_str().is_empty() {
-            continue;
-        }
         let target = dest.join(&relative);
         let kind = entry.header().entry_type();
         if kind.is_symlink() {
@@ -219,7 +201,7 @@ pub fn extract_tar(
             }
             bail!(
                 "refusing tar member `{}` in `{}`: a symbolic link outside pg_tblspc/",
-                raw.display(),
+                name.display(),
                 path.display()
             );
         }
@@ -228,7 +210,7 @@ pub fn extract_tar(
                 format!("`{}` has a hard link without a target", path.display())
             })?;
             let source = dest.join(safe_member_path(&link).with_context(|| {
-                format!("in `{}`: hard link `{}`", path.display(), raw.display())
+                format!("in `{}`: hard link `{}`", path.display(), name.display())
             })?);
             fs::hard_link(&source, &target)
                 .with_context(|| format!("cannot create hard link `{}`", target.display()))?;
@@ -237,7 +219,7 @@ pub fn extract_tar(
         if !(kind.is_file() || kind.is_dir()) {
             bail!(
                 "refusing tar member `{}` in `{}`: not a file or directory",
-                raw.display(),
+                name.display(),
                 path.display()
             );
         }
@@ -268,6 +250,6 @@ pub fn extract_tar(
         }
         written += write_checked(&mut entry, &target, &relative, mode, &mut verify, writer)?;
     }
-    progress.add(consumed.load(Ordering::Relaxed).saturating_sub(reported));
+    members.finish();
     Ok(written)
 }

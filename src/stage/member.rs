@@ -9,9 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::extract::safe_member_path;
 use super::parallel;
-use super::readahead::ReadAhead;
+use super::tar_stream::TarStream;
 use crate::progress::Reporter;
 use crate::repo::backup::{Backup, BackupFormat};
 use crate::repo::store::StoreRead;
@@ -61,30 +60,20 @@ pub fn read_backup_file(
                 }
                 return parallel::read_member(store, &base.key, member).map(Some);
             }
-            let described = store.describe(&base.key);
-            let decompressed = store
-                .open(&base.key)
-                .and_then(|reader| ReadAhead::new(reader, base.compression))
-                .with_context(|| format!("cannot open `{described}`"))?;
-            let mut archive = tar::Archive::new(decompressed);
+            let mut tar = TarStream::open(store, &base)?;
+            let mut members = tar.members(None)?;
+            let described = members.described().display();
             let wanted = Path::new(path);
-            for entry in archive
-                .entries()
-                .with_context(|| format!("cannot read `{described}`"))?
-            {
-                let mut entry = entry.with_context(|| format!("cannot read `{described}`"))?;
-                let name = entry
-                    .path()
-                    .with_context(|| format!("`{described}` has a member with an unreadable name"))?
-                    .into_owned();
-                if safe_member_path(&name)? != wanted || !entry.header().entry_type().is_file() {
+            while let Some(mut member) = members.next_member()? {
+                if member.relative != wanted || !member.entry.header().entry_type().is_file() {
                     continue;
                 }
-                if entry.size() > MEMBER_LIMIT {
+                if member.entry.size() > MEMBER_LIMIT {
                     anyhow::bail!("`{path}` in `{described}` is unexpectedly large");
                 }
                 let mut bytes = Vec::new();
-                entry
+                member
+                    .entry
                     .read_to_end(&mut bytes)
                     .with_context(|| format!("cannot read `{path}` in `{described}`"))?;
                 return Ok(Some(bytes));

@@ -8,8 +8,8 @@
 //! [`stage`] is the list of steps, in the manner of pgBackRest's
 //! `command/restore/`; each step that is real work has its own file:
 //! `destination` (the staging directory), `extract` (the backup's files,
-//! read through the backups store; `tree`, `readahead`, `write` and
-//! `combine` are its mechanics), `tablespaces`, the configuration
+//! read through the backups store; `tree`, `readahead`, `tar_stream`,
+//! `write` and `combine` are its mechanics), `tablespaces`, the configuration
 //! (`postgres::configure`), `ownership`, `durable` and `commit`.
 
 // Staging writes a new data directory beside `--pgdata`: local by nature,
@@ -44,6 +44,7 @@ pub mod prefetch;
 mod readahead;
 pub mod sparse;
 pub mod tablespaces;
+mod tar_stream;
 mod tree;
 mod write;
 /// The one write buffer staging reuses (the tar fuzz target builds one too).

@@ -52,6 +52,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -126,6 +127,16 @@ impl Service {
             Service::S3 => "s3",
             Service::Azure => "az",
             Service::Gcs => "gs",
+        }
+    }
+
+    /// How the names of this service's settings begin (its environment
+    /// variables', lower-cased).
+    fn settings_prefix(self) -> &'static str {
+        match self {
+            Service::S3 => "aws_",
+            Service::Azure => "azure_",
+            Service::Gcs => "google_",
         }
     }
 }
@@ -346,15 +357,26 @@ pub fn settings_from_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The settings of one service: names starting with `prefix`.
-fn settings_of<'a>(
-    settings: &'a [(String, String)],
-    prefix: &'a str,
-) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-    settings
-        .iter()
-        .filter(move |(name, _)| name.starts_with(prefix))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+/// A service's builder given those of the service's `settings` that it
+/// knows, in order. Returns the builder and the endpoint the settings name
+/// (`endpoint_key`), if any. The three services' builders and keys are
+/// different types with the same methods, hence `with_config`.
+fn configured<B, K: FromStr + PartialEq>(
+    mut builder: B,
+    settings: &[(&str, &str)],
+    endpoint_key: K,
+    with_config: impl Fn(B, K, &str) -> B,
+) -> (B, Option<String>) {
+    let mut endpoint = None;
+    for (name, value) in settings {
+        if let Ok(key) = name.parse::<K>() {
+            if key == endpoint_key {
+                endpoint = Some(value.to_string());
+            }
+            builder = with_config(builder, key, value);
+        }
+    }
+    (builder, endpoint)
 }
 
 impl ObjectStorage {
@@ -374,21 +396,23 @@ impl ObjectStorage {
         settings: &[(String, String)],
     ) -> anyhow::Result<ObjectStorage> {
         let secrets = Secrets::among(settings);
+        // Each service reads its own settings only (`aws_*`, `azure_*`, ...).
+        let own: Vec<(&str, &str)> = settings
+            .iter()
+            .filter(|(name, _)| name.starts_with(url.service.settings_prefix()))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        // The arms look alike but stay apart: each service's builder and
+        // keys are their own types (object_store has no trait over them),
+        // and each has its own extra (Azurite's URL, GCS's service account).
         let (store, endpoint): (Arc<dyn ObjectStore>, Option<String>) = match url.service {
             Service::S3 => {
-                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                let mut builder = AmazonS3Builder::new()
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key};
+                let builder = AmazonS3Builder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
-                let mut endpoint = None;
-                for (name, value) in settings_of(settings, "aws_") {
-                    if let Ok(key) = name.parse::<AmazonS3ConfigKey>() {
-                        if key == AmazonS3ConfigKey::Endpoint {
-                            endpoint = Some(value.to_string());
-                        }
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let (builder, endpoint) =
+                    configured(builder, &own, Key::Endpoint, |b, k, v| b.with_config(k, v));
                 let store = builder
                     .with_bucket_name(&url.bucket)
                     .build()
@@ -396,19 +420,14 @@ impl ObjectStorage {
                 (Arc::new(store), endpoint)
             }
             Service::Azure => {
-                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                let mut builder = MicrosoftAzureBuilder::new()
+                use object_store::azure::{AzureConfigKey as Key, MicrosoftAzureBuilder};
+                let builder = MicrosoftAzureBuilder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
-                let mut endpoint = std::env::var("AZURITE_BLOB_STORAGE_URL").ok();
-                for (name, value) in settings_of(settings, "azure_") {
-                    if let Ok(key) = name.parse::<AzureConfigKey>() {
-                        if key == AzureConfigKey::Endpoint {
-                            endpoint = Some(value.to_string());
-                        }
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let (builder, endpoint) =
+                    configured(builder, &own, Key::Endpoint, |b, k, v| b.with_config(k, v));
+                // Azurite's URL unless the settings name an endpoint.
+                let endpoint = endpoint.or_else(|| std::env::var("AZURITE_BLOB_STORAGE_URL").ok());
                 let store = builder
                     .with_container_name(&url.bucket)
                     .build()
@@ -416,22 +435,15 @@ impl ObjectStorage {
                 (Arc::new(store), endpoint)
             }
             Service::Gcs => {
-                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as Key};
                 let mut builder = GoogleCloudStorageBuilder::new()
                     .with_client_options(client_options())
                     .with_retry(retry_config());
                 if let Ok(path) = std::env::var("SERVICE_ACCOUNT") {
                     builder = builder.with_service_account_path(path);
                 }
-                let mut endpoint = None;
-                for (name, value) in settings_of(settings, "google_") {
-                    if let Ok(key) = name.parse::<GoogleConfigKey>() {
-                        if key == GoogleConfigKey::BaseUrl {
-                            endpoint = Some(value.to_string());
-                        }
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let (builder, endpoint) =
+                    configured(builder, &own, Key::BaseUrl, |b, k, v| b.with_config(k, v));
                 let store = builder
                     .with_bucket_name(&url.bucket)
                     .build()

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 
@@ -19,8 +18,7 @@ use crate::progress::Progress;
 use crate::repo::backup::BackupFile;
 use crate::repo::store::StoreRead;
 use crate::seekable::PAGE_BYTES;
-use crate::stage::extract::safe_member_path;
-use crate::stage::readahead::ReadAhead;
+use crate::stage::tar_stream::{Member, TarStream};
 use crate::stage::write::{
     interrupt_or, simulated_slow_staging, write_checked, FileWriter, Verify,
 };
@@ -43,35 +41,18 @@ pub fn delta_tar(
     stats: &mut DeltaStats,
     writer: &mut FileWriter,
 ) -> Result<()> {
-    let described = store.describe(&file.key);
-    let path = Path::new(&described);
-    let decompressed = store
-        .open(&file.key)
-        .and_then(|reader| ReadAhead::new(reader, file.compression))
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
-    let consumed = decompressed.consumed();
-    let mut reported = 0;
-    let mut archive = tar::Archive::new(decompressed);
-    let entries = archive
-        .entries()
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
-    for entry in entries {
+    let mut tar = TarStream::open(store, file)?;
+    let mut members = tar.members(Some(progress))?;
+    let path = members.described();
+    while let Some(Member {
+        mut entry,
+        name,
+        relative,
+    }) = members.next_member()?
+    {
         simulated_slow_staging();
         if interrupt::requested() {
             bail!(Interrupted);
-        }
-        let mut entry = entry.map_err(|e| interrupt_or(e, path))?;
-        let now = consumed.load(Ordering::Relaxed);
-        progress.add(now.saturating_sub(reported));
-        reported = now;
-        let raw = entry
-            .path()
-            .with_context(|| format!("`{}` has a member with an unreadable name", path.display()))?
-            .into_owned();
-        let relative =
-            safe_member_path(&raw).with_context(|| format!("in `{}`", path.display()))?;
-        if relative.as_os_str().is_empty() {
-            continue;
         }
         let target = root.join(&relative);
         let kind = entry.header().entry_type();
@@ -83,7 +64,7 @@ pub fn delta_tar(
         if !(kind.is_file() || kind.is_dir()) {
             bail!(
                 "refusing tar member `{}` in `{}`: a delta restore writes only files and directories",
-                raw.display(),
+                name.display(),
                 path.display()
             );
         }
@@ -145,9 +126,7 @@ pub fn delta_tar(
         };
         stats.add(outcome);
     }
-    let now = consumed.load(Ordering::Relaxed);
-    progress.add(now.saturating_sub(reported));
-    stats.repository_bytes += now;
+    stats.repository_bytes += members.finish();
     Ok(())
 }
 

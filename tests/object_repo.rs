@@ -1091,6 +1091,80 @@ fn find_objects(dir: &Path, part: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A fresh s3s-fs with a repository made by `pitr init` under `prefix`,
+/// for tests that push synthetic segments and count the requests each
+/// push makes (s3s-fs logs every one).
+struct PushScene {
+    server: ObjectServer,
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    url: String,
+}
+
+impl PushScene {
+    fn start(prefix: &str) -> PushScene {
+        let server = ObjectServer::start(Kind::S3);
+        let dir = tempfile::tempdir().unwrap();
+        let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
+        let url = server.url(prefix);
+        run_ok(
+            pitr(&binary, &server).args(["init", "--repo", &url]),
+            "init",
+        );
+        PushScene {
+            server,
+            dir,
+            binary,
+            url,
+        }
+    }
+
+    fn pitr(&self) -> Command {
+        pitr(&self.binary, &self.server)
+    }
+
+    /// Writes a synthetic segment `name` (its bytes `fill`) into the
+    /// scratch directory; returns its path.
+    fn segment(&self, name: &str, fill: u8) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
+        path
+    }
+
+    /// `pitr wal-push EXTRA` of a synthetic segment: its output and the
+    /// requests it made.
+    fn push(&self, name: &str, fill: u8, extra: &[&str]) -> (Output, Vec<String>) {
+        let path = self.segment(name, fill);
+        let seen = self.server.requests().len();
+        let output = self
+            .pitr()
+            .args(["wal-push", "--repo", &self.url])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output, self.server.requests()[seen..].to_vec())
+    }
+
+    /// The object `key` below the bucket, on s3s-fs's disk.
+    fn object(&self, key: &str) -> PathBuf {
+        self.server
+            .dir
+            .path()
+            .join("data")
+            .join(object_servers::BUCKET)
+            .join(key)
+    }
+}
+
+/// The methods of logged requests (`PUT /…` → `PUT`).
+fn methods(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| r.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
 /// What archiving one segment costs on S3, counted in the server's own
 /// log: one conditional PUT. The first push into a repository also records
 /// the cluster's identity and the archive's one compression, and lists the
@@ -1104,32 +1178,8 @@ fn wal_push_costs_one_put_on_s3() {
     if !object_servers::require_server(test, Kind::S3) {
         return;
     }
-    let server = ObjectServer::start(Kind::S3);
-    let dir = tempfile::tempdir().unwrap();
-    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
-    let url = server.url("counted");
-    run_ok(
-        pitr(&binary, &server).args(["init", "--repo", &url]),
-        "init",
-    );
-    let wal_push = |name: &str, fill: u8, extra: &[&str]| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
-        let seen = server.requests().len();
-        let output = pitr(&binary, &server)
-            .args(["wal-push", "--repo", &url])
-            .args(extra)
-            .arg(&path)
-            .output()
-            .unwrap();
-        (output, server.requests()[seen..].to_vec())
-    };
-    let methods = |requests: &[String]| -> Vec<String> {
-        requests
-            .iter()
-            .map(|r| r.split(' ').next().unwrap().to_string())
-            .collect()
-    };
+    let scene = PushScene::start("counted");
+    let wal_push = |name: &str, fill: u8, extra: &[&str]| scene.push(name, fill, extra);
     // The first push records the identity (a HEAD that finds none, and its
     // conditional PUT) and the compression (a conditional PUT), and lists.
     let (output, first) = wal_push("000000010000000000000001", 1, &[]);
@@ -1276,31 +1326,19 @@ fn a_store_down_for_seconds_is_waited_out_by_retries() {
     if !object_servers::require_server(test, Kind::S3) {
         return;
     }
-    let mut server = ObjectServer::start(Kind::S3);
-    let dir = tempfile::tempdir().unwrap();
-    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
-    let url = server.url("outage");
-    run_ok(
-        pitr(&binary, &server).args(["init", "--repo", &url]),
-        "init",
-    );
+    let mut scene = PushScene::start("outage");
+    let (first, _) = scene.push("000000010000000000000001", 1, &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
     let segment = synthetic_segment(7_123_456_789_012_345_678, 1);
-    let first = dir.path().join("000000010000000000000001");
-    std::fs::write(&first, &segment).unwrap();
-    run_ok(
-        pitr(&binary, &server)
-            .args(["wal-push", "--repo", &url])
-            .arg(&first),
-        "wal-push",
-    );
-    let second = dir.path().join("000000010000000000000002");
-    std::fs::write(&second, synthetic_segment(7_123_456_789_012_345_678, 2)).unwrap();
-    let fetched = dir.path().join("fetched");
+    let second = scene.segment("000000010000000000000002", 2);
+    let fetched = scene.dir.path().join("fetched");
+    let url = scene.url.clone();
 
-    server.kill();
+    scene.server.kill();
     let started = std::time::Instant::now();
     let spawn = |args: &[&std::ffi::OsStr]| {
-        pitr(&binary, &server)
+        scene
+            .pitr()
             .env("PITR_OBJECT_RETRY_SECONDS", "60")
             .args(args)
             .stdout(std::process::Stdio::piped())
@@ -1322,7 +1360,7 @@ fn a_store_down_for_seconds_is_waited_out_by_retries() {
         fetched.as_os_str(),
     ]);
     std::thread::sleep(std::time::Duration::from_secs(3));
-    server.revive();
+    scene.server.revive();
     let push = push.wait_with_output().unwrap();
     let fetch = fetch.wait_with_output().unwrap();
     assert!(
@@ -1335,10 +1373,9 @@ fn a_store_down_for_seconds_is_waited_out_by_retries() {
         std::fs::read(&fetched).unwrap() == segment,
         "fetched byte for byte"
     );
-    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
     assert!(
-        bucket
-            .join("outage/wal/000000010000000000000002.zst")
+        scene
+            .object("outage/wal/000000010000000000000002.zst")
             .exists(),
         "the segment pushed while the store was down is stored"
     );
@@ -1371,43 +1408,25 @@ fn wal_push_falls_back_to_look_write_read_back() {
     if !object_servers::require_server(test, Kind::S3) {
         return;
     }
-    let server = ObjectServer::start(Kind::S3);
-    let dir = tempfile::tempdir().unwrap();
-    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
-    let url = server.url("fallback");
-    run_ok(
-        pitr(&binary, &server).args(["init", "--repo", &url]),
-        "init",
-    );
-    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
+    let scene = PushScene::start("fallback");
     std::fs::write(
-        bucket.join("fallback/wal/.pitr-store.json"),
+        scene.object("fallback/wal/.pitr-store.json"),
         "{\"conditional_create_enforced\":false}",
     )
     .unwrap();
     // As on a host that has not read the record yet (init remembered its own).
-    std::fs::remove_file(remembered_store_record(&server)).unwrap();
-    let push = |name: &str, fill: u8| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, fill)).unwrap();
-        let seen = server.requests().len();
-        let output = pitr(&binary, &server)
-            .args(["wal-push", "--repo", &url])
-            .arg(&path)
-            .output()
-            .unwrap();
-        (output, server.requests()[seen..].to_vec())
-    };
+    std::fs::remove_file(remembered_store_record(&scene.server)).unwrap();
+    let push = |name: &str, fill: u8| scene.push(name, fill, &[]);
     let (first, _) = push("000000010000000000000001", 1);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let (second, requests) = push("000000010000000000000002", 2);
     assert!(second.status.success(), "{}", text(&second.stderr));
-    let methods: Vec<&str> = requests
-        .iter()
-        .map(|r| r.split(' ').next().unwrap())
-        .collect();
-    assert_eq!(methods, ["GET", "HEAD", "PUT", "HEAD"], "{requests:#?}");
-    let stored = bucket.join("fallback/wal/000000010000000000000002.zst");
+    assert_eq!(
+        methods(&requests),
+        ["GET", "HEAD", "PUT", "HEAD"],
+        "{requests:#?}"
+    );
+    let stored = scene.object("fallback/wal/000000010000000000000002.zst");
     let before = std::fs::read(&stored).unwrap();
     let (again, _) = push("000000010000000000000002", 2);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
@@ -1432,39 +1451,18 @@ fn a_new_store_record_reaches_wal_push_within_five_minutes() {
     if !object_servers::require_server(test, Kind::S3) {
         return;
     }
-    let server = ObjectServer::start(Kind::S3);
-    let dir = tempfile::tempdir().unwrap();
-    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pitr"));
-    let url = server.url("changed");
-    run_ok(
-        pitr(&binary, &server).args(["init", "--repo", &url]),
-        "init",
-    );
+    let scene = PushScene::start("changed");
     let push = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, synthetic_segment(7_123_456_789_012_345_678, 1)).unwrap();
-        let seen = server.requests().len();
-        let output = pitr(&binary, &server)
-            .args(["wal-push", "--repo", &url])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let (output, requests) = scene.push(name, 1, &[]);
         assert!(output.status.success(), "{}", text(&output.stderr));
-        server.requests()[seen..].to_vec()
-    };
-    let methods = |requests: &[String]| -> Vec<String> {
         requests
-            .iter()
-            .map(|r| r.split(' ').next().unwrap().to_string())
-            .collect()
     };
     push("000000010000000000000001");
     assert_eq!(methods(&push("000000010000000000000002")), ["PUT"]);
 
     // The record changes in the store: trusted as remembered for now...
-    let bucket = server.dir.path().join("data").join(object_servers::BUCKET);
     std::fs::write(
-        bucket.join("changed/wal/.pitr-store.json"),
+        scene.object("changed/wal/.pitr-store.json"),
         "{\"conditional_create_enforced\":false}",
     )
     .unwrap();
@@ -1472,7 +1470,7 @@ fn a_new_store_record_reaches_wal_push_within_five_minutes() {
     // ...and read again once the memory is over five minutes old.
     std::fs::File::options()
         .write(true)
-        .open(remembered_store_record(&server))
+        .open(remembered_store_record(&scene.server))
         .unwrap()
         .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(301))
         .unwrap();
@@ -1494,7 +1492,7 @@ fn a_new_store_record_reaches_wal_push_within_five_minutes() {
     // `pitr init` again records what the store does now (s3s-fs enforces
     // conditional creates) and this host knows it at once.
     run_ok(
-        pitr(&binary, &server).args(["init", "--repo", &url]),
+        scene.pitr().args(["init", "--repo", &scene.url]),
         "init again",
     );
     assert_eq!(methods(&push("000000010000000000000005")), ["PUT"]);

@@ -431,11 +431,9 @@ fn midpoint(a: DateTime<FixedOffset>, b: DateTime<FixedOffset>) -> DateTime<Fixe
 #[test]
 fn a_standby_backup_has_its_own_end_and_every_target_is_restored_exactly() {
     let dir = shared_tempdir("pitr-standby-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let primary = Cluster::start(dir.path(), &repo);
-    primary.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let primary = cluster_with_markers(dir.path());
+    let repo = primary.repo.clone();
     primary.insert_marker(1);
     let standby = start_standby(dir.path(), &primary);
     std::thread::sleep(Duration::from_millis(1500));
@@ -595,11 +593,9 @@ fn a_standby_backup_has_its_own_end_and_every_target_is_restored_exactly() {
 #[test]
 fn a_quiet_target_before_a_backup_restores_exactly() {
     let dir = shared_tempdir("pitr-quiet-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     cluster.insert_marker(1);
     // Several segments without a commit: WAL that counts (a message, no
     // transaction), then a switch, four times.
@@ -692,11 +688,9 @@ fn small_restores_are_reported_right_every_time() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let dir = shared_tempdir("pitr-loops-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     basebackup(&cluster.dir, cluster.port, &repo, "small", "small");
     std::thread::sleep(Duration::from_millis(1200));
     let m1 = cluster.insert_marker(1);

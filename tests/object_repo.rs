@@ -733,8 +733,7 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
         // Credentials only root may read: the server's user could not
         // fetch WAL, so the restore stops before writing anything.
         if kind == Kind::S3 {
-            let (config, credentials) =
-                write_s3_config(&server, None, &dir.path().join("private"));
+            let (config, credentials) = write_s3_config(&server, None, &dir.path().join("private"));
             for file in [&config, &credentials] {
                 std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                     .unwrap();
@@ -1651,11 +1650,7 @@ fn several_tablespaces_are_staged_instead_of_streamed() {
     let archive_command = archive_command_for(&server, &binary, &url, dir.path());
     let cluster =
         Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
-    let location = pg_owned_dir(&dir.path().join("ts1"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        location.display()
-    ));
+    cluster.create_tablespace("ts1", &dir.path().join("ts1"));
     cluster
         .sql("CREATE TABLE elsewhere TABLESPACE ts1 AS SELECT g FROM generate_series(1, 1000) g");
     let backup = run_ok(

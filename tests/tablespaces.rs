@@ -17,11 +17,7 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
     let repo = dir.path().join("repo");
     fs::create_dir_all(&repo).unwrap();
     let cluster = Cluster::start(dir.path(), &repo);
-    let live = pg_owned_dir(&dir.path().join("ts_live"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        live.display()
-    ));
+    let live = cluster.create_tablespace("ts1", &dir.path().join("ts_live"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.backup("tar", &["-Ft", "-X", "stream"]);
     let plain_copy = pg_owned_dir(&dir.path().join("plain_ts_copy"));
@@ -138,11 +134,7 @@ fn in_place_moves_the_primarys_tablespace_aside_too() {
     let repo = dir.path().join("repo");
     fs::create_dir_all(&repo).unwrap();
     let cluster = Cluster::start(dir.path(), &repo);
-    let location = pg_owned_dir(&dir.path().join("ts_primary"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        location.display()
-    ));
+    let location = cluster.create_tablespace("ts1", &dir.path().join("ts_primary"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.backup("tar", &["-Ft", "-X", "stream"]);
     for id in 1..=2 {

@@ -776,6 +776,53 @@ impl Cluster {
     pub fn archive_everything(&self) {
         archive_everything(&self.dir, self.port)
     }
+
+    /// Makes `location` a directory the server may use (owned by the
+    /// PostgreSQL user) and creates tablespace `name` there; returns the
+    /// location.
+    pub fn create_tablespace(&self, name: &str, location: &Path) -> PathBuf {
+        let location = pg_owned_dir(location);
+        self.sql(&format!(
+            "CREATE TABLESPACE {name} LOCATION '{}'",
+            location.display()
+        ));
+        location
+    }
+}
+
+/// A source cluster in `dir` archiving into a new repository `dir/repo`
+/// (its `repo` field), with the `markers` table that
+/// [`Cluster::insert_marker`] writes to.
+pub fn cluster_with_markers(dir: &Path) -> Cluster {
+    let repo = dir.join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let cluster = Cluster::start(dir, &repo);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    cluster
+}
+
+/// Waits until a restore into `parent` is staging: its staging directory
+/// (hidden, beside the data directory) exists and holds a first file, so
+/// that a signal sent now lands while files are copied.
+pub fn wait_until_staging_under_way(parent: &Path) {
+    let staging = || {
+        names_in(parent)
+            .into_iter()
+            .find(|name| name.contains("pitr-staging"))
+    };
+    wait_for(
+        "the staging directory",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || staging().is_some(),
+    );
+    let staging_dir = parent.join(staging().unwrap());
+    wait_for(
+        "the first staged files",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some()),
+    );
 }
 
 /// Commits marker row `id` on the server at `socket_dir`:`port`.

@@ -427,9 +427,8 @@ fn delta_refuses_what_is_not_this_clusters_stopped_directory() {
 #[test]
 fn delta_in_place_brings_back_a_tablespace() {
     let dir = shared_tempdir("pitr-delta-tblspc-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let location = cluster.create_tablespace("ts1", &dir.path().join("ts_primary"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
     cluster.sql("CREATE TABLE spaced TABLESPACE ts1 AS SELECT g FROM generate_series(1, 50000) g");

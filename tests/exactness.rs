@@ -211,10 +211,9 @@ fn basebackup(socket: &Path, port: u16, repo: &Path, id: &str, label: &str) {
 #[test]
 fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
     let dir = shared_tempdir("pitr-xid64-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     // As PostgreSQL's own tests do: stop, advance the epoch, start again.
     let log = cluster.dir.join("server.log");
     pg_ctl(&cluster.pgdata, &log, &["stop", "-w", "-m", "fast"]);

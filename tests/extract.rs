@@ -156,10 +156,9 @@ fn assert_scratch_gone(scratch: &Path, summary: &serde_json::Value) {
 #[test]
 fn tables_and_databases_come_back_and_nothing_else_changes() {
     let dir = shared_tempdir("pitr-extract-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let scratch = scratch_dir(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let (sock, port) = (cluster.dir.clone(), cluster.port);
     let shop = |sql: &str| psql_db(&sock, port, "shop", sql);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
@@ -299,18 +298,21 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     let live_no_db = format!("host={} port={port} user=postgres", sock.display());
     let orders_now = rows_of(&sock, port, "shop", "orders");
     let target = between(&good, &bad).to_rfc3339();
-    let summary = extract.json(&[
+    let orders_at_target = [
         "--table",
         "public.orders",
         "--database",
         "shop",
         "--to",
         &target,
-        "--into",
-        &live_no_db,
-        "--as",
-        "orders_before",
-    ]);
+    ];
+    let summary = extract.json(
+        &[
+            &orders_at_target[..],
+            &["--into", &live_no_db, "--as", "orders_before"],
+        ]
+        .concat(),
+    );
     assert_eq!(rows_of(&sock, port, "shop", "orders_before"), orders_good);
     assert_eq!(rows_of(&sock, port, "shop", "orders"), orders_now);
     assert_eq!(summary["tables"][0]["rows"], 200, "{summary}");
@@ -322,16 +324,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
 
     // 4. Onto an existing table: refused before anything is restored.
     let output = extract.refused(
-        &[
-            "--table",
-            "public.orders",
-            "--database",
-            "shop",
-            "--to",
-            &target,
-            "--into",
-            &live,
-        ],
+        &[&orders_at_target[..], &["--into", &live]].concat(),
         "table `public.orders` exists in the live cluster (--into): pitr never replaces or truncates what is there",
     );
     assert!(stderr(&output).contains("hint: bring it back under another name with --as NEW_NAME"));
@@ -603,10 +596,9 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 #[test]
 fn only_the_chosen_database_is_written() {
     let dir = shared_tempdir("pitr-extract-sparse-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let scratch = scratch_dir(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let (sock, port) = (cluster.dir.clone(), cluster.port);
     let db = |database: &str, sql: &str| psql_db(&sock, port, database, sql);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");

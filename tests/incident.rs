@@ -27,10 +27,8 @@ struct Source {
 fn source(prefix: &str, extra_conf: &str) -> (tempfile::TempDir, Source) {
     let temp = shared_tempdir(prefix);
     let dir = temp.path().to_path_buf();
-    let repo = dir.join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let pitr = shared_pitr_binary(&dir);
-    let cluster = Cluster::start(&dir, &repo);
+    let cluster = Cluster::start_in(&dir);
     if !extra_conf.is_empty() {
         fs::OpenOptions::new()
             .append(true)

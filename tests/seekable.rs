@@ -60,9 +60,8 @@ fn a_seekable_tar_is_pg_basebackups_tar_for_standard_tools_and_its_index_is_exac
         return;
     }
     let dir = shared_tempdir("pitr-seekable-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     // A relation of several frames, so that large files are cut.
     cluster.sql("CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 60000) g");
     cluster.sql("CHECKPOINT");
@@ -362,9 +361,8 @@ fn seekable_with_another_compression_is_refused() {
 #[test]
 fn a_tablespace_of_a_seekable_backup_restores_exactly() {
     let dir = shared_tempdir("pitr-seekable-tblspc-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let live = cluster.create_tablespace("ts1", &dir.path().join("ts_live"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.sql("CREATE TABLE big TABLESPACE ts1 AS SELECT g FROM generate_series(1, 600000) g");

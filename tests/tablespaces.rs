@@ -14,9 +14,8 @@ use common::*;
 #[test]
 fn tablespaces_are_restored_to_their_mapped_locations() {
     let dir = shared_tempdir("pitr-tablespaces-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let live = cluster.create_tablespace("ts1", &dir.path().join("ts_live"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.backup("tar", &["-Ft", "-X", "stream"]);
@@ -131,9 +130,8 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
 #[test]
 fn in_place_moves_the_primarys_tablespace_aside_too() {
     let dir = shared_tempdir("pitr-tablespaces-in-place-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let location = cluster.create_tablespace("ts1", &dir.path().join("ts_primary"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.backup("tar", &["-Ft", "-X", "stream"]);

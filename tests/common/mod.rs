@@ -711,6 +711,14 @@ impl Cluster {
         Cluster::start_archiving(dir, repo, &archive_command)
     }
 
+    /// `initdb` and start in `dir`, archiving with `cp` into a new
+    /// repository `dir/repo` (its `repo` field).
+    pub fn start_in(dir: &Path) -> Cluster {
+        let repo = dir.join("repo");
+        fs::create_dir_all(&repo).unwrap();
+        Cluster::start(dir, &repo)
+    }
+
     /// `initdb` and start with this `archive_command` (a shell command line
     /// with `%p` and `%f`); `repo/wal` is created for the postgres user.
     pub fn start_archiving(dir: &Path, repo: &Path, archive_command: &str) -> Cluster {
@@ -794,9 +802,7 @@ impl Cluster {
 /// (its `repo` field), with the `markers` table that
 /// [`Cluster::insert_marker`] writes to.
 pub fn cluster_with_markers(dir: &Path) -> Cluster {
-    let repo = dir.join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir, &repo);
+    let cluster = Cluster::start_in(dir);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
     cluster
 }

@@ -19,6 +19,7 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset};
@@ -208,6 +209,32 @@ fn basebackup(socket: &Path, port: u16, repo: &Path, id: &str, label: &str) {
 
 /// The transaction IDs of a cluster whose epoch was advanced to 1: the
 /// 64-bit values `pg_current_xact_id()` returns after the first wraparound.
+/// `pitr --json events --from xid:FROM --until xid:UNTIL`, to its end.
+fn events_between(bin: &Path, repo: &Path, from: u64, until: u64) -> Output {
+    pitr(bin)
+        .args(["--json", "events", "--repo"])
+        .arg(repo)
+        .args([
+            "--from",
+            &format!("xid:{from}"),
+            "--until",
+            &format!("xid:{until}"),
+        ])
+        .output()
+        .unwrap()
+}
+
+/// The transaction ids of the events a `--json events` command listed.
+fn xids_listed(events: &Output) -> Vec<u64> {
+    let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["xid"].as_u64())
+        .collect()
+}
+
 #[test]
 fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
     let dir = shared_tempdir("pitr-xid64-");
@@ -268,26 +295,12 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
         .output()
         .unwrap();
     assert!(plan.status.success(), "{}", stderr(&plan));
-    let events = pitr(&bin)
-        .args(["--json", "events", "--repo"])
-        .arg(&repo)
-        .args([
-            "--from",
-            &format!("xid:{x1}"),
-            "--until",
-            &format!("xid:{x2}"),
-        ])
-        .output()
-        .unwrap();
+    let events = events_between(&bin, &repo, x1, x2);
     assert!(events.status.success(), "{}", stderr(&events));
-    let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
-    let xids: Vec<u64> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["xid"].as_u64())
-        .collect();
-    assert_eq!(xids, vec![x1 & 0xFFFF_FFFF, x2 & 0xFFFF_FFFF]);
+    assert_eq!(
+        xids_listed(&events),
+        vec![x1 & 0xFFFF_FFFF, x2 & 0xFFFF_FFFF]
+    );
 
     // The same 32-bit xid in epoch 2: PostgreSQL alone stops at the
     // transaction of epoch 1 without a word; pitr refuses up front.
@@ -317,24 +330,7 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
     .unwrap_or_else(|log| panic!("PostgreSQL alone failed:\n{log}"));
     assert_eq!(alone, vec![1, 2], "PostgreSQL matches the 32-bit xid only");
     for (from, until) in [(wrong, wrong), (x1, wrong)] {
-        let events = pitr(&bin)
-            .args(["--json", "events", "--repo"])
-            .arg(&repo)
-            .args([
-                "--from",
-                &format!("xid:{from}"),
-                "--until",
-                &format!("xid:{until}"),
-            ])
-            .output()
-            .unwrap();
-        let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
-        let xids: Vec<u64> = listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["xid"].as_u64())
-            .collect();
+        let xids = xids_listed(&events_between(&bin, &repo, from, until));
         if from == wrong {
             assert!(xids.is_empty(), "no transaction of epoch 2: {xids:?}");
         } else {

@@ -128,6 +128,26 @@ fn scratch_dir(dir: &Path) -> PathBuf {
     scratch
 }
 
+/// The connection string extract's `--into` takes for `database` on the
+/// live cluster.
+fn live_conninfo(socket_dir: &Path, port: u16, database: &str) -> String {
+    format!(
+        "host={} port={port} user=postgres dbname={database}",
+        socket_dir.display()
+    )
+}
+
+/// The live cluster's [`fingerprint`] is `before` but for `table`
+/// (`DATABASE SCHEMA.NAME`), the one extract brought back.
+fn assert_rest_unchanged(socket_dir: &Path, port: u16, before: &[String], table: &str) {
+    let prefix = format!("{table} ");
+    let after: Vec<String> = fingerprint(socket_dir, port)
+        .into_iter()
+        .filter(|line| !line.starts_with(&prefix))
+        .collect();
+    assert_eq!(after, before, "the rest of the live cluster changed");
+}
+
 /// The scratch directory is empty: no copy left behind.
 fn assert_no_scratch_copy(scratch: &Path) {
     assert!(
@@ -218,10 +238,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         repo: &repo,
         scratch: &scratch,
     };
-    let live = format!(
-        "host={} port={port} user=postgres dbname=shop",
-        sock.display()
-    );
+    let live = live_conninfo(&sock, port, "shop");
     let before = fingerprint(&sock, port);
 
     // 1. The DROP, found in the WAL and undone into the live cluster.
@@ -239,11 +256,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         rows_of(&sock, port, "shop", "customers"),
         customers_before_drop
     );
-    let after: Vec<String> = fingerprint(&sock, port)
-        .into_iter()
-        .filter(|line| !line.starts_with("shop public.customers "))
-        .collect();
-    assert_eq!(after, before, "the rest of the live cluster changed");
+    assert_rest_unchanged(&sock, port, &before, "shop public.customers");
     // The VACUUM FULL was followed, not taken for the drop.
     assert!(
         text.contains("followed: rewrite of public.customers"),
@@ -651,10 +664,7 @@ fn only_the_chosen_database_is_written() {
         repo: &repo,
         scratch: &scratch,
     };
-    let live = format!(
-        "host={} port={port} user=postgres dbname=small",
-        sock.display()
-    );
+    let live = live_conninfo(&sock, port, "small");
     let before = fingerprint(&sock, port);
     let big_oid = cluster.sql("SELECT oid FROM pg_database WHERE datname = 'big'");
     let to = format!("xid:{}", marker.xid);
@@ -675,11 +685,7 @@ fn only_the_chosen_database_is_written() {
     ]);
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows_of(&sock, port, "small", "items_back"), expected);
-    let after: Vec<String> = fingerprint(&sock, port)
-        .into_iter()
-        .filter(|line| !line.starts_with("small public.items_back "))
-        .collect();
-    assert_eq!(after, before, "the rest of the live cluster changed");
+    assert_rest_unchanged(&sock, port, &before, "small public.items_back");
     let written = &summary["written"];
     let sparse: Vec<&str> = written["sparse_databases"]
         .as_array()

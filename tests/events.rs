@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -164,30 +165,22 @@ fn the_drop_is_found_and_undone() {
     );
 
     let pgdata = dir.path().join("undo");
-    let output = Command::new(&pitr)
-        .args(["--json", "restore", "--repo"])
-        .arg(&repo)
-        .args(["--to", &format!("xid:{xid}"), "--exclusive", "--pgdata"])
-        .arg(&pgdata)
-        .output()
-        .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let to = format!("xid:{xid}");
+    let restored = restore(
+        Command::new(&pitr),
+        &pgdata,
+        [
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            OsStr::new("--to"),
+            OsStr::new(&to),
+            OsStr::new("--exclusive"),
+        ],
     );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["plan"]["stop"]["xid"], xid);
-    let socket = std::path::Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    assert_eq!(psql(socket, port, "SELECT count(*) FROM customers"), "10");
+    assert_eq!(restored.summary["plan"]["stop"]["xid"], xid);
+    assert_eq!(restored.sql("SELECT count(*) FROM customers"), "10");
     assert_eq!(
-        psql(
-            socket,
-            port,
-            "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"
-        ),
+        restored.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"),
         "1,2"
     );
 

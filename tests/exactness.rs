@@ -702,23 +702,20 @@ fn small_restores_are_reported_right_every_time() {
         for round in 0..rounds {
             let parent = restore_parent(dir.path(), &format!("{action}-{round}"));
             let pgdata = parent.join("pgdata");
-            let output = pitr(&bin)
-                .args(["--json", "restore", "--repo"])
-                .arg(&repo)
-                .args(["--to", &target, "--action", action, "--pgdata"])
-                .arg(&pgdata)
-                .output()
-                .unwrap();
-            let _guard = ServerGuard(pgdata.clone());
-            assert!(
-                output.status.success(),
-                "{action} round {round}: {}\nlog:\n{}",
-                stderr(&output),
-                fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
+            let restored = restore(
+                pitr(&bin),
+                &pgdata,
+                [
+                    OsStr::new("--repo"),
+                    repo.as_os_str(),
+                    OsStr::new("--to"),
+                    OsStr::new(&target),
+                    OsStr::new("--action"),
+                    OsStr::new(action),
+                ],
             );
-            let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            assert_eq!(summary["state"], state, "{action} round {round}");
-            drop(_guard);
+            assert_eq!(restored.summary["state"], state, "{action} round {round}");
+            drop(restored);
             fs::remove_dir_all(&parent).unwrap();
         }
     }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -165,17 +164,12 @@ fn the_drop_is_found_and_undone() {
     );
 
     let pgdata = dir.path().join("undo");
-    let to = format!("xid:{xid}");
-    let restored = restore(
+    let restored = restore_from_repo(
         Command::new(&pitr),
         &pgdata,
-        [
-            OsStr::new("--repo"),
-            repo.as_os_str(),
-            OsStr::new("--to"),
-            OsStr::new(&to),
-            OsStr::new("--exclusive"),
-        ],
+        &repo,
+        &format!("xid:{xid}"),
+        &["--exclusive"],
     );
     assert_eq!(restored.summary["plan"]["stop"]["xid"], xid);
     assert_eq!(restored.sql("SELECT count(*) FROM customers"), "10");

@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -79,14 +78,7 @@ fn pitr_restore(
     target: &str,
     extra: &[&str],
 ) -> RestoredRows {
-    let mut args = vec![
-        OsStr::new("--repo"),
-        repo.as_os_str(),
-        OsStr::new("--to"),
-        OsStr::new(target),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    let restored = restore(pitr(bin), &parent.join("pgdata"), args);
+    let restored = restore_from_repo(pitr(bin), &parent.join("pgdata"), repo, target, extra);
     RestoredRows {
         rows: rows(&restored.socket_dir(), restored.port()),
         backup: restored.summary["plan"]["backup"]["id"]
@@ -702,18 +694,8 @@ fn small_restores_are_reported_right_every_time() {
         for round in 0..rounds {
             let parent = restore_parent(dir.path(), &format!("{action}-{round}"));
             let pgdata = parent.join("pgdata");
-            let restored = restore(
-                pitr(&bin),
-                &pgdata,
-                [
-                    OsStr::new("--repo"),
-                    repo.as_os_str(),
-                    OsStr::new("--to"),
-                    OsStr::new(&target),
-                    OsStr::new("--action"),
-                    OsStr::new(action),
-                ],
-            );
+            let restored =
+                restore_from_repo(pitr(&bin), &pgdata, &repo, &target, &["--action", action]);
             assert_eq!(restored.summary["state"], state, "{action} round {round}");
             drop(restored);
             fs::remove_dir_all(&parent).unwrap();

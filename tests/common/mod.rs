@@ -586,6 +586,25 @@ pub fn restore<A: AsRef<OsStr>>(
     }
 }
 
+/// [`restore`] from `repo` to `target` (as `--to` takes it), with `extra`
+/// arguments.
+pub fn restore_from_repo(
+    command: Command,
+    pgdata: &Path,
+    repo: &Path,
+    target: &str,
+    extra: &[&str],
+) -> Restored {
+    let mut args = vec![
+        OsStr::new("--repo"),
+        repo.as_os_str(),
+        OsStr::new("--to"),
+        OsStr::new(target),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    restore(command, pgdata, args)
+}
+
 /// Stops whatever server runs on a data directory when dropped.
 pub struct ServerGuard(pub PathBuf);
 

@@ -496,15 +496,10 @@ fn delta_in_place_brings_back_a_tablespace() {
     let _guard = ServerGuard(cluster.pgdata.clone());
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stray.exists(), "the stray file in the tablespace survived");
-    check(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(["start", "-w", "-D"])
-            .arg(&cluster.pgdata)
-            .arg("-l")
-            .arg(cluster.dir.join("after.log"))
-            .output()
-            .unwrap(),
-        "pg_ctl start",
+    pg_ctl(
+        &cluster.pgdata,
+        &cluster.dir.join("after.log"),
+        &["start", "-w"],
     );
     assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "1");
     assert_eq!(

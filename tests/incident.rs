@@ -464,16 +464,7 @@ fn in_place_recovers_a_stopped_primary_ready_to_start() {
     // Nothing of pitr's is left: archiving stays on, the port and the
     // socket are the primary's own.
     assert_eq!(auto_conf_settings(&pgdata), Vec::<String>::new());
-    check_output(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(["start", "-w", "-D"])
-            .arg(&pgdata)
-            .arg("-l")
-            .arg(run_dir.join("after.log"))
-            .output()
-            .unwrap(),
-        "pg_ctl start",
-    );
+    pg_ctl(&pgdata, &run_dir.join("after.log"), &["start", "-w"]);
     assert_eq!(
         psql(
             &run_dir,

@@ -162,15 +162,10 @@ fn in_place_moves_the_primarys_tablespace_aside_too() {
         names.iter().any(|n| n.starts_with("source.pitr-replaced-")),
         "{names:?}"
     );
-    check(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(["start", "-w", "-D"])
-            .arg(&cluster.pgdata)
-            .arg("-l")
-            .arg(cluster.dir.join("after.log"))
-            .output()
-            .unwrap(),
-        "pg_ctl start",
+    pg_ctl(
+        &cluster.pgdata,
+        &cluster.dir.join("after.log"),
+        &["start", "-w"],
     );
     assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "2");
     assert_eq!(

@@ -25,11 +25,9 @@ static SCENARIO: OnceLock<Scenario> = OnceLock::new();
 fn scenario() -> &'static Scenario {
     SCENARIO.get_or_init(|| {
         let dir = process_tempdir("pitr-check-");
-        let repo = dir.join("repo");
-        fs::create_dir_all(&repo).unwrap();
         let pitr = shared_pitr_binary(&dir);
-        let cluster = Cluster::start(&dir, &repo);
-        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let cluster = cluster_with_markers(&dir);
+        let repo = cluster.repo.clone();
         cluster.backup("base", &["-Ft", "-X", "stream"]);
         for id in 1..=3 {
             cluster.insert_marker(id);

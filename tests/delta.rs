@@ -45,10 +45,8 @@ const BIG: &str = "200000|20000100000";
 
 fn scenario(prefix: &str, backup_options: &[&str]) -> Scenario {
     let dir = shared_tempdir(prefix);
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     // About 7 MiB: several frames, pages in many of them.
     cluster.sql("CREATE TABLE big AS SELECT g FROM generate_series(1, 200000) g");
     cluster.sql("CREATE TABLE victim AS SELECT g FROM generate_series(1, 1000) g");
@@ -429,14 +427,9 @@ fn delta_refuses_what_is_not_this_clusters_stopped_directory() {
 #[test]
 fn delta_in_place_brings_back_a_tablespace() {
     let dir = shared_tempdir("pitr-delta-tblspc-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    let location = pg_owned_dir(&dir.path().join("ts_primary"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        location.display()
-    ));
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
+    let location = cluster.create_tablespace("ts1", &dir.path().join("ts_primary"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
     cluster.sql("CREATE TABLE spaced TABLESPACE ts1 AS SELECT g FROM generate_series(1, 50000) g");
     let binary = shared_pitr_binary(dir.path());
@@ -503,15 +496,10 @@ fn delta_in_place_brings_back_a_tablespace() {
     let _guard = ServerGuard(cluster.pgdata.clone());
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stray.exists(), "the stray file in the tablespace survived");
-    check(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(["start", "-w", "-D"])
-            .arg(&cluster.pgdata)
-            .arg("-l")
-            .arg(cluster.dir.join("after.log"))
-            .output()
-            .unwrap(),
-        "pg_ctl start",
+    pg_ctl(
+        &cluster.pgdata,
+        &cluster.dir.join("after.log"),
+        &["start", "-w"],
     );
     assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "1");
     assert_eq!(

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,10 +11,8 @@ use common::*;
 #[test]
 fn the_drop_is_found_and_undone() {
     let dir = shared_tempdir("pitr-events-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     cluster.sql("CREATE TABLE customers (id int PRIMARY KEY, name text)");
     cluster.sql("CREATE TABLE bulk (id int, filler text)");
     let backup_start_lsn = cluster.sql("SELECT pg_current_wal_lsn()");
@@ -167,69 +164,31 @@ fn the_drop_is_found_and_undone() {
     );
 
     let pgdata = dir.path().join("undo");
-    let output = Command::new(&pitr)
-        .args(["--json", "restore", "--repo"])
-        .arg(&repo)
-        .args(["--to", &format!("xid:{xid}"), "--exclusive", "--pgdata"])
-        .arg(&pgdata)
-        .output()
-        .unwrap();
-    let _guard = ServerGuard(pgdata.clone());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let restored = restore_from_repo(
+        Command::new(&pitr),
+        &pgdata,
+        &repo,
+        &format!("xid:{xid}"),
+        &["--exclusive"],
     );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["plan"]["stop"]["xid"], xid);
-    let socket = std::path::Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    assert_eq!(psql(socket, port, "SELECT count(*) FROM customers"), "10");
+    assert_eq!(restored.summary["plan"]["stop"]["xid"], xid);
+    assert_eq!(restored.sql("SELECT count(*) FROM customers"), "10");
     assert_eq!(
-        psql(
-            socket,
-            port,
-            "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"
-        ),
+        restored.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"),
         "1,2"
     );
 
     // An unknown restore point is refused before anything is written.
-    let output = Command::new(&pitr)
-        .args(["plan", "--repo"])
-        .arg(&repo)
-        .args(["--to", "name:no_such_point"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no restore point named"));
+    let message = plan_refused(&pitr, &repo, "name:no_such_point");
+    assert!(message.contains("no restore point named"), "{message}");
     // An xid that never committed, too.
-    let output = Command::new(&pitr)
-        .args(["plan", "--repo"])
-        .arg(&repo)
-        .args(["--to", "xid:999999"])
-        .output()
-        .unwrap();
-    let message = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{message}");
+    let message = plan_refused(&pitr, &repo, "xid:999999");
     assert!(
         message.contains("no commit or abort of transaction 999999"),
         "refused for the wrong reason: {message}"
     );
     // An LSN after the end of the WAL.
-    let output = Command::new(&pitr)
-        .args(["plan", "--repo"])
-        .arg(&repo)
-        .args(["--to", "lsn:FF/0"])
-        .output()
-        .unwrap();
-    let message = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{message}");
+    let message = plan_refused(&pitr, &repo, "lsn:FF/0");
     assert!(
         message.contains("the target LSN FF/0 cannot be reached")
             && message.contains("ends with the record at"),
@@ -253,6 +212,20 @@ fn the_drop_is_found_and_undone() {
     let later: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(later[0]["kind"], "restore_point", "{later}");
     assert!(later.as_array().unwrap().len() < events.len());
+}
+
+/// Runs `pitr plan --to TARGET`, which must refuse the target (exit code
+/// 3); returns its message.
+fn plan_refused(pitr: &std::path::Path, repo: &std::path::Path, target: &str) -> String {
+    let output = Command::new(pitr)
+        .args(["plan", "--repo"])
+        .arg(repo)
+        .args(["--to", target])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(3), "{message}");
+    message
 }
 
 fn events_output(

@@ -16,9 +16,9 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset};
@@ -78,14 +78,7 @@ fn pitr_restore(
     target: &str,
     extra: &[&str],
 ) -> RestoredRows {
-    let mut args = vec![
-        OsStr::new("--repo"),
-        repo.as_os_str(),
-        OsStr::new("--to"),
-        OsStr::new(target),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    let restored = restore(pitr(bin), &parent.join("pgdata"), args);
+    let restored = restore_from_repo(pitr(bin), &parent.join("pgdata"), repo, target, extra);
     RestoredRows {
         rows: rows(&restored.socket_dir(), restored.port()),
         backup: restored.summary["plan"]["backup"]["id"]
@@ -208,13 +201,38 @@ fn basebackup(socket: &Path, port: u16, repo: &Path, id: &str, label: &str) {
 
 /// The transaction IDs of a cluster whose epoch was advanced to 1: the
 /// 64-bit values `pg_current_xact_id()` returns after the first wraparound.
+/// `pitr --json events --from xid:FROM --until xid:UNTIL`, to its end.
+fn events_between(bin: &Path, repo: &Path, from: u64, until: u64) -> Output {
+    pitr(bin)
+        .args(["--json", "events", "--repo"])
+        .arg(repo)
+        .args([
+            "--from",
+            &format!("xid:{from}"),
+            "--until",
+            &format!("xid:{until}"),
+        ])
+        .output()
+        .unwrap()
+}
+
+/// The transaction ids of the events a `--json events` command listed.
+fn xids_listed(events: &Output) -> Vec<u64> {
+    let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["xid"].as_u64())
+        .collect()
+}
+
 #[test]
 fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
     let dir = shared_tempdir("pitr-xid64-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     // As PostgreSQL's own tests do: stop, advance the epoch, start again.
     let log = cluster.dir.join("server.log");
     pg_ctl(&cluster.pgdata, &log, &["stop", "-w", "-m", "fast"]);
@@ -269,26 +287,12 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
         .output()
         .unwrap();
     assert!(plan.status.success(), "{}", stderr(&plan));
-    let events = pitr(&bin)
-        .args(["--json", "events", "--repo"])
-        .arg(&repo)
-        .args([
-            "--from",
-            &format!("xid:{x1}"),
-            "--until",
-            &format!("xid:{x2}"),
-        ])
-        .output()
-        .unwrap();
+    let events = events_between(&bin, &repo, x1, x2);
     assert!(events.status.success(), "{}", stderr(&events));
-    let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
-    let xids: Vec<u64> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["xid"].as_u64())
-        .collect();
-    assert_eq!(xids, vec![x1 & 0xFFFF_FFFF, x2 & 0xFFFF_FFFF]);
+    assert_eq!(
+        xids_listed(&events),
+        vec![x1 & 0xFFFF_FFFF, x2 & 0xFFFF_FFFF]
+    );
 
     // The same 32-bit xid in epoch 2: PostgreSQL alone stops at the
     // transaction of epoch 1 without a word; pitr refuses up front.
@@ -318,24 +322,7 @@ fn a_64_bit_xid_restores_exactly_and_another_epoch_is_refused() {
     .unwrap_or_else(|log| panic!("PostgreSQL alone failed:\n{log}"));
     assert_eq!(alone, vec![1, 2], "PostgreSQL matches the 32-bit xid only");
     for (from, until) in [(wrong, wrong), (x1, wrong)] {
-        let events = pitr(&bin)
-            .args(["--json", "events", "--repo"])
-            .arg(&repo)
-            .args([
-                "--from",
-                &format!("xid:{from}"),
-                "--until",
-                &format!("xid:{until}"),
-            ])
-            .output()
-            .unwrap();
-        let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
-        let xids: Vec<u64> = listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["xid"].as_u64())
-            .collect();
+        let xids = xids_listed(&events_between(&bin, &repo, from, until));
         if from == wrong {
             assert!(xids.is_empty(), "no transaction of epoch 2: {xids:?}");
         } else {
@@ -431,11 +418,9 @@ fn midpoint(a: DateTime<FixedOffset>, b: DateTime<FixedOffset>) -> DateTime<Fixe
 #[test]
 fn a_standby_backup_has_its_own_end_and_every_target_is_restored_exactly() {
     let dir = shared_tempdir("pitr-standby-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let primary = Cluster::start(dir.path(), &repo);
-    primary.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let primary = cluster_with_markers(dir.path());
+    let repo = primary.repo.clone();
     primary.insert_marker(1);
     let standby = start_standby(dir.path(), &primary);
     std::thread::sleep(Duration::from_millis(1500));
@@ -595,11 +580,9 @@ fn a_standby_backup_has_its_own_end_and_every_target_is_restored_exactly() {
 #[test]
 fn a_quiet_target_before_a_backup_restores_exactly() {
     let dir = shared_tempdir("pitr-quiet-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     cluster.insert_marker(1);
     // Several segments without a commit: WAL that counts (a message, no
     // transaction), then a switch, four times.
@@ -692,11 +675,9 @@ fn small_restores_are_reported_right_every_time() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let dir = shared_tempdir("pitr-loops-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let bin = shared_pitr_binary(dir.path());
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     basebackup(&cluster.dir, cluster.port, &repo, "small", "small");
     std::thread::sleep(Duration::from_millis(1200));
     let m1 = cluster.insert_marker(1);
@@ -713,23 +694,10 @@ fn small_restores_are_reported_right_every_time() {
         for round in 0..rounds {
             let parent = restore_parent(dir.path(), &format!("{action}-{round}"));
             let pgdata = parent.join("pgdata");
-            let output = pitr(&bin)
-                .args(["--json", "restore", "--repo"])
-                .arg(&repo)
-                .args(["--to", &target, "--action", action, "--pgdata"])
-                .arg(&pgdata)
-                .output()
-                .unwrap();
-            let _guard = ServerGuard(pgdata.clone());
-            assert!(
-                output.status.success(),
-                "{action} round {round}: {}\nlog:\n{}",
-                stderr(&output),
-                fs::read_to_string(pgdata.join("pitr-recovery.log")).unwrap_or_default()
-            );
-            let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            assert_eq!(summary["state"], state, "{action} round {round}");
-            drop(_guard);
+            let restored =
+                restore_from_repo(pitr(&bin), &pgdata, &repo, &target, &["--action", action]);
+            assert_eq!(restored.summary["state"], state, "{action} round {round}");
+            drop(restored);
             fs::remove_dir_all(&parent).unwrap();
         }
     }

@@ -95,13 +95,65 @@ impl Extract<'_> {
             .unwrap()
     }
 
+    /// Runs `pitr extract ARGS`, which must succeed (a failure shows its
+    /// stderr).
+    fn succeeded(&self, args: &[&str]) -> Output {
+        let output = self.run(args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        output
+    }
+
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let output = self.run(&all);
-        assert!(output.status.success(), "{}", stderr(&output));
-        serde_json::from_slice(&output.stdout).unwrap()
+        serde_json::from_slice(&self.succeeded(&all).stdout).unwrap()
     }
+
+    /// Runs `pitr extract ARGS`, which must be refused as bad input (exit
+    /// code 2) with a message that contains `expected`.
+    fn refused(&self, args: &[&str], expected: &str) -> Output {
+        let output = self.run(args);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+        output
+    }
+}
+
+/// `dir/scratch`, where extract makes its copies: every user may enter it
+/// (the copy's server runs as the PostgreSQL user).
+fn scratch_dir(dir: &Path) -> PathBuf {
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o755)).unwrap();
+    scratch
+}
+
+/// The connection string extract's `--into` takes for `database` on the
+/// live cluster.
+fn live_conninfo(socket_dir: &Path, port: u16, database: &str) -> String {
+    format!(
+        "host={} port={port} user=postgres dbname={database}",
+        socket_dir.display()
+    )
+}
+
+/// The live cluster's [`fingerprint`] is `before` but for `table`
+/// (`DATABASE SCHEMA.NAME`), the one extract brought back.
+fn assert_rest_unchanged(socket_dir: &Path, port: u16, before: &[String], table: &str) {
+    let prefix = format!("{table} ");
+    let after: Vec<String> = fingerprint(socket_dir, port)
+        .into_iter()
+        .filter(|line| !line.starts_with(&prefix))
+        .collect();
+    assert_eq!(after, before, "the rest of the live cluster changed");
+}
+
+/// The scratch directory is empty: no copy left behind.
+fn assert_no_scratch_copy(scratch: &Path) {
+    assert!(
+        fs::read_dir(scratch).unwrap().next().is_none(),
+        "copy left behind"
+    );
 }
 
 /// No copy left in the scratch directory, and no server working there.
@@ -124,12 +176,9 @@ fn assert_scratch_gone(scratch: &Path, summary: &serde_json::Value) {
 #[test]
 fn tables_and_databases_come_back_and_nothing_else_changes() {
     let dir = shared_tempdir("pitr-extract-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let scratch = dir.path().join("scratch");
-    fs::create_dir_all(&scratch).unwrap();
-    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o755)).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let scratch = scratch_dir(dir.path());
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let (sock, port) = (cluster.dir.clone(), cluster.port);
     let shop = |sql: &str| psql_db(&sock, port, "shop", sql);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
@@ -189,14 +238,11 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         repo: &repo,
         scratch: &scratch,
     };
-    let live = format!(
-        "host={} port={port} user=postgres dbname=shop",
-        sock.display()
-    );
+    let live = live_conninfo(&sock, port, "shop");
     let before = fingerprint(&sock, port);
 
     // 1. The DROP, found in the WAL and undone into the live cluster.
-    let output = extract.run(&[
+    let output = extract.succeeded(&[
         "--table",
         "public.customers",
         "--database",
@@ -206,16 +252,11 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         &live,
     ]);
     let text = stderr(&output);
-    assert!(output.status.success(), "{text}");
     assert_eq!(
         rows_of(&sock, port, "shop", "customers"),
         customers_before_drop
     );
-    let after: Vec<String> = fingerprint(&sock, port)
-        .into_iter()
-        .filter(|line| !line.starts_with("shop public.customers "))
-        .collect();
-    assert_eq!(after, before, "the rest of the live cluster changed");
+    assert_rest_unchanged(&sock, port, &before, "shop public.customers");
     // The VACUUM FULL was followed, not taken for the drop.
     assert!(
         text.contains("followed: rewrite of public.customers"),
@@ -226,10 +267,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     with_filters(dir.path(), || {
         insta::assert_snapshot!("extract_before_drop_summary", summary)
     });
-    assert!(
-        fs::read_dir(&scratch).unwrap().next().is_none(),
-        "copy left behind"
-    );
+    assert_no_scratch_copy(&scratch);
 
     // 2. The TRUNCATE undone, under a new name, with --json. It was
     // truncated twice: both are listed, and --pick chooses.
@@ -244,14 +282,9 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         "--as",
         "events_log_back",
     ];
-    let output = extract.run(&[&["--json"], &truncate[..]].concat());
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains(
-            "2 transactions truncated the table:\n  1. TRUNCATE of public.events_log: transaction "
-        ),
-        "{}",
-        stderr(&output)
+    let output = extract.refused(
+        &[&["--json"], &truncate[..]].concat(),
+        "2 transactions truncated the table:\n  1. TRUNCATE of public.events_log: transaction ",
     );
     assert!(stderr(&output).contains("hint: choose one with --pick N"));
     let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -261,10 +294,7 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
         "{listed}"
     );
     assert_eq!(listed["chosen"], serde_json::Value::Null);
-    assert!(
-        fs::read_dir(&scratch).unwrap().next().is_none(),
-        "copy left behind"
-    );
+    assert_no_scratch_copy(&scratch);
     let summary = extract.json(&[&truncate[..], &["--pick", "1"]].concat());
     assert_eq!(
         rows_of(&sock, port, "shop", "events_log_back"),
@@ -281,18 +311,21 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     let live_no_db = format!("host={} port={port} user=postgres", sock.display());
     let orders_now = rows_of(&sock, port, "shop", "orders");
     let target = between(&good, &bad).to_rfc3339();
-    let summary = extract.json(&[
+    let orders_at_target = [
         "--table",
         "public.orders",
         "--database",
         "shop",
         "--to",
         &target,
-        "--into",
-        &live_no_db,
-        "--as",
-        "orders_before",
-    ]);
+    ];
+    let summary = extract.json(
+        &[
+            &orders_at_target[..],
+            &["--into", &live_no_db, "--as", "orders_before"],
+        ]
+        .concat(),
+    );
     assert_eq!(rows_of(&sock, port, "shop", "orders_before"), orders_good);
     assert_eq!(rows_of(&sock, port, "shop", "orders"), orders_now);
     assert_eq!(summary["tables"][0]["rows"], 200, "{summary}");
@@ -303,21 +336,9 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     assert_scratch_gone(&scratch, &summary);
 
     // 4. Onto an existing table: refused before anything is restored.
-    let output = extract.run(&[
-        "--table",
-        "public.orders",
-        "--database",
-        "shop",
-        "--to",
-        &target,
-        "--into",
-        &live,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("table `public.orders` exists in the live cluster (--into): pitr never replaces or truncates what is there"),
-        "{}",
-        stderr(&output)
+    let output = extract.refused(
+        &[&orders_at_target[..], &["--into", &live]].concat(),
+        "table `public.orders` exists in the live cluster (--into): pitr never replaces or truncates what is there",
     );
     assert!(stderr(&output).contains("hint: bring it back under another name with --as NEW_NAME"));
     assert_eq!(rows_of(&sock, port, "shop", "orders"), orders_now);
@@ -398,97 +419,77 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
     assert!(sql.contains("CREATE SCHEMA billing;"), "{sql}");
     assert!(sql.contains("CREATE TABLE billing.invoices"), "{sql}");
     assert!(sql.contains("20\t30.0\n"), "{sql}");
-    let output = extract.run(&schema_args);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("exists: --into-file writes a new file and never replaces one"),
-        "{}",
-        stderr(&output)
+    extract.refused(
+        &schema_args,
+        "exists: --into-file writes a new file and never replaces one",
     );
     assert_eq!(fs::read_to_string(&sql_file).unwrap(), sql);
 
     // Bad input: clear errors, non-zero exits, nothing written.
     let nothing = dir.path().join("nothing.dump");
     let nothing_arg = nothing.to_string_lossy().into_owned();
-    let output = extract.run(&[
-        "--table",
-        "public.nope",
-        "--database",
-        "shop",
-        "--to",
-        &target,
-        "--into-file",
-        &nothing_arg,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output)
-            .contains("table `public.nope` does not exist in database `shop` at the target"),
-        "{}",
-        stderr(&output)
+    extract.refused(
+        &[
+            "--table",
+            "public.nope",
+            "--database",
+            "shop",
+            "--to",
+            &target,
+            "--into-file",
+            &nothing_arg,
+        ],
+        "table `public.nope` does not exist in database `shop` at the target",
     );
     // Absent at the target: customers, as of just after the DROP.
-    let output = extract.run(&[
-        "--table",
-        "public.customers",
-        "--database",
-        "shop",
-        "--to",
-        &dropped.committed.to_rfc3339(),
-        "--into-file",
-        &nothing_arg,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output)
-            .contains("table `public.customers` does not exist in database `shop` at the target"),
-        "{}",
-        stderr(&output)
+    extract.refused(
+        &[
+            "--table",
+            "public.customers",
+            "--database",
+            "shop",
+            "--to",
+            &dropped.committed.to_rfc3339(),
+            "--into-file",
+            &nothing_arg,
+        ],
+        "table `public.customers` does not exist in database `shop` at the target",
     );
-    let output = extract.run(&[
-        "--table",
-        "public.gone",
-        "--database",
-        "shop",
-        "--before-drop",
-        "--into-file",
-        &nothing_arg,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("does not exist in database `shop` at the window's start"),
-        "{}",
-        stderr(&output)
+    extract.refused(
+        &[
+            "--table",
+            "public.gone",
+            "--database",
+            "shop",
+            "--before-drop",
+            "--into-file",
+            &nothing_arg,
+        ],
+        "does not exist in database `shop` at the window's start",
     );
-    let output = extract.run(&[
-        "--table",
-        "public.orders",
-        "--schema",
-        "public",
-        "--to",
-        "latest",
-        "--into-file",
-        &nothing_arg,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("cannot be used with"),
-        "{}",
-        stderr(&output)
+    extract.refused(
+        &[
+            "--table",
+            "public.orders",
+            "--schema",
+            "public",
+            "--to",
+            "latest",
+            "--into-file",
+            &nothing_arg,
+        ],
+        "cannot be used with",
     );
-    let output = extract.run(&[
-        "--table",
-        "orders",
-        "--to",
-        "latest",
-        "--into-file",
-        &nothing_arg,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("not schema-qualified"),
-        "{}",
-        stderr(&output)
+    extract.refused(
+        &[
+            "--table",
+            "orders",
+            "--to",
+            "latest",
+            "--into-file",
+            &nothing_arg,
+        ],
+        "not schema-qualified",
     );
     for (args, expected) in [
         (
@@ -536,15 +537,10 @@ fn tables_and_databases_come_back_and_nothing_else_changes() {
             "--as renames one table: give a single --table",
         ),
     ] {
-        let output = extract.run(args);
-        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+        extract.refused(args, expected);
     }
     assert!(!nothing.exists());
-    assert!(
-        fs::read_dir(&scratch).unwrap().next().is_none(),
-        "copy left behind"
-    );
+    assert_no_scratch_copy(&scratch);
     drop(cluster);
 }
 
@@ -613,12 +609,9 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 #[test]
 fn only_the_chosen_database_is_written() {
     let dir = shared_tempdir("pitr-extract-sparse-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let scratch = dir.path().join("scratch");
-    fs::create_dir_all(&scratch).unwrap();
-    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o755)).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let scratch = scratch_dir(dir.path());
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let (sock, port) = (cluster.dir.clone(), cluster.port);
     let db = |database: &str, sql: &str| psql_db(&sock, port, database, sql);
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
@@ -671,15 +664,12 @@ fn only_the_chosen_database_is_written() {
         repo: &repo,
         scratch: &scratch,
     };
-    let live = format!(
-        "host={} port={port} user=postgres dbname=small",
-        sock.display()
-    );
+    let live = live_conninfo(&sock, port, "small");
     let before = fingerprint(&sock, port);
     let big_oid = cluster.sql("SELECT oid FROM pg_database WHERE datname = 'big'");
     let to = format!("xid:{}", marker.xid);
 
-    let output = extract.run(&[
+    let output = extract.succeeded(&[
         "--table",
         "public.items",
         "--database",
@@ -693,15 +683,9 @@ fn only_the_chosen_database_is_written() {
         "--keep",
         "--json",
     ]);
-    let text = stderr(&output);
-    assert!(output.status.success(), "{text}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows_of(&sock, port, "small", "items_back"), expected);
-    let after: Vec<String> = fingerprint(&sock, port)
-        .into_iter()
-        .filter(|line| !line.starts_with("small public.items_back "))
-        .collect();
-    assert_eq!(after, before, "the rest of the live cluster changed");
+    assert_rest_unchanged(&sock, port, &before, "small public.items_back");
     let written = &summary["written"];
     let sparse: Vec<&str> = written["sparse_databases"]
         .as_array()
@@ -771,7 +755,7 @@ fn only_the_chosen_database_is_written() {
     fs::remove_dir_all(data.parent().unwrap()).unwrap();
 
     // A text summary says what was left sparse.
-    let output = extract.run(&[
+    let output = extract.succeeded(&[
         "--table",
         "public.items",
         "--database",
@@ -782,7 +766,6 @@ fn only_the_chosen_database_is_written() {
         &dir.path().join("items.dump").to_string_lossy(),
     ]);
     let text = stderr(&output);
-    assert!(output.status.success(), "{text}");
     assert!(text.contains("big, third left as "), "{text}");
 
     // full_page_writes turned off after a new backup: replay would read
@@ -801,7 +784,7 @@ fn only_the_chosen_database_is_written() {
     let marker = cluster.insert_marker(3);
     cluster.insert_marker(4);
     cluster.archive_everything();
-    let output = extract.run(&[
+    let output = extract.succeeded(&[
         "--table",
         "public.items",
         "--database",
@@ -815,7 +798,6 @@ fn only_the_chosen_database_is_written() {
         "--json",
     ]);
     let text = stderr(&output);
-    assert!(output.status.success(), "{text}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows_of(&sock, port, "small", "items_fpw_off"), expected);
     // The WAL is read while the copy is staged with what the catalog
@@ -837,8 +819,5 @@ fn only_the_chosen_database_is_written() {
             .contains("full_page_writes was turned off at"),
         "{written:#}"
     );
-    assert!(
-        fs::read_dir(&scratch).unwrap().next().is_none(),
-        "copy left behind"
-    );
+    assert_no_scratch_copy(&scratch);
 }

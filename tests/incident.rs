@@ -27,10 +27,8 @@ struct Source {
 fn source(prefix: &str, extra_conf: &str) -> (tempfile::TempDir, Source) {
     let temp = shared_tempdir(prefix);
     let dir = temp.path().to_path_buf();
-    let repo = dir.join("repo");
-    fs::create_dir_all(&repo).unwrap();
     let pitr = shared_pitr_binary(&dir);
-    let cluster = Cluster::start(&dir, &repo);
+    let cluster = Cluster::start_in(&dir);
     if !extra_conf.is_empty() {
         fs::OpenOptions::new()
             .append(true)
@@ -466,16 +464,7 @@ fn in_place_recovers_a_stopped_primary_ready_to_start() {
     // Nothing of pitr's is left: archiving stays on, the port and the
     // socket are the primary's own.
     assert_eq!(auto_conf_settings(&pgdata), Vec::<String>::new());
-    check_output(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(["start", "-w", "-D"])
-            .arg(&pgdata)
-            .arg("-l")
-            .arg(run_dir.join("after.log"))
-            .output()
-            .unwrap(),
-        "pg_ctl start",
-    );
+    pg_ctl(&pgdata, &run_dir.join("after.log"), &["start", "-w"]);
     assert_eq!(
         psql(
             &run_dir,

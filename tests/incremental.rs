@@ -39,9 +39,8 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         pg_major()
     );
     let dir = shared_tempdir("pitr-incremental-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     cluster.sql("ALTER SYSTEM SET summarize_wal = on");
     cluster.sql("SELECT pg_reload_conf()");
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");

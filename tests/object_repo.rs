@@ -1827,11 +1827,7 @@ fn several_tablespaces_are_staged_instead_of_streamed() {
     let archive_command = archive_command_for(&server, &binary, &url, dir.path());
     let cluster =
         Cluster::start_archiving(dir.path(), &dir.path().join("unused"), &archive_command);
-    let location = pg_owned_dir(&dir.path().join("ts1"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        location.display()
-    ));
+    cluster.create_tablespace("ts1", &dir.path().join("ts1"));
     cluster
         .sql("CREATE TABLE elsewhere TABLESPACE ts1 AS SELECT g FROM generate_series(1, 1000) g");
     let backup = run_ok(

@@ -40,6 +40,18 @@ fn init_repo(binary: &Path, repo: &Path) -> String {
     stdout(&output)
 }
 
+/// `pitr init --repo REPO --pgdata PGDATA`: init for that cluster, whose
+/// settings it reads.
+fn init_for_cluster(binary: &Path, repo: &Path, pgdata: &Path) -> Command {
+    let mut command = pitr(binary);
+    command
+        .args(["init", "--repo"])
+        .arg(repo)
+        .arg("--pgdata")
+        .arg(pgdata);
+    command
+}
+
 /// libpq's variables pointing at a test cluster.
 fn with_pg_env<'a>(command: &'a mut Command, run_dir: &Path, port: u16) -> &'a mut Command {
     command
@@ -140,13 +152,7 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     // 2. A cluster with default settings does not archive: init says what
     // is missing (read from the stopped cluster's files).
     let (pgdata, run_dir, port) = initdb(dir.path());
-    let output = pitr(&binary)
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .arg("--pgdata")
-        .arg(&pgdata)
-        .output()
-        .unwrap();
+    let output = init_for_cluster(&binary, &repo, &pgdata).output().unwrap();
     assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
     let messages = stderr(&output);
     assert!(
@@ -169,11 +175,7 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     let (other_pgdata, _, _) = initdb(&other);
-    let output = pitr(&binary)
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .arg("--pgdata")
-        .arg(&other_pgdata)
+    let output = init_for_cluster(&binary, &repo, &other_pgdata)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
@@ -189,11 +191,7 @@ fn init_backup_restore_and_expire_on_a_cluster_set_up_by_init() {
     pg_ctl(&pgdata, &run_dir.join("server.log"), &["start", "-w"]);
     let _server = ServerGuard(pgdata.clone());
     let output = run_ok(
-        pitr(&binary)
-            .args(["init", "--repo"])
-            .arg(&repo)
-            .arg("--pgdata")
-            .arg(&pgdata),
+        &mut init_for_cluster(&binary, &repo, &pgdata),
         "pitr init --pgdata on the running cluster",
     );
     assert!(
@@ -587,13 +585,7 @@ fn init_says_when_archiving_fails_and_never_duplicates_its_lines() {
     pg_ctl(&pgdata, &run_dir.join("server.log"), &["start", "-w"]);
     let _server = ServerGuard(pgdata.clone());
     let check = |code: i32| {
-        let output = pitr(&binary)
-            .args(["init", "--repo"])
-            .arg(&repo)
-            .arg("--pgdata")
-            .arg(&pgdata)
-            .output()
-            .unwrap();
+        let output = init_for_cluster(&binary, &repo, &pgdata).output().unwrap();
         assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
         assert_eq!(
             stdout(&output),

@@ -29,11 +29,9 @@ static SCENARIO: OnceLock<Scenario> = OnceLock::new();
 fn scenario() -> &'static Scenario {
     SCENARIO.get_or_init(|| {
         let dir = process_tempdir("pitr-reliability-");
-        let repo = dir.join("repo");
-        fs::create_dir_all(&repo).unwrap();
         let pitr = shared_pitr_binary(&dir);
-        let cluster = Cluster::start(&dir, &repo);
-        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let cluster = cluster_with_markers(&dir);
+        let repo = cluster.repo.clone();
         cluster.sql("CREATE TABLE filler AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 100000) g");
         cluster.backup("plain", &["-Fp", "-X", "stream"]);
         cluster.backup("tar", &["-Ft", "-X", "stream"]);
@@ -402,25 +400,7 @@ fn ctrl_c_while_staging_removes_the_staging_directory() {
         .spawn()
         .unwrap();
     let _guard = ServerGuard(pgdata.clone());
-    let staging = |parent: &Path| {
-        names_in(parent)
-            .into_iter()
-            .find(|name| name.contains("pitr-staging"))
-    };
-    wait_for(
-        "the staging directory",
-        Duration::from_secs(60),
-        Duration::from_millis(2),
-        || staging(&parent).is_some(),
-    );
-    let staging_dir = parent.join(staging(&parent).unwrap());
-    // Some files are in it: staging is under way, not about to start.
-    wait_for(
-        "the first staged files",
-        Duration::from_secs(60),
-        Duration::from_millis(2),
-        || fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some()),
-    );
+    wait_until_staging_under_way(&parent);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
     let message = stderr(&output);

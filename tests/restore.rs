@@ -32,12 +32,10 @@ static SCENARIO: OnceLock<Scenario> = OnceLock::new();
 fn scenario() -> &'static Scenario {
     SCENARIO.get_or_init(|| {
         let dir = process_tempdir("pitr-test-");
-        let repo = dir.join("repo");
-        fs::create_dir_all(&repo).unwrap();
         let pitr = shared_pitr_binary(&dir);
         let before_everything = chrono::Utc::now().fixed_offset();
-        let cluster = Cluster::start(&dir, &repo);
-        cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+        let cluster = cluster_with_markers(&dir);
+        let repo = cluster.repo.clone();
         cluster.backup("a-plain", &["-Fp", "-X", "stream"]);
         std::thread::sleep(Duration::from_millis(1200));
         let mut markers = Vec::new();

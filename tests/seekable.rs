@@ -33,6 +33,23 @@ fn run(command: &mut Command, what: &str) -> std::process::Output {
     output
 }
 
+/// `pitr --json backup --seekable` of `cluster` into its repository, which
+/// must succeed.
+fn backup_seekable(binary: &Path, cluster: &Cluster) -> std::process::Output {
+    run(
+        pitr(binary)
+            // The major under test's pg_basebackup (the matrix).
+            .args(["--json", "backup", "--bin-dir"])
+            .arg(pg_bin())
+            .args(["--seekable", "--fast", "--repo"])
+            .arg(&cluster.repo)
+            .env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres"),
+        "pitr backup --seekable",
+    )
+}
+
 /// pg_basebackup's own uncompressed tar, made seekable by pitr's
 /// conversion: the standard tools read back exactly pg_basebackup's tar,
 /// and each frame of the index, read alone with `open_range`, gives exactly
@@ -43,9 +60,8 @@ fn a_seekable_tar_is_pg_basebackups_tar_for_standard_tools_and_its_index_is_exac
         return;
     }
     let dir = shared_tempdir("pitr-seekable-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     // A relation of several frames, so that large files are cut.
     cluster.sql("CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 60000) g");
     cluster.sql("CHECKPOINT");
@@ -185,25 +201,12 @@ fn a_seekable_tar_is_pg_basebackups_tar_for_standard_tools_and_its_index_is_exac
 #[test]
 fn pitr_backup_seekable_restores_exactly() {
     let dir = shared_tempdir("pitr-seekable-backup-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    let cluster = cluster_with_markers(dir.path());
+    let repo = cluster.repo.clone();
     // About 21 MiB: a file staged in parts by several workers.
     cluster.sql("CREATE TABLE big AS SELECT g FROM generate_series(1, 600000) g");
     let binary = shared_pitr_binary(dir.path());
-    let output = run(
-        pitr(&binary)
-            // The major under test's pg_basebackup (the matrix).
-            .args(["--json", "backup", "--bin-dir"])
-            .arg(pg_bin())
-            .args(["--seekable", "--fast", "--repo"])
-            .arg(&repo)
-            .env("PGHOST", &cluster.dir)
-            .env("PGPORT", cluster.port.to_string())
-            .env("PGUSER", "postgres"),
-        "pitr backup --seekable",
-    );
+    let output = backup_seekable(&binary, &cluster);
     let summary = json(&output);
     let id = summary["id"].as_str().unwrap().to_string();
     assert_eq!(summary["wal_archived"], true);
@@ -358,29 +361,13 @@ fn seekable_with_another_compression_is_refused() {
 #[test]
 fn a_tablespace_of_a_seekable_backup_restores_exactly() {
     let dir = shared_tempdir("pitr-seekable-tblspc-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    let live = pg_owned_dir(&dir.path().join("ts_live"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        live.display()
-    ));
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
+    let live = cluster.create_tablespace("ts1", &dir.path().join("ts_live"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.sql("CREATE TABLE big TABLESPACE ts1 AS SELECT g FROM generate_series(1, 600000) g");
     let binary = shared_pitr_binary(dir.path());
-    let output = run(
-        pitr(&binary)
-            // The major under test's pg_basebackup (the matrix).
-            .args(["--json", "backup", "--bin-dir"])
-            .arg(pg_bin())
-            .args(["--seekable", "--fast", "--repo"])
-            .arg(&repo)
-            .env("PGHOST", &cluster.dir)
-            .env("PGPORT", cluster.port.to_string())
-            .env("PGUSER", "postgres"),
-        "pitr backup --seekable",
-    );
+    let output = backup_seekable(&binary, &cluster);
     let id = json(&output)["id"].as_str().unwrap().to_string();
     let oid = cluster.sql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
     let names = names_in(&repo.join("base").join(&id));
@@ -458,24 +445,7 @@ fn ctrl_c_while_workers_stage_leaves_nothing(
         .spawn()
         .unwrap();
     let _guard = ServerGuard(pgdata.clone());
-    let staging = |parent: &Path| {
-        names_in(parent)
-            .into_iter()
-            .find(|name| name.contains("pitr-staging"))
-    };
-    wait_for(
-        "the staging directory",
-        Duration::from_secs(60),
-        Duration::from_millis(2),
-        || staging(parent).is_some(),
-    );
-    let staging_dir = parent.join(staging(parent).unwrap());
-    wait_for(
-        "the first staged files",
-        Duration::from_secs(60),
-        Duration::from_millis(2),
-        || fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some()),
-    );
+    wait_until_staging_under_way(parent);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
     let message = stderr(&output);

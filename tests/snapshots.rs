@@ -74,9 +74,8 @@ fn run_with_repo(binary: &Path, repo: &Path, args: &[&str]) -> Output {
 #[test]
 fn what_people_read() {
     let dir = shared_tempdir("pitr-snap-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
     let before_everything = chrono::Utc::now();
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
     cluster.backup("base", &["-Ft", "-X", "stream"]);

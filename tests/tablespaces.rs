@@ -14,14 +14,9 @@ use common::*;
 #[test]
 fn tablespaces_are_restored_to_their_mapped_locations() {
     let dir = shared_tempdir("pitr-tablespaces-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    let live = pg_owned_dir(&dir.path().join("ts_live"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        live.display()
-    ));
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
+    let live = cluster.create_tablespace("ts1", &dir.path().join("ts_live"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.backup("tar", &["-Ft", "-X", "stream"]);
     let plain_copy = pg_owned_dir(&dir.path().join("plain_ts_copy"));
@@ -135,14 +130,9 @@ fn tablespaces_are_restored_to_their_mapped_locations() {
 #[test]
 fn in_place_moves_the_primarys_tablespace_aside_too() {
     let dir = shared_tempdir("pitr-tablespaces-in-place-");
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    let cluster = Cluster::start(dir.path(), &repo);
-    let location = pg_owned_dir(&dir.path().join("ts_primary"));
-    cluster.sql(&format!(
-        "CREATE TABLESPACE ts1 LOCATION '{}'",
-        location.display()
-    ));
+    let cluster = Cluster::start_in(dir.path());
+    let repo = cluster.repo.clone();
+    let location = cluster.create_tablespace("ts1", &dir.path().join("ts_primary"));
     cluster.sql("CREATE TABLE markers (id int PRIMARY KEY) TABLESPACE ts1");
     cluster.backup("tar", &["-Ft", "-X", "stream"]);
     for id in 1..=2 {
@@ -172,15 +162,10 @@ fn in_place_moves_the_primarys_tablespace_aside_too() {
         names.iter().any(|n| n.starts_with("source.pitr-replaced-")),
         "{names:?}"
     );
-    check(
-        as_pg_user(pg_bin().join("pg_ctl"))
-            .args(["start", "-w", "-D"])
-            .arg(&cluster.pgdata)
-            .arg("-l")
-            .arg(cluster.dir.join("after.log"))
-            .output()
-            .unwrap(),
-        "pg_ctl start",
+    pg_ctl(
+        &cluster.pgdata,
+        &cluster.dir.join("after.log"),
+        &["start", "-w"],
     );
     assert_eq!(cluster.sql("SELECT count(*) FROM markers"), "2");
     assert_eq!(

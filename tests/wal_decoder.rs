@@ -129,9 +129,8 @@ fn scenario() -> &'static Scenario {
         unsafe {
             nix::libc::atexit(remove_scenario_dir);
         }
-        let repo = dir.join("repo");
-        fs::create_dir_all(&repo).unwrap();
-        let cluster = Cluster::start(&dir, &repo);
+        let cluster = Cluster::start_in(&dir);
+        let repo = cluster.repo.clone();
         // Two-phase commit needs prepared transactions; the restart also
         // logs a PARAMETER_CHANGE record.
         cluster.sql("ALTER SYSTEM SET max_prepared_transactions = 5");

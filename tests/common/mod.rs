@@ -586,6 +586,25 @@ pub fn restore<A: AsRef<OsStr>>(
     }
 }
 
+/// [`restore`] from `repo` to `target` (as `--to` takes it), with `extra`
+/// arguments.
+pub fn restore_from_repo(
+    command: Command,
+    pgdata: &Path,
+    repo: &Path,
+    target: &str,
+    extra: &[&str],
+) -> Restored {
+    let mut args = vec![
+        OsStr::new("--repo"),
+        repo.as_os_str(),
+        OsStr::new("--to"),
+        OsStr::new(target),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    restore(command, pgdata, args)
+}
+
 /// Stops whatever server runs on a data directory when dropped.
 pub struct ServerGuard(pub PathBuf);
 
@@ -711,6 +730,14 @@ impl Cluster {
         Cluster::start_archiving(dir, repo, &archive_command)
     }
 
+    /// `initdb` and start in `dir`, archiving with `cp` into a new
+    /// repository `dir/repo` (its `repo` field).
+    pub fn start_in(dir: &Path) -> Cluster {
+        let repo = dir.join("repo");
+        fs::create_dir_all(&repo).unwrap();
+        Cluster::start(dir, &repo)
+    }
+
     /// `initdb` and start with this `archive_command` (a shell command line
     /// with `%p` and `%f`); `repo/wal` is created for the postgres user.
     pub fn start_archiving(dir: &Path, repo: &Path, archive_command: &str) -> Cluster {
@@ -776,6 +803,51 @@ impl Cluster {
     pub fn archive_everything(&self) {
         archive_everything(&self.dir, self.port)
     }
+
+    /// Makes `location` a directory the server may use (owned by the
+    /// PostgreSQL user) and creates tablespace `name` there; returns the
+    /// location.
+    pub fn create_tablespace(&self, name: &str, location: &Path) -> PathBuf {
+        let location = pg_owned_dir(location);
+        self.sql(&format!(
+            "CREATE TABLESPACE {name} LOCATION '{}'",
+            location.display()
+        ));
+        location
+    }
+}
+
+/// A source cluster in `dir` archiving into a new repository `dir/repo`
+/// (its `repo` field), with the `markers` table that
+/// [`Cluster::insert_marker`] writes to.
+pub fn cluster_with_markers(dir: &Path) -> Cluster {
+    let cluster = Cluster::start_in(dir);
+    cluster.sql("CREATE TABLE markers (id int PRIMARY KEY)");
+    cluster
+}
+
+/// Waits until a restore into `parent` is staging: its staging directory
+/// (hidden, beside the data directory) exists and holds a first file, so
+/// that a signal sent now lands while files are copied.
+pub fn wait_until_staging_under_way(parent: &Path) {
+    let staging = || {
+        names_in(parent)
+            .into_iter()
+            .find(|name| name.contains("pitr-staging"))
+    };
+    wait_for(
+        "the staging directory",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || staging().is_some(),
+    );
+    let staging_dir = parent.join(staging().unwrap());
+    wait_for(
+        "the first staged files",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || fs::read_dir(&staging_dir).is_ok_and(|mut entries| entries.next().is_some()),
+    );
 }
 
 /// Commits marker row `id` on the server at `socket_dir`:`port`.

@@ -11,13 +11,13 @@
 //! without one (made before the record existed) is taken to enforce
 //! conditional creates, as pitr assumed then; `pitr init` records it.
 //! Once read it is remembered in the user's cache directory for
-//! [`REMEMBERED_FOR`](super::identity::REMEMBERED_FOR), so a push costs no
+//! [`REMEMBERED_FOR`](super::remembered::REMEMBERED_FOR), so a push costs no
 //! request to learn it, and a new record (`pitr init` run again after the
 //! store behind the URL changed) reaches every host within that time.
 
 use anyhow::{Context, Result};
 
-use super::identity::Remembered;
+use super::remembered::Remembered;
 use super::store::{StoreRead, Writable, WriteError};
 
 /// The record in the WAL archive. Hidden: no listing of segments takes it

@@ -12,16 +12,14 @@
 //! from its next push.
 //!
 //! On object storage the identity is remembered in the user's cache
-//! directory once read, for [`REMEMBERED_FOR`], so a push costs no request
-//! to learn it; a local archive is simply read each time.
+//! directory once read (see [`Remembered`]), so a push costs no request to
+//! learn it; a local archive is simply read each time.
 
 use std::io::Read;
 
+use super::remembered::Remembered;
+use super::store::{Created, NewObject, StoreRead, Writable, WriteError};
 use anyhow::{anyhow, Context, Result};
-use sha2::{Digest, Sha256};
-
-use super::store::posix::Posix;
-use super::store::{Created, NewObject, StoreRead, StoreWrite, Writable, WriteError};
 
 /// The identity object in the WAL archive. Hidden: no listing of segments
 /// takes it for one.
@@ -99,69 +97,18 @@ pub(crate) fn claim_once(archive: &Writable, key: &str, bytes: &[u8]) -> Result<
     }
 }
 
-/// How long a fact read from an object archive (its identity, its store's
-/// capability, its compression) is trusted before it is read again: one
-/// request per host every five minutes at most, against a PUT per segment,
-/// and a repository deleted and made anew under the same URL (or a new
-/// `pitr init` after the store behind it changed) is learned by every host
-/// within that time. A stale "conditional creates are enforced" would send
-/// plain conditional PUTs to a store that lets them replace a segment.
-pub const REMEMBERED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// The archive's identity as remembered locally (object stores only: a
-/// local archive is read directly).
-pub struct Remembered {
-    cache: Option<(Posix, String)>,
+/// The identity as this host remembers it (object stores only: a local
+/// archive is read directly).
+pub fn remembered(archive: &dyn StoreRead) -> Option<u64> {
+    parse(&Remembered::of(archive, "identity").get_bytes()?).ok()
 }
 
-impl Remembered {
-    pub fn for_archive(archive: &dyn StoreRead) -> Remembered {
-        Remembered::of(archive, "identity")
-    }
-
-    /// The cache file `what-<hash of the store>.json`, for object stores
-    /// only; other facts of an archive that never change are kept the same
-    /// way (see `capability`).
-    pub(crate) fn of(archive: &dyn StoreRead, what: &str) -> Remembered {
-        if archive.local_dir("").is_some() {
-            return Remembered { cache: None };
-        }
-        let digest = Sha256::digest(archive.identity().as_bytes());
-        let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        Remembered {
-            cache: super::facts_cache::cache_dir()
-                .map(|dir| (Posix::new(dir), format!("{what}-{name}.json"))),
-        }
-    }
-
-    pub fn get(&self) -> Option<u64> {
-        parse(&self.get_bytes()?).ok()
-    }
-
-    /// Best effort: a cache that cannot be written costs one read per push.
-    pub fn set(&self, system_identifier: u64) {
-        if let Ok(bytes) = serde_json::to_vec(&Stored {
-            system_identifier: system_identifier.to_string(),
-        }) {
-            self.set_bytes(&bytes);
-        }
-    }
-
-    /// The remembered bytes if they were remembered (read from the
-    /// archive, or written to it) less than [`REMEMBERED_FOR`] ago; a
-    /// memory from the future (a clock set back) counts as old.
-    pub(crate) fn get_bytes(&self) -> Option<Vec<u8>> {
-        let (dir, key) = self.cache.as_ref()?;
-        let remembered_at = dir.stat(key).ok()??.modified;
-        if remembered_at.elapsed().ok()? > REMEMBERED_FOR {
-            return None;
-        }
-        super::store::read_all(dir, key).ok()
-    }
-
-    pub(crate) fn set_bytes(&self, bytes: &[u8]) {
-        if let Some((dir, key)) = &self.cache {
-            let _ = dir.write_stream(key, &mut |out| out.write_all(bytes));
-        }
+/// Remembers `system_identifier` as `archive`'s identity; best effort: a
+/// cache that cannot be written costs one read per push.
+pub fn remember(archive: &dyn StoreRead, system_identifier: u64) {
+    if let Ok(bytes) = serde_json::to_vec(&Stored {
+        system_identifier: system_identifier.to_string(),
+    }) {
+        Remembered::of(archive, "identity").set_bytes(&bytes);
     }
 }

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod manifest_check;
 pub mod pg_control;
 pub mod push;
+pub mod remembered;
 pub mod store;
 pub mod tablespace;
 pub mod tar_split;

@@ -142,18 +142,17 @@ fn check_cluster(archive: &Writable, source: &Source, name: &WalFileName) -> Res
         return Ok(());
     };
     let ours = header.system_identifier;
-    let remembered = identity::Remembered::for_archive(archive.read().as_ref());
     // What is remembered is trusted when it agrees; a disagreement is read
     // again from the archive (a repository deleted and made anew under the
     // same URL leaves a stale memory) before anything is refused.
-    let recorded = match remembered.get() {
+    let recorded = match identity::remembered(archive.read().as_ref()) {
         Some(recorded) if recorded == ours => recorded,
         _ => {
             let recorded = match identity::recorded(archive.read().as_ref())? {
                 Some(recorded) => recorded,
                 None => identity::claim(archive, ours)?,
             };
-            remembered.set(recorded);
+            identity::remember(archive.read().as_ref(), recorded);
             recorded
         }
     };

@@ -25,7 +25,8 @@
 
 use anyhow::{anyhow, Context, Result};
 
-use super::identity::{claim_once, Remembered};
+use super::identity::claim_once;
+use super::remembered::Remembered;
 use super::store::Writable;
 use crate::compression::Compression;
 

@@ -283,7 +283,7 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     assert_eq!(
         different.status.code(),
         Some(3),
-        "{}",
+        "a push of other bytes under {segment_name} (archived as {stored_segment}): {}",
         text(&different.stderr)
     );
     assert_eq!(

@@ -11,20 +11,9 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-
-fn markers(summary: &serde_json::Value) -> String {
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    psql(
-        socket,
-        port,
-        "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers",
-    )
-}
 
 #[test]
 fn a_chain_of_incremental_backups_restores_exactly() {
@@ -111,7 +100,7 @@ fn a_chain_of_incremental_backups_restores_exactly() {
         let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(summary["plan"]["backup"]["id"], backup, "{name}");
         assert!(summary["plan"]["backup"]["incremental_from"].is_string());
-        assert_eq!(markers(&summary), expected, "{name}");
+        assert_eq!(restored_marker_ids(&summary), expected, "{name}");
         // The repository is only read: every file of the chain is intact.
         assert_same_tree(
             &format!("{name}: the repository"),

@@ -161,17 +161,8 @@ fn archiving_and_a_restore_while_a_node_is_down() {
         garage.logs()
     );
     let summary = json(&output);
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    assert_eq!(psql(socket, port, "SELECT count(*) FROM markers"), "3");
-    assert_eq!(
-        psql(
-            socket,
-            port,
-            "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers"
-        ),
-        "1,2,3"
-    );
+    assert_eq!(summary_sql(&summary, "SELECT count(*) FROM markers"), "3");
+    assert_eq!(restored_marker_ids(&summary), "1,2,3");
     let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(!said.contains(&garage.secret), "a secret in the output");
 }

@@ -618,9 +618,7 @@ fn backup_into_store(
 }
 
 fn count_rows(summary: &serde_json::Value) -> i64 {
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    psql(socket, port, "SELECT count(*) FROM markers")
+    summary_sql(summary, "SELECT count(*) FROM markers")
         .parse()
         .unwrap()
 }
@@ -928,10 +926,8 @@ fn a_seekable_backup_in_s3_is_staged_by_the_workers() {
     );
     assert!(outputs.contains("staged by 2 workers"), "{outputs}");
     assert_eq!(count_rows(&summary), 2);
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(
-        psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+        summary_sql(&summary, "SELECT count(*), sum(g) FROM filler"),
         "200000|20000100000"
     );
     drop(guard);
@@ -1008,11 +1004,9 @@ fn a_delta_restore_from_s3_patches_pages_and_reads_only_what_it_needs() {
     assert_eq!(count_rows(&summary), 2);
     // The copy changed after the restore: a bad UPDATE of a few rows in
     // one place, and a new table; then stopped.
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    psql(socket, port, "UPDATE filler SET h = 'bad' WHERE g <= 100");
-    psql(socket, port, "CREATE TABLE stray AS SELECT 1 AS x");
-    psql(socket, port, "CHECKPOINT");
+    summary_sql(&summary, "UPDATE filler SET h = 'bad' WHERE g <= 100");
+    summary_sql(&summary, "CREATE TABLE stray AS SELECT 1 AS x");
+    summary_sql(&summary, "CHECKPOINT");
     drop(guard);
 
     let (summary, guard) = restore_from_store(
@@ -1033,20 +1027,16 @@ fn a_delta_restore_from_s3_patches_pages_and_reads_only_what_it_needs() {
     );
     assert!(outputs.contains("is seekable"), "{outputs}");
     assert_eq!(count_rows(&summary), 2);
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
     assert_eq!(
-        psql(
-            socket,
-            port,
+        summary_sql(
+            &summary,
             "SELECT count(*), sum(g), count(*) FILTER (WHERE h = 'bad') FROM filler"
         ),
         "200000|20000100000|0"
     );
     assert_eq!(
-        psql(
-            socket,
-            port,
+        summary_sql(
+            &summary,
             "SELECT count(*) FROM pg_class WHERE relname = 'stray'"
         ),
         "0"
@@ -1674,10 +1664,8 @@ fn a_backup_streams_into_the_store_with_no_local_copy() {
             &mut outputs,
         );
         assert_eq!(count_rows(&summary), 2, "{kind:?}");
-        let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-        let port = summary["port"].as_u64().unwrap() as u16;
         assert_eq!(
-            psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+            summary_sql(&summary, "SELECT count(*), sum(g) FROM filler"),
             "400000|80000200000",
             "{kind:?}"
         );
@@ -2237,11 +2225,9 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         "{summary:#}"
     );
     assert!(outputs.contains("staged by 2 workers"), "{outputs}");
-    assert_eq!(marker_ids(&summary), "1,2,3,4,5,102");
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
+    assert_eq!(restored_marker_ids(&summary), "1,2,3,4,5,102");
     assert_eq!(
-        psql(socket, port, "SELECT count(*), sum(g) FROM filler"),
+        summary_sql(&summary, "SELECT count(*), sum(g) FROM filler"),
         "200000|20000100000"
     );
     outputs.push_str(&std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap());
@@ -2256,7 +2242,7 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
         &["--repo", &url, "--to", "latest", "--timeline", "1"],
         &mut outputs,
     );
-    assert_eq!(marker_ids(&summary), "1,2,3,4,5,6");
+    assert_eq!(restored_marker_ids(&summary), "1,2,3,4,5,6");
     drop(guard);
 
     // The monitoring check: the same figures as from the directory.
@@ -2413,17 +2399,6 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
     }
 }
 
-/// The ids of the markers a restored server holds, in order.
-fn marker_ids(summary: &serde_json::Value) -> String {
-    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
-    let port = summary["port"].as_u64().unwrap() as u16;
-    psql(
-        socket,
-        port,
-        "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers",
-    )
-}
-
 /// Timelines and compressions from object stores, as tests/timelines.rs
 /// and tests/formats.rs prove them from a directory: a backup in each
 /// compression pitr offers restores exactly (`--backup`); a recovery that
@@ -2469,7 +2444,7 @@ fn timelines_and_compressions_from_s3_and_azure() {
                 &mut outputs,
             );
             assert_eq!(summary["plan"]["backup"]["id"], id.as_str(), "{kind:?}");
-            assert_eq!(marker_ids(&summary), "1,2", "{kind:?} {compress}");
+            assert_eq!(restored_marker_ids(&summary), "1,2", "{kind:?} {compress}");
             drop(guard);
         }
 
@@ -2508,7 +2483,11 @@ fn timelines_and_compressions_from_s3_and_azure() {
             &["--repo", &url, "--to", "latest"],
             &mut outputs,
         );
-        assert_eq!(marker_ids(&latest), "1,102", "{kind:?}: {latest:#}");
+        assert_eq!(
+            restored_marker_ids(&latest),
+            "1,102",
+            "{kind:?}: {latest:#}"
+        );
         drop(guard);
         // Timeline 1 when asked: 1, 2, 3.
         let (old_branch, guard) = restore_from_store(
@@ -2518,7 +2497,7 @@ fn timelines_and_compressions_from_s3_and_azure() {
             &["--repo", &url, "--to", "latest", "--timeline", "1"],
             &mut outputs,
         );
-        assert_eq!(marker_ids(&old_branch), "1,2,3", "{kind:?}");
+        assert_eq!(restored_marker_ids(&old_branch), "1,2,3", "{kind:?}");
         drop(guard);
 
         for secret in [object_servers::S3_SECRET_KEY, object_servers::AZURITE_KEY] {

@@ -551,8 +551,25 @@ impl Restored {
     }
 
     pub fn sql(&self, sql: &str) -> String {
-        psql(&self.socket_dir(), self.port(), sql)
+        summary_sql(&self.summary, sql)
     }
+}
+
+/// Runs SQL on the server a `pitr --json restore` summary describes (its
+/// socket directory and port).
+pub fn summary_sql(summary: &serde_json::Value, sql: &str) -> String {
+    let socket = Path::new(summary["socket_dir"].as_str().unwrap());
+    let port = summary["port"].as_u64().unwrap() as u16;
+    psql(socket, port, sql)
+}
+
+/// The ids in `markers` on the server a restore summary describes, in
+/// order, comma-separated.
+pub fn restored_marker_ids(summary: &serde_json::Value) -> String {
+    summary_sql(
+        summary,
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM markers",
+    )
 }
 
 /// Runs `command` as `--json restore --pgdata PGDATA ARGS`, which must

@@ -25,6 +25,17 @@ pub(super) fn stage_one_database(
     catalog: &Catalog,
     reporter: &Reporter,
 ) -> Result<(Staged, Scope, Option<Duration>), Failure> {
+    // The same staging each time; only which databases stay sparse changes.
+    let stage_sparse = |sparse: &[u32]| {
+        stage_backup(
+            false,
+            &StageRequest {
+                sparse_databases: sparse,
+                ..*request
+            },
+            reporter,
+        )
+    };
     let combined = request.combine.is_some();
     let new_directory =
         *request.destination == Destination::Absent && request.placements.is_empty();
@@ -33,14 +44,7 @@ pub(super) fn stage_one_database(
         let scope = scope::for_restore(name, catalog, request.plan, combined, reporter);
         let decided = deciding.elapsed();
         let sparse = scope.sparse_oids();
-        let staged = stage_backup(
-            false,
-            &StageRequest {
-                sparse_databases: &sparse,
-                ..*request
-            },
-            reporter,
-        )?;
+        let staged = stage_sparse(&sparse)?;
         return Ok((staged, scope, Some(decided)));
     }
     let databases = scope::backup_databases(catalog, request.plan, reporter);
@@ -56,14 +60,7 @@ pub(super) fn stage_one_database(
                 (facts, reading.elapsed())
             })
         });
-        let staged = stage_backup(
-            false,
-            &StageRequest {
-                sparse_databases: &candidates,
-                ..*request
-            },
-            reporter,
-        );
+        let staged = stage_sparse(&candidates);
         let facts = facts.map(|reading| {
             reading.join().unwrap_or_else(|_| {
                 let failed = scope::WalFacts {
@@ -90,13 +87,6 @@ pub(super) fn stage_one_database(
         request.pgdata.display()
     ));
     crate::stage::remove_new_data_directory(request.pgdata).or_fail(FailureKind::Staging)?;
-    let staged = stage_backup(
-        false,
-        &StageRequest {
-            sparse_databases: &sparse,
-            ..*request
-        },
-        reporter,
-    )?;
+    let staged = stage_sparse(&sparse)?;
     Ok((staged, scope, wal_read))
 }

@@ -51,6 +51,19 @@ fn one_azurite_at_a_time(kind: Kind) -> Option<std::sync::MutexGuard<'static, ()
     (kind == Kind::Azure).then(|| AZURITE.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// S3 (s3s-fs) and Azure (Azurite) in turn, each skipped visibly when its
+/// server is not installed; the loop body holds Azurite's turn.
+fn s3_and_azure(
+    test: &str,
+) -> impl Iterator<Item = (Kind, Option<std::sync::MutexGuard<'static, ()>>)> + '_ {
+    [Kind::S3, Kind::Azure]
+        .into_iter()
+        .filter(move |kind| {
+            object_servers::require_server(&format!("{}::{test}", kind.name()), *kind)
+        })
+        .map(|kind| (kind, one_azurite_at_a_time(kind)))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -213,18 +226,7 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     // The restore an extract runs as a child is given the repository as
     // the user named it: the URL (its `base/` and `wal/` are not paths), so
     // it plans from the bucket.
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    give_to_pg_user(&scratch);
-    let dumped = dir.path().join("markers.sql");
-    let extract = pitr(&binary, &server)
-        .args(["extract", "--repo", &url, "--table", "public.markers"])
-        .args(["--to", &target, "--format", "plain", "--into-file"])
-        .arg(&dumped)
-        .arg("--scratch")
-        .arg(&scratch)
-        .output()
-        .unwrap();
+    let (extract, rows, scratch) = extract_markers(&binary, &server, dir.path(), &url, &target);
     let said = text(&extract.stderr);
     assert!(
         said.contains(&format!("restore: backup:    {id}")),
@@ -233,14 +235,7 @@ fn archive_backup_list_plan_and_fetch_through_s3() {
     // The restore from object storage is built: the extract completes,
     // exact rows.
     assert!(extract.status.success(), "{said}");
-    let dump = std::fs::read_to_string(&dumped).unwrap();
-    let rows: Vec<&str> = dump
-        .lines()
-        .skip_while(|line| !line.starts_with("COPY public.markers"))
-        .skip(1)
-        .take_while(|line| *line != "\\.")
-        .collect();
-    assert_eq!(rows, ["1"], "{dump}");
+    assert_eq!(rows, ["1"]);
     assert!(names_in(&scratch).is_empty(), "scratch copy left behind");
 
     // 4. wal-push of a name already archived: the same bytes are success
@@ -371,11 +366,7 @@ fn wal_push_and_fetch_on_s3_and_azure() {
     let dir = tempfile::tempdir().unwrap();
     let name = "000000010000000000000007";
     let segment: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 241) as u8).collect();
-    for kind in [Kind::S3, Kind::Azure] {
-        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
-            continue;
-        }
-        let _turn = one_azurite_at_a_time(kind);
+    for (kind, _turn) in s3_and_azure(test) {
         let mut server = ObjectServer::start(kind);
         let url = server.url("pg");
         let work = dir.path().join(kind.name());
@@ -617,6 +608,39 @@ fn backup_into_store(
     )
 }
 
+/// `pitr extract` of `public.markers` as of `target` into a plain dump,
+/// through a scratch directory in `dir`: the command's output, the rows of
+/// the dump's COPY (none when it failed) and the scratch directory.
+fn extract_markers(
+    binary: &Path,
+    server: &ObjectServer,
+    dir: &Path,
+    url: &str,
+    target: &str,
+) -> (Output, Vec<String>, PathBuf) {
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    give_to_pg_user(&scratch);
+    let dumped = dir.join("markers.sql");
+    let extract = pitr(binary, server)
+        .args(["extract", "--repo", url, "--table", "public.markers"])
+        .args(["--to", target, "--format", "plain", "--into-file"])
+        .arg(&dumped)
+        .arg("--scratch")
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    let dump = std::fs::read_to_string(&dumped).unwrap_or_default();
+    let rows = dump
+        .lines()
+        .skip_while(|line| !line.starts_with("COPY public.markers"))
+        .skip(1)
+        .take_while(|line| *line != "\\.")
+        .map(str::to_string)
+        .collect();
+    (extract, rows, scratch)
+}
+
 fn count_rows(summary: &serde_json::Value) -> i64 {
     summary_sql(summary, "SELECT count(*) FROM markers")
         .parse()
@@ -635,11 +659,7 @@ fn restore_from_s3_and_azure_to_a_time_and_to_latest() {
     if !require_root(test) {
         return;
     }
-    for kind in [Kind::S3, Kind::Azure] {
-        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
-            continue;
-        }
-        let _turn = one_azurite_at_a_time(kind);
+    for (kind, _turn) in s3_and_azure(test) {
         let (server, dir, binary, url, cluster) =
             archiving_to_store(kind, "pitr-object-restore", "restore");
         let mut outputs = String::new();
@@ -1588,11 +1608,7 @@ fn a_backup_streams_into_the_store_with_no_local_copy() {
     if !require_root(test) {
         return;
     }
-    for kind in [Kind::S3, Kind::Azure] {
-        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
-            continue;
-        }
-        let _turn = one_azurite_at_a_time(kind);
+    for (kind, _turn) in s3_and_azure(test) {
         let server = ObjectServer::start(kind);
         let dir = shared_tempdir("pitr-object-stream");
         let binary = shared_pitr_binary(dir.path());
@@ -2262,28 +2278,10 @@ fn restore_from_gcs_reads_a_repository_and_writes_nothing() {
 
     // extract: the table as of the time between the second and third
     // commits, from a scratch copy restored from the bucket.
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    give_to_pg_user(&scratch);
-    let dumped = dir.path().join("markers.sql");
-    let extract = pitr(&binary, &server)
-        .args(["extract", "--repo", &url, "--table", "public.markers"])
-        .args(["--to", &target, "--format", "plain", "--into-file"])
-        .arg(&dumped)
-        .arg("--scratch")
-        .arg(&scratch)
-        .output()
-        .unwrap();
+    let (extract, rows, scratch) = extract_markers(&binary, &server, dir.path(), &url, &target);
     outputs.push_str(&text(&extract.stderr));
     assert!(extract.status.success(), "{}", text(&extract.stderr));
-    let dump = std::fs::read_to_string(&dumped).unwrap();
-    let rows: Vec<&str> = dump
-        .lines()
-        .skip_while(|line| !line.starts_with("COPY public.markers"))
-        .skip(1)
-        .take_while(|line| *line != "\\.")
-        .collect();
-    assert_eq!(rows, ["1", "2"], "{dump}");
+    assert_eq!(rows, ["1", "2"]);
 
     // drill: its report kept in a local directory (a repository in object
     // storage keeps none unless told where), its restore from the bucket.
@@ -2411,11 +2409,7 @@ fn timelines_and_compressions_from_s3_and_azure() {
     if !require_root(test) {
         return;
     }
-    for kind in [Kind::S3, Kind::Azure] {
-        if !object_servers::require_server(&format!("{}::{test}", kind.name()), kind) {
-            continue;
-        }
-        let _turn = one_azurite_at_a_time(kind);
+    for (kind, _turn) in s3_and_azure(test) {
         let (server, dir, binary, url, primary) =
             archiving_to_store(kind, "pitr-object-timelines", "timelines");
         let mut outputs = String::new();
